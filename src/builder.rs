@@ -1,0 +1,425 @@
+//! The builder of a [`Groupcache`], and the validation of its settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+
+use crate::client::{ClientConfig, PeerClient};
+use crate::error::ConfigError;
+use crate::groupcache::{Group, Groupcache, NodeConfig, Shared};
+use crate::ring::Ring;
+use crate::source::{DynSource, Source};
+
+/// The default base path of the peer protocol, as in golang/groupcache.
+pub const DEFAULT_BASE_PATH: &str = "/_groupcache/";
+/// The default bytes per data source, main and hot cache together: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// The default number of ring points per peer, as in golang/groupcache.
+pub const DEFAULT_REPLICAS: usize = 50;
+/// The default bound on a whole peer fetch, connection included: 5 seconds. A fetch that
+/// takes longer counts as a peer error and the key is loaded locally.
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default bound on opening a connection to a peer: 1 second.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default longest key, in bytes: 8 KiB. Longer keys are refused (`414` on the peer path).
+pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
+/// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is
+/// refused while it streams in, and the key is loaded locally.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 << 20;
+
+/// Builds a [`Groupcache`]. Every setter takes and returns the builder; nothing is checked
+/// until [`build`](GroupcacheBuilder::build), which returns a [`ConfigError`] instead of
+/// panicking.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_groupcache::{ConfigError, Groupcache};
+///
+/// let cache = Groupcache::builder()
+///     .self_url("http://10.0.0.1:8080")
+///     .peers(["http://10.0.0.2:8080", "http://10.0.0.3:8080"]) // self is added
+///     .cache_bytes(128 << 20)
+///     .peer_timeout(Duration::from_millis(500))
+///     .source("users", |key: String| async move { Ok::<_, std::io::Error>(key) })
+///     .build()
+///     .unwrap();
+/// assert_eq!(cache.stats().cluster.count, 3);
+///
+/// let err = Groupcache::builder().self_url("ftp://x").build().unwrap_err();
+/// assert!(matches!(err, ConfigError::InvalidUrl { .. }));
+/// ```
+#[must_use]
+pub struct GroupcacheBuilder {
+    self_url: Option<String>,
+    peers: Vec<String>,
+    base_path: String,
+    cache_bytes: u64,
+    replicas: usize,
+    peer_timeout: Duration,
+    connect_timeout: Duration,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+    sources: Vec<(String, Arc<dyn DynSource>)>,
+}
+
+impl Default for GroupcacheBuilder {
+    fn default() -> Self {
+        Self {
+            self_url: None,
+            peers: Vec::new(),
+            base_path: DEFAULT_BASE_PATH.to_owned(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            replicas: DEFAULT_REPLICAS,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            sources: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for GroupcacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupcacheBuilder")
+            .field("self_url", &self.self_url)
+            .field("peers", &self.peers)
+            .field("base_path", &self.base_path)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("replicas", &self.replicas)
+            .field("peer_timeout", &self.peer_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field(
+                "sources",
+                &self.sources.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl GroupcacheBuilder {
+    /// This node's URL as its peers reach it, e.g. `http://10.0.0.1:8080`: scheme, host and
+    /// port, no path. It must be spelled exactly as in the other nodes' peer lists, since the
+    /// ring compares peers as strings.
+    pub fn self_url(mut self, url: impl Into<String>) -> Self {
+        self.self_url = Some(url.into());
+        self
+    }
+
+    /// The URLs of every node in the cluster. This node's own URL is added if missing. No
+    /// peers (the default) is single-node mode: every key is loaded here.
+    pub fn peers<I, P>(mut self, peers: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.peers = peers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The path under which the layer answers peers; it starts and ends with `/`. Default
+    /// [`DEFAULT_BASE_PATH`]. Every node of a cluster must use the same.
+    pub fn base_path(mut self, path: impl Into<String>) -> Self {
+        self.base_path = path.into();
+        self
+    }
+
+    /// The bytes of keys and values each data source may hold, main and hot cache together
+    /// (the hot cache takes at most an eighth). Default [`DEFAULT_CACHE_BYTES`]; 0 turns
+    /// caching off, as in golang/groupcache.
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Points per peer on the ring. Default [`DEFAULT_REPLICAS`], as golang/groupcache; every
+    /// node of a cluster must use the same.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// The longest a peer fetch may take, from connecting to the last byte. Default
+    /// [`DEFAULT_PEER_TIMEOUT`]. Past it the get loads the key locally.
+    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        self.peer_timeout = timeout;
+        self
+    }
+
+    /// The longest opening a connection to a peer may take. Default
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The longest key accepted, in bytes. Default [`DEFAULT_MAX_KEY_BYTES`].
+    pub fn max_key_bytes(mut self, bytes: usize) -> Self {
+        self.max_key_bytes = bytes;
+        self
+    }
+
+    /// The largest value accepted from a peer, in bytes. Default [`DEFAULT_MAX_VALUE_BYTES`].
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Registers a data source under `name` (a golang/groupcache group name). See
+    /// [`Source`] for what it may be.
+    pub fn source<S: Source>(mut self, name: impl Into<String>, source: S) -> Self {
+        self.sources.push((name.into(), Arc::new(source)));
+        self
+    }
+
+    /// Checks the settings and builds the cache.
+    pub fn build(self) -> Result<Groupcache, ConfigError> {
+        if self.replicas == 0 {
+            return Err(ConfigError::ZeroReplicas);
+        }
+        for (what, zero) in [
+            ("peer timeout", self.peer_timeout.is_zero()),
+            ("connect timeout", self.connect_timeout.is_zero()),
+            ("max key bytes", self.max_key_bytes == 0),
+            ("max value bytes", self.max_value_bytes == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::ZeroLimit(what));
+            }
+        }
+        validate_base_path(&self.base_path)?;
+        if let Some(url) = &self.self_url {
+            validate_url(url)?;
+        } else if !self.peers.is_empty() {
+            return Err(ConfigError::MissingSelfUrl);
+        }
+        let peers = validate_peers(self.self_url.as_deref(), self.peers)?;
+
+        let mut groups = FxHashMap::default();
+        for (name, source) in self.sources {
+            if name.is_empty() || name.contains('/') {
+                return Err(ConfigError::InvalidSourceName(name));
+            }
+            if groups.contains_key(name.as_str()) {
+                return Err(ConfigError::DuplicateSource(name));
+            }
+            let group = Group::new(&name, source, self.cache_bytes);
+            groups.insert(name.into_boxed_str(), Arc::new(group));
+        }
+
+        let client = PeerClient::new(ClientConfig {
+            timeout: self.peer_timeout,
+            connect_timeout: self.connect_timeout,
+            max_value_bytes: self.max_value_bytes,
+        });
+        Ok(Groupcache::from_shared(Shared {
+            self_url: self.self_url.map(Into::into),
+            ring: ArcSwap::from_pointee(Ring::new(self.replicas, peers)),
+            config: NodeConfig {
+                base_path: self.base_path.into(),
+                replicas: self.replicas,
+                max_key_bytes: self.max_key_bytes,
+            },
+            client,
+            groups,
+        }))
+    }
+}
+
+/// Checks every peer URL and adds `self_url` if it is missing. An empty list stays empty
+/// (single-node mode).
+pub(crate) fn validate_peers(
+    self_url: Option<&str>,
+    mut peers: Vec<String>,
+) -> Result<Vec<String>, ConfigError> {
+    for peer in &peers {
+        validate_url(peer)?;
+    }
+    if let Some(me) = self_url {
+        if !peers.is_empty() && !peers.iter().any(|p| p == me) {
+            peers.push(me.to_owned());
+        }
+    } else if !peers.is_empty() {
+        return Err(ConfigError::MissingSelfUrl);
+    }
+    Ok(peers)
+}
+
+fn validate_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason| ConfigError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(invalid("https peers are not supported yet; use http://")),
+        Some(_) => return Err(invalid("the scheme must be http")),
+        None => {
+            return Err(invalid(
+                "an absolute URL is needed, e.g. http://10.0.0.1:8080",
+            ));
+        }
+    }
+    match uri.authority() {
+        Some(a) if !a.host().is_empty() => {}
+        _ => return Err(invalid("the URL has no host")),
+    }
+    if let Some(authority) = uri.authority() {
+        // What follows the last `:` outside an IPv6 literal's brackets is the port.
+        let after_host = authority
+            .as_str()
+            .rsplit_once(']')
+            .map_or(authority.as_str(), |(_, rest)| rest);
+        let port_ok = match after_host.rsplit_once(':') {
+            Some((_, port)) => port.parse::<u16>().is_ok(),
+            None => true,
+        };
+        if !port_ok {
+            return Err(invalid("the port is not a number from 0 to 65535"));
+        }
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid("user information is not allowed in a peer URL"));
+    }
+    if url.len()
+        != uri.scheme_str().map_or(0, str::len)
+            + 3
+            + uri.authority().map_or(0, |a| a.as_str().len())
+    {
+        return Err(invalid("a peer URL has no path, query or trailing `/`"));
+    }
+    Ok(())
+}
+
+fn validate_base_path(path: &str) -> Result<(), ConfigError> {
+    let plain = path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
+    if path.len() < 2
+        || !path.starts_with('/')
+        || !path.ends_with('/')
+        || !plain
+        || path.contains("//")
+    {
+        return Err(ConfigError::InvalidBasePath(path.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> impl Source {
+        |key: String| async move { Ok::<_, std::io::Error>(key) }
+    }
+
+    #[test]
+    fn refuses_bad_urls() {
+        for url in [
+            "",
+            "127.0.0.1:8080",
+            "ftp://host",
+            "http://",
+            "http://host:8080/",
+            "http://host:8080/path",
+            "http://host:8080?q",
+            "http://user@host:8080",
+            "http://host:notaport",
+            "https://host",
+            "http://ho st",
+        ] {
+            let err = Groupcache::builder().self_url(url).build().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidUrl { .. }),
+                "{url:?}: {err}"
+            );
+            let err = Groupcache::builder()
+                .self_url("http://ok:1")
+                .peers([url])
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidUrl { .. }),
+                "{url:?}: {err}"
+            );
+        }
+        for url in ["http://host", "http://10.0.0.1:8080", "http://[::1]:80"] {
+            Groupcache::builder().self_url(url).build().unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let b = Groupcache::builder;
+        assert_eq!(
+            b().replicas(0).build().unwrap_err(),
+            ConfigError::ZeroReplicas
+        );
+        assert!(matches!(
+            b().peer_timeout(Duration::ZERO).build().unwrap_err(),
+            ConfigError::ZeroLimit(_)
+        ));
+        for path in [
+            "",
+            "/",
+            "_groupcache/",
+            "/_groupcache",
+            "/a b/",
+            "/a?/",
+            "//x/",
+            "/%41/",
+        ] {
+            assert_eq!(
+                b().base_path(path).build().unwrap_err(),
+                ConfigError::InvalidBasePath(path.into()),
+                "{path:?}"
+            );
+        }
+        assert_eq!(
+            b().peers(["http://a:1"]).build().unwrap_err(),
+            ConfigError::MissingSelfUrl
+        );
+        assert_eq!(
+            b().source("users", source())
+                .source("users", source())
+                .build()
+                .unwrap_err(),
+            ConfigError::DuplicateSource("users".into())
+        );
+        for name in ["", "a/b"] {
+            assert_eq!(
+                b().source(name, source()).build().unwrap_err(),
+                ConfigError::InvalidSourceName(name.into())
+            );
+        }
+    }
+
+    #[test]
+    fn adds_self_to_the_peers() {
+        let cache = Groupcache::builder()
+            .self_url("http://a:1")
+            .peers(["http://b:1", "http://c:1"])
+            .build()
+            .unwrap();
+        let cluster = cache.stats().cluster;
+        assert_eq!(cluster.peers, ["http://b:1", "http://c:1", "http://a:1"]);
+        assert_eq!(cluster.self_url.as_deref(), Some("http://a:1"));
+
+        let single = Groupcache::builder()
+            .self_url("http://a:1")
+            .build()
+            .unwrap();
+        assert_eq!(
+            single.stats().cluster.count,
+            0,
+            "no peers: single-node mode"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The peer client: fetches a key from the node that owns it.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prost::Message as _;
+
+use crate::protocol::{GetResponse, escape};
+
+/// The status by which a node of this crate says the data source has no value for the key.
+/// A Go node treats it as any non-200: an error, after which it loads the key itself.
+pub(crate) const NOT_FOUND_STATUS: StatusCode = StatusCode::NO_CONTENT;
+
+/// What a peer answered.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    Value(GetResponse),
+    NotFound,
+}
+
+/// Why a peer fetch failed. Each one is counted as a peer error and the key is loaded locally.
+#[derive(Debug)]
+pub(crate) enum PeerError {
+    Uri(http::uri::InvalidUri),
+    Request(hyper_util::client::legacy::Error),
+    Timeout(Duration),
+    Status(StatusCode),
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    Decode(prost::DecodeError),
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Uri(e) => write!(f, "invalid peer request URI: {e}"),
+            Self::Request(e) => {
+                write!(f, "request failed: {e}")?;
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
+            Self::Timeout(t) => write!(f, "no complete answer within {t:?}"),
+            Self::Status(s) => write!(f, "server returned: {s}"),
+            Self::Body(e) => write!(f, "reading response body: {e}"),
+            Self::Decode(e) => write!(f, "decoding response body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+/// Settings of the peer client.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientConfig {
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_value_bytes: usize,
+}
+
+/// A pooled keep-alive HTTP/1.1 client for peer requests.
+#[derive(Clone)]
+pub(crate) struct PeerClient {
+    http: Client<HttpConnector, Empty<Bytes>>,
+    config: ClientConfig,
+}
+
+impl fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerClient {
+    pub(crate) fn new(config: ClientConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let http = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self { http, config }
+    }
+
+    /// `GET {peer}{base_path}{group}/{key}`, bounded by the request timeout as a whole.
+    pub(crate) async fn fetch(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        key: &str,
+    ) -> Result<Fetched, PeerError> {
+        let uri = format!("{peer}{base_path}{}/{}", escape(group), escape(key));
+        let uri: Uri = uri.parse().map_err(PeerError::Uri)?;
+        let timeout = self.config.timeout;
+        tokio::time::timeout(timeout, self.exchange(uri))
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+
+    async fn exchange(&self, uri: Uri) -> Result<Fetched, PeerError> {
+        let request = Request::get(uri)
+            .body(Empty::new())
+            .expect("a GET with a parsed URI is a valid request");
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(PeerError::Request)?;
+        match response.status() {
+            StatusCode::OK => {}
+            NOT_FOUND_STATUS => return Ok(Fetched::NotFound),
+            status => return Err(PeerError::Status(status)),
+        }
+        let body: Bytes = Limited::new(response.into_body(), self.config.max_value_bytes)
+            .collect()
+            .await
+            .map_err(PeerError::Body)?
+            .to_bytes();
+        GetResponse::decode(body)
+            .map(Fetched::Value)
+            .map_err(PeerError::Decode)
+    }
+}

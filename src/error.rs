@@ -1,0 +1,187 @@
+//! Errors returned by a get, and by [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+/// A type-erased error, as data sources return them.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The error of a get.
+///
+/// It is cheap to clone: when many callers wait on one load, they all receive the same error.
+/// Ask it what went wrong with [`kind`](Error::kind) or the `is_*` methods; the data source's own
+/// error, if any, is its [`source`](StdError::source).
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<ErrorInner>,
+}
+
+struct ErrorInner {
+    kind: ErrorKind,
+    source_name: Box<str>,
+    cause: Option<BoxError>,
+}
+
+/// What kind of failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No data source of that name was registered on this cache.
+    UnknownSource,
+    /// The data source answered that the key has no value.
+    NotFound,
+    /// The data source returned an error. It is the error's `source()`.
+    Load,
+    /// The data source panicked while loading.
+    LoadPanicked,
+    /// The load was abandoned before it finished (its runtime shut down).
+    LoadAbandoned,
+    /// A get was called outside a tokio runtime.
+    NoRuntime,
+    /// A typed key or value could not be encoded or decoded. The codec's error is `source()`.
+    Codec,
+    /// The key is longer than the configured maximum key length.
+    KeyTooLong,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, source_name: &str) -> Self {
+        Self::with_cause(kind, source_name, None)
+    }
+
+    pub(crate) fn with_cause(kind: ErrorKind, source_name: &str, cause: Option<BoxError>) -> Self {
+        Self {
+            inner: Arc::new(ErrorInner {
+                kind,
+                source_name: source_name.into(),
+                cause,
+            }),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The name of the data source the get was for.
+    pub fn source_name(&self) -> &str {
+        &self.inner.source_name
+    }
+
+    /// Whether the data source answered that the key has no value.
+    pub fn is_not_found(&self) -> bool {
+        self.inner.kind == ErrorKind::NotFound
+    }
+
+    /// Whether no data source of that name is registered.
+    pub fn is_unknown_source(&self) -> bool {
+        self.inner.kind == ErrorKind::UnknownSource
+    }
+
+    /// Whether the data source failed (returned an error or panicked).
+    pub fn is_load(&self) -> bool {
+        matches!(self.inner.kind, ErrorKind::Load | ErrorKind::LoadPanicked)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        d.field("source_name", &self.inner.source_name);
+        if let Some(cause) = &self.inner.cause {
+            d.field("cause", cause);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.inner.source_name;
+        match self.inner.kind {
+            ErrorKind::UnknownSource => write!(f, "no data source named `{name}`"),
+            ErrorKind::NotFound => write!(f, "key not found in data source `{name}`"),
+            ErrorKind::Load => write!(f, "data source `{name}` failed to load the key"),
+            ErrorKind::LoadPanicked => write!(f, "data source `{name}` panicked while loading"),
+            ErrorKind::LoadAbandoned => {
+                write!(
+                    f,
+                    "load from data source `{name}` was abandoned (runtime shut down)"
+                )
+            }
+            ErrorKind::NoRuntime => write!(
+                f,
+                "get from data source `{name}` called outside a tokio runtime"
+            ),
+            ErrorKind::Codec => write!(
+                f,
+                "typed key or value for `{name}` failed to encode or decode"
+            ),
+            ErrorKind::KeyTooLong => write!(f, "key for data source `{name}` is too long"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .cause
+            .as_ref()
+            .map(|e| &**e as &(dyn StdError + 'static))
+    }
+}
+
+/// A configuration error, from [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build) or
+/// [`Groupcache::set_peers`](crate::Groupcache::set_peers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Two data sources were registered under the same name.
+    DuplicateSource(String),
+    /// A data source name is empty or contains `/`, which the peer path cannot carry.
+    InvalidSourceName(String),
+    /// A self or peer URL is not an absolute `http://host[:port]` URL.
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Peers were given but no self URL, so this node cannot find itself on the ring.
+    MissingSelfUrl,
+    /// The base path does not start and end with `/`, or holds characters a URL path cannot.
+    InvalidBasePath(String),
+    /// The number of ring replicas per peer is zero.
+    ZeroReplicas,
+    /// A timeout or size limit is zero.
+    ZeroLimit(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DuplicateSource(name) => {
+                write!(f, "data source `{name}` is registered more than once")
+            }
+            Self::InvalidSourceName(name) => write!(
+                f,
+                "data source name `{name}` is invalid: it must be non-empty and contain no `/`"
+            ),
+            Self::InvalidUrl { url, reason } => write!(f, "invalid peer URL `{url}`: {reason}"),
+            Self::MissingSelfUrl => {
+                write!(f, "peers were given but no self URL: call `self_url(..)`")
+            }
+            Self::InvalidBasePath(path) => write!(
+                f,
+                "invalid base path `{path}`: it must start and end with `/` and be a plain URL path"
+            ),
+            Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
+            Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
+        }
+    }
+}
+
+impl StdError for ConfigError {}

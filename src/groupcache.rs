@@ -1,0 +1,373 @@
+//! The cache value, its shared state, and the get flow of DESIGN.md.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use futures_util::FutureExt as _;
+use rustc_hash::FxHashMap;
+use tokio::time::Instant;
+
+use crate::builder::{GroupcacheBuilder, validate_peers};
+use crate::cache::{Caches, Entry};
+use crate::client::{Fetched, PeerClient};
+use crate::error::{ConfigError, Error, ErrorKind};
+use crate::handle::CacheHandle;
+use crate::layer::GroupcacheLayer;
+use crate::protocol::GetResponse;
+use crate::ring::Ring;
+use crate::singleflight::{Outcome, Singleflight};
+use crate::source::DynSource;
+use crate::stats::{ClusterStats, Counters, SourceSnapshot, Stats, incr};
+
+/// A distributed read-through cache: this node's share of it, and the way to the others.
+///
+/// Build one with [`Groupcache::builder`], add [`layer`](Groupcache::layer) to the service's
+/// router so peers can reach it, and read through it with a [`CacheHandle`], taken in a
+/// handler as an extractor or from [`handle`](Groupcache::handle) anywhere else.
+///
+/// There is no global state: several caches live side by side in one process, each with its
+/// own peers, sources and stats. Cloning is cheap (one `Arc`), and every clone is the same
+/// cache.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_groupcache::{CacheHandle, Groupcache};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cache = Groupcache::builder()
+///     .self_url("http://10.0.0.1:8080")
+///     .peers(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])
+///     .source("users", |key: String| async move {
+///         Ok::<_, std::io::Error>(format!("user {key}"))
+///     })
+///     .build()?;
+///
+/// async fn user(cache: CacheHandle) -> Result<Vec<u8>, String> {
+///     let value = cache.get("users", "user:12345").await.map_err(|e| e.to_string())?;
+///     Ok(value.to_vec())
+/// }
+///
+/// let app: Router = Router::new().route("/user", get(user)).layer(cache.layer());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Groupcache {
+    shared: Arc<Shared>,
+}
+
+impl Groupcache {
+    /// Starts a builder with the defaults: single-node mode, base path `/_groupcache/`, 64 MiB
+    /// per data source, 50 ring replicas.
+    pub fn builder() -> GroupcacheBuilder {
+        GroupcacheBuilder::default()
+    }
+
+    pub(crate) fn from_shared(shared: Shared) -> Self {
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The tower layer that serves the peer path and hands every other request on, with a
+    /// [`CacheHandle`] in its extensions.
+    pub fn layer(&self) -> GroupcacheLayer {
+        GroupcacheLayer::new(self.shared.clone())
+    }
+
+    /// A handle for gets outside a request: background jobs, warm-up at start.
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle::new(self.shared.clone())
+    }
+
+    /// Replaces the peer list. The new ring is built aside and swapped in at once; gets in
+    /// progress finish on the ring they started with. This node's own URL is added if missing.
+    pub fn set_peers<I, P>(&self, peers: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let peers: Vec<String> = peers.into_iter().map(Into::into).collect();
+        let shared = &self.shared;
+        let peers = validate_peers(shared.self_url.as_deref(), peers)?;
+        shared
+            .ring
+            .store(Arc::new(Ring::new(shared.config.replicas, peers)));
+        Ok(())
+    }
+
+    /// A snapshot of every data source's counters and caches, and of the cluster.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+}
+
+impl fmt::Debug for Groupcache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+/// Settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) base_path: Box<str>,
+    pub(crate) replicas: usize,
+    pub(crate) max_key_bytes: usize,
+}
+
+/// Everything a node shares between its layer, its handles and its loads.
+pub(crate) struct Shared {
+    pub(crate) self_url: Option<Arc<str>>,
+    pub(crate) ring: ArcSwap<Ring>,
+    pub(crate) config: NodeConfig,
+    pub(crate) client: PeerClient,
+    pub(crate) groups: FxHashMap<Box<str>, Arc<Group>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sources: Vec<&str> = self.groups.keys().map(|k| &**k).collect();
+        sources.sort_unstable();
+        f.debug_struct("Groupcache")
+            .field("self_url", &self.self_url)
+            .field("ring", &**self.ring.load())
+            .field("config", &self.config)
+            .field("sources", &sources)
+            .finish()
+    }
+}
+
+/// Whether a get came from this node's callers or from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Local,
+    Peer,
+}
+
+/// One data source and its caches, counters and loads in flight.
+pub(crate) struct Group {
+    pub(crate) name: Arc<str>,
+    pub(crate) source: Arc<dyn DynSource>,
+    pub(crate) caches: Caches,
+    pub(crate) counters: Counters,
+    /// Keyed by (key, whether the load asks the owning peer first): a peer request, which is
+    /// always served locally, never joins a load that waits on another peer.
+    flights: Singleflight<(Arc<str>, bool), Result<Entry, Error>>,
+    hot_dice: AtomicU64,
+}
+
+impl Group {
+    pub(crate) fn new(name: &str, source: Arc<dyn DynSource>, cache_bytes: u64) -> Self {
+        Self {
+            name: name.into(),
+            source,
+            caches: Caches::new(cache_bytes, HOT_CACHE_DIVISOR),
+            counters: Counters::default(),
+            flights: Singleflight::default(),
+            hot_dice: AtomicU64::new(0),
+        }
+    }
+
+    /// golang/groupcache's admission to the hot cache: one fetched value in ten. A counter
+    /// scrambled by a multiplicative hash stands in for Go's `rand.Intn(10)`, with no shared
+    /// random state.
+    fn admit_hot(&self) -> bool {
+        let n = self.hot_dice.fetch_add(1, Relaxed);
+        (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 10 == 0
+    }
+}
+
+/// The hot cache holds at most `cache_bytes / 8`, golang/groupcache's balance point.
+const HOT_CACHE_DIVISOR: u64 = 8;
+
+impl Shared {
+    pub(crate) fn group(&self, name: &str) -> Result<&Arc<Group>, Error> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| Error::new(ErrorKind::UnknownSource, name))
+    }
+
+    /// The peer that owns `key`, unless it is this node or there is no ring.
+    fn remote_owner(&self, key: &str) -> Option<Arc<str>> {
+        let ring = self.ring.load();
+        let owner = ring.owner_arc(key)?;
+        match &self.self_url {
+            Some(me) if **me == **owner => None,
+            _ => Some(owner.clone()),
+        }
+    }
+
+    /// The get flow: cache, then one load per key, from the owning peer or the data source.
+    pub(crate) async fn get_entry(
+        self: &Arc<Self>,
+        source: &str,
+        key: &str,
+        origin: Origin,
+    ) -> Result<Entry, Error> {
+        let group = self.group(source)?;
+        incr(&group.counters.gets);
+        if origin == Origin::Peer {
+            incr(&group.counters.server_requests);
+        }
+        if key.len() > self.config.max_key_bytes {
+            return Err(Error::new(ErrorKind::KeyTooLong, source));
+        }
+        if let Some(entry) = group.caches.get(key) {
+            incr(&group.counters.cache_hits);
+            return Ok(entry);
+        }
+        incr(&group.counters.loads);
+
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::new(ErrorKind::NoRuntime, source))?;
+        // A peer request is never forwarded: it is served from here even where this node's
+        // ring names another owner, so rings that disagree cannot make requests loop.
+        let owner = match origin {
+            Origin::Local => self.remote_owner(key),
+            Origin::Peer => None,
+        };
+        let key: Arc<str> = key.into();
+        let flight_key = (key.clone(), owner.is_some());
+        let flight = group.flights.run(&runtime, flight_key, || {
+            let (shared, group) = (self.clone(), group.clone());
+            async move { shared.load(&group, key, owner).await }
+        });
+        match flight.await {
+            Outcome::Done(result) => result,
+            Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, source)),
+            Outcome::Abandoned => Err(Error::new(ErrorKind::LoadAbandoned, source)),
+        }
+    }
+
+    /// The body of a flight: runs once per key at a time, detached from its callers.
+    async fn load(
+        &self,
+        group: &Group,
+        key: Arc<str>,
+        owner: Option<Arc<str>>,
+    ) -> Result<Entry, Error> {
+        let counters = &group.counters;
+        if let Some(entry) = group.caches.get(&key) {
+            incr(&counters.cache_hits);
+            return Ok(entry);
+        }
+        incr(&counters.loads_deduped);
+
+        if let Some(peer) = owner {
+            let fetched = self
+                .client
+                .fetch(&peer, &self.config.base_path, &group.name, &key)
+                .await;
+            match fetched {
+                Ok(Fetched::Value(response)) => {
+                    incr(&counters.peer_loads);
+                    let entry = entry_from_wire(response);
+                    if group.admit_hot() && !entry.is_expired(Instant::now()) {
+                        group.caches.insert_hot(&key, entry.clone());
+                    }
+                    return Ok(entry);
+                }
+                Ok(Fetched::NotFound) => {
+                    incr(&counters.peer_loads);
+                    return Err(Error::new(ErrorKind::NotFound, &group.name));
+                }
+                Err(error) => {
+                    incr(&counters.peer_errors);
+                    tracing::warn!(
+                        source = %group.name,
+                        %peer,
+                        %error,
+                        "peer fetch failed; loading locally"
+                    );
+                }
+            }
+        }
+
+        let load = group.source.clone().load_owned(key.clone());
+        match AssertUnwindSafe(load).catch_unwind().await {
+            Ok(Ok(loaded)) => {
+                incr(&counters.local_loads);
+                let (value, ttl) = loaded.into_parts();
+                let Some(value) = value else {
+                    return Err(Error::new(ErrorKind::NotFound, &group.name));
+                };
+                let entry = Entry {
+                    value,
+                    expires: ttl
+                        .map(|ttl| Instant::now().checked_add(ttl))
+                        .unwrap_or(None),
+                };
+                if !entry.is_expired(Instant::now()) {
+                    group.caches.insert_main(&key, entry.clone());
+                }
+                Ok(entry)
+            }
+            Ok(Err(cause)) => {
+                incr(&counters.local_load_errs);
+                tracing::debug!(source = %group.name, error = %cause, "data source failed");
+                Err(Error::with_cause(ErrorKind::Load, &group.name, Some(cause)))
+            }
+            Err(_panic) => {
+                incr(&counters.local_load_errs);
+                tracing::error!(source = %group.name, "data source panicked");
+                Err(Error::new(ErrorKind::LoadPanicked, &group.name))
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let mut sources: Vec<SourceSnapshot> = self
+            .groups
+            .values()
+            .map(|group| SourceSnapshot {
+                name: group.name.to_string(),
+                stats: group.counters.snapshot(),
+                main_cache: group.caches.main_stats(),
+                hot_cache: group.caches.hot_stats(),
+            })
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        let ring = self.ring.load();
+        let peers: Vec<String> = ring.peers().map(str::to_owned).collect();
+        Stats {
+            sources,
+            cluster: ClusterStats {
+                self_url: self.self_url.as_deref().map(str::to_owned),
+                count: peers.len(),
+                peers,
+            },
+        }
+    }
+}
+
+/// An entry from a peer's answer; its wall-clock expiry becomes a deadline on tokio's clock.
+fn entry_from_wire(response: GetResponse) -> Entry {
+    let expires = match response.expire {
+        Some(nanos) if nanos > 0 => {
+            let at = UNIX_EPOCH + Duration::from_nanos(nanos as u64);
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Instant::now().checked_add(left)
+        }
+        _ => None,
+    };
+    Entry {
+        value: response.value.unwrap_or_default(),
+        expires,
+    }
+}
+
+/// An entry's expiry as Unix nanoseconds for the wire (`GetResponse.expire`).
+pub(crate) fn expire_to_wire(entry: &Entry) -> Option<i64> {
+    let left = entry.expires?.saturating_duration_since(Instant::now());
+    let at = SystemTime::now().checked_add(left)?;
+    let nanos = at.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    // 0 means "never" on the wire: an entry that is due now still says so.
+    Some(i64::try_from(nanos).unwrap_or(i64::MAX).max(1))
+}

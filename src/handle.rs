@@ -1,0 +1,127 @@
+//! [`CacheHandle`]: reads through the cache, in a handler or anywhere else.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::error::Error;
+use crate::groupcache::{Origin, Shared};
+use crate::stats::Stats;
+
+/// Reads values through the cache.
+///
+/// In an axum handler, take it as an extractor: [`GroupcacheLayer`](crate::GroupcacheLayer)
+/// puts one in every request it hands on. Outside a request, get one from
+/// [`Groupcache::handle`](crate::Groupcache::handle). Cloning is cheap (one `Arc`).
+///
+/// ```
+/// use tower_groupcache::{CacheHandle, Groupcache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cache = Groupcache::builder()
+///     .source("squares", |key: String| async move {
+///         let n: u64 = key.parse()?;
+///         Ok::<_, std::num::ParseIntError>((n * n).to_string())
+///     })
+///     .build()?;
+/// let handle: CacheHandle = cache.handle();
+/// assert_eq!(handle.get("squares", "12").await?, "144");
+/// assert!(handle.get("squares", "twelve").await.unwrap_err().is_load());
+/// assert!(handle.get("cubes", "12").await.unwrap_err().is_unknown_source());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CacheHandle {
+    shared: Arc<Shared>,
+}
+
+impl CacheHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The value of `key` in the data source `source`: from this node's caches, from the
+    /// node that owns the key, or loaded once from the data source.
+    ///
+    /// If the owning node is down, slow or answers badly, the key is loaded here instead and
+    /// the get still succeeds. The error says whether the source does not know the key
+    /// ([`Error::is_not_found`]), failed ([`Error::is_load`]), or does not exist.
+    pub async fn get(&self, source: &str, key: &str) -> Result<Bytes, Error> {
+        self.shared
+            .get_entry(source, key, Origin::Local)
+            .await
+            .map(|entry| entry.value)
+    }
+
+    /// A snapshot of the cache's counters and cluster, as
+    /// [`Groupcache::stats`](crate::Groupcache::stats).
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+}
+
+impl fmt::Debug for CacheHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheHandle")
+            .field("self_url", &self.shared.self_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CacheHandle {
+    type Rejection = MissingCacheHandle;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CacheHandle>()
+            .cloned()
+            .ok_or(MissingCacheHandle { _priv: () })
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for CacheHandle {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<CacheHandle>().cloned())
+    }
+}
+
+/// The rejection of the [`CacheHandle`] extractor when the request did not pass through a
+/// [`GroupcacheLayer`](crate::GroupcacheLayer). It answers `500 Internal Server Error`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MissingCacheHandle {
+    _priv: (),
+}
+
+impl MissingCacheHandle {
+    const MESSAGE: &'static str = "Missing request extension: `CacheHandle` was not found. \
+        Perhaps you forgot to add `.layer(cache.layer())` to your `Router`, or added it \
+        before this route?";
+}
+
+impl fmt::Display for MissingCacheHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::MESSAGE)
+    }
+}
+
+impl std::error::Error for MissingCacheHandle {}
+
+impl IntoResponse for MissingCacheHandle {
+    fn into_response(self) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, Self::MESSAGE).into_response()
+    }
+}

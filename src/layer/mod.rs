@@ -1,0 +1,40 @@
+//! The tower middleware: [`GroupcacheLayer`] and its service [`GroupcacheService`].
+//!
+//! The service answers every request under the base path (`/_groupcache/` by default) itself:
+//! those are peer requests. Every other request goes on to the inner service with a
+//! [`CacheHandle`](crate::CacheHandle) in its extensions. The pass-through path allocates
+//! nothing and boxes nothing.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use tower_groupcache::{CacheHandle, Groupcache};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Groupcache::builder()
+//!     .source("users", |key: String| async move { Ok::<_, std::io::Error>(key) })
+//!     .build()?;
+//!
+//! async fn exchange(cache: CacheHandle) -> String {
+//!     match cache.get("users", "user:12345").await {
+//!         Ok(user) => String::from_utf8_lossy(&user).into_owned(),
+//!         Err(error) => error.to_string(),
+//!     }
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/token-exchange", post(exchange))
+//!     .layer(cache.layer());
+//! # Ok(())
+//! # }
+//! ```
+
+mod body;
+mod future;
+#[allow(clippy::module_inception)]
+mod layer;
+mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use layer::GroupcacheLayer;
+pub use service::GroupcacheService;

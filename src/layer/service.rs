@@ -1,0 +1,67 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::{ResponseBody, ResponseFuture};
+use crate::groupcache::Shared;
+use crate::handle::CacheHandle;
+use crate::server;
+
+/// The service of [`GroupcacheLayer`](crate::GroupcacheLayer).
+#[derive(Clone)]
+pub struct GroupcacheService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> GroupcacheService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for GroupcacheService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupcacheService")
+            .field("inner", &self.inner)
+            .field("base_path", &self.shared.config.base_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GroupcacheService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let base_path = &*self.shared.config.base_path;
+        if let Some(rest) = request.uri().path().strip_prefix(base_path) {
+            let rest = rest.to_owned();
+            let shared = self.shared.clone();
+            let method = request.method().clone();
+            return ResponseFuture::peer(Box::pin(async move {
+                server::serve(shared, method, &rest).await
+            }));
+        }
+        request
+            .extensions_mut()
+            .insert(CacheHandle::new(self.shared.clone()));
+        ResponseFuture::inner(self.inner.call(request))
+    }
+}

@@ -1,0 +1,80 @@
+//! A distributed read-through cache for axum and tower services, wire-compatible with
+//! golang/groupcache.
+//!
+//! The replicas of a service become one cache: a consistent-hash [`Ring`] gives every key one
+//! owner node; a miss is loaded once in the whole cluster, by the owner, from a named data
+//! [`Source`]; popular keys are copied to the nodes that ask for them; and the peer traffic
+//! rides on the service's own HTTP router through [`GroupcacheLayer`].
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_groupcache::{CacheHandle, Groupcache};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Groupcache::builder()
+//!     .self_url("http://10.0.0.1:8080")
+//!     .peers(["http://10.0.0.1:8080", "http://10.0.0.2:8080", "http://10.0.0.3:8080"])
+//!     .cache_bytes(64 << 20)
+//!     .source("users", |key: String| async move {
+//!         // A slow back end: a database, an HTTP API.
+//!         Ok::<_, std::io::Error>(format!("{{\"id\":\"{key}\"}}"))
+//!     })
+//!     .build()?;
+//!
+//! async fn user(cache: CacheHandle) -> Result<Vec<u8>, String> {
+//!     let user = cache.get("users", "user:12345").await.map_err(|e| e.to_string())?;
+//!     Ok(user.to_vec())
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/user", get(user))
+//!     .layer(cache.layer()); // serves /_groupcache/*, gives handlers a CacheHandle
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The request flow
+//!
+//! 1. **Local hit**: the key is in this node's main or hot cache; no I/O.
+//! 2. **Remote hit**: the ring names node B; one `GET` to B, which answers from its cache.
+//! 3. **Miss, local owner**: one load per key at a time on this node, from the data source.
+//! 4. **Miss, remote owner**: B loads it (once for the whole cluster) and answers; this node
+//!    keeps a hot copy of some of the values it fetches.
+//!
+//! When B is down, slow or answers garbage, this node loads the key itself after at most the
+//! peer timeout, and the get succeeds; [`SourceStats::peer_errors`] counts it.
+//!
+//! # Compatibility
+//!
+//! The ring, the peer URL and the `GetResponse` message are golang/groupcache's, so Go nodes
+//! and nodes of this crate can form one cluster. See [`protocol`] for what this crate adds.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod cache;
+mod client;
+mod error;
+mod groupcache;
+mod handle;
+pub mod layer;
+pub mod protocol;
+mod ring;
+mod server;
+mod singleflight;
+mod source;
+mod stats;
+#[cfg(feature = "serde")]
+pub mod typed;
+
+pub use builder::{
+    DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEY_BYTES,
+    DEFAULT_MAX_VALUE_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS, GroupcacheBuilder,
+};
+pub use error::{BoxError, ConfigError, Error, ErrorKind};
+pub use groupcache::Groupcache;
+pub use handle::{CacheHandle, MissingCacheHandle};
+pub use layer::{GroupcacheLayer, GroupcacheService};
+pub use ring::Ring;
+pub use source::{Loaded, Source};
+pub use stats::{CacheStats, ClusterStats, SourceSnapshot, SourceStats, Stats};

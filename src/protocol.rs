@@ -1,0 +1,239 @@
+//! The peer protocol: golang/groupcache's `GetResponse` message and URL escaping, with this
+//! crate's compatible extensions.
+//!
+//! A peer request is `GET {peer}{base_path}{group}/{key}` with the group and key
+//! percent-encoded; the reply is a protobuf [`GetResponse`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode};
+
+/// The reply to a peer request, field for field golang/groupcache's `groupcachepb.GetResponse`
+/// plus mailgun/groupcache v2's `expire`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetResponse {
+    /// The value. A Go server always sets it, empty or not.
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub value: Option<Bytes>,
+    /// The owner's measured request rate for the key, per minute-averaged second.
+    #[prost(double, optional, tag = "2")]
+    pub minute_qps: Option<f64>,
+    /// When the value expires, in Unix nanoseconds; absent or 0 means never.
+    #[prost(int64, optional, tag = "3")]
+    pub expire: Option<i64>,
+}
+
+/// Every byte but `A-Z a-z 0-9 - _ . ~` is percent-encoded; a space becomes `%20`, never `+`.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a group name or key for a peer URL, as PROTOCOL.md section 6 says.
+///
+/// ```
+/// use tower_groupcache::protocol::escape;
+///
+/// assert_eq!(escape("a b/c:d+e%").to_string(), "a%20b%2Fc%3Ad%2Be%25");
+/// assert_eq!(escape("ü").to_string(), "%C3%BC");
+/// ```
+pub fn escape(component: &str) -> impl fmt::Display + '_ {
+    percent_encoding::utf8_percent_encode(component, COMPONENT)
+}
+
+/// Why a peer path could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathError {
+    /// Nothing follows the group name: there is no `/` for the key.
+    MissingKey,
+    /// A `%` is not followed by two hex digits.
+    BadEscape,
+    /// The decoded bytes are not UTF-8.
+    NotUtf8,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MissingKey => "bad request: no key after the group name",
+            Self::BadEscape => "bad request: invalid percent escape",
+            Self::NotUtf8 => "bad request: group or key is not UTF-8",
+        })
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// Decodes one component of a peer path: `%XX` escapes, and a literal `+` as a space (a Go
+/// client's `url.QueryEscape` writes a space as `+` and never writes a literal `+`).
+///
+/// ```
+/// use tower_groupcache::protocol::unescape;
+///
+/// assert_eq!(unescape("a+b%2Bc").unwrap(), "a b+c");
+/// assert!(unescape("100%").is_err());
+/// ```
+pub fn unescape(component: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = component.as_bytes();
+    let mut i = 0;
+    let mut plain = true;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let valid = bytes.len() > i + 2
+                    && bytes[i + 1].is_ascii_hexdigit()
+                    && bytes[i + 2].is_ascii_hexdigit();
+                if !valid {
+                    return Err(PathError::BadEscape);
+                }
+                plain = false;
+                i += 3;
+            }
+            b'+' => {
+                plain = false;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    if plain {
+        return Ok(Cow::Borrowed(component));
+    }
+    let spaced: Cow<'_, [u8]> = if component.contains('+') {
+        Cow::Owned(component.replace('+', " ").into_bytes())
+    } else {
+        Cow::Borrowed(bytes)
+    };
+    let decoded: Vec<u8> = percent_decode(&spaced).collect();
+    String::from_utf8(decoded)
+        .map(Cow::Owned)
+        .map_err(|_| PathError::NotUtf8)
+}
+
+/// Splits the part of a peer path after the base path into a decoded group name and key.
+///
+/// The group ends at the first `/`; the key is everything after it and may contain `/`.
+/// The path is not normalised: `a//b` stays `a//b`.
+///
+/// ```
+/// use tower_groupcache::protocol::parse_path;
+///
+/// let (group, key) = parse_path("datasource%3Ausers/a+b%2Fc%3Ad").unwrap();
+/// assert_eq!((&*group, &*key), ("datasource:users", "a b/c:d"));
+/// ```
+pub fn parse_path(rest: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), PathError> {
+    let (group, key) = rest.split_once('/').ok_or(PathError::MissingKey)?;
+    Ok((unescape(group)?, unescape(key)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn encodes_like_go() {
+        let msg = |value: Option<&'static [u8]>, qps: Option<f64>| GetResponse {
+            value: value.map(Bytes::from_static),
+            minute_qps: qps,
+            expire: None,
+        };
+        assert_eq!(
+            hex(&msg(Some(b"hello"), None).encode_to_vec()),
+            "0a 05 68 65 6c 6c 6f"
+        );
+        assert_eq!(hex(&msg(Some(b""), None).encode_to_vec()), "0a 00");
+        assert_eq!(hex(&msg(None, None).encode_to_vec()), "");
+        assert_eq!(
+            hex(&msg(Some(b"hello"), Some(1.5)).encode_to_vec()),
+            "0a 05 68 65 6c 6c 6f 11 00 00 00 00 00 00 f8 3f"
+        );
+    }
+
+    #[test]
+    fn decodes_like_go() {
+        let decoded = GetResponse::decode(&b"\x0a\x05hello\x18\x01"[..]).unwrap();
+        assert_eq!(decoded.value.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(GetResponse::decode(&b""[..]).unwrap().value, None);
+        assert!(
+            GetResponse::decode(&b"\x0a\x05hel"[..]).is_err(),
+            "truncated value"
+        );
+        assert!(
+            GetResponse::decode(&b"\x0a"[..]).is_err(),
+            "truncated length"
+        );
+        assert!(
+            GetResponse::decode(&b"\xff\xff\xff"[..]).is_err(),
+            "garbage"
+        );
+    }
+
+    #[test]
+    fn expire_round_trips() {
+        let msg = GetResponse {
+            value: Some(Bytes::from_static(b"v")),
+            minute_qps: None,
+            expire: Some(1_700_000_000_000_000_000),
+        };
+        assert_eq!(GetResponse::decode(&*msg.encode_to_vec()).unwrap(), msg);
+    }
+
+    #[test]
+    fn escapes_every_reserved_byte() {
+        let cases = [
+            ("user:12345", "user%3A12345"),
+            ("", ""),
+            ("a b", "a%20b"),
+            ("a/b", "a%2Fb"),
+            ("a+b", "a%2Bb"),
+            ("100%", "100%25"),
+            ("ü", "%C3%BC"),
+            ("x?y#z", "x%3Fy%23z"),
+            ("AZaz09-_.~", "AZaz09-_.~"),
+        ];
+        for (raw, escaped) in cases {
+            assert_eq!(escape(raw).to_string(), escaped, "escape {raw:?}");
+            assert_eq!(unescape(escaped).unwrap(), raw, "unescape {escaped:?}");
+        }
+    }
+
+    #[test]
+    fn reads_go_query_escape() {
+        // Go's url.QueryEscape output for the keys of PROTOCOL.md section 2.
+        assert_eq!(unescape("a+b").unwrap(), "a b");
+        assert_eq!(unescape("a%2Bb").unwrap(), "a+b");
+        assert_eq!(unescape("a%2F%2Fb").unwrap(), "a//b");
+        assert_eq!(unescape("%e2%82%ac").unwrap(), "€", "lower-case hex");
+    }
+
+    #[test]
+    fn rejects_bad_escapes() {
+        for bad in ["%", "%4", "%zz", "a%g0", "%%41"] {
+            assert_eq!(unescape(bad), Err(PathError::BadEscape), "{bad:?}");
+        }
+        assert_eq!(unescape("%ff%fe"), Err(PathError::NotUtf8));
+    }
+
+    #[test]
+    fn splits_group_and_key() {
+        let (g, k) = parse_path("users/a/b//c").unwrap();
+        assert_eq!((&*g, &*k), ("users", "a/b//c"));
+        let (g, k) = parse_path("users/").unwrap();
+        assert_eq!((&*g, &*k), ("users", ""));
+        assert_eq!(parse_path("users"), Err(PathError::MissingKey));
+        assert_eq!(parse_path(""), Err(PathError::MissingKey));
+    }
+}

@@ -1,0 +1,93 @@
+//! The peer server: answers `{base_path}{group}/{key}` as PROTOCOL.md sections 2 and 6 say.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use prost::Message as _;
+
+use crate::client::NOT_FOUND_STATUS;
+use crate::error::ErrorKind;
+use crate::groupcache::{Origin, Shared, expire_to_wire};
+use crate::protocol::{GetResponse, parse_path};
+
+const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
+
+/// Answers one peer request. `rest` is the request path after the base path, still escaped.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    method: Method,
+    rest: &str,
+) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::DELETE {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
+        return response;
+    }
+    // An escaped key is at most three times as long as the key itself.
+    if rest.len()
+        > shared
+            .config
+            .max_key_bytes
+            .saturating_mul(3)
+            .saturating_add(1024)
+    {
+        return text(StatusCode::URI_TOO_LONG, "key too long".into());
+    }
+    let (group_name, key) = match parse_path(rest) {
+        Ok(parts) => parts,
+        Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    if key.len() > shared.config.max_key_bytes {
+        return text(StatusCode::URI_TOO_LONG, "key too long".into());
+    }
+    let Ok(group) = shared.group(&group_name) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no such group: {group_name}"),
+        );
+    };
+
+    if method == Method::DELETE {
+        group.caches.remove(&key);
+        return Response::new(Full::default());
+    }
+
+    match shared.get_entry(&group_name, &key, Origin::Peer).await {
+        Ok(entry) => {
+            let expire = expire_to_wire(&entry);
+            let message = GetResponse {
+                value: Some(entry.value),
+                minute_qps: None,
+                expire,
+            };
+            let mut response = Response::new(Full::new(Bytes::from(message.encode_to_vec())));
+            response.headers_mut().insert(CONTENT_TYPE, PROTOBUF);
+            response
+        }
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            let mut response = Response::new(Full::default());
+            *response.status_mut() = NOT_FOUND_STATUS;
+            response
+        }
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+/// A plain-text reply in the form of Go's `http.Error`.
+fn text(status: StatusCode, mut message: String) -> Response<Full<Bytes>> {
+    message.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(message)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
