@@ -104,6 +104,17 @@ impl Groupcache {
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
+
+    /// The ring in use now: which node owns which key. It is a snapshot; a later
+    /// [`set_peers`](Groupcache::set_peers) does not change it.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.shared.ring.load_full()
+    }
+
+    /// This node's URL, or `None` in single-node mode without one.
+    pub fn self_url(&self) -> Option<&str> {
+        self.shared.self_url.as_deref()
+    }
 }
 
 impl fmt::Debug for Groupcache {

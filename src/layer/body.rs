@@ -63,7 +63,7 @@ where
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Peer { body } => body
                 .poll_frame(cx)
-                .map(|frame| frame.map(|Ok(frame)| Ok(frame))),
+                .map(|frame| frame.map(|frame| frame.map_err(|never| match never {}))),
         }
     }
 

@@ -1,0 +1,302 @@
+//! The peer path: bad input, escaping, and peers that fail in every way.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use bytes::Bytes;
+use prost::Message as _;
+use support::{Loads, cluster, key_owned_by, request, serve, value_of};
+use tokio::net::TcpListener;
+use tower_groupcache::Groupcache;
+use tower_groupcache::protocol::{GetResponse, escape};
+
+fn decode(body: &Bytes) -> Bytes {
+    GetResponse::decode(body.clone())
+        .expect("a GetResponse")
+        .value
+        .expect("value is set")
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b).await;
+    let base = format!("{}/_groupcache", nodes[0].url);
+    let cases = [
+        (
+            "GET",
+            format!("{base}/nope/key"),
+            404,
+            "no such group: nope",
+        ),
+        ("GET", format!("{base}/users"), 400, "no key"),
+        (
+            "GET",
+            format!("{base}/users/%zz"),
+            400,
+            "invalid percent escape",
+        ),
+        (
+            "GET",
+            format!("{base}/users/100%"),
+            400,
+            "invalid percent escape",
+        ),
+        ("GET", format!("{base}/users/%ff"), 400, "not UTF-8"),
+        (
+            "GET",
+            format!("{base}/us%zzers/k"),
+            400,
+            "invalid percent escape",
+        ),
+        ("POST", format!("{base}/users/k"), 405, "method not allowed"),
+        ("PUT", format!("{base}/users/k"), 405, "method not allowed"),
+        (
+            "GET",
+            format!("{base}/users/{}", "k".repeat(9_000)),
+            414,
+            "key too long",
+        ),
+        (
+            "GET",
+            format!("{base}/users/{}", "%41".repeat(9_000)),
+            414,
+            "key too long",
+        ),
+    ];
+    for (method, uri, status, text) in cases {
+        let (got, headers, body) = request(method, &uri).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(got.as_u16(), status, "{method} {uri}: {body}");
+        assert!(body.contains(text), "{method} {uri}: {body}");
+        assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+        if status == 405 {
+            assert_eq!(headers["allow"], "GET, DELETE");
+        }
+    }
+    assert_eq!(loads.total(), 0, "no bad request reached the data source");
+    // A path that only starts like the base path is the service's, not the cache's.
+    let (status, _, _) = request("GET", &format!("{}/_groupcachex/users/k", nodes[0].url)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn ugly_keys_round_trip_exactly() {
+    let loads = Loads::default();
+    let nodes = cluster(3, &loads, |b| b).await;
+    let keys = [
+        "",
+        "a b",
+        "a+b",
+        "100%",
+        "a/b",
+        "a//b",
+        "/./..",
+        "ü€😀",
+        "x?y#z",
+        "%41",
+        "user:12345",
+        "tab\there",
+        "line\nbreak",
+    ];
+    for key in keys {
+        // Node to node: whoever owns it, every node gets the right bytes.
+        for node in &nodes {
+            let got = node.handle().get("users", key).await.unwrap();
+            assert_eq!(got, value_of(key), "{key:?} via {}", node.url);
+        }
+        assert_eq!(loads.count(key), 1, "{key:?} loaded once in the cluster");
+        // By hand, escaped as this crate's client does.
+        let uri = format!("{}/_groupcache/users/{}", nodes[0].url, escape(key));
+        let (status, headers, body) = request("GET", &uri).await;
+        assert_eq!(status, 200, "{key:?}");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        assert_eq!(decode(&body), value_of(key), "{key:?}");
+    }
+    for node in &nodes {
+        assert_eq!(node.stats("users").peer_errors, 0);
+    }
+}
+
+#[tokio::test]
+async fn go_client_escaping_is_read_right() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b).await;
+    let base = format!("{}/_groupcache", nodes[0].url);
+    // Go's url.QueryEscape: space as `+`, `+` as `%2B`, `:` as `%3A`, upper- or lower-case hex.
+    for (escaped, key) in [
+        ("a+b", "a b"),
+        ("a%2Bb", "a+b"),
+        ("user%3A12345", "user:12345"),
+        ("user:12345", "user:12345"),
+        ("%c3%bc", "ü"),
+        ("", ""),
+    ] {
+        let (status, _, body) = request("GET", &format!("{base}/users/{escaped}")).await;
+        assert_eq!(status, 200, "{escaped}");
+        assert_eq!(decode(&body), value_of(key), "{escaped}");
+    }
+    // The empty value is sent as Go sends it: field 1 present, length 0.
+    let empty = Groupcache::builder()
+        .source("e", |_k: String| async {
+            Ok::<_, std::io::Error>(Bytes::new())
+        })
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = serve(listener, support::app(&empty)).await;
+    let (status, _, body) = request("GET", &format!("http://{addr}/_groupcache/e/k")).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"\x0a\x00"[..]));
+}
+
+#[tokio::test]
+async fn delete_drops_the_key_on_that_node() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b).await;
+    let a = &nodes[0];
+    a.handle().get("users", "k").await.unwrap();
+    let (status, _, _) = request("DELETE", &format!("{}/_groupcache/users/k", a.url)).await;
+    assert_eq!(status, 200);
+    a.handle().get("users", "k").await.unwrap();
+    assert_eq!(
+        loads.count("k"),
+        2,
+        "the key was dropped, so it was loaded again"
+    );
+}
+
+#[tokio::test]
+async fn peer_requests_are_never_forwarded() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Ask A's peer path for a key A's ring gives to B: A serves it itself.
+    let key = key_owned_by(&a.cache, &b.url, "user:");
+    let (status, _, body) = request(
+        "GET",
+        &format!("{}/_groupcache/users/{}", a.url, escape(&key)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(decode(&body), value_of(&key));
+    assert_eq!(loads.of(&key), [a.url.as_str()]);
+    assert_eq!(b.stats("users").server_requests, 0);
+    assert_eq!(a.stats("users").peer_loads, 0);
+}
+
+/// What a fake peer does with every request.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaviour {
+    Down,
+    Hangs,
+    Status500,
+    TruncatedProtobuf,
+    Garbage,
+    Redirect,
+}
+
+async fn fake_peer(
+    misbehaviour: Misbehaviour,
+) -> (SocketAddr, Option<tokio::task::JoinHandle<()>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = move || async move {
+        match misbehaviour {
+            Misbehaviour::Status500 => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from("boom")),
+            Misbehaviour::TruncatedProtobuf => {
+                (StatusCode::OK, Bytes::from_static(b"\x0a\x10short"))
+            }
+            Misbehaviour::Garbage => (StatusCode::OK, Bytes::from_static(b"\xff\xff\xff\xff")),
+            Misbehaviour::Redirect => (StatusCode::MOVED_PERMANENTLY, Bytes::new()),
+            Misbehaviour::Down | Misbehaviour::Hangs => unreachable!(),
+        }
+    };
+    match misbehaviour {
+        Misbehaviour::Down => {
+            drop(listener);
+            (addr, None)
+        }
+        Misbehaviour::Hangs => {
+            // Accepts connections and never answers.
+            let task = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    held.push(socket);
+                }
+            });
+            (addr, Some(task))
+        }
+        _ => {
+            let app = Router::new().route("/{*rest}", get(answer));
+            (addr, Some(serve(listener, app).await))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_peer_costs_a_local_load_not_a_failed_get() {
+    for misbehaviour in [
+        Misbehaviour::Down,
+        Misbehaviour::Hangs,
+        Misbehaviour::Status500,
+        Misbehaviour::TruncatedProtobuf,
+        Misbehaviour::Garbage,
+        Misbehaviour::Redirect,
+    ] {
+        let (fake_addr, fake_task) = fake_peer(misbehaviour).await;
+        let fake = format!("http://{fake_addr}");
+        let loads = Loads::default();
+        let nodes = cluster(1, &loads, |b| {
+            b.peers([fake.clone()])
+                .peer_timeout(Duration::from_millis(300))
+        })
+        .await;
+        let a = &nodes[0];
+        let key = key_owned_by(&a.cache, &fake, "user:");
+        let got = a.handle().get("users", &key).await;
+        assert_eq!(got.unwrap(), value_of(&key), "{misbehaviour:?}");
+        let s = a.stats("users");
+        assert_eq!(
+            (s.peer_errors, s.peer_loads, s.local_loads),
+            (1, 0, 1),
+            "{misbehaviour:?}"
+        );
+        // The fallback value is kept in the main cache: the next get is a hit.
+        a.handle().get("users", &key).await.unwrap();
+        assert_eq!(loads.count(&key), 1, "{misbehaviour:?}");
+        assert_eq!(a.stats("users").peer_errors, 1, "{misbehaviour:?}");
+        if let Some(task) = fake_task {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_value_over_the_limit_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let big = Groupcache::builder()
+        .self_url(format!("http://{addr}"))
+        .source("users", |_k: String| async {
+            Ok::<_, std::io::Error>(vec![7u8; 100_000])
+        })
+        .build()
+        .unwrap();
+    let _server = serve(listener, support::app(&big)).await;
+    let peer = format!("http://{addr}");
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| {
+        b.peers([peer.clone()]).max_value_bytes(10_000)
+    })
+    .await;
+    let a = &nodes[0];
+    let key = key_owned_by(&a.cache, &peer, "user:");
+    assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+    assert_eq!(a.stats("users").peer_errors, 1);
+}

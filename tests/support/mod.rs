@@ -1,0 +1,267 @@
+//! Real nodes on 127.0.0.1 for the integration tests, and a data source that counts its loads.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_groupcache::{CacheHandle, Groupcache, GroupcacheBuilder, Loaded};
+
+/// The value the test source gives for `key`.
+pub fn value_of(key: &str) -> Bytes {
+    Bytes::from(format!("value-of:{key}"))
+}
+
+/// A data source that records every load, and can be held shut by a gate.
+///
+/// Keys starting with `fail:` fail, `panic:` panic, `missing:` are not found.
+#[derive(Clone, Default)]
+pub struct Loads {
+    inner: Arc<LoadsInner>,
+}
+
+#[derive(Default)]
+struct LoadsInner {
+    by_key: Mutex<HashMap<String, Vec<String>>>,
+    gate: Mutex<Option<Arc<Semaphore>>>,
+}
+
+impl Loads {
+    /// Holds every later load until [`open`](Loads::open).
+    pub fn close(&self) {
+        *self.inner.gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
+    }
+
+    pub fn open(&self) {
+        if let Some(gate) = self.inner.gate.lock().unwrap().take() {
+            gate.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// The nodes that loaded `key`, in order.
+    pub fn of(&self, key: &str) -> Vec<String> {
+        self.inner
+            .by_key
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn count(&self, key: &str) -> usize {
+        self.of(key).len()
+    }
+
+    pub fn total(&self) -> usize {
+        self.inner
+            .by_key
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    pub fn total_by(&self, node: &str) -> usize {
+        self.inner
+            .by_key
+            .lock()
+            .unwrap()
+            .values()
+            .flatten()
+            .filter(|n| *n == node)
+            .count()
+    }
+
+    /// The data source of node `node`: it records `node` as the loader of each key.
+    pub fn source(
+        &self,
+        node: &str,
+    ) -> impl Fn(
+        String,
+    )
+        -> std::pin::Pin<Box<dyn Future<Output = Result<Loaded, std::io::Error>> + Send>>
+    + Send
+    + Sync
+    + 'static {
+        let (loads, node) = (self.clone(), node.to_owned());
+        move |key: String| {
+            let (loads, node) = (loads.clone(), node.clone());
+            Box::pin(async move {
+                loads
+                    .inner
+                    .by_key
+                    .lock()
+                    .unwrap()
+                    .entry(key.clone())
+                    .or_default()
+                    .push(node);
+                let gate = loads.inner.gate.lock().unwrap().clone();
+                if let Some(gate) = gate {
+                    let _permit = gate.acquire().await;
+                }
+                if key.starts_with("fail:") {
+                    return Err(std::io::Error::other(format!("back end refused {key}")));
+                }
+                if key.starts_with("panic:") {
+                    panic!("data source bug on {key}");
+                }
+                if key.starts_with("missing:") {
+                    return Ok(Loaded::not_found());
+                }
+                Ok(Loaded::new(value_of(&key)))
+            })
+        }
+    }
+}
+
+/// A node of a test cluster: its cache, its URL, and its server task.
+pub struct Node {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub cache: Groupcache,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    pub fn handle(&self) -> CacheHandle {
+        self.cache.handle()
+    }
+
+    pub fn stats(&self, source: &str) -> tower_groupcache::SourceStats {
+        self.cache
+            .stats()
+            .source(source)
+            .expect("source exists")
+            .stats
+    }
+
+    /// Stops serving: later connections are refused.
+    pub fn stop(&self) {
+        self.server.abort();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The front route of every test node: `GET /get?source=S&key=K`, through the extractor.
+pub fn app(cache: &Groupcache) -> Router {
+    async fn front(
+        cache: CacheHandle,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> (StatusCode, Bytes) {
+        let (Some(source), Some(key)) = (q.get("source"), q.get("key")) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"source and key"),
+            );
+        };
+        match cache.get(source, key).await {
+            Ok(value) => (StatusCode::OK, value),
+            Err(e) if e.is_not_found() => (StatusCode::NOT_FOUND, Bytes::from(e.to_string())),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from(e.to_string()),
+            ),
+        }
+    }
+    Router::new().route("/get", get(front)).layer(cache.layer())
+}
+
+pub async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("test server runs");
+    })
+}
+
+/// Starts `n` nodes on 127.0.0.1 sharing one peer list and one [`Loads`] record; `configure`
+/// adds settings to each node's builder.
+pub async fn cluster(
+    n: usize,
+    loads: &Loads,
+    configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
+) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0"),
+        );
+    }
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let mut nodes = Vec::new();
+    for ((listener, addr), url) in listeners.into_iter().zip(addrs).zip(&urls) {
+        let builder = Groupcache::builder()
+            .self_url(url.clone())
+            .peers(urls.clone())
+            .source("users", loads.source(url));
+        let cache = configure(builder).build().expect("valid test config");
+        let server = serve(listener, app(&cache)).await;
+        nodes.push(Node {
+            url: url.clone(),
+            addr,
+            cache,
+            server,
+        });
+    }
+    nodes
+}
+
+/// A key that the ring places on `owner`, made from `prefix`.
+pub fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> String {
+    let ring = cache.ring();
+    (0..100_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| ring.owner(k) == Some(owner))
+        .expect("some key lands on every peer")
+}
+
+/// Polls `check` until it holds, or panics after `deadline` with `what`.
+pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + deadline;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A plain HTTP client for requests a test makes by hand.
+pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends `method` to `uri` (an already-escaped URI) and returns the status, headers and body.
+pub async fn request(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Empty::new())
+        .expect("valid test request");
+    let res = client().request(req).await.expect("request is answered");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body is read").to_bytes();
+    (parts.status, parts.headers, body)
+}
