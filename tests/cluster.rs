@@ -344,3 +344,69 @@ async fn a_handler_without_the_layer_gets_a_clear_rejection() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn typed_keys_and_values_cross_nodes() {
+    use serde::{Deserialize, Serialize};
+    use tower_groupcache::typed::typed;
+
+    #[derive(Serialize, Deserialize)]
+    struct UserKey {
+        tenant: String,
+        id: u64,
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct User {
+        name: String,
+        roles: Vec<String>,
+    }
+
+    let loads = Loads::default();
+    let nodes = cluster(3, &loads, |b| {
+        b.source(
+            "profiles",
+            typed(|key: UserKey| async move {
+                if key.id == 0 {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                Ok(Some(User {
+                    name: format!("{}/{}", key.tenant, key.id),
+                    roles: vec!["reader".into()],
+                }))
+            }),
+        )
+    })
+    .await;
+    for id in 1..=30 {
+        let key = UserKey {
+            tenant: "acme corp/ü".into(),
+            id,
+        };
+        for node in &nodes {
+            let users = node.handle().typed::<UserKey, User>("profiles");
+            let user = users.get(&key).await.unwrap();
+            assert_eq!(user.name, format!("acme corp/ü/{id}"));
+        }
+    }
+    let misses: u64 = nodes.iter().map(|n| n.stats("profiles").local_loads).sum();
+    assert_eq!(misses, 30, "each typed key loaded once in the cluster");
+    let users = nodes[0].handle().typed::<UserKey, User>("profiles");
+    let err = users
+        .get(&UserKey {
+            tenant: "t".into(),
+            id: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found());
+    // A value that does not decode as the asked type is a codec error, not a panic.
+    let wrong = nodes[0].handle().typed::<UserKey, Vec<u64>>("profiles");
+    let err = wrong
+        .get(&UserKey {
+            tenant: "t".into(),
+            id: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+}

@@ -1,0 +1,124 @@
+//! A local hit through `CacheHandle::get`, on one and two threads, beside the raw stores with
+//! the same keys: quick_cache (our store), mini-moka, and a `RwLock<FxHashMap>`.
+//!
+//! 100,000 entries are loaded; the gets cycle over a working set of 1,000 of them.
+//! `cargo bench --bench local_hit`
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::FutureExt as _;
+use rustc_hash::FxHashMap;
+use tower_groupcache::Groupcache;
+
+const ENTRIES: usize = 100_000;
+const WORKING_SET: usize = 1_000;
+
+fn keys() -> Vec<String> {
+    (0..ENTRIES).map(|i| format!("user:{i:08}")).collect()
+}
+
+fn value() -> Bytes {
+    Bytes::from(vec![b'v'; 64])
+}
+
+/// Runs `op` over the working set on `threads` threads, `iters` times each; returns the wall
+/// time. Each iteration of each thread is one get.
+type Get<'a> = &'a (dyn Fn(&str) + Sync);
+
+fn run_threads(threads: usize, iters: u64, keys: &[String], op: Get<'_>) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                let offset = t * 7;
+                for i in 0..iters as usize {
+                    op(&keys[(i + offset) % WORKING_SET]);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let keys = keys();
+
+    let cache = Groupcache::builder()
+        .cache_bytes(1 << 30)
+        .source("users", |_k: String| async {
+            Ok::<_, std::io::Error>(value())
+        })
+        .build()
+        .expect("valid config");
+    let handle = cache.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for key in &keys {
+            handle.get("users", key).await.expect("loads");
+        }
+    });
+
+    let quick: quick_cache::sync::Cache<Box<str>, Bytes> = quick_cache::sync::Cache::new(ENTRIES);
+    let moka: mini_moka::sync::Cache<Box<str>, Bytes> = mini_moka::sync::Cache::new(ENTRIES as u64);
+    let map: RwLock<FxHashMap<Box<str>, Bytes>> = RwLock::default();
+    for key in &keys {
+        quick.insert(key.as_str().into(), value());
+        moka.insert(key.as_str().into(), value());
+        map.write()
+            .expect("not poisoned")
+            .insert(key.as_str().into(), value());
+    }
+
+    let handle_get = |key: &str| {
+        let got = handle
+            .get("users", key)
+            .now_or_never()
+            .expect("a hit is ready at once");
+        black_box(got.expect("hit"));
+    };
+    let quick_get = |key: &str| {
+        black_box(quick.get(key).expect("hit"));
+    };
+    let moka_get = |key: &str| {
+        let key: Box<str> = key.into(); // mini-moka looks up by &Box<str>, not &str
+        black_box(moka.get(&key).expect("hit"));
+    };
+    let map_get = |key: &str| {
+        black_box(
+            map.read()
+                .expect("not poisoned")
+                .get(key)
+                .cloned()
+                .expect("hit"),
+        );
+    };
+    let rows: [(&str, Get<'_>); 4] = [
+        ("CacheHandle::get", &handle_get),
+        ("quick_cache", &quick_get),
+        ("mini_moka", &moka_get),
+        ("RwLock<FxHashMap>", &map_get),
+    ];
+
+    for threads in [1usize, 2] {
+        let mut group = c.benchmark_group(format!("local_hit/{threads}_thread"));
+        group.throughput(Throughput::Elements(threads as u64));
+        for (name, op) in rows {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| run_threads(threads, iters, &keys, op));
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
