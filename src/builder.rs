@@ -208,7 +208,11 @@ impl GroupcacheBuilder {
             if groups.contains_key(name.as_str()) {
                 return Err(ConfigError::DuplicateSource(name));
             }
-            let group = Group::new(&name, source, self.cache_bytes);
+            // Nodes start their hot-cache dice at different places, from their own URL.
+            let seed = u64::from(crc32fast::hash(
+                format!("{}{name}", self.self_url.as_deref().unwrap_or_default()).as_bytes(),
+            ));
+            let group = Group::new(&name, source, self.cache_bytes, seed);
             groups.insert(name.into_boxed_str(), Arc::new(group));
         }
 

@@ -173,14 +173,19 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    pub(crate) fn new(name: &str, source: Arc<dyn DynSource>, cache_bytes: u64) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        source: Arc<dyn DynSource>,
+        cache_bytes: u64,
+        seed: u64,
+    ) -> Self {
         Self {
             name: name.into(),
             source,
             caches: Caches::new(cache_bytes, HOT_CACHE_DIVISOR),
             counters: Counters::default(),
             flights: Singleflight::default(),
-            hot_dice: AtomicU64::new(0),
+            hot_dice: AtomicU64::new(seed),
         }
     }
 

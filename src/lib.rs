@@ -78,3 +78,8 @@ pub use layer::{GroupcacheLayer, GroupcacheService};
 pub use ring::Ring;
 pub use source::{Loaded, Source};
 pub use stats::{CacheStats, ClusterStats, SourceSnapshot, SourceStats, Stats};
+
+/// The README's code, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
