@@ -52,8 +52,6 @@ impl Lifecycle<Box<str>, Entry> for CountEvictions {
 pub(crate) struct Store {
     entries: QuickCache<Box<str>, Entry, KeyValueBytes, DefaultHashBuilder, CountEvictions>,
     evictions: Arc<AtomicU64>,
-    gets: AtomicU64,
-    hits: AtomicU64,
 }
 
 /// Rough size of an entry, to size quick_cache's tables; it only needs the right magnitude.
@@ -77,20 +75,16 @@ impl Store {
                 lifecycle,
             ),
             evictions,
-            gets: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
         })
     }
 
     /// The live entry for `key`; an expired one is dropped and reads as a miss.
     pub(crate) fn get(&self, key: &str) -> Option<Entry> {
-        self.gets.fetch_add(1, Relaxed);
         let entry = self.entries.get(key)?;
         if entry.expires.is_some() && entry.is_expired(Instant::now()) {
             self.entries.remove(key);
             return None;
         }
-        self.hits.fetch_add(1, Relaxed);
         Some(entry)
     }
 
@@ -102,15 +96,22 @@ impl Store {
         self.entries.remove(key).is_some()
     }
 
+    /// Bytes, items and evictions; the caller adds the lookup counts it keeps.
     pub(crate) fn stats(&self) -> CacheStats {
         CacheStats {
             bytes: self.entries.weight(),
             items: self.entries.len() as u64,
-            gets: self.gets.load(Relaxed),
-            hits: self.hits.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
+            ..CacheStats::default()
         }
     }
+}
+
+/// Which cache answered a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    Main,
+    Hot,
 }
 
 /// Main and hot cache of one data source, within one byte budget.
@@ -130,12 +131,13 @@ impl Caches {
         }
     }
 
-    /// Looks in the main cache, then the hot cache.
-    pub(crate) fn get(&self, key: &str) -> Option<Entry> {
+    /// Looks in the main cache, then the hot cache, and says which one answered.
+    pub(crate) fn get(&self, key: &str) -> Option<(Entry, Tier)> {
         if let Some(entry) = self.main.as_ref().and_then(|s| s.get(key)) {
-            return Some(entry);
+            return Some((entry, Tier::Main));
         }
-        self.hot.as_ref().and_then(|s| s.get(key))
+        let entry = self.hot.as_ref().and_then(|s| s.get(key))?;
+        Some((entry, Tier::Hot))
     }
 
     pub(crate) fn insert_main(&self, key: &str, entry: Entry) {
@@ -235,7 +237,7 @@ mod tests {
                 expires: None,
             },
         );
-        assert_eq!(caches.get("k").unwrap().value, "main");
+        assert_eq!(caches.get("k").unwrap().0.value, "main");
         assert!(caches.remove("k"));
         assert!(caches.get("k").is_none());
     }

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use crate::builder::{GroupcacheBuilder, validate_peers};
-use crate::cache::{Caches, Entry};
+use crate::cache::{Caches, Entry, Tier};
 use crate::client::{Fetched, PeerClient};
 use crate::error::{ConfigError, Error, ErrorKind};
 use crate::handle::CacheHandle;
@@ -21,7 +21,7 @@ use crate::protocol::GetResponse;
 use crate::ring::Ring;
 use crate::singleflight::{Outcome, Singleflight};
 use crate::source::DynSource;
-use crate::stats::{ClusterStats, Counters, SourceSnapshot, Stats, incr};
+use crate::stats::{CacheStats, ClusterStats, Counters, Event, SourceSnapshot, Stats};
 
 /// A distributed read-through cache: this node's share of it, and the way to the others.
 ///
@@ -173,12 +173,7 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    pub(crate) fn new(
-        name: &str,
-        source: Arc<dyn DynSource>,
-        cache_bytes: u64,
-        seed: u64,
-    ) -> Self {
+    pub(crate) fn new(name: &str, source: Arc<dyn DynSource>, cache_bytes: u64, seed: u64) -> Self {
         Self {
             name: name.into(),
             source,
@@ -187,6 +182,16 @@ impl Group {
             flights: Singleflight::default(),
             hot_dice: AtomicU64::new(seed),
         }
+    }
+
+    /// Looks in the caches and counts a hit by the cache that answered.
+    fn lookup(&self, key: &str) -> Option<Entry> {
+        let (entry, tier) = self.caches.get(key)?;
+        self.counters.add(match tier {
+            Tier::Main => Event::MainHit,
+            Tier::Hot => Event::HotHit,
+        });
+        Some(entry)
     }
 
     /// golang/groupcache's admission to the hot cache: one fetched value in ten. A counter
@@ -226,18 +231,18 @@ impl Shared {
         origin: Origin,
     ) -> Result<Entry, Error> {
         let group = self.group(source)?;
-        incr(&group.counters.gets);
-        if origin == Origin::Peer {
-            incr(&group.counters.server_requests);
-        }
         if key.len() > self.config.max_key_bytes {
             return Err(Error::new(ErrorKind::KeyTooLong, source));
         }
-        if let Some(entry) = group.caches.get(key) {
-            incr(&group.counters.cache_hits);
+        let counters = &group.counters;
+        counters.add(Event::Get);
+        if origin == Origin::Peer {
+            counters.add(Event::ServerRequest);
+        }
+        if let Some(entry) = group.lookup(key) {
             return Ok(entry);
         }
-        incr(&group.counters.loads);
+        counters.add(Event::Load);
 
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::new(ErrorKind::NoRuntime, source))?;
@@ -268,11 +273,11 @@ impl Shared {
         owner: Option<Arc<str>>,
     ) -> Result<Entry, Error> {
         let counters = &group.counters;
-        if let Some(entry) = group.caches.get(&key) {
-            incr(&counters.cache_hits);
+        counters.add(Event::Flight);
+        if let Some(entry) = group.lookup(&key) {
             return Ok(entry);
         }
-        incr(&counters.loads_deduped);
+        counters.add(Event::LoadDeduped);
 
         if let Some(peer) = owner {
             let fetched = self
@@ -281,7 +286,7 @@ impl Shared {
                 .await;
             match fetched {
                 Ok(Fetched::Value(response)) => {
-                    incr(&counters.peer_loads);
+                    counters.add(Event::PeerLoad);
                     let entry = entry_from_wire(response);
                     if group.admit_hot() && !entry.is_expired(Instant::now()) {
                         group.caches.insert_hot(&key, entry.clone());
@@ -289,11 +294,11 @@ impl Shared {
                     return Ok(entry);
                 }
                 Ok(Fetched::NotFound) => {
-                    incr(&counters.peer_loads);
+                    counters.add(Event::PeerLoad);
                     return Err(Error::new(ErrorKind::NotFound, &group.name));
                 }
                 Err(error) => {
-                    incr(&counters.peer_errors);
+                    counters.add(Event::PeerError);
                     tracing::warn!(
                         source = %group.name,
                         %peer,
@@ -307,7 +312,7 @@ impl Shared {
         let load = group.source.clone().load_owned(key.clone());
         match AssertUnwindSafe(load).catch_unwind().await {
             Ok(Ok(loaded)) => {
-                incr(&counters.local_loads);
+                counters.add(Event::LocalLoad);
                 let (value, ttl) = loaded.into_parts();
                 let Some(value) = value else {
                     return Err(Error::new(ErrorKind::NotFound, &group.name));
@@ -324,12 +329,12 @@ impl Shared {
                 Ok(entry)
             }
             Ok(Err(cause)) => {
-                incr(&counters.local_load_errs);
+                counters.add(Event::LocalLoadErr);
                 tracing::debug!(source = %group.name, error = %cause, "data source failed");
                 Err(Error::with_cause(ErrorKind::Load, &group.name, Some(cause)))
             }
             Err(_panic) => {
-                incr(&counters.local_load_errs);
+                counters.add(Event::LocalLoadErr);
                 tracing::error!(source = %group.name, "data source panicked");
                 Err(Error::new(ErrorKind::LoadPanicked, &group.name))
             }
@@ -340,11 +345,22 @@ impl Shared {
         let mut sources: Vec<SourceSnapshot> = self
             .groups
             .values()
-            .map(|group| SourceSnapshot {
-                name: group.name.to_string(),
-                stats: group.counters.snapshot(),
-                main_cache: group.caches.main_stats(),
-                hot_cache: group.caches.hot_stats(),
+            .map(|group| {
+                let totals = group.counters.totals();
+                SourceSnapshot {
+                    name: group.name.to_string(),
+                    stats: totals.source_stats(),
+                    main_cache: CacheStats {
+                        gets: totals.main_gets(),
+                        hits: totals.of(Event::MainHit),
+                        ..group.caches.main_stats()
+                    },
+                    hot_cache: CacheStats {
+                        gets: totals.hot_gets(),
+                        hits: totals.of(Event::HotHit),
+                        ..group.caches.hot_stats()
+                    },
+                }
             })
             .collect();
         sources.sort_by(|a, b| a.name.cmp(&b.name));

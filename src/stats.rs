@@ -17,7 +17,7 @@ pub struct SourceStats {
     /// Peer fetches that failed (down, timed out, bad status, garbage); each fell back to a
     /// local load.
     pub peer_errors: u64,
-    /// Gets that missed the cache (`gets - cache_hits`).
+    /// Gets that missed the cache and joined or started a load.
     pub loads: u64,
     /// Loads after deduplication: misses that were not joined to a load already running.
     pub loads_deduped: u64,
@@ -92,36 +92,127 @@ impl Stats {
     }
 }
 
-/// The live counters behind [`SourceStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) gets: AtomicU64,
-    pub(crate) cache_hits: AtomicU64,
-    pub(crate) peer_loads: AtomicU64,
-    pub(crate) peer_errors: AtomicU64,
-    pub(crate) loads: AtomicU64,
-    pub(crate) loads_deduped: AtomicU64,
-    pub(crate) local_loads: AtomicU64,
-    pub(crate) local_load_errs: AtomicU64,
-    pub(crate) server_requests: AtomicU64,
+/// One event that a data source counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Get,
+    MainHit,
+    HotHit,
+    /// A load started (a flight); it looks in the caches once more before anything else.
+    Flight,
+    PeerLoad,
+    PeerError,
+    Load,
+    LoadDeduped,
+    LocalLoad,
+    LocalLoadErr,
+    ServerRequest,
 }
 
-pub(crate) fn incr(counter: &AtomicU64) {
-    counter.fetch_add(1, Relaxed);
+const EVENTS: usize = 11;
+
+/// Counters are split into stripes, one cache line each, and a thread adds to the stripe its
+/// thread-local address picks: two threads that hit the cache at once do not fight over one
+/// cache line. A snapshot sums the stripes.
+const STRIPES: usize = 16;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe([AtomicU64; EVENTS]);
+
+/// The live counters behind [`SourceStats`] and the hit counts of [`CacheStats`].
+#[derive(Debug)]
+pub(crate) struct Counters {
+    stripes: Box<[Stripe; STRIPES]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            stripes: Box::default(),
+        }
+    }
+}
+
+/// This thread's stripe: the address of a thread-local differs between live threads.
+fn stripe_index() -> usize {
+    thread_local!(static ANCHOR: u8 = const { 0 });
+    let address = ANCHOR.with(|anchor| std::ptr::from_ref(anchor) as usize as u64);
+    (address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % STRIPES
+}
+
+/// Totals of every [`Event`], summed over the stripes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Totals([u64; EVENTS]);
+
+impl Totals {
+    pub(crate) fn of(&self, event: Event) -> u64 {
+        self.0[event as usize]
+    }
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> SourceStats {
-        SourceStats {
-            gets: self.gets.load(Relaxed),
-            cache_hits: self.cache_hits.load(Relaxed),
-            peer_loads: self.peer_loads.load(Relaxed),
-            peer_errors: self.peer_errors.load(Relaxed),
-            loads: self.loads.load(Relaxed),
-            loads_deduped: self.loads_deduped.load(Relaxed),
-            local_loads: self.local_loads.load(Relaxed),
-            local_load_errs: self.local_load_errs.load(Relaxed),
-            server_requests: self.server_requests.load(Relaxed),
+    pub(crate) fn add(&self, event: Event) {
+        self.stripes[stripe_index()].0[event as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn totals(&self) -> Totals {
+        let mut totals = [0; EVENTS];
+        for stripe in self.stripes.iter() {
+            for (total, counter) in totals.iter_mut().zip(&stripe.0) {
+                *total += counter.load(Relaxed);
+            }
         }
+        Totals(totals)
+    }
+}
+
+impl Totals {
+    pub(crate) fn source_stats(&self) -> SourceStats {
+        SourceStats {
+            gets: self.of(Event::Get),
+            cache_hits: self.of(Event::MainHit) + self.of(Event::HotHit),
+            peer_loads: self.of(Event::PeerLoad),
+            peer_errors: self.of(Event::PeerError),
+            loads: self.of(Event::Load),
+            loads_deduped: self.of(Event::LoadDeduped),
+            local_loads: self.of(Event::LocalLoad),
+            local_load_errs: self.of(Event::LocalLoadErr),
+            server_requests: self.of(Event::ServerRequest),
+        }
+    }
+
+    /// Lookups of the main cache: one per get that reached the cache, and one per flight.
+    pub(crate) fn main_gets(&self) -> u64 {
+        self.of(Event::Get) + self.of(Event::Flight)
+    }
+
+    /// Every main-cache miss looks in the hot cache.
+    pub(crate) fn hot_gets(&self) -> u64 {
+        self.main_gets().saturating_sub(self.of(Event::MainHit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_add_up() {
+        let counters = Counters::default();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        counters.add(Event::Get);
+                        counters.add(Event::MainHit);
+                    }
+                });
+            }
+        });
+        let totals = counters.totals();
+        assert_eq!(totals.of(Event::Get), 4_000);
+        assert_eq!(totals.source_stats().cache_hits, 4_000);
+        assert_eq!(totals.hot_gets(), 0);
     }
 }
