@@ -121,17 +121,9 @@ const STRIPES: usize = 16;
 struct Stripe([AtomicU64; EVENTS]);
 
 /// The live counters behind [`SourceStats`] and the hit counts of [`CacheStats`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Counters {
     stripes: Box<[Stripe; STRIPES]>,
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        Self {
-            stripes: Box::default(),
-        }
-    }
 }
 
 /// This thread's stripe: the address of a thread-local differs between live threads.
