@@ -9,6 +9,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode};
+use prost::Message as _;
 
 /// The reply to a peer request, field for field golang/groupcache's `groupcachepb.GetResponse`
 /// plus mailgun/groupcache v2's `expire`.
@@ -23,6 +24,32 @@ pub struct GetResponse {
     /// When the value expires, in Unix nanoseconds; absent or 0 means never.
     #[prost(int64, optional, tag = "3")]
     pub expire: Option<i64>,
+}
+
+impl GetResponse {
+    /// The encoded message as three pieces: field 1's header, the value itself (not copied),
+    /// and the other fields. Concatenated they are exactly `encode_to_vec()`.
+    pub(crate) fn encode_pieces(
+        value: Bytes,
+        minute_qps: Option<f64>,
+        expire: Option<i64>,
+    ) -> [Bytes; 3] {
+        // Field 1, wire type 2 (length-delimited), then the length as a varint.
+        let mut header = Vec::with_capacity(11);
+        header.push(0x0a);
+        prost::encode_length_delimiter(value.len(), &mut header)
+            .expect("a Vec grows to fit a varint");
+        let rest = Self {
+            value: None,
+            minute_qps,
+            expire,
+        };
+        [
+            Bytes::from(header),
+            value,
+            Bytes::from(rest.encode_to_vec()),
+        ]
+    }
 }
 
 /// Every byte but `A-Z a-z 0-9 - _ . ~` is percent-encoded; a space becomes `%20`, never `+`.
@@ -133,7 +160,6 @@ pub fn parse_path(rest: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), PathError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
 
     fn hex(bytes: &[u8]) -> String {
         bytes
@@ -179,6 +205,31 @@ mod tests {
             GetResponse::decode(&b"\xff\xff\xff"[..]).is_err(),
             "garbage"
         );
+    }
+
+    #[test]
+    fn pieces_concatenate_to_the_message() {
+        for (len, qps, expire) in [
+            (0, None, None),
+            (5, Some(1.5), None),
+            (300, None, Some(1)),
+            (70_000, Some(2.0), Some(i64::MAX)),
+        ] {
+            let value = Bytes::from(vec![9u8; len]);
+            let whole = GetResponse {
+                value: Some(value.clone()),
+                minute_qps: qps,
+                expire,
+            }
+            .encode_to_vec();
+            let pieces = GetResponse::encode_pieces(value.clone(), qps, expire);
+            assert_eq!(pieces.concat(), whole, "{len} {qps:?} {expire:?}");
+            assert_eq!(
+                pieces[1].as_ptr(),
+                value.as_ptr(),
+                "the value is not copied"
+            );
+        }
     }
 
     #[test]

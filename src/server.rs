@@ -5,22 +5,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Response, StatusCode};
-use http_body_util::Full;
-use prost::Message as _;
 
 use crate::client::NOT_FOUND_STATUS;
 use crate::error::ErrorKind;
 use crate::groupcache::{Origin, Shared, expire_to_wire};
+use crate::layer::PeerBody;
 use crate::protocol::{GetResponse, parse_path};
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 
 /// Answers one peer request. `rest` is the request path after the base path, still escaped.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    method: Method,
-    rest: &str,
-) -> Response<Full<Bytes>> {
+pub(crate) async fn serve(shared: Arc<Shared>, method: Method, rest: &str) -> Response<PeerBody> {
     if method != Method::GET && method != Method::DELETE {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
         response
@@ -54,23 +49,19 @@ pub(crate) async fn serve(
 
     if method == Method::DELETE {
         group.caches.remove(&key);
-        return Response::new(Full::default());
+        return Response::new(PeerBody::default());
     }
 
     match shared.get_entry(&group_name, &key, Origin::Peer).await {
         Ok(entry) => {
             let expire = expire_to_wire(&entry);
-            let message = GetResponse {
-                value: Some(entry.value),
-                minute_qps: None,
-                expire,
-            };
-            let mut response = Response::new(Full::new(Bytes::from(message.encode_to_vec())));
+            let pieces = GetResponse::encode_pieces(entry.value, None, expire);
+            let mut response = Response::new(PeerBody::new(pieces));
             response.headers_mut().insert(CONTENT_TYPE, PROTOBUF);
             response
         }
         Err(error) if error.kind() == ErrorKind::NotFound => {
-            let mut response = Response::new(Full::default());
+            let mut response = Response::new(PeerBody::default());
             *response.status_mut() = NOT_FOUND_STATUS;
             response
         }
@@ -79,9 +70,9 @@ pub(crate) async fn serve(
 }
 
 /// A plain-text reply in the form of Go's `http.Error`.
-fn text(status: StatusCode, mut message: String) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, mut message: String) -> Response<PeerBody> {
     message.push('\n');
-    let mut response = Response::new(Full::new(Bytes::from(message)));
+    let mut response = Response::new(PeerBody::from(Bytes::from(message)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

@@ -4,7 +4,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 pin_project! {
@@ -20,7 +19,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Peer { #[pin] body: Full<Bytes> },
+        Peer { body: PeerBody },
     }
 }
 
@@ -31,7 +30,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn peer(body: Full<Bytes>) -> Self {
+    pub(crate) fn peer(body: PeerBody) -> Self {
         Self {
             kind: Kind::Peer { body },
         }
@@ -61,9 +60,9 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Peer { body } => body
-                .poll_frame(cx)
-                .map(|frame| frame.map(|frame| frame.map_err(|never| match never {}))),
+            KindProj::Peer { body } => {
+                Poll::Ready(body.next_piece().map(|data| Ok(Frame::data(data))))
+            }
         }
     }
 
@@ -79,5 +78,71 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Peer { body } => body.size_hint(),
         }
+    }
+}
+
+/// The body of a peer reply: up to three pieces of bytes sent as they are, so a cached value
+/// goes from the cache to the socket without a copy.
+#[derive(Debug, Default)]
+pub(crate) struct PeerBody {
+    pieces: [Bytes; 3],
+    next: usize,
+}
+
+impl PeerBody {
+    pub(crate) fn new(pieces: [Bytes; 3]) -> Self {
+        Self { pieces, next: 0 }
+    }
+
+    fn next_piece(&mut self) -> Option<Bytes> {
+        while self.next < self.pieces.len() {
+            let piece = std::mem::take(&mut self.pieces[self.next]);
+            self.next += 1;
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+        None
+    }
+
+    fn remaining(&self) -> u64 {
+        self.pieces[self.next..]
+            .iter()
+            .map(|p| p.len() as u64)
+            .sum()
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining())
+    }
+}
+
+impl From<Bytes> for PeerBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::new([bytes, Bytes::new(), Bytes::new()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[tokio::test]
+    async fn pieces_are_sent_as_they_are() {
+        let value = Bytes::from(vec![1u8; 1000]);
+        let body = PeerBody::new([Bytes::from_static(b"ab"), value.clone(), Bytes::new()]);
+        assert_eq!(body.size_hint().exact(), Some(1002));
+        let mut body = ResponseBody::<http_body_util::Empty<Bytes>>::peer(body);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "ab");
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(second.as_ptr(), value.as_ptr(), "no copy of the value");
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
     }
 }

@@ -3,14 +3,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use http::Response;
-use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 use super::ResponseBody;
+use super::body::PeerBody;
 
-type PeerFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+type PeerFuture = Pin<Box<dyn Future<Output = Response<PeerBody>> + Send>>;
 
 pin_project! {
     /// The response future of [`GroupcacheService`](crate::GroupcacheService).

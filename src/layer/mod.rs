@@ -34,6 +34,7 @@ mod future;
 mod layer;
 mod service;
 
+pub(crate) use body::PeerBody;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::GroupcacheLayer;
