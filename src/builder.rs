@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -10,6 +11,7 @@ use rustc_hash::FxHashMap;
 use crate::client::{ClientConfig, PeerClient};
 use crate::error::ConfigError;
 use crate::groupcache::{Group, Groupcache, NodeConfig, Shared};
+use crate::health::{PeerHealth, PeerHealthConfig};
 use crate::ring::Ring;
 use crate::source::{DynSource, Source};
 
@@ -62,6 +64,7 @@ pub struct GroupcacheBuilder {
     connect_timeout: Duration,
     max_key_bytes: usize,
     max_value_bytes: usize,
+    peer_health: PeerHealthConfig,
     sources: Vec<(String, Arc<dyn DynSource>)>,
 }
 
@@ -77,6 +80,7 @@ impl Default for GroupcacheBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            peer_health: PeerHealthConfig::default(),
             sources: Vec::new(),
         }
     }
@@ -94,6 +98,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("peer_health", &self.peer_health)
             .field(
                 "sources",
                 &self.sources.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -170,11 +175,109 @@ impl GroupcacheBuilder {
         self
     }
 
+    /// When to skip a failing peer and load its keys locally instead. Default
+    /// [`PeerHealthConfig::default`]: after 3 failures in a row, for 1 s doubling up to 30 s,
+    /// with one probe request at the end of each cooldown.
+    pub fn peer_health(mut self, config: PeerHealthConfig) -> Self {
+        self.peer_health = config;
+        self
+    }
+
     /// Registers a data source under `name` (a golang/groupcache group name). See
     /// [`Source`] for what it may be.
     pub fn source<S: Source>(mut self, name: impl Into<String>, source: S) -> Self {
         self.sources.push((name.into(), Arc::new(source)));
         self
+    }
+
+    /// A builder configured from the environment: the variables are the `prefix`, an
+    /// underscore, and
+    ///
+    /// | variable | meaning | example |
+    /// |---|---|---|
+    /// | `SELF_URL` | [`self_url`](Self::self_url) | `http://10.0.0.1:8080` |
+    /// | `PEER_URLS` | [`peers`](Self::peers), comma-separated; unset or empty is single-node mode | `http://10.0.0.1:8080,http://10.0.0.2:8080` |
+    /// | `BASE_PATH` | [`base_path`](Self::base_path) | `/_groupcache/` |
+    /// | `CACHE_BYTES` | [`cache_bytes`](Self::cache_bytes), a number of bytes | `67108864` |
+    /// | `REPLICAS` | [`replicas`](Self::replicas) | `50` |
+    /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds | `5000` |
+    /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds | `1000` |
+    ///
+    /// Unset variables keep their defaults. A value that is not Unicode or does not parse is
+    /// a [`ConfigError::Env`] that names the variable; URLs are checked by
+    /// [`build`](Self::build). Data sources are added to the returned builder as usual.
+    ///
+    /// ```
+    /// use tower_groupcache::Groupcache;
+    ///
+    /// // With PARSEC_SELF_URL and PARSEC_PEER_URLS set by the deployment:
+    /// let builder = Groupcache::builder().from_env("PARSEC")?;
+    /// # Ok::<(), tower_groupcache::ConfigError>(())
+    /// ```
+    pub fn from_env(self, prefix: &str) -> Result<Self, ConfigError> {
+        self.from_vars(prefix, |name| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err("the value is not valid Unicode".into()),
+        })
+    }
+
+    /// [`from_env`](Self::from_env) with the variables read through `lookup` instead of the
+    /// process environment (`None` for an unset variable).
+    pub fn from_env_lookup<F>(self, prefix: &str, mut lookup: F) -> Result<Self, ConfigError>
+    where
+        F: FnMut(&str) -> Option<String>,
+    {
+        self.from_vars(prefix, |name| Ok(lookup(name)))
+    }
+
+    fn from_vars<F>(mut self, prefix: &str, mut read: F) -> Result<Self, ConfigError>
+    where
+        F: FnMut(&str) -> Result<Option<String>, String>,
+    {
+        let mut var = |suffix: &str| -> Result<Option<(String, String)>, ConfigError> {
+            let name = format!("{prefix}_{suffix}");
+            match read(&name) {
+                Ok(value) => Ok(value.map(|v| (name, v))),
+                Err(reason) => Err(ConfigError::Env {
+                    variable: name,
+                    reason,
+                }),
+            }
+        };
+        fn number<T: std::str::FromStr>((name, value): (String, String)) -> Result<T, ConfigError> {
+            value.trim().parse().map_err(|_| ConfigError::Env {
+                reason: format!("`{value}` is not a whole number"),
+                variable: name,
+            })
+        }
+        if let Some((_, url)) = var("SELF_URL")? {
+            self.self_url = Some(url.trim().to_owned());
+        }
+        if let Some((_, urls)) = var("PEER_URLS")? {
+            self.peers = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some((_, path)) = var("BASE_PATH")? {
+            self.base_path = path.trim().to_owned();
+        }
+        if let Some(v) = var("CACHE_BYTES")? {
+            self.cache_bytes = number(v)?;
+        }
+        if let Some(v) = var("REPLICAS")? {
+            self.replicas = number(v)?;
+        }
+        if let Some(v) = var("PEER_TIMEOUT_MS")? {
+            self.peer_timeout = Duration::from_millis(number(v)?);
+        }
+        if let Some(v) = var("CONNECT_TIMEOUT_MS")? {
+            self.connect_timeout = Duration::from_millis(number(v)?);
+        }
+        Ok(self)
     }
 
     /// Checks the settings and builds the cache.
@@ -231,6 +334,11 @@ impl GroupcacheBuilder {
             },
             client,
             groups,
+            health: PeerHealth::new(self.peer_health),
+            ring_mismatches: AtomicU64::new(0),
+            last_foreign_ring: AtomicU64::new(u64::MAX),
+            discovery_errors: AtomicU64::new(0),
+            closed: tokio::sync::watch::channel(()).0,
         }))
     }
 }
@@ -403,6 +511,68 @@ mod tests {
                 ConfigError::InvalidSourceName(name.into())
             );
         }
+    }
+
+    #[test]
+    fn reads_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let cache = Groupcache::builder()
+            .from_env_lookup(
+                "PARSEC",
+                env(&[
+                    ("PARSEC_SELF_URL", "http://a:1"),
+                    ("PARSEC_PEER_URLS", " http://a:1, http://b:1 ,,"),
+                    ("PARSEC_CACHE_BYTES", "1024"),
+                    ("PARSEC_BASE_PATH", "/cache/"),
+                    ("OTHER_REPLICAS", "0"),
+                ]),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(cache.stats().cluster.peers, ["http://a:1", "http://b:1"]);
+        assert_eq!(cache.self_url(), Some("http://a:1"));
+
+        let single = Groupcache::builder()
+            .from_env_lookup("PARSEC", env(&[]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(
+            single.stats().cluster.count,
+            0,
+            "no peer list: single-node mode"
+        );
+
+        let err = Groupcache::builder()
+            .from_env_lookup("PARSEC", env(&[("PARSEC_CACHE_BYTES", "64MiB")]))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Env {
+                variable: "PARSEC_CACHE_BYTES".into(),
+                reason: "`64MiB` is not a whole number".into()
+            }
+        );
+        assert!(err.to_string().contains("PARSEC_CACHE_BYTES"));
+        let err = Groupcache::builder()
+            .from_env_lookup("PARSEC", env(&[("PARSEC_PEER_TIMEOUT_MS", "-1")]))
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Env { variable, .. } if variable == "PARSEC_PEER_TIMEOUT_MS")
+        );
+        let err = Groupcache::builder()
+            .from_env_lookup("PARSEC", env(&[("PARSEC_PEER_URLS", "http://b:1")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::MissingSelfUrl);
     }
 
     #[test]

@@ -17,11 +17,22 @@ use crate::protocol::{GetResponse, escape};
 /// A Go node treats it as any non-200: an error, after which it loads the key itself.
 pub(crate) const NOT_FOUND_STATUS: StatusCode = StatusCode::NO_CONTENT;
 
+/// The header that carries the sender's ring fingerprint (8 hex digits). Go nodes ignore it.
+pub(crate) const RING_HEADER: &str = "x-groupcache-ring";
+
 /// What a peer answered.
 #[derive(Debug)]
 pub(crate) enum Fetched {
     Value(GetResponse),
     NotFound,
+}
+
+impl PeerError {
+    /// Whether the failure says the peer is unwell (down, slow, garbled), as opposed to a
+    /// healthy peer whose data source failed (500).
+    pub(crate) fn is_peer_fault(&self) -> bool {
+        !matches!(self, Self::Status(StatusCode::INTERNAL_SERVER_ERROR))
+    }
 }
 
 /// Why a peer fetch failed. Each one is counted as a peer error and the key is loaded locally.
@@ -103,17 +114,19 @@ impl PeerClient {
         base_path: &str,
         group: &str,
         key: &str,
+        ring_fingerprint: u32,
     ) -> Result<Fetched, PeerError> {
         let uri = format!("{peer}{base_path}{}/{}", escape(group), escape(key));
         let uri: Uri = uri.parse().map_err(PeerError::Uri)?;
         let timeout = self.config.timeout;
-        tokio::time::timeout(timeout, self.exchange(uri))
+        tokio::time::timeout(timeout, self.exchange(uri, ring_fingerprint))
             .await
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
-    async fn exchange(&self, uri: Uri) -> Result<Fetched, PeerError> {
+    async fn exchange(&self, uri: Uri, ring_fingerprint: u32) -> Result<Fetched, PeerError> {
         let request = Request::get(uri)
+            .header(RING_HEADER, format!("{ring_fingerprint:08x}"))
             .body(Empty::new())
             .expect("a GET with a parsed URI is a valid request");
         let response = self

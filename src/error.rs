@@ -158,6 +158,15 @@ pub enum ConfigError {
     ZeroReplicas,
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
+    /// A background task was to be started outside a tokio runtime.
+    NoRuntime,
+    /// An environment variable holds a value that cannot be used.
+    Env {
+        /// The variable's name.
+        variable: String,
+        /// Why its value was refused.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -180,6 +189,10 @@ impl fmt::Display for ConfigError {
             ),
             Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
             Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
+            Self::NoRuntime => write!(f, "this must be called inside a tokio runtime"),
+            Self::Env { variable, reason } => {
+                write!(f, "environment variable {variable}: {reason}")
+            }
         }
     }
 }

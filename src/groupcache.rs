@@ -14,8 +14,10 @@ use tokio::time::Instant;
 use crate::builder::{GroupcacheBuilder, validate_peers};
 use crate::cache::{Caches, Entry, Tier};
 use crate::client::{Fetched, PeerClient};
+use crate::discovery::{DnsDiscovery, Resolve};
 use crate::error::{ConfigError, Error, ErrorKind};
 use crate::handle::CacheHandle;
+use crate::health::{PeerHealth, Verdict};
 use crate::layer::GroupcacheLayer;
 use crate::protocol::GetResponse;
 use crate::ring::Ring;
@@ -91,13 +93,14 @@ impl Groupcache {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        let peers: Vec<String> = peers.into_iter().map(Into::into).collect();
-        let shared = &self.shared;
-        let peers = validate_peers(shared.self_url.as_deref(), peers)?;
-        shared
-            .ring
-            .store(Arc::new(Ring::new(shared.config.replicas, peers)));
-        Ok(())
+        self.shared
+            .set_peers(peers.into_iter().map(Into::into).collect())
+    }
+
+    /// Follows the addresses of a DNS name as the peer list, from now until the cache is
+    /// dropped. Call it inside a tokio runtime. See [`DnsDiscovery`].
+    pub fn discover<R: Resolve>(&self, discovery: DnsDiscovery<R>) -> Result<(), ConfigError> {
+        crate::discovery::spawn(discovery, &self.shared)
     }
 
     /// A snapshot of every data source's counters and caches, and of the cluster.
@@ -138,6 +141,13 @@ pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     pub(crate) client: PeerClient,
     pub(crate) groups: FxHashMap<Box<str>, Arc<Group>>,
+    pub(crate) health: PeerHealth,
+    pub(crate) ring_mismatches: AtomicU64,
+    /// The last foreign fingerprint seen, so a mismatch is logged once per change.
+    pub(crate) last_foreign_ring: AtomicU64,
+    pub(crate) discovery_errors: AtomicU64,
+    /// Dropped with the cache: background tasks watching it stop at once.
+    pub(crate) closed: tokio::sync::watch::Sender<()>,
 }
 
 impl fmt::Debug for Shared {
@@ -207,6 +217,13 @@ impl Group {
 const HOT_CACHE_DIVISOR: u64 = 8;
 
 impl Shared {
+    pub(crate) fn set_peers(&self, peers: Vec<String>) -> Result<(), ConfigError> {
+        let peers = validate_peers(self.self_url.as_deref(), peers)?;
+        self.ring
+            .store(Arc::new(Ring::new(self.config.replicas, peers)));
+        Ok(())
+    }
+
     pub(crate) fn group(&self, name: &str) -> Result<&Arc<Group>, Error> {
         self.groups
             .get(name)
@@ -280,31 +297,14 @@ impl Shared {
         counters.add(Event::LoadDeduped);
 
         if let Some(peer) = owner {
-            let fetched = self
-                .client
-                .fetch(&peer, &self.config.base_path, &group.name, &key)
-                .await;
-            match fetched {
-                Ok(Fetched::Value(response)) => {
-                    counters.add(Event::PeerLoad);
-                    let entry = entry_from_wire(response);
-                    if group.admit_hot() && !entry.is_expired(Instant::now()) {
-                        group.caches.insert_hot(&key, entry.clone());
-                    }
-                    return Ok(entry);
-                }
-                Ok(Fetched::NotFound) => {
-                    counters.add(Event::PeerLoad);
-                    return Err(Error::new(ErrorKind::NotFound, &group.name));
-                }
-                Err(error) => {
-                    counters.add(Event::PeerError);
-                    tracing::warn!(
-                        source = %group.name,
-                        %peer,
-                        %error,
-                        "peer fetch failed; loading locally"
-                    );
+            let verdict = self.health.verdict(&peer);
+            if verdict == Verdict::Skip {
+                counters.add(Event::PeerSkip);
+            } else {
+                // Frees the probe slot however the fetch ends, even if it is dropped.
+                let _probe = (verdict == Verdict::Probe).then(|| ProbeSlot(&self.health, &peer));
+                if let Some(result) = self.fetch_from(&peer, group, &key).await {
+                    return result;
                 }
             }
         }
@@ -341,6 +341,70 @@ impl Shared {
         }
     }
 
+    /// Asks `peer` for the key. `None` means the fetch failed and the key is to be loaded
+    /// locally.
+    async fn fetch_from(
+        &self,
+        peer: &str,
+        group: &Group,
+        key: &str,
+    ) -> Option<Result<Entry, Error>> {
+        let counters = &group.counters;
+        let fingerprint = self.ring.load().fingerprint();
+        let fetched = self
+            .client
+            .fetch(peer, &self.config.base_path, &group.name, key, fingerprint)
+            .await;
+        match fetched {
+            Ok(Fetched::Value(response)) => {
+                self.health.success(peer);
+                counters.add(Event::PeerLoad);
+                let entry = entry_from_wire(response);
+                if group.admit_hot() && !entry.is_expired(Instant::now()) {
+                    group.caches.insert_hot(key, entry.clone());
+                }
+                Some(Ok(entry))
+            }
+            Ok(Fetched::NotFound) => {
+                self.health.success(peer);
+                counters.add(Event::PeerLoad);
+                Some(Err(Error::new(ErrorKind::NotFound, &group.name)))
+            }
+            Err(error) => {
+                counters.add(Event::PeerError);
+                let skipping = error.is_peer_fault() && self.health.failure(peer);
+                if !error.is_peer_fault() {
+                    self.health.success(peer);
+                }
+                tracing::warn!(
+                    source = %group.name,
+                    %peer,
+                    %error,
+                    skipping,
+                    "peer fetch failed; loading locally"
+                );
+                None
+            }
+        }
+    }
+
+    /// Notes the ring fingerprint a peer request came with.
+    pub(crate) fn check_ring(&self, foreign: Option<u32>) {
+        let Some(foreign) = foreign else { return };
+        let own = self.ring.load().fingerprint();
+        if foreign == own {
+            return;
+        }
+        self.ring_mismatches.fetch_add(1, Relaxed);
+        if self.last_foreign_ring.swap(u64::from(foreign), Relaxed) != u64::from(foreign) {
+            tracing::warn!(
+                own = %format_args!("{own:08x}"),
+                peer = %format_args!("{foreign:08x}"),
+                "a peer's ring differs from this node's: check that every node has the same peer list"
+            );
+        }
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let mut sources: Vec<SourceSnapshot> = self
             .groups
@@ -372,8 +436,20 @@ impl Shared {
                 self_url: self.self_url.as_deref().map(str::to_owned),
                 count: peers.len(),
                 peers,
+                ring_fingerprint: format!("{:08x}", ring.fingerprint()),
+                ring_mismatches: self.ring_mismatches.load(Relaxed),
+                skipped_peers: self.health.skipped(),
+                discovery_errors: self.discovery_errors.load(Relaxed),
             },
         }
+    }
+}
+
+struct ProbeSlot<'a>(&'a PeerHealth, &'a str);
+
+impl Drop for ProbeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.probe_abandoned(self.1);
     }
 }
 

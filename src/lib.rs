@@ -54,9 +54,11 @@
 mod builder;
 mod cache;
 mod client;
+mod discovery;
 mod error;
 mod groupcache;
 mod handle;
+mod health;
 pub mod layer;
 pub mod protocol;
 mod ring;
@@ -71,9 +73,11 @@ pub use builder::{
     DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEY_BYTES,
     DEFAULT_MAX_VALUE_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS, GroupcacheBuilder,
 };
+pub use discovery::{DnsDiscovery, Resolve, SystemResolver};
 pub use error::{BoxError, ConfigError, Error, ErrorKind};
 pub use groupcache::Groupcache;
 pub use handle::{CacheHandle, MissingCacheHandle};
+pub use health::PeerHealthConfig;
 pub use layer::{GroupcacheLayer, GroupcacheService};
 pub use ring::Ring;
 pub use source::{Loaded, Source};

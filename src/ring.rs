@@ -34,6 +34,7 @@ pub struct Ring {
     owners: Vec<u32>,
     peers: Vec<Arc<str>>,
     replicas: usize,
+    fingerprint: u32,
 }
 
 impl Ring {
@@ -81,11 +82,17 @@ impl Ring {
             }
         }
 
+        // Order-blind: peer order only matters on a point collision.
+        let mut sorted: Vec<&str> = unique.iter().map(|p| &**p).collect();
+        sorted.sort_unstable();
+        let fingerprint = crc32fast::hash(format!("{replicas}\n{}", sorted.join("\n")).as_bytes());
+
         Self {
             points,
             owners,
             peers: unique,
             replicas,
+            fingerprint,
         }
     }
 
@@ -118,6 +125,13 @@ impl Ring {
         self.replicas
     }
 
+    /// A short hash of the peer set and replica count: two nodes with the same fingerprint
+    /// place every key the same way. Peer requests carry it so that nodes with different
+    /// peer lists notice.
+    pub fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+
     /// Whether the ring has no peers.
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
@@ -130,6 +144,7 @@ impl fmt::Debug for Ring {
             .field("peers", &self.peers)
             .field("replicas", &self.replicas)
             .field("points", &self.points.len())
+            .field("fingerprint", &format_args!("{:08x}", self.fingerprint))
             .finish()
     }
 }
@@ -199,6 +214,15 @@ mod tests {
         assert_eq!(key_on_point.owner("x"), Some(second));
         let reversed = Ring::new(1, [second, first]);
         assert_eq!(reversed.owner("x"), Some(first));
+    }
+
+    #[test]
+    fn fingerprint_follows_the_peer_set_not_its_order() {
+        let a = Ring::new(50, PEERS);
+        let b = Ring::new(50, [PEERS[2], PEERS[0], PEERS[1]]);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), Ring::new(50, &PEERS[..2]).fingerprint());
+        assert_ne!(a.fingerprint(), Ring::new(51, PEERS).fingerprint());
     }
 
     #[test]

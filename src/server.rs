@@ -15,7 +15,12 @@ use crate::protocol::{GetResponse, parse_path};
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 
 /// Answers one peer request. `rest` is the request path after the base path, still escaped.
-pub(crate) async fn serve(shared: Arc<Shared>, method: Method, rest: &str) -> Response<PeerBody> {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    method: Method,
+    rest: &str,
+    ring_fingerprint: Option<u32>,
+) -> Response<PeerBody> {
     if method != Method::GET && method != Method::DELETE {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
         response
@@ -47,6 +52,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, method: Method, rest: &str) -> Re
         );
     };
 
+    shared.check_ring(ring_fingerprint);
     if method == Method::DELETE {
         group.caches.remove(&key);
         return Response::new(PeerBody::default());

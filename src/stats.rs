@@ -27,6 +27,9 @@ pub struct SourceStats {
     pub local_load_errs: u64,
     /// Gets that came from peers over HTTP.
     pub server_requests: u64,
+    /// Peer fetches not tried because the owner was failing (see
+    /// [`PeerHealthConfig`](crate::PeerHealthConfig)); each loaded the key locally.
+    pub peer_skips: u64,
 }
 
 /// The state of one cache (main or hot) of a data source.
@@ -72,6 +75,16 @@ pub struct ClusterStats {
     pub peers: Vec<String>,
     /// The number of peers on the ring.
     pub count: usize,
+    /// This node's ring fingerprint, 8 hex digits; equal on nodes that agree on the peers.
+    pub ring_fingerprint: String,
+    /// Peer requests that arrived with a ring fingerprint different from this node's: the
+    /// sender's peer list differs, so the two place some keys differently.
+    pub ring_mismatches: u64,
+    /// Peers skipped now for failing.
+    pub skipped_peers: Vec<String>,
+    /// DNS lookups of [`DnsDiscovery`](crate::DnsDiscovery) that failed or found no address;
+    /// each kept the last peer list.
+    pub discovery_errors: u64,
 }
 
 /// A snapshot of a whole cache: every data source, sorted by name, and the cluster.
@@ -107,9 +120,10 @@ pub(crate) enum Event {
     LocalLoad,
     LocalLoadErr,
     ServerRequest,
+    PeerSkip,
 }
 
-const EVENTS: usize = 11;
+const EVENTS: usize = 12;
 
 /// Counters are split into stripes, one cache line each, and a thread adds to the stripe its
 /// thread-local address picks: two threads that hit the cache at once do not fight over one
@@ -171,6 +185,7 @@ impl Totals {
             local_loads: self.of(Event::LocalLoad),
             local_load_errs: self.of(Event::LocalLoadErr),
             server_requests: self.of(Event::ServerRequest),
+            peer_skips: self.of(Event::PeerSkip),
         }
     }
 

@@ -6,6 +6,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::{ResponseBody, ResponseFuture};
+use crate::client::RING_HEADER;
 use crate::groupcache::Shared;
 use crate::handle::CacheHandle;
 use crate::server;
@@ -55,8 +56,13 @@ where
             let rest = rest.to_owned();
             let shared = self.shared.clone();
             let method = request.method().clone();
+            let ring = request
+                .headers()
+                .get(RING_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| u32::from_str_radix(v, 16).ok());
             return ResponseFuture::peer(Box::pin(async move {
-                server::serve(shared, method, &rest).await
+                server::serve(shared, method, &rest, ring).await
             }));
         }
         request
