@@ -190,7 +190,7 @@ impl GroupcacheBuilder {
         self
     }
 
-    /// A builder configured from the environment: the variables are the `prefix`, an
+    /// A builder with the defaults, configured from the environment: the variables are the `prefix`, an
     /// underscore, and
     ///
     /// | variable | meaning | example |
@@ -208,14 +208,16 @@ impl GroupcacheBuilder {
     /// [`build`](Self::build). Data sources are added to the returned builder as usual.
     ///
     /// ```
-    /// use tower_groupcache::Groupcache;
+    /// use tower_groupcache::GroupcacheBuilder;
     ///
     /// // With PARSEC_SELF_URL and PARSEC_PEER_URLS set by the deployment:
-    /// let builder = Groupcache::builder().from_env("PARSEC")?;
+    /// let cache = GroupcacheBuilder::from_env("PARSEC")?
+    ///     .source("users", |key: String| async move { Ok::<_, std::io::Error>(key) })
+    ///     .build()?;
     /// # Ok::<(), tower_groupcache::ConfigError>(())
     /// ```
-    pub fn from_env(self, prefix: &str) -> Result<Self, ConfigError> {
-        self.from_vars(prefix, |name| match std::env::var(name) {
+    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        Self::default().apply_vars(prefix, |name| match std::env::var(name) {
             Ok(value) => Ok(Some(value)),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err("the value is not valid Unicode".into()),
@@ -224,14 +226,14 @@ impl GroupcacheBuilder {
 
     /// [`from_env`](Self::from_env) with the variables read through `lookup` instead of the
     /// process environment (`None` for an unset variable).
-    pub fn from_env_lookup<F>(self, prefix: &str, mut lookup: F) -> Result<Self, ConfigError>
+    pub fn from_env_lookup<F>(prefix: &str, mut lookup: F) -> Result<Self, ConfigError>
     where
         F: FnMut(&str) -> Option<String>,
     {
-        self.from_vars(prefix, |name| Ok(lookup(name)))
+        Self::default().apply_vars(prefix, |name| Ok(lookup(name)))
     }
 
-    fn from_vars<F>(mut self, prefix: &str, mut read: F) -> Result<Self, ConfigError>
+    fn apply_vars<F>(mut self, prefix: &str, mut read: F) -> Result<Self, ConfigError>
     where
         F: FnMut(&str) -> Result<Option<String>, String>,
     {
@@ -522,25 +524,23 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        let cache = Groupcache::builder()
-            .from_env_lookup(
-                "PARSEC",
-                env(&[
-                    ("PARSEC_SELF_URL", "http://a:1"),
-                    ("PARSEC_PEER_URLS", " http://a:1, http://b:1 ,,"),
-                    ("PARSEC_CACHE_BYTES", "1024"),
-                    ("PARSEC_BASE_PATH", "/cache/"),
-                    ("OTHER_REPLICAS", "0"),
-                ]),
-            )
-            .unwrap()
-            .build()
-            .unwrap();
+        let cache = GroupcacheBuilder::from_env_lookup(
+            "PARSEC",
+            env(&[
+                ("PARSEC_SELF_URL", "http://a:1"),
+                ("PARSEC_PEER_URLS", " http://a:1, http://b:1 ,,"),
+                ("PARSEC_CACHE_BYTES", "1024"),
+                ("PARSEC_BASE_PATH", "/cache/"),
+                ("OTHER_REPLICAS", "0"),
+            ]),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
         assert_eq!(cache.stats().cluster.peers, ["http://a:1", "http://b:1"]);
         assert_eq!(cache.self_url(), Some("http://a:1"));
 
-        let single = Groupcache::builder()
-            .from_env_lookup("PARSEC", env(&[]))
+        let single = GroupcacheBuilder::from_env_lookup("PARSEC", env(&[]))
             .unwrap()
             .build()
             .unwrap();
@@ -550,9 +550,9 @@ mod tests {
             "no peer list: single-node mode"
         );
 
-        let err = Groupcache::builder()
-            .from_env_lookup("PARSEC", env(&[("PARSEC_CACHE_BYTES", "64MiB")]))
-            .unwrap_err();
+        let err =
+            GroupcacheBuilder::from_env_lookup("PARSEC", env(&[("PARSEC_CACHE_BYTES", "64MiB")]))
+                .unwrap_err();
         assert_eq!(
             err,
             ConfigError::Env {
@@ -561,17 +561,19 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("PARSEC_CACHE_BYTES"));
-        let err = Groupcache::builder()
-            .from_env_lookup("PARSEC", env(&[("PARSEC_PEER_TIMEOUT_MS", "-1")]))
-            .unwrap_err();
+        let err =
+            GroupcacheBuilder::from_env_lookup("PARSEC", env(&[("PARSEC_PEER_TIMEOUT_MS", "-1")]))
+                .unwrap_err();
         assert!(
             matches!(err, ConfigError::Env { variable, .. } if variable == "PARSEC_PEER_TIMEOUT_MS")
         );
-        let err = Groupcache::builder()
-            .from_env_lookup("PARSEC", env(&[("PARSEC_PEER_URLS", "http://b:1")]))
-            .unwrap()
-            .build()
-            .unwrap_err();
+        let err = GroupcacheBuilder::from_env_lookup(
+            "PARSEC",
+            env(&[("PARSEC_PEER_URLS", "http://b:1")]),
+        )
+        .unwrap()
+        .build()
+        .unwrap_err();
         assert_eq!(err, ConfigError::MissingSelfUrl);
     }
 
