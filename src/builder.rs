@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -341,6 +341,8 @@ impl GroupcacheBuilder {
             last_foreign_ring: AtomicU64::new(u64::MAX),
             discovery_errors: AtomicU64::new(0),
             closed: tokio::sync::watch::channel(()).0,
+            draining: AtomicBool::new(false),
+            loads_in_flight: tokio::sync::watch::channel(0).0,
         }))
     }
 }

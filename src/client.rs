@@ -28,10 +28,15 @@ pub(crate) enum Fetched {
 }
 
 impl PeerError {
-    /// Whether the failure says the peer is unwell (down, slow, garbled), as opposed to a
-    /// healthy peer whose data source failed (500).
+    /// Whether the failure says the peer is unwell: unreachable, slow, garbled, or answering
+    /// 502, 503 or 504. Any other status is a healthy peer's answer about this key (a Go
+    /// node's 301 for a key with `//`, a 500 when its data source failed), so it does not
+    /// count toward skipping the peer.
     pub(crate) fn is_peer_fault(&self) -> bool {
-        !matches!(self, Self::Status(StatusCode::INTERNAL_SERVER_ERROR))
+        match self {
+            Self::Status(status) => matches!(status.as_u16(), 502..=504),
+            _ => true,
+        }
     }
 }
 

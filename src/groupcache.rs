@@ -3,7 +3,7 @@
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -108,6 +108,24 @@ impl Groupcache {
         self.shared.stats()
     }
 
+    /// Stops serving peers and waits for the loads in flight to finish.
+    ///
+    /// From the call on, peer requests are answered `503 Service Unavailable`, so peers load
+    /// this node's keys themselves (and soon skip it, see [`PeerHealthConfig`](crate::PeerHealthConfig)). Gets through
+    /// this node's own handles keep working. Call it when the service receives SIGTERM, before
+    /// the HTTP server stops; it returns once no load of this node is running.
+    pub async fn shutdown(&self) {
+        self.shared.draining.store(true, Relaxed);
+        let mut in_flight = self.shared.loads_in_flight.subscribe();
+        // The sender lives in `shared`, so the channel cannot close while we wait.
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+    }
+
+    /// Whether [`shutdown`](Groupcache::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.draining.load(Relaxed)
+    }
+
     /// The ring in use now: which node owns which key. It is a snapshot; a later
     /// [`set_peers`](Groupcache::set_peers) does not change it.
     pub fn ring(&self) -> Arc<Ring> {
@@ -148,6 +166,10 @@ pub(crate) struct Shared {
     pub(crate) discovery_errors: AtomicU64,
     /// Dropped with the cache: background tasks watching it stop at once.
     pub(crate) closed: tokio::sync::watch::Sender<()>,
+    /// Set by [`Groupcache::shutdown`]: peer requests are refused with 503.
+    pub(crate) draining: AtomicBool,
+    /// Loads running now, across every source; `shutdown` waits for it to reach 0.
+    pub(crate) loads_in_flight: tokio::sync::watch::Sender<usize>,
 }
 
 impl fmt::Debug for Shared {
@@ -273,7 +295,11 @@ impl Shared {
         let flight_key = (key.clone(), owner.is_some());
         let flight = group.flights.run(&runtime, flight_key, || {
             let (shared, group) = (self.clone(), group.clone());
-            async move { shared.load(&group, key, owner).await }
+            shared.loads_in_flight.send_modify(|n| *n += 1);
+            async move {
+                let _done = LoadDone(&shared);
+                shared.load(&group, key, owner).await
+            }
         });
         match flight.await {
             Outcome::Done(result) => result,
@@ -442,6 +468,15 @@ impl Shared {
                 discovery_errors: self.discovery_errors.load(Relaxed),
             },
         }
+    }
+}
+
+/// Counts a load out of `loads_in_flight` however it ends.
+struct LoadDone<'a>(&'a Shared);
+
+impl Drop for LoadDone<'_> {
+    fn drop(&mut self) {
+        self.0.loads_in_flight.send_modify(|n| *n -= 1);
     }
 }
 

@@ -21,6 +21,9 @@ pub(crate) async fn serve(
     rest: &str,
     ring_fingerprint: Option<u32>,
 ) -> Response<PeerBody> {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    }
     if method != Method::GET && method != Method::DELETE {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
         response

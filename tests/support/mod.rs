@@ -150,9 +150,14 @@ impl Node {
             .stats
     }
 
-    /// Stops serving: later connections are refused.
+    /// Stops serving, as a killed process would: the listener and every connection close.
     pub fn stop(&self) {
         self.server.abort();
+    }
+
+    /// Whether the server task has ended (after [`stop`](Node::stop)).
+    pub fn is_stopped(&self) -> bool {
+        self.server.is_finished()
     }
 }
 
@@ -186,10 +191,50 @@ pub fn app(cache: &Groupcache) -> Router {
     Router::new().route("/get", get(front)).layer(cache.layer())
 }
 
+/// Serves `app` on `listener`. Aborting the returned task closes the listener and every open
+/// connection at once, as a killed process would.
 pub async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
     tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("test server runs");
+        // Dropped with this task: aborts every connection task.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = TowerToHyperService::new(app.clone());
+            connections.spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
     })
+}
+
+/// Starts one node on `listener` with the given peer list.
+pub async fn start_node(
+    listener: TcpListener,
+    peers: &[String],
+    loads: &Loads,
+    configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
+) -> Node {
+    let addr = listener.local_addr().expect("bound");
+    let url = format!("http://{addr}");
+    let builder = Groupcache::builder()
+        .self_url(url.clone())
+        .peers(peers.to_vec())
+        .source("users", loads.source(&url));
+    let cache = configure(builder).build().expect("valid test config");
+    let server = serve(listener, app(&cache)).await;
+    Node {
+        url,
+        addr,
+        cache,
+        server,
+    }
 }
 
 /// Starts `n` nodes on 127.0.0.1 sharing one peer list and one [`Loads`] record; `configure`
@@ -207,22 +252,13 @@ pub async fn cluster(
                 .expect("bind 127.0.0.1:0"),
         );
     }
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().expect("bound")))
+        .collect();
     let mut nodes = Vec::new();
-    for ((listener, addr), url) in listeners.into_iter().zip(addrs).zip(&urls) {
-        let builder = Groupcache::builder()
-            .self_url(url.clone())
-            .peers(urls.clone())
-            .source("users", loads.source(url));
-        let cache = configure(builder).build().expect("valid test config");
-        let server = serve(listener, app(&cache)).await;
-        nodes.push(Node {
-            url: url.clone(),
-            addr,
-            cache,
-            server,
-        });
+    for listener in listeners {
+        nodes.push(start_node(listener, &urls, loads, &configure).await);
     }
     nodes
 }

@@ -1,0 +1,837 @@
+//! A load test of the two hot paths of the cache, each beside a baseline measured in the same
+//! run, in one process on 127.0.0.1.
+//!
+//! 1. **Remote hit, sequential latency.** Two nodes, A and B. A key owned by B is in B's main
+//!    cache; A is built with `cache_bytes(0)`, so it never keeps a hot copy and every
+//!    `a.handle().get(..)` is a real HTTP fetch from B, which answers from its cache. The
+//!    baseline is a raw pooled hyper-util HTTP/1.1 client doing `GET` on a bare axum handler
+//!    that returns the same bytes. Reported: p50, p99 and mean, and their ratios.
+//! 2. **Remote hit throughput**, the same two paths with 32 requests in flight: requests/s.
+//!    Each of the 32 tasks asks for a key of its own (all owned by B and cached there), since
+//!    concurrent gets of one key share one fetch. An extra row shows that sharing: all 32
+//!    tasks on one key, beside the same baseline.
+//! 3. **A cached get through the layer.** A front route `GET /user` on B, behind
+//!    `.layer(cache.layer())`, whose handler takes a `CacheHandle` and returns a local hit,
+//!    against a bare axum router (no layer) whose handler returns the same captured `Bytes`.
+//!    Both are loaded by the raw hyper client with 32 requests in flight: requests/s.
+//!
+//! The client and the servers share one multi-thread tokio runtime (default worker count) and
+//! the machine's cores, so the absolute figures are of this machine and this run; the ratios
+//! are the point. Subject and baseline are measured in interleaved slices (`S B B S S B B S`)
+//! so that a noisy neighbour weighs on both alike.
+//!
+//! ```text
+//! cargo run --release --example loadtest
+//! cargo run --release --example loadtest -- --value-bytes 1024
+//! cargo run --example loadtest -- --quick      # or LOADTEST_QUICK=1: about 10x fewer requests
+//! ```
+//!
+//! Progress goes to stderr; the table goes to stdout. Any failed request or broken expectation
+//! (a local load on A, a hot copy on A, a wrong value) ends the run with an error.
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{StatusCode, Uri};
+use axum::routing::get;
+use axum::serve::ListenerExt as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower_groupcache::{CacheHandle, Groupcache, SourceSnapshot};
+
+/// The data source's name.
+const USERS: &str = "users";
+/// Requests in flight in phases 2 and 3.
+const IN_FLIGHT: usize = 32;
+
+type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// What to run, from the command line and `LOADTEST_QUICK`.
+#[derive(Debug, Clone)]
+struct Settings {
+    quick: bool,
+    value_bytes: usize,
+    /// Measured sequential gets per target in phase 1.
+    sequential: usize,
+    /// Unmeasured sequential gets per target before phase 1.
+    sequential_warmup: usize,
+    /// Measured time per target in phases 2 and 3.
+    duration: Duration,
+    /// Unmeasured time per target before phases 2 and 3.
+    warmup: Duration,
+    args: Vec<String>,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut quick = std::env::var("LOADTEST_QUICK").is_ok_and(|v| v == "1" || v == "true");
+        let mut value_bytes = 64;
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            match arg.as_str() {
+                "--quick" => quick = true,
+                "--value-bytes" => {
+                    let n = rest.next().ok_or("--value-bytes needs a number")?;
+                    value_bytes = parse_bytes(n)?;
+                }
+                "-h" | "--help" => {
+                    println!(
+                        "usage: cargo run --release --example loadtest -- \
+                         [--quick] [--value-bytes N]\n\
+                         LOADTEST_QUICK=1 is the same as --quick"
+                    );
+                    std::process::exit(0);
+                }
+                other => match other.strip_prefix("--value-bytes=") {
+                    Some(n) => value_bytes = parse_bytes(n)?,
+                    None => return Err(format!("unknown argument {other:?}; try --help").into()),
+                },
+            }
+        }
+        let scale = if quick { 10 } else { 1 };
+        Ok(Self {
+            quick,
+            value_bytes,
+            sequential: 20_000 / scale,
+            sequential_warmup: 2_000 / scale,
+            duration: if quick {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_secs(2)
+            },
+            warmup: if quick {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_millis(250)
+            },
+            args,
+        })
+    }
+
+    /// The command that reproduces this run.
+    fn command(&self) -> String {
+        let profile = if cfg!(debug_assertions) {
+            ""
+        } else {
+            " --release"
+        };
+        let mut command = format!("cargo run{profile} --example loadtest");
+        if !self.args.is_empty() {
+            command.push_str(" -- ");
+            command.push_str(&self.args.join(" "));
+        }
+        if self.quick && !self.args.iter().any(|a| a == "--quick") {
+            command.insert_str(0, "LOADTEST_QUICK=1 ");
+        }
+        // `#[tokio::main]` reads it for the worker count.
+        if let Ok(workers) = std::env::var("TOKIO_WORKER_THREADS") {
+            command.insert_str(0, &format!("TOKIO_WORKER_THREADS={workers} "));
+        }
+        command
+    }
+}
+
+fn parse_bytes(n: &str) -> Result<usize> {
+    match n.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("--value-bytes: {n:?} is not a positive number").into()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\nerror: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let value = Bytes::from(
+        (0..settings.value_bytes)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    progress(&format!(
+        "starting nodes A and B and a bare axum server on 127.0.0.1 ({} byte values{})",
+        settings.value_bytes,
+        if settings.quick { ", quick mode" } else { "" },
+    ));
+    let setup = Setup::start(&value).await?;
+    let client = raw_client();
+    let expected = value.len();
+
+    // Phase 1 and 2 targets: A's remote hit, and the raw client on the bare handler.
+    let remote_hit = Target::RemoteHit {
+        cache: setup.a.handle(),
+        keys: setup.keys.clone(),
+        expected,
+    };
+    let one_key = Target::RemoteHit {
+        cache: setup.a.handle(),
+        keys: setup.keys[..1].into(),
+        expected,
+    };
+    let raw = Target::Http {
+        client: client.clone(),
+        uri: format!("{}/user", setup.bare_url).parse()?,
+        expected,
+    };
+    // Phase 3 targets: the front route behind the layer on B, and the same bare handler.
+    let front = Target::Http {
+        client: client.clone(),
+        uri: format!("{}/user", setup.b_url).parse()?,
+        expected,
+    };
+
+    let a_before = users(&setup.a);
+    let b_before = users(&setup.b);
+
+    progress(&format!(
+        "phase 1/3: remote hit, sequential: {} gets per target after {} warm-up",
+        settings.sequential, settings.sequential_warmup
+    ));
+    let (hit_latency, raw_latency) = sequential_pair(
+        &remote_hit,
+        &raw,
+        settings.sequential_warmup,
+        settings.sequential,
+    )
+    .await?;
+
+    progress(&format!(
+        "phase 2/3: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
+        settings.duration
+    ));
+    let (hit_rate, raw_rate) =
+        throughput_pair(&remote_hit, &raw, settings.warmup, settings.duration).await?;
+
+    // What phases 1 and 2 did on A and B: every get a fetch from B, answered from its cache.
+    let (a_after, b_after) = (users(&setup.a), users(&setup.b));
+    let a_peer_loads = a_after.stats.peer_loads - a_before.stats.peer_loads;
+    let a_local_loads = a_after.stats.local_loads - a_before.stats.local_loads;
+    let a_peer_errors = a_after.stats.peer_errors - a_before.stats.peer_errors;
+    let b_served = b_after.stats.server_requests - b_before.stats.server_requests;
+    let b_hits = b_after.stats.cache_hits - b_before.stats.cache_hits;
+    let b_loads = b_after.stats.local_loads - b_before.stats.local_loads;
+    check(
+        a_local_loads == 0 && a_peer_errors == 0,
+        format!("A loaded locally {a_local_loads} times, with {a_peer_errors} peer errors"),
+    )?;
+    check(
+        a_after.hot_cache.items == 0 && a_after.main_cache.items == 0,
+        "A kept a copy of a key; its remote gets were not all remote hits",
+    )?;
+    check(
+        b_loads == 0 && b_hits == b_served && b_served == a_peer_loads,
+        format!(
+            "B served {b_served} peer requests with {b_hits} cache hits and {b_loads} loads, \
+             for {a_peer_loads} peer loads on A"
+        ),
+    )?;
+
+    progress(&format!(
+        "phase 2/3, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
+        settings.duration
+    ));
+    let a_mid = users(&setup.a);
+    let mut one_key_rate = Rate::default();
+    one_key_rate.add(throughput(&one_key, settings.duration).await?);
+    let one_key_fetches = users(&setup.a).stats.peer_loads - a_mid.stats.peer_loads;
+
+    progress(&format!(
+        "phase 3/3: front route through the layer (local hit), {IN_FLIGHT} in flight, \
+         {:.2?} per target",
+        settings.duration
+    ));
+    let b_mid = users(&setup.b);
+    let (front_rate, bare_rate) =
+        throughput_pair(&front, &raw, settings.warmup, settings.duration).await?;
+    let b_end = users(&setup.b);
+    check(
+        b_end.stats.local_loads == b_mid.stats.local_loads
+            && b_end.stats.gets - b_mid.stats.gets
+                == b_end.stats.cache_hits - b_mid.stats.cache_hits,
+        "the front route on B did not answer every request from B's main cache",
+    )?;
+    progress("done");
+
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let report = Report {
+        settings: &settings,
+        workers,
+        cpus,
+        hit_latency,
+        raw_latency,
+        hit_rate,
+        raw_rate,
+        one_key_rate,
+        one_key_fetches,
+        front_rate,
+        bare_rate,
+        a_peer_loads,
+        b_hits,
+    };
+    report.print();
+    Ok(())
+}
+
+/// Nodes A and B, and the bare server, all serving.
+struct Setup {
+    a: Groupcache,
+    b: Groupcache,
+    b_url: String,
+    bare_url: String,
+    /// `IN_FLIGHT` keys owned by B, in B's main cache.
+    keys: Arc<[Arc<str>]>,
+}
+
+impl Setup {
+    async fn start(value: &Bytes) -> Result<Self> {
+        // Bind first: every node needs every node's URL before its cache is built.
+        let a_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let b_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let bare_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let a_url = format!("http://{}", a_listener.local_addr()?);
+        let b_url = format!("http://{}", b_listener.local_addr()?);
+        let bare_url = format!("http://{}", bare_listener.local_addr()?);
+        let peers = [a_url.clone(), b_url.clone()];
+
+        // A caches nothing, neither main nor hot: each of its gets of B's key goes to B.
+        let a = Groupcache::builder()
+            .self_url(a_url.as_str())
+            .peers(&peers)
+            .cache_bytes(0)
+            .source(USERS, constant_source(value.clone()))
+            .build()?;
+        let b = Groupcache::builder()
+            .self_url(b_url.as_str())
+            .peers(&peers)
+            .source(USERS, constant_source(value.clone()))
+            .build()?;
+
+        let ring = a.ring();
+        let keys: Arc<[Arc<str>]> = (0..100_000)
+            .map(|i| format!("user:{i}"))
+            .filter(|key| ring.owner(key) == Some(b_url.as_str()))
+            .take(IN_FLIGHT)
+            .map(Arc::from)
+            .collect();
+        check(
+            keys.len() == IN_FLIGHT,
+            "B owns too few of the first 100,000 keys",
+        )?;
+        check(
+            keys.iter()
+                .all(|key| b.ring().owner(key) == Some(b_url.as_str())),
+            "A and B disagree on the owner of a key",
+        )?;
+
+        // The front route of phase 3, on B: a local hit through the layer.
+        let front_key = keys[0].clone();
+        let b_app = Router::new()
+            .route(
+                "/user",
+                get(move |cache: CacheHandle| {
+                    let key = front_key.clone();
+                    async move {
+                        cache
+                            .get(USERS, &key)
+                            .await
+                            .map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))
+                    }
+                }),
+            )
+            .layer(b.layer());
+        let a_app = Router::new().layer(a.layer());
+        // The baseline: the same bytes, captured, with no layer.
+        let bare_value = value.clone();
+        let bare_app = Router::new().route(
+            "/user",
+            get(move || {
+                let value = bare_value.clone();
+                async move { value }
+            }),
+        );
+        for (listener, app) in [
+            (a_listener, a_app),
+            (b_listener, b_app),
+            (bare_listener, bare_app),
+        ] {
+            // Every server and client in this test sets TCP_NODELAY, as the peer client does.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    eprintln!("[loadtest] a server stopped: {error}");
+                }
+            });
+        }
+
+        // Warm B: the one load of the whole run, on B, the owner.
+        for key in keys.iter() {
+            let warmed = b.handle().get(USERS, key).await?;
+            check(warmed == *value, "B's warm-up get returned a wrong value")?;
+        }
+        check(
+            users(&b).main_cache.items == keys.len() as u64,
+            "B did not keep every key in its main cache",
+        )?;
+        Ok(Self {
+            a,
+            b,
+            b_url,
+            bare_url,
+            keys,
+        })
+    }
+}
+
+/// A data source that returns `value` for every key.
+fn constant_source(value: Bytes) -> impl tower_groupcache::Source {
+    move |_key: String| {
+        let value = value.clone();
+        async move { Ok::<_, std::convert::Infallible>(value) }
+    }
+}
+
+fn users(cache: &Groupcache) -> SourceSnapshot {
+    cache
+        .stats()
+        .source(USERS)
+        .cloned()
+        .expect("every node registers the users source")
+}
+
+/// A raw pooled HTTP/1.1 client, the baseline's and the load generator's.
+fn raw_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// One thing to call in a loop.
+#[derive(Clone)]
+enum Target {
+    /// `cache.get(USERS, key)`, the caller's task number choosing one of the keys.
+    RemoteHit {
+        cache: CacheHandle,
+        keys: Arc<[Arc<str>]>,
+        expected: usize,
+    },
+    /// `GET uri`, the whole body read.
+    Http {
+        client: HttpClient,
+        uri: Uri,
+        expected: usize,
+    },
+}
+
+impl Target {
+    /// One call, by the load task numbered `task`.
+    async fn call(&self, task: usize) -> Result<()> {
+        match self {
+            Self::RemoteHit {
+                cache,
+                keys,
+                expected,
+            } => {
+                let key = &keys[task % keys.len()];
+                let value = cache
+                    .get(USERS, key)
+                    .await
+                    .map_err(|error| format!("get {key}: {error}"))?;
+                // Checked without formatting anything on success: this is the measured loop.
+                if value.len() != *expected {
+                    return Err(format!("get {key}: {} bytes, not {expected}", value.len()).into());
+                }
+                Ok(())
+            }
+            Self::Http {
+                client,
+                uri,
+                expected,
+            } => {
+                let response = client
+                    .get(uri.clone())
+                    .await
+                    .map_err(|error| format!("GET {uri}: {error}"))?;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|error| format!("GET {uri}: reading the body: {error}"))?
+                    .to_bytes();
+                if status != StatusCode::OK {
+                    let body = String::from_utf8_lossy(&body);
+                    return Err(format!("GET {uri}: {status}: {body}").into());
+                }
+                if body.len() != *expected {
+                    return Err(format!("GET {uri}: {} bytes, not {expected}", body.len()).into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `n` sequential calls of `target`, each timed, in nanoseconds. Runs as a task of its own so
+/// that it is on a worker thread, as a request handler would be.
+async fn sequential(target: &Target, n: usize) -> Result<Vec<u64>> {
+    let target = target.clone();
+    tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            target.call(0).await?;
+            samples.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+        Ok(samples)
+    })
+    .await
+    .map_err(|error| format!("a measuring task failed: {error}"))?
+}
+
+/// The order of the slices of a paired measurement: subject and baseline alike in number and
+/// in position, so that a drift in the machine's load weighs on both (`S B B S S B B S`).
+const SLICES: [bool; 8] = [true, false, false, true, true, false, false, true];
+
+/// Phase 1's measurement: subject and baseline, warmed up, then in interleaved slices.
+async fn sequential_pair(
+    subject: &Target,
+    baseline: &Target,
+    warmup: usize,
+    n: usize,
+) -> Result<(Latency, Latency)> {
+    sequential(subject, warmup).await?;
+    sequential(baseline, warmup).await?;
+    let per_slice = n.div_ceil(SLICES.len() / 2);
+    let (mut s, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for is_subject in SLICES {
+        let (target, samples) = if is_subject {
+            (subject, &mut s)
+        } else {
+            (baseline, &mut b)
+        };
+        let count = per_slice.min(n - samples.len());
+        samples.extend(sequential(target, count).await?);
+    }
+    Ok((Latency::of(s), Latency::of(b)))
+}
+
+/// `IN_FLIGHT` tasks calling `target` in a loop for `duration`: requests and elapsed time.
+async fn throughput(target: &Target, duration: Duration) -> Result<(u64, Duration)> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = JoinSet::new();
+    for task in 0..IN_FLIGHT {
+        let target = target.clone();
+        tasks.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                target.call(task).await?;
+                done += 1;
+            }
+            Ok::<_, Box<dyn Error + Send + Sync>>(done)
+        });
+    }
+    let mut total = 0;
+    while let Some(joined) = tasks.join_next().await {
+        total += joined.map_err(|error| format!("a load task failed: {error}"))??;
+    }
+    Ok((total, started.elapsed()))
+}
+
+/// Phases 2 and 3: subject and baseline, warmed up, then in interleaved slices; requests/s.
+async fn throughput_pair(
+    subject: &Target,
+    baseline: &Target,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<(Rate, Rate)> {
+    throughput(subject, warmup).await?;
+    throughput(baseline, warmup).await?;
+    let slice = duration / (SLICES.len() / 2) as u32;
+    let (mut s, mut b) = (Rate::default(), Rate::default());
+    for is_subject in SLICES {
+        let (target, rate) = if is_subject {
+            (subject, &mut s)
+        } else {
+            (baseline, &mut b)
+        };
+        rate.add(throughput(target, slice).await?);
+    }
+    Ok((s, b))
+}
+
+/// Latency figures of sequential calls.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    count: usize,
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<u64>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let i = ((samples.len().saturating_sub(1)) as f64 * q).round() as usize;
+            Duration::from_nanos(samples.get(i).copied().unwrap_or(0))
+        };
+        let sum: u128 = samples.iter().map(|&s| u128::from(s)).sum();
+        let mean = sum / samples.len().max(1) as u128;
+        Self {
+            count: samples.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            mean: Duration::from_nanos(u64::try_from(mean).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// Requests and time, summed over measurements.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rate {
+    requests: u64,
+    elapsed: Duration,
+}
+
+impl Rate {
+    fn add(&mut self, (requests, elapsed): (u64, Duration)) {
+        self.requests += requests;
+        self.elapsed += elapsed;
+    }
+
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Everything the table needs.
+struct Report<'a> {
+    settings: &'a Settings,
+    workers: usize,
+    cpus: usize,
+    hit_latency: Latency,
+    raw_latency: Latency,
+    hit_rate: Rate,
+    raw_rate: Rate,
+    one_key_rate: Rate,
+    one_key_fetches: u64,
+    front_rate: Rate,
+    bare_rate: Rate,
+    a_peer_loads: u64,
+    b_hits: u64,
+}
+
+impl Report<'_> {
+    fn print(&self) {
+        let s = self.settings;
+        let build = if cfg!(debug_assertions) {
+            "debug build: figures are NOT representative"
+        } else {
+            "release build"
+        };
+        println!();
+        println!("tower-groupcache load test");
+        println!(
+            "Figures from one run on this machine ({} CPUs, {build}), not a benchmark suite.",
+            self.cpus
+        );
+        println!(
+            "Client and servers share one process and one tokio multi-thread runtime \
+             ({} workers) on 127.0.0.1;",
+            self.workers
+        );
+        println!("each figure is beside a baseline measured in the same run. Ratios matter.");
+        println!("Command: {}", s.command());
+        println!(
+            "Value: {} bytes. Phase 1: {} sequential gets per side after {} warm-up. \
+             Phases 2-3: {IN_FLIGHT} in flight, {:.2?} per side.",
+            s.value_bytes, s.sequential, s.sequential_warmup, s.duration
+        );
+        println!();
+
+        let (h, r) = (&self.hit_latency, &self.raw_latency);
+        let rows: Vec<[String; 5]> = vec![
+            row(
+                "1. remote hit, sequential",
+                "p50",
+                us(h.p50),
+                us(r.p50),
+                ratio_d(h.p50, r.p50),
+            ),
+            row("", "p99", us(h.p99), us(r.p99), ratio_d(h.p99, r.p99)),
+            row("", "mean", us(h.mean), us(r.mean), ratio_d(h.mean, r.mean)),
+            row(
+                "2. remote hit, 32 in flight",
+                "req/s",
+                rps(&self.hit_rate),
+                rps(&self.raw_rate),
+                ratio(self.hit_rate.per_second(), self.raw_rate.per_second()),
+            ),
+            row(
+                "   (extra) 32 in flight, ONE key",
+                "req/s",
+                rps(&self.one_key_rate),
+                rps(&self.raw_rate),
+                ratio(self.one_key_rate.per_second(), self.raw_rate.per_second()),
+            ),
+            row(
+                "3. front route via layer (local hit)",
+                "req/s",
+                rps(&self.front_rate),
+                rps(&self.bare_rate),
+                ratio(self.front_rate.per_second(), self.bare_rate.per_second()),
+            ),
+        ];
+        let header = row(
+            "measurement",
+            "metric",
+            "tower-groupcache".into(),
+            "baseline".into(),
+            "ratio".into(),
+        );
+        let widths: Vec<usize> = (0..5)
+            .map(|c| {
+                std::iter::once(&header)
+                    .chain(&rows)
+                    .map(|r| r[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |r: &[String; 5]| {
+            println!(
+                "  {:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3],
+                w4 = widths[4],
+            );
+        };
+        line(&header);
+        let total: usize = widths.iter().sum::<usize>() + 2 * 4;
+        println!("  {}", "-".repeat(total));
+        for r in &rows {
+            line(r);
+        }
+        println!();
+        println!(
+            "  ratio = tower-groupcache / baseline (latency: lower is better; req/s: higher is better)"
+        );
+        let notes = [
+            "1, 2:  subject `a.handle().get(\"users\", key)` on node A (cache_bytes 0) for keys"
+                .to_owned(),
+            "       that node B owns and has cached; baseline: raw hyper-util client GET -> bare"
+                .to_owned(),
+            "       axum handler returning the same Bytes. Phase 2 gives each task its own key."
+                .to_owned(),
+            format!(
+                "       Phases 1-2: A made {} peer fetches; B answered {} from its cache, no load.",
+                self.a_peer_loads, self.b_hits
+            ),
+            format!(
+                "extra: all 32 tasks get one key: {} gets shared {} fetches to B (singleflight),",
+                self.one_key_rate.requests, self.one_key_fetches
+            ),
+            "       so this is not a remote-hit rate; same baseline as phase 2.".to_owned(),
+            "3:     subject GET /user on B: handler(CacheHandle) -> cache.get, a main-cache hit,"
+                .to_owned(),
+            "       behind .layer(cache.layer()); baseline GET /user on a bare router (no layer)"
+                .to_owned(),
+            "       returning a captured Bytes. Both driven by the raw hyper-util client."
+                .to_owned(),
+        ];
+        for note in notes {
+            println!("  {note}");
+        }
+        println!(
+            "  Requests: phase 1 {} + {}, phase 2 {} + {}, phase 3 {} + {}.",
+            h.count,
+            r.count,
+            self.hit_rate.requests,
+            self.raw_rate.requests,
+            self.front_rate.requests,
+            self.bare_rate.requests
+        );
+    }
+}
+
+fn row(a: &str, b: &str, c: String, d: String, e: String) -> [String; 5] {
+    [a.to_owned(), b.to_owned(), c, d, e]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} us", d.as_secs_f64() * 1e6)
+}
+
+fn rps(rate: &Rate) -> String {
+    let n = rate.per_second().round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ratio(subject: f64, baseline: f64) -> String {
+    if baseline > 0.0 {
+        format!("{:.2}x", subject / baseline)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+fn ratio_d(subject: Duration, baseline: Duration) -> String {
+    ratio(subject.as_secs_f64(), baseline.as_secs_f64())
+}
+
+fn progress(text: &str) {
+    eprintln!("[loadtest] {text}");
+}
+
+/// An error with `message` unless `claim` holds. The message is built before the call: use it
+/// outside the measured loops.
+fn check(claim: bool, message: impl Into<String>) -> Result<()> {
+    if claim {
+        Ok(())
+    } else {
+        Err(message.into().into())
+    }
+}

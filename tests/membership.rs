@@ -1,0 +1,320 @@
+//! Membership and failure on loopback: a node joining, a node killed and restarted under load,
+//! peer health, ring fingerprints, graceful shutdown.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::{Loads, cluster, eventually, key_owned_by, start_node, value_of};
+use tokio::net::TcpListener;
+use tower_groupcache::{PeerHealthConfig, Ring};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_fourth_node_takes_a_quarter_of_the_keys() {
+    let loads = Loads::default();
+    let mut nodes = cluster(3, &loads, |b| b).await;
+    let keys: Vec<String> = (0..10_000).map(|i| format!("user:{i}")).collect();
+    let before = nodes[0].cache.ring();
+    // Some values cached before the change.
+    for key in keys.iter().take(300) {
+        nodes[0].handle().get("users", key).await.unwrap();
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    urls.push(format!("http://{}", listener.local_addr().unwrap()));
+    nodes.push(start_node(listener, &urls, &loads, |b| b).await);
+    for node in &nodes[..3] {
+        node.cache.set_peers(urls.clone()).unwrap();
+    }
+
+    let after = nodes[0].cache.ring();
+    let mut moved = 0;
+    for key in &keys {
+        let (old, new) = (before.owner(key).unwrap(), after.owner(key).unwrap());
+        if old != new {
+            assert_eq!(new, urls[3], "{key} moved between two old nodes");
+            moved += 1;
+        }
+    }
+    // The keys that move are the ones on the new node's arcs of the ring. With golang's ring
+    // (crc32, 50 points per peer) those arcs cover anywhere from about 9% to 41% of the hash
+    // space depending on the peer URLs, so the count is checked against the new node's real
+    // share of the ring rather than against a flat quarter.
+    let share = ring_share(&urls, &urls[3]);
+    let expected = share * keys.len() as f64;
+    eprintln!("join: {moved} of 10000 keys moved; the new node's ring share is {share:.3}");
+    assert!(
+        (moved as f64 - expected).abs() <= 300.0,
+        "{moved} keys moved, {expected:.0} expected from the ring share {share:.3}"
+    );
+    assert!(moved > 0);
+    let fingerprints: HashSet<String> = nodes
+        .iter()
+        .map(|n| n.cache.stats().cluster.ring_fingerprint)
+        .collect();
+    assert_eq!(fingerprints.len(), 1, "all four nodes agree");
+
+    // Gets through every node still answer right, and keys new to the fourth node load there.
+    for (i, key) in keys.iter().take(600).enumerate() {
+        assert_eq!(
+            nodes[i % 4].handle().get("users", key).await.unwrap(),
+            value_of(key)
+        );
+    }
+    let new_node_loads = loads.total_by(&urls[3]);
+    assert!(new_node_loads > 0, "the fourth node owns and loads keys");
+    for node in &nodes {
+        let s = node.stats("users");
+        assert_eq!(s.peer_errors, 0, "{}", node.url);
+        assert_eq!(
+            node.cache.stats().cluster.ring_mismatches,
+            0,
+            "{}",
+            node.url
+        );
+    }
+}
+
+/// The fraction of the 32-bit hash space that `peer` owns on golang's ring of `peers`.
+fn ring_share(peers: &[String], peer: &str) -> f64 {
+    let mut points: Vec<(u32, &str)> = peers
+        .iter()
+        .flat_map(|p| {
+            (0..50).map(move |i| (crc32fast::hash(format!("{i}{p}").as_bytes()), p.as_str()))
+        })
+        .collect();
+    points.sort_unstable();
+    let mut owned = 0u64;
+    for (j, &(point, owner)) in points.iter().enumerate() {
+        let previous = if j == 0 {
+            i64::from(points[points.len() - 1].0) - (1 << 32)
+        } else {
+            i64::from(points[j - 1].0)
+        };
+        if owner == peer {
+            owned += (i64::from(point) - previous) as u64;
+        }
+    }
+    owned as f64 / (1u64 << 32) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_restarted_under_load() {
+    const TASKS: usize = 4;
+    const GETS_PER_TASK: usize = 1_500;
+    const KEYS: usize = 400;
+    let loads = Loads::default();
+    let config = |b: tower_groupcache::GroupcacheBuilder| {
+        b.peer_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(200))
+    };
+    let mut nodes = cluster(3, &loads, config).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let victim_addr = nodes[2].addr;
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = nodes[..2].iter().map(|n| n.handle()).collect();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (handle, done) = (handles[t % 2].clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut wrong = Vec::new();
+            for i in 0..GETS_PER_TASK {
+                let key = format!("user:{}", (i * 7 + t * 13) % KEYS);
+                match handle.get("users", &key).await {
+                    Ok(v) if v == value_of(&key) => {}
+                    other => wrong.push(format!("{key}: {other:?}")),
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            wrong
+        }));
+    }
+    let total = TASKS * GETS_PER_TASK;
+    let progress = || done.load(Ordering::Relaxed);
+
+    eventually("a third of the gets", DEADLINE, || progress() >= total / 3).await;
+    nodes[2].stop();
+    eventually("the victim is down", DEADLINE, || nodes[2].is_stopped()).await;
+    let loads_at_kill = loads.total();
+
+    eventually("two thirds of the gets", DEADLINE, || {
+        progress() >= 2 * total / 3
+    })
+    .await;
+    let listener = TcpListener::bind(victim_addr)
+        .await
+        .expect("the port is free again");
+    nodes[2] = start_node(listener, &urls, &loads, config).await;
+    let loads_at_restart = loads.total();
+
+    let mut wrong = Vec::new();
+    for task in tasks {
+        wrong.extend(task.await.unwrap());
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} failed or wrong gets, e.g. {:?}",
+        wrong.len(),
+        &wrong[..1]
+    );
+    assert_eq!(progress(), total);
+
+    let victim_keys = (0..KEYS)
+        .filter(|i| nodes[0].cache.ring().owner(&format!("user:{i}")) == Some(&*urls[2]))
+        .count();
+    let duplicates = loads.total() - KEYS.min(loads.total());
+    let errors: u64 = nodes[..2]
+        .iter()
+        .map(|n| n.stats("users").peer_errors)
+        .sum();
+    let skips: u64 = nodes[..2].iter().map(|n| n.stats("users").peer_skips).sum();
+    eprintln!(
+        "chaos: {total} gets, 0 failed; {} loads for {KEYS} keys ({duplicates} duplicates: \
+         {} during the outage, {} after the restart); the victim owned {victim_keys} keys; \
+         peer errors {errors}, peer skips {skips}",
+        loads.total(),
+        loads_at_restart - loads_at_kill,
+        loads.total() - loads_at_restart,
+    );
+    assert!(errors > 0, "the outage was seen");
+    assert!(
+        duplicates <= 2 * victim_keys + 2 * KEYS / 10,
+        "duplicates are bounded: {duplicates}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_peer_is_skipped_instead_of_waited_for() {
+    // A peer that accepts connections and never answers: each fetch costs the whole timeout.
+    let black_hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}", black_hole.local_addr().unwrap());
+    let _hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let loads = Loads::default();
+    let health = PeerHealthConfig {
+        failure_threshold: 2,
+        cooldown: Duration::from_secs(3_600),
+        max_cooldown: Duration::from_secs(3_600),
+    };
+    let nodes = cluster(1, &loads, |b| {
+        b.peers([hole_url.clone()])
+            .peer_timeout(Duration::from_millis(200))
+            .peer_health(health)
+    })
+    .await;
+    let a = &nodes[0];
+    for i in 0..2 {
+        let key = key_owned_by(&a.cache, &hole_url, &format!("slow{i}:"));
+        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+    }
+    assert_eq!(a.stats("users").peer_errors, 2);
+    assert_eq!(a.cache.stats().cluster.skipped_peers, [hole_url.as_str()]);
+    // From now on its keys load at once: no fetch is tried, so no timeout is waited for.
+    for i in 0..20 {
+        let key = key_owned_by(&a.cache, &hole_url, &format!("fast{i}:"));
+        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+    }
+    let s = a.stats("users");
+    assert_eq!((s.peer_errors, s.peer_skips, s.local_loads), (2, 20, 22));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skipped_peer_is_probed_and_comes_back() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| {
+        b.peer_health(PeerHealthConfig {
+            failure_threshold: 1,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(10),
+        })
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    b.cache.shutdown().await; // answers 503 from now on
+    let key = key_owned_by(&a.cache, &b.url, "x:");
+    a.handle().get("users", &key).await.unwrap();
+    assert_eq!(a.cache.stats().cluster.skipped_peers, [b.url.as_str()]);
+    // Paused time: jump past the cooldown; the next get probes B (still 503) and skips again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let key = key_owned_by(&a.cache, &b.url, "y:");
+    a.handle().get("users", &key).await.unwrap();
+    let s = a.stats("users");
+    assert_eq!((s.peer_errors, s.peer_skips), (2, 0));
+    let key = key_owned_by(&a.cache, &b.url, "z:");
+    a.handle().get("users", &key).await.unwrap();
+    assert_eq!(a.stats("users").peer_skips, 1);
+    assert_eq!(
+        b.stats("users").local_loads,
+        0,
+        "a draining node loads nothing for peers"
+    );
+}
+
+#[tokio::test]
+async fn nodes_with_different_peer_lists_both_notice() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // B believes in a third node that A does not know.
+    b.cache
+        .set_peers([a.url.clone(), b.url.clone(), "http://127.0.0.1:9".into()])
+        .unwrap();
+    let a_ring = Ring::new(50, [&a.url, &b.url]);
+    let b_ring = b.cache.ring();
+    let to_b = (0..10_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| a_ring.owner(k) == Some(&*b.url))
+        .unwrap();
+    let to_a = (0..10_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| b_ring.owner(k) == Some(&*a.url))
+        .unwrap();
+    a.handle().get("users", &to_b).await.unwrap();
+    b.handle().get("users", &to_a).await.unwrap();
+    let (sa, sb) = (a.cache.stats().cluster, b.cache.stats().cluster);
+    assert_ne!(sa.ring_fingerprint, sb.ring_fingerprint);
+    assert_eq!(sa.ring_mismatches, 1, "A saw B's different ring");
+    assert_eq!(sb.ring_mismatches, 1, "B saw A's different ring");
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_loads_and_refuses_peers() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let key = key_owned_by(&a.cache, &a.url, "user:");
+    loads.close();
+    let handle = a.handle();
+    let k = key.clone();
+    let get = tokio::spawn(async move { handle.get("users", &k).await });
+    eventually("the load started", DEADLINE, || loads.count(&key) == 1).await;
+    let cache = a.cache.clone();
+    let shutdown = tokio::spawn(async move { cache.shutdown().await });
+    eventually("shutdown began", DEADLINE, || a.cache.is_shutting_down()).await;
+    assert!(!shutdown.is_finished(), "a load is still running");
+    // Peers are refused now.
+    let (status, _, _) = support::request("GET", &format!("{}/_groupcache/users/k", a.url)).await;
+    assert_eq!(status, 503);
+    loads.open();
+    assert_eq!(get.await.unwrap().unwrap(), value_of(&key));
+    shutdown.await.unwrap();
+    // B, refused by A, loads A's keys itself.
+    let other = key_owned_by(&b.cache, &a.url, "user:other:");
+    assert_eq!(
+        b.handle().get("users", &other).await.unwrap(),
+        value_of(&other)
+    );
+    assert_eq!(loads.of(&other), [b.url.as_str()]);
+    assert_eq!(b.stats("users").peer_errors, 1);
+}
