@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -342,7 +342,8 @@ impl GroupcacheBuilder {
             discovery_errors: AtomicU64::new(0),
             closed: tokio::sync::watch::channel(()).0,
             draining: AtomicBool::new(false),
-            loads_in_flight: tokio::sync::watch::channel(0).0,
+            loads_in_flight: AtomicUsize::new(0),
+            loads_done: tokio::sync::Notify::new(),
         }))
     }
 }

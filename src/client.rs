@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
+use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -119,7 +119,7 @@ impl PeerClient {
         base_path: &str,
         group: &str,
         key: &str,
-        ring_fingerprint: u32,
+        ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
         let uri = format!("{peer}{base_path}{}/{}", escape(group), escape(key));
         let uri: Uri = uri.parse().map_err(PeerError::Uri)?;
@@ -129,9 +129,13 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
-    async fn exchange(&self, uri: Uri, ring_fingerprint: u32) -> Result<Fetched, PeerError> {
+    async fn exchange(
+        &self,
+        uri: Uri,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<Fetched, PeerError> {
         let request = Request::get(uri)
-            .header(RING_HEADER, format!("{ring_fingerprint:08x}"))
+            .header(RING_HEADER, ring_fingerprint.clone())
             .body(Empty::new())
             .expect("a GET with a parsed URI is a valid request");
         let response = self

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -115,10 +115,16 @@ impl Groupcache {
     /// this node's own handles keep working. Call it when the service receives SIGTERM, before
     /// the HTTP server stops; it returns once no load of this node is running.
     pub async fn shutdown(&self) {
-        self.shared.draining.store(true, Relaxed);
-        let mut in_flight = self.shared.loads_in_flight.subscribe();
-        // The sender lives in `shared`, so the channel cannot close while we wait.
-        let _ = in_flight.wait_for(|n| *n == 0).await;
+        let shared = &self.shared;
+        shared.draining.store(true, Relaxed);
+        loop {
+            // Registered before the check, so a wake-up between the two is not lost.
+            let done = shared.loads_done.notified();
+            if shared.loads_in_flight.load(SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// Whether [`shutdown`](Groupcache::shutdown) was called.
@@ -169,7 +175,9 @@ pub(crate) struct Shared {
     /// Set by [`Groupcache::shutdown`]: peer requests are refused with 503.
     pub(crate) draining: AtomicBool,
     /// Loads running now, across every source; `shutdown` waits for it to reach 0.
-    pub(crate) loads_in_flight: tokio::sync::watch::Sender<usize>,
+    pub(crate) loads_in_flight: AtomicUsize,
+    /// Woken when `loads_in_flight` drops to 0.
+    pub(crate) loads_done: tokio::sync::Notify,
 }
 
 impl fmt::Debug for Shared {
@@ -295,7 +303,7 @@ impl Shared {
         let flight_key = (key.clone(), owner.is_some());
         let flight = group.flights.run(&runtime, flight_key, || {
             let (shared, group) = (self.clone(), group.clone());
-            shared.loads_in_flight.send_modify(|n| *n += 1);
+            shared.loads_in_flight.fetch_add(1, SeqCst);
             async move {
                 let _done = LoadDone(&shared);
                 shared.load(&group, key, owner).await
@@ -376,10 +384,10 @@ impl Shared {
         key: &str,
     ) -> Option<Result<Entry, Error>> {
         let counters = &group.counters;
-        let fingerprint = self.ring.load().fingerprint();
+        let fingerprint = self.ring.load().fingerprint_header().clone();
         let fetched = self
             .client
-            .fetch(peer, &self.config.base_path, &group.name, key, fingerprint)
+            .fetch(peer, &self.config.base_path, &group.name, key, &fingerprint)
             .await;
         match fetched {
             Ok(Fetched::Value(response)) => {
@@ -476,7 +484,9 @@ struct LoadDone<'a>(&'a Shared);
 
 impl Drop for LoadDone<'_> {
     fn drop(&mut self) {
-        self.0.loads_in_flight.send_modify(|n| *n -= 1);
+        if self.0.loads_in_flight.fetch_sub(1, SeqCst) == 1 {
+            self.0.loads_done.notify_waiters();
+        }
     }
 }
 

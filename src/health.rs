@@ -5,6 +5,7 @@
 //! a cooldown; then one real request probes it while the others keep skipping. A probe that
 //! fails doubles the cooldown, up to a maximum; any success makes the peer healthy again.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ struct State {
 pub(crate) struct PeerHealth {
     config: PeerHealthConfig,
     peers: Mutex<FxHashMap<Box<str>, State>>,
+    /// Entries in `peers`: while it is 0, every peer is healthy and no lock is taken.
+    tracked: AtomicUsize,
 }
 
 impl PeerHealth {
@@ -64,6 +67,7 @@ impl PeerHealth {
         Self {
             config,
             peers: Mutex::default(),
+            tracked: AtomicUsize::new(0),
         }
     }
 
@@ -73,6 +77,9 @@ impl PeerHealth {
     }
 
     pub(crate) fn verdict(&self, peer: &str) -> Verdict {
+        if self.tracked.load(Relaxed) == 0 {
+            return Verdict::Ask;
+        }
         let mut peers = self.peers();
         let Some(state) = peers.get_mut(peer) else {
             return Verdict::Ask;
@@ -88,9 +95,12 @@ impl PeerHealth {
     }
 
     pub(crate) fn success(&self, peer: &str) {
+        if self.tracked.load(Relaxed) == 0 {
+            return;
+        }
         let mut peers = self.peers();
-        if peers.contains_key(peer) {
-            peers.remove(peer);
+        if peers.remove(peer).is_some() {
+            self.tracked.store(peers.len(), Relaxed);
         }
     }
 
@@ -100,7 +110,13 @@ impl PeerHealth {
             return false;
         }
         let mut peers = self.peers();
-        let state = peers.entry(peer.into()).or_default();
+        if !peers.contains_key(peer) {
+            peers.insert(peer.into(), State::default());
+            self.tracked.store(peers.len(), Relaxed);
+        }
+        let Some(state) = peers.get_mut(peer) else {
+            return false;
+        };
         state.failures = state.failures.saturating_add(1);
         let was_probing = std::mem::take(&mut state.probing);
         if was_probing {

@@ -35,6 +35,8 @@ pub struct Ring {
     peers: Vec<Arc<str>>,
     replicas: usize,
     fingerprint: u32,
+    /// The fingerprint as it travels in a request header: 8 hex digits.
+    fingerprint_header: http::HeaderValue,
 }
 
 impl Ring {
@@ -93,6 +95,8 @@ impl Ring {
             peers: unique,
             replicas,
             fingerprint,
+            fingerprint_header: http::HeaderValue::from_str(&format!("{fingerprint:08x}"))
+                .expect("hex digits are a valid header value"),
         }
     }
 
@@ -130,6 +134,10 @@ impl Ring {
     /// peer lists notice.
     pub fn fingerprint(&self) -> u32 {
         self.fingerprint
+    }
+
+    pub(crate) fn fingerprint_header(&self) -> &http::HeaderValue {
+        &self.fingerprint_header
     }
 
     /// Whether the ring has no peers.

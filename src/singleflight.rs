@@ -1,14 +1,15 @@
 //! One load per key at a time.
 //!
-//! The first caller for a key spawns the load as its own task and every caller, the first
-//! included, waits for its result on a `watch` channel. Because the load is detached, a caller
-//! that gives up does not cancel it for the others; a panic in the load is caught and becomes
+//! The first caller for a key runs the load; every later caller waits for its result on a
+//! `watch` channel. If the first caller gives up, the rest of the load is spawned as a task of
+//! its own, so it is never cancelled for the others; a panic in the load is caught and becomes
 //! an error for every waiter; the key's slot is freed when the load ends however it ends, so
 //! nothing is poisoned and the next call loads again.
 
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::FutureExt as _;
@@ -60,14 +61,38 @@ fn lock<M>(m: &Mutex<M>) -> std::sync::MutexGuard<'_, M> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+type LoadTask<T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send>>;
+
+/// The first caller's hold on the load. The first caller drives the load itself, with no
+/// task hand-off; if it is dropped before the load ends, the rest of the load is spawned so
+/// that it still finishes for everyone else.
+struct Leader<T: Send + 'static> {
+    load: Option<LoadTask<T>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<T: Send + 'static> Drop for Leader<T> {
+    fn drop(&mut self) {
+        if let Some(load) = self.load.take() {
+            self.runtime.spawn(load);
+        }
+    }
+}
+
+enum Role<T: Send + 'static> {
+    Leader(Leader<T>),
+    Follower(Slot<T>),
+}
+
 impl<K, T> Singleflight<K, T>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Clone + Send + Sync + 'static,
 {
-    /// Joins the load of `key` in flight, or starts `load()` on `runtime` if there is none.
+    /// Joins the load of `key` in flight, or starts `load()` if there is none.
     ///
-    /// Returns whether this call started the load, and a future of the outcome.
+    /// The caller that starts the load runs it while it waits; should it give up, the rest of
+    /// the load moves to a task on `runtime`.
     pub(crate) fn run<F>(
         &self,
         runtime: &tokio::runtime::Handle,
@@ -77,19 +102,19 @@ where
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let mut rx = {
+        let role = {
             let mut flights = lock(&self.flights);
             if let Some(rx) = flights.get(&key) {
-                rx.clone()
+                Role::Follower(rx.clone())
             } else {
                 let (tx, rx) = watch::channel(None);
-                flights.insert(key.clone(), rx.clone());
+                flights.insert(key.clone(), rx);
                 let landing = Landing {
                     flights: self.flights.clone(),
                     key: Some(key),
                 };
                 let fut = load();
-                runtime.spawn(async move {
+                let task: LoadTask<T> = Box::pin(async move {
                     let result = AssertUnwindSafe(fut).catch_unwind().await;
                     // Free the slot before publishing: a caller that arrives now finds the
                     // cache already filled by the load, or starts a fresh load.
@@ -98,18 +123,34 @@ where
                         Ok(value) => Outcome::Done(value),
                         Err(_) => Outcome::Panicked,
                     };
-                    let _ = tx.send(Some(outcome));
+                    if tx.receiver_count() > 0 {
+                        let _ = tx.send(Some(outcome.clone()));
+                    }
+                    outcome
                 });
-                rx
+                Role::Leader(Leader {
+                    load: Some(task),
+                    runtime: runtime.clone(),
+                })
             }
         };
         async move {
-            match rx.wait_for(Option::is_some).await {
-                Ok(value) => match &*value {
-                    Some(v) => v.clone(),
-                    None => Outcome::Abandoned,
+            match role {
+                Role::Leader(mut leader) => {
+                    let Some(load) = leader.load.as_mut() else {
+                        return Outcome::Abandoned;
+                    };
+                    let outcome = load.await;
+                    leader.load = None;
+                    outcome
+                }
+                Role::Follower(mut rx) => match rx.wait_for(Option::is_some).await {
+                    Ok(value) => match &*value {
+                        Some(v) => v.clone(),
+                        None => Outcome::Abandoned,
+                    },
+                    Err(_) => Outcome::Abandoned,
                 },
-                Err(_) => Outcome::Abandoned,
             }
         }
     }
@@ -128,6 +169,7 @@ mod tests {
     use tokio::sync::Notify;
 
     type Flights = Singleflight<&'static str, u32>;
+    type IdFlights = Singleflight<&'static str, Option<tokio::task::Id>>;
 
     #[tokio::test]
     async fn concurrent_calls_share_one_load() {
@@ -196,15 +238,35 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        let waiter = flights.run(rt.handle(), "k", || async {
+        let leader = flights.run(rt.handle(), "k", || async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             1
         });
+        let follower = flights.run(rt.handle(), "k", || async { 2 });
+        rt.spawn(leader);
         drop(rt);
         assert_eq!(flights.in_flight(), 0, "the slot is freed");
         let other = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        assert!(matches!(other.block_on(waiter), Outcome::Abandoned));
+        assert!(matches!(other.block_on(follower), Outcome::Abandoned));
+    }
+
+    #[tokio::test]
+    async fn the_first_caller_runs_the_load_on_its_own_task() {
+        let flights = Arc::new(IdFlights::default());
+        let rt = tokio::runtime::Handle::current();
+        let caller = tokio::spawn(async move {
+            let caller = tokio::task::id();
+            let outcome = flights
+                .run(&rt, "k", || async { tokio::task::try_id() })
+                .await;
+            (caller, outcome)
+        });
+        let (caller, outcome) = caller.await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::Done(Some(id)) if id == caller),
+            "no hand-off to another task"
+        );
     }
 }
