@@ -1,9 +1,12 @@
 //! The cache value, its shared state, and the get flow of DESIGN.md.
 
 use std::fmt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -227,10 +230,7 @@ impl Group {
     /// Looks in the caches and counts a hit by the cache that answered.
     fn lookup(&self, key: &str) -> Option<Entry> {
         let (entry, tier) = self.caches.get(key)?;
-        self.counters.add(match tier {
-            Tier::Main => Event::MainHit,
-            Tier::Hot => Event::HotHit,
-        });
+        self.counters.add(tier.hit_event());
         Some(entry)
     }
 
@@ -271,35 +271,53 @@ impl Shared {
     }
 
     /// The get flow: cache, then one load per key, from the owning peer or the data source.
-    pub(crate) async fn get_entry(
-        self: &Arc<Self>,
-        source: &str,
-        key: &str,
-        origin: Origin,
-    ) -> Result<Entry, Error> {
+    ///
+    /// The cache is looked up before any future is made; a hit returns a small ready future,
+    /// and only a miss allocates the (large) future of a load.
+    pub(crate) fn get_entry(self: &Arc<Self>, source: &str, key: &str, origin: Origin) -> GetEntry {
+        match self.lookup(source, key, origin) {
+            Ok(Lookup::Hit(entry)) => GetEntry::Ready(Some(Ok(entry))),
+            Ok(Lookup::Miss(group)) => {
+                GetEntry::Load(Box::pin(self.clone().load_entry(group, key.into(), origin)))
+            }
+            Err(error) => GetEntry::Ready(Some(Err(error))),
+        }
+    }
+
+    /// The synchronous part of a get: checks, counters, and the caches.
+    fn lookup(&self, source: &str, key: &str, origin: Origin) -> Result<Lookup, Error> {
         let group = self.group(source)?;
         if key.len() > self.config.max_key_bytes {
             return Err(Error::new(ErrorKind::KeyTooLong, source));
         }
-        let counters = &group.counters;
+        let counters = group.counters.stripe();
         counters.add(Event::Get);
         if origin == Origin::Peer {
             counters.add(Event::ServerRequest);
         }
-        if let Some(entry) = group.lookup(key) {
-            return Ok(entry);
+        if let Some((entry, tier)) = group.caches.get(key) {
+            counters.add(tier.hit_event());
+            return Ok(Lookup::Hit(entry));
         }
         counters.add(Event::Load);
+        Ok(Lookup::Miss(group.clone()))
+    }
 
+    /// A miss: joins or starts the one load of the key.
+    async fn load_entry(
+        self: Arc<Self>,
+        group: Arc<Group>,
+        key: Arc<str>,
+        origin: Origin,
+    ) -> Result<Entry, Error> {
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::new(ErrorKind::NoRuntime, source))?;
+            .map_err(|_| Error::new(ErrorKind::NoRuntime, &group.name))?;
         // A peer request is never forwarded: it is served from here even where this node's
         // ring names another owner, so rings that disagree cannot make requests loop.
         let owner = match origin {
-            Origin::Local => self.remote_owner(key),
+            Origin::Local => self.remote_owner(&key),
             Origin::Peer => None,
         };
-        let key: Arc<str> = key.into();
         let flight_key = (key.clone(), owner.is_some());
         let flight = group.flights.run(&runtime, flight_key, || {
             let (shared, group) = (self.clone(), group.clone());
@@ -311,8 +329,8 @@ impl Shared {
         });
         match flight.await {
             Outcome::Done(result) => result,
-            Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, source)),
-            Outcome::Abandoned => Err(Error::new(ErrorKind::LoadAbandoned, source)),
+            Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &group.name)),
+            Outcome::Abandoned => Err(Error::new(ErrorKind::LoadAbandoned, &group.name)),
         }
     }
 
@@ -475,6 +493,39 @@ impl Shared {
                 skipped_peers: self.health.skipped(),
                 discovery_errors: self.discovery_errors.load(Relaxed),
             },
+        }
+    }
+}
+
+impl Tier {
+    fn hit_event(self) -> Event {
+        match self {
+            Tier::Main => Event::MainHit,
+            Tier::Hot => Event::HotHit,
+        }
+    }
+}
+
+enum Lookup {
+    Hit(Entry),
+    Miss(Arc<Group>),
+}
+
+/// The future of a get: ready at once on a hit, a boxed load on a miss.
+pub(crate) enum GetEntry {
+    Ready(Option<Result<Entry, Error>>),
+    Load(Pin<Box<dyn Future<Output = Result<Entry, Error>> + Send>>),
+}
+
+impl Future for GetEntry {
+    type Output = Result<Entry, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(result) => {
+                Poll::Ready(result.take().expect("GetEntry polled after it completed"))
+            }
+            Self::Load(load) => load.as_mut().poll(cx),
         }
     }
 }

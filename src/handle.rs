@@ -1,6 +1,7 @@
 //! [`CacheHandle`]: reads through the cache, in a handler or anywhere else.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
@@ -53,11 +54,13 @@ impl CacheHandle {
     /// If the owning node is down, slow or answers badly, the key is loaded here instead and
     /// the get still succeeds. The error says whether the source does not know the key
     /// ([`Error::is_not_found`]), failed ([`Error::is_load`]), or does not exist.
-    pub async fn get(&self, source: &str, key: &str) -> Result<Bytes, Error> {
-        self.shared
-            .get_entry(source, key, Origin::Local)
-            .await
-            .map(|entry| entry.value)
+    pub fn get(
+        &self,
+        source: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send + 'static {
+        let entry = self.shared.get_entry(source, key, Origin::Local);
+        async move { entry.await.map(|entry| entry.value) }
     }
 
     /// A snapshot of the cache's counters and cluster, as

@@ -16,7 +16,7 @@ const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf")
 
 /// Answers one peer request. `rest` is the request path after the base path, still escaped.
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
     method: Method,
     rest: &str,
     ring_fingerprint: Option<u32>,

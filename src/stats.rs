@@ -132,7 +132,13 @@ const STRIPES: usize = 16;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Stripe([AtomicU64; EVENTS]);
+pub(crate) struct Stripe([AtomicU64; EVENTS]);
+
+impl Stripe {
+    pub(crate) fn add(&self, event: Event) {
+        self.0[event as usize].fetch_add(1, Relaxed);
+    }
+}
 
 /// The live counters behind [`SourceStats`] and the hit counts of [`CacheStats`].
 #[derive(Debug, Default)]
@@ -159,7 +165,12 @@ impl Totals {
 
 impl Counters {
     pub(crate) fn add(&self, event: Event) {
-        self.stripes[stripe_index()].0[event as usize].fetch_add(1, Relaxed);
+        self.stripe().add(event);
+    }
+
+    /// This thread's stripe, for several events in a row.
+    pub(crate) fn stripe(&self) -> &Stripe {
+        &self.stripes[stripe_index()]
     }
 
     pub(crate) fn totals(&self) -> Totals {

@@ -52,8 +52,9 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let base_path = &*self.shared.config.base_path;
-        if let Some(rest) = request.uri().path().strip_prefix(base_path) {
-            let rest = rest.to_owned();
+        if request.uri().path().starts_with(base_path) {
+            // A `Uri` clone shares its bytes: the path is not copied.
+            let uri = request.uri().clone();
             let shared = self.shared.clone();
             let method = request.method().clone();
             let ring = request
@@ -62,7 +63,8 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| u32::from_str_radix(v, 16).ok());
             return ResponseFuture::peer(Box::pin(async move {
-                server::serve(shared, method, &rest, ring).await
+                let rest = &uri.path()[shared.config.base_path.len()..];
+                server::serve(&shared, method, rest, ring).await
             }));
         }
         request
