@@ -65,6 +65,7 @@ pub struct GroupcacheBuilder {
     max_key_bytes: usize,
     max_value_bytes: usize,
     peer_health: PeerHealthConfig,
+    log_keys: bool,
     sources: Vec<(String, Arc<dyn DynSource>)>,
 }
 
@@ -81,6 +82,7 @@ impl Default for GroupcacheBuilder {
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
+            log_keys: false,
             sources: Vec::new(),
         }
     }
@@ -99,6 +101,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("peer_health", &self.peer_health)
+            .field("log_keys", &self.log_keys)
             .field(
                 "sources",
                 &self.sources.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -180,6 +183,13 @@ impl GroupcacheBuilder {
     /// with one probe request at the end of each cooldown.
     pub fn peer_health(mut self, config: PeerHealthConfig) -> Self {
         self.peer_health = config;
+        self
+    }
+
+    /// Whether tracing spans and events may carry keys. Off by default: keys often hold
+    /// personal data (user ids, emails). Spans name the source and the peer either way.
+    pub fn log_keys(mut self, log_keys: bool) -> Self {
+        self.log_keys = log_keys;
         self
     }
 
@@ -333,6 +343,7 @@ impl GroupcacheBuilder {
                 base_path: self.base_path.into(),
                 replicas: self.replicas,
                 max_key_bytes: self.max_key_bytes,
+                log_keys: self.log_keys,
             },
             client,
             groups,
@@ -344,6 +355,7 @@ impl GroupcacheBuilder {
             draining: AtomicBool::new(false),
             loads_in_flight: AtomicUsize::new(0),
             loads_done: tokio::sync::Notify::new(),
+            metrics_described: AtomicBool::new(false),
         }))
     }
 }

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt as _;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::builder::{GroupcacheBuilder, validate_peers};
 use crate::cache::{Caches, Entry, Tier};
@@ -130,6 +131,36 @@ impl Groupcache {
         }
     }
 
+    /// Copies the current stats into the [`metrics`] facade; see [`crate::metrics`] for
+    /// the names. Call it before each scrape, or use
+    /// [`export_metrics`](Groupcache::export_metrics).
+    pub fn record_metrics(&self) {
+        if !self.shared.metrics_described.swap(true, Relaxed) {
+            crate::metrics::describe_metrics();
+        }
+        crate::metrics::record(&self.shared.stats());
+    }
+
+    /// Calls [`record_metrics`](Groupcache::record_metrics) every `interval` from now until
+    /// the cache is dropped. Call it inside a tokio runtime.
+    pub fn export_metrics(&self, interval: Duration) -> Result<(), ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let weak = Arc::downgrade(&self.shared);
+        let mut closed = self.shared.closed.subscribe();
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = closed.changed() => return,
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                Groupcache { shared }.record_metrics();
+            }
+        });
+        Ok(())
+    }
+
     /// Whether [`shutdown`](Groupcache::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.draining.load(Relaxed)
@@ -159,6 +190,7 @@ pub(crate) struct NodeConfig {
     pub(crate) base_path: Box<str>,
     pub(crate) replicas: usize,
     pub(crate) max_key_bytes: usize,
+    pub(crate) log_keys: bool,
 }
 
 /// Everything a node shares between its layer, its handles and its loads.
@@ -181,6 +213,7 @@ pub(crate) struct Shared {
     pub(crate) loads_in_flight: AtomicUsize,
     /// Woken when `loads_in_flight` drops to 0.
     pub(crate) loads_done: tokio::sync::Notify,
+    pub(crate) metrics_described: AtomicBool,
 }
 
 impl fmt::Debug for Shared {
@@ -318,6 +351,16 @@ impl Shared {
             Origin::Local => self.remote_owner(&key),
             Origin::Peer => None,
         };
+        let span = tracing::debug_span!(
+            "groupcache.get",
+            source = %group.name,
+            from_peer = origin == Origin::Peer,
+            owner = owner.as_deref(),
+            key = tracing::field::Empty,
+        );
+        if self.config.log_keys {
+            span.record("key", &*key);
+        }
         let flight_key = (key.clone(), owner.is_some());
         let flight = group.flights.run(&runtime, flight_key, || {
             let (shared, group) = (self.clone(), group.clone());
@@ -327,7 +370,7 @@ impl Shared {
                 shared.load(&group, key, owner).await
             }
         });
-        match flight.await {
+        match flight.instrument(span).await {
             Outcome::Done(result) => result,
             Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &group.name)),
             Outcome::Abandoned => Err(Error::new(ErrorKind::LoadAbandoned, &group.name)),
@@ -362,7 +405,15 @@ impl Shared {
         }
 
         let load = group.source.clone().load_owned(key.clone());
-        match AssertUnwindSafe(load).catch_unwind().await {
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!("groupcache.load", source = %group.name, key = tracing::field::Empty);
+        if self.config.log_keys {
+            span.record("key", &*key);
+        }
+        let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
+        metrics::histogram!("groupcache_load_duration_seconds", "source" => group.name.to_string())
+            .record(started.elapsed());
+        match result {
             Ok(Ok(loaded)) => {
                 counters.add(Event::LocalLoad);
                 let (value, ttl) = loaded.into_parts();
@@ -403,10 +454,18 @@ impl Shared {
     ) -> Option<Result<Entry, Error>> {
         let counters = &group.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!("groupcache.peer_fetch", source = %group.name, %peer, key = tracing::field::Empty);
+        if self.config.log_keys {
+            span.record("key", key);
+        }
         let fetched = self
             .client
             .fetch(peer, &self.config.base_path, &group.name, key, &fingerprint)
+            .instrument(span)
             .await;
+        metrics::histogram!("groupcache_peer_fetch_duration_seconds", "source" => group.name.to_string())
+            .record(started.elapsed());
         match fetched {
             Ok(Fetched::Value(response)) => {
                 self.health.success(peer);

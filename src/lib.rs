@@ -60,6 +60,7 @@ mod groupcache;
 mod handle;
 mod health;
 pub mod layer;
+pub mod metrics;
 pub mod protocol;
 mod ring;
 mod server;

@@ -1,0 +1,174 @@
+//! Export through the [`metrics`] facade.
+//!
+//! The cache keeps its own counters (see [`Stats`](crate::Stats)); a hit touches nothing
+//! else. [`Groupcache::record_metrics`](crate::Groupcache::record_metrics) copies a snapshot
+//! of them into the facade: counters as absolute values, gauges for bytes and items, labelled
+//! by `source` (and `cache`, `main` or `hot`). Call it before each scrape, or let
+//! [`Groupcache::export_metrics`](crate::Groupcache::export_metrics) do it at an interval.
+//! Load and peer-fetch durations are histograms recorded as they happen. The crate installs no
+//! recorder: the application chooses one (for example metrics-exporter-prometheus).
+//!
+//! | metric | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `groupcache_gets_total` | counter | source | gets, from callers and peers |
+//! | `groupcache_cache_hits_total` | counter | source | gets served from the main or hot cache |
+//! | `groupcache_loads_total` | counter | source | gets that missed the cache |
+//! | `groupcache_loads_deduped_total` | counter | source | loads after deduplication |
+//! | `groupcache_local_loads_total` | counter | source | successful data-source calls here |
+//! | `groupcache_local_load_errors_total` | counter | source | failed or panicked data-source calls |
+//! | `groupcache_peer_loads_total` | counter | source | values fetched from the owner |
+//! | `groupcache_peer_errors_total` | counter | source | failed peer fetches (each loaded locally) |
+//! | `groupcache_peer_skips_total` | counter | source | peer fetches skipped for a failing owner |
+//! | `groupcache_server_requests_total` | counter | source | gets that came from peers |
+//! | `groupcache_cache_bytes` | gauge | source, cache | bytes held (`key + value`) |
+//! | `groupcache_cache_items` | gauge | source, cache | entries held |
+//! | `groupcache_cache_gets_total` | counter | source, cache | lookups |
+//! | `groupcache_cache_lookup_hits_total` | counter | source, cache | lookups that found a live entry |
+//! | `groupcache_cache_evictions_total` | counter | source, cache | entries evicted or refused |
+//! | `groupcache_peers` | gauge | | peers on the ring, this node included |
+//! | `groupcache_skipped_peers` | gauge | | peers skipped now for failing |
+//! | `groupcache_ring_mismatches_total` | counter | | peer requests from a node with another ring |
+//! | `groupcache_discovery_errors_total` | counter | | failed DNS discoveries |
+//! | `groupcache_load_duration_seconds` | histogram | source | data-source calls, failed ones included |
+//! | `groupcache_peer_fetch_duration_seconds` | histogram | source | peer fetches, failed ones included |
+//!
+//! What to alert on: `peer_errors` or `peer_skips` rising (a node is down or unreachable);
+//! `ring_mismatches` rising (nodes disagree on the peer list, so keys load twice);
+//! `local_load_errors` rising (a back end fails); a hit ratio
+//! (`cache_hits / gets`) that falls after a deploy.
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+
+use crate::stats::{CacheStats, Stats};
+
+/// Describes every metric of the [module docs](self) to the installed recorder (units and
+/// help texts). [`record_metrics`](crate::Groupcache::record_metrics) calls it on its first
+/// call; call it yourself if the recorder is installed later.
+pub fn describe_metrics() {
+    for (name, help) in [
+        (
+            "groupcache_gets_total",
+            "Gets, from this node's callers and from peers.",
+        ),
+        (
+            "groupcache_cache_hits_total",
+            "Gets served from the main or hot cache.",
+        ),
+        ("groupcache_loads_total", "Gets that missed the cache."),
+        (
+            "groupcache_loads_deduped_total",
+            "Loads after deduplication (one per key at a time).",
+        ),
+        (
+            "groupcache_local_loads_total",
+            "Successful data-source calls on this node.",
+        ),
+        (
+            "groupcache_local_load_errors_total",
+            "Failed or panicked data-source calls on this node.",
+        ),
+        (
+            "groupcache_peer_loads_total",
+            "Values fetched from the owning peer.",
+        ),
+        (
+            "groupcache_peer_errors_total",
+            "Failed peer fetches; each loaded the key locally.",
+        ),
+        (
+            "groupcache_peer_skips_total",
+            "Peer fetches skipped because the owner was failing.",
+        ),
+        (
+            "groupcache_server_requests_total",
+            "Gets that came from peers over HTTP.",
+        ),
+        ("groupcache_cache_gets_total", "Lookups of a cache."),
+        (
+            "groupcache_cache_lookup_hits_total",
+            "Lookups of a cache that found a live entry.",
+        ),
+        (
+            "groupcache_cache_evictions_total",
+            "Entries evicted, or refused for their size.",
+        ),
+        (
+            "groupcache_ring_mismatches_total",
+            "Peer requests from a node whose ring differs.",
+        ),
+        (
+            "groupcache_discovery_errors_total",
+            "DNS discoveries that failed or found no address.",
+        ),
+    ] {
+        describe_counter!(name, Unit::Count, help);
+    }
+    describe_gauge!(
+        "groupcache_cache_bytes",
+        Unit::Bytes,
+        "Bytes held by a cache (key + value)."
+    );
+    describe_gauge!(
+        "groupcache_cache_items",
+        Unit::Count,
+        "Entries held by a cache."
+    );
+    describe_gauge!(
+        "groupcache_peers",
+        Unit::Count,
+        "Peers on the ring, this node included."
+    );
+    describe_gauge!(
+        "groupcache_skipped_peers",
+        Unit::Count,
+        "Peers skipped now for failing."
+    );
+    describe_histogram!(
+        "groupcache_load_duration_seconds",
+        Unit::Seconds,
+        "Duration of data-source calls on this node."
+    );
+    describe_histogram!(
+        "groupcache_peer_fetch_duration_seconds",
+        Unit::Seconds,
+        "Duration of fetches from peers."
+    );
+}
+
+/// Copies `stats` into the facade.
+pub(crate) fn record(stats: &Stats) {
+    for source in &stats.sources {
+        let name = source.name.clone();
+        let s = &source.stats;
+        for (metric, value) in [
+            ("groupcache_gets_total", s.gets),
+            ("groupcache_cache_hits_total", s.cache_hits),
+            ("groupcache_loads_total", s.loads),
+            ("groupcache_loads_deduped_total", s.loads_deduped),
+            ("groupcache_local_loads_total", s.local_loads),
+            ("groupcache_local_load_errors_total", s.local_load_errs),
+            ("groupcache_peer_loads_total", s.peer_loads),
+            ("groupcache_peer_errors_total", s.peer_errors),
+            ("groupcache_peer_skips_total", s.peer_skips),
+            ("groupcache_server_requests_total", s.server_requests),
+        ] {
+            counter!(metric, "source" => name.clone()).absolute(value);
+        }
+        record_cache(&name, "main", &source.main_cache);
+        record_cache(&name, "hot", &source.hot_cache);
+    }
+    let cluster = &stats.cluster;
+    gauge!("groupcache_peers").set(cluster.count as f64);
+    gauge!("groupcache_skipped_peers").set(cluster.skipped_peers.len() as f64);
+    counter!("groupcache_ring_mismatches_total").absolute(cluster.ring_mismatches);
+    counter!("groupcache_discovery_errors_total").absolute(cluster.discovery_errors);
+}
+
+fn record_cache(source: &str, cache: &'static str, stats: &CacheStats) {
+    let labels = [("source", source.to_owned()), ("cache", cache.to_owned())];
+    gauge!("groupcache_cache_bytes", &labels).set(stats.bytes as f64);
+    gauge!("groupcache_cache_items", &labels).set(stats.items as f64);
+    counter!("groupcache_cache_gets_total", &labels).absolute(stats.gets);
+    counter!("groupcache_cache_lookup_hits_total", &labels).absolute(stats.hits);
+    counter!("groupcache_cache_evictions_total", &labels).absolute(stats.evictions);
+}
