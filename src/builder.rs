@@ -9,8 +9,10 @@ use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
 use crate::client::{ClientConfig, PeerClient};
+use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
-use crate::groupcache::{Group, Groupcache, NodeConfig, Shared};
+use crate::group::{Group, HotKeys, SourceOptions};
+use crate::groupcache::{Groupcache, NodeConfig, Shared};
 use crate::health::{PeerHealth, PeerHealthConfig};
 use crate::ring::Ring;
 use crate::source::{DynSource, Source};
@@ -31,6 +33,11 @@ pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
 /// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is
 /// refused while it streams in, and the key is loaded locally.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 << 20;
+
+/// The default share of cache bytes for the hot cache: an eighth.
+pub const DEFAULT_HOT_CACHE_FRACTION: f64 = 0.125;
+/// The default longest life of a hot copy: 60 seconds.
+pub const DEFAULT_HOT_MAX_STALENESS: Duration = Duration::from_secs(60);
 
 /// Builds a [`Groupcache`]. Every setter takes and returns the builder; nothing is checked
 /// until [`build`](GroupcacheBuilder::build), which returns a [`ConfigError`] instead of
@@ -66,7 +73,11 @@ pub struct GroupcacheBuilder {
     max_value_bytes: usize,
     peer_health: PeerHealthConfig,
     log_keys: bool,
-    sources: Vec<(String, Arc<dyn DynSource>)>,
+    hot_keys: HotKeys,
+    hot_cache_fraction: f64,
+    hot_max_staleness: Duration,
+    clock: Arc<dyn Clock>,
+    sources: Vec<(String, Arc<dyn DynSource>, SourceOptions)>,
 }
 
 impl Default for GroupcacheBuilder {
@@ -83,6 +94,10 @@ impl Default for GroupcacheBuilder {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
             log_keys: false,
+            hot_keys: HotKeys::default(),
+            hot_cache_fraction: DEFAULT_HOT_CACHE_FRACTION,
+            hot_max_staleness: DEFAULT_HOT_MAX_STALENESS,
+            clock: Arc::new(SystemClock),
             sources: Vec::new(),
         }
     }
@@ -102,9 +117,12 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("max_value_bytes", &self.max_value_bytes)
             .field("peer_health", &self.peer_health)
             .field("log_keys", &self.log_keys)
+            .field("hot_keys", &self.hot_keys)
+            .field("hot_cache_fraction", &self.hot_cache_fraction)
+            .field("hot_max_staleness", &self.hot_max_staleness)
             .field(
                 "sources",
-                &self.sources.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                &self.sources.iter().map(|(n, _, _)| n).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -195,8 +213,46 @@ impl GroupcacheBuilder {
 
     /// Registers a data source under `name` (a golang/groupcache group name). See
     /// [`Source`] for what it may be.
-    pub fn source<S: Source>(mut self, name: impl Into<String>, source: S) -> Self {
-        self.sources.push((name.into(), Arc::new(source)));
+    pub fn source<S: Source>(self, name: impl Into<String>, source: S) -> Self {
+        self.source_with(name, source, SourceOptions::default())
+    }
+
+    /// Registers a data source with a default TTL, jitter, negative caching or stale
+    /// serving; see [`SourceOptions`].
+    pub fn source_with<S: Source>(
+        mut self,
+        name: impl Into<String>,
+        source: S,
+        options: SourceOptions,
+    ) -> Self {
+        self.sources.push((name.into(), Arc::new(source), options));
+        self
+    }
+
+    /// When to keep a copy of a key another node owns. Default [`HotKeys::AboveQps`] with
+    /// 1 request per second.
+    pub fn hot_keys(mut self, policy: HotKeys) -> Self {
+        self.hot_keys = policy;
+        self
+    }
+
+    /// The share of cache bytes the hot cache may hold, from 0 to 1. Default
+    /// [`DEFAULT_HOT_CACHE_FRACTION`] (an eighth, golang/groupcache's balance).
+    pub fn hot_cache_fraction(mut self, fraction: f64) -> Self {
+        self.hot_cache_fraction = fraction;
+        self
+    }
+
+    /// The longest a hot copy is served before it is fetched from its owner again, even if
+    /// the value has no TTL. Default [`DEFAULT_HOT_MAX_STALENESS`].
+    pub fn hot_max_staleness(mut self, staleness: Duration) -> Self {
+        self.hot_max_staleness = staleness;
+        self
+    }
+
+    /// The clock that decides expiry. Default [`SystemClock`]; tests use a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -308,6 +364,11 @@ impl GroupcacheBuilder {
             }
         }
         validate_base_path(&self.base_path)?;
+        if !(0.0..=1.0).contains(&self.hot_cache_fraction) {
+            return Err(ConfigError::InvalidHotCacheFraction(
+                self.hot_cache_fraction.to_string(),
+            ));
+        }
         if let Some(url) = &self.self_url {
             validate_url(url)?;
         } else if !self.peers.is_empty() {
@@ -316,7 +377,7 @@ impl GroupcacheBuilder {
         let peers = validate_peers(self.self_url.as_deref(), self.peers)?;
 
         let mut groups = FxHashMap::default();
-        for (name, source) in self.sources {
+        for (name, source, options) in self.sources {
             if name.is_empty() || name.contains('/') {
                 return Err(ConfigError::InvalidSourceName(name));
             }
@@ -327,7 +388,14 @@ impl GroupcacheBuilder {
             let seed = u64::from(crc32fast::hash(
                 format!("{}{name}", self.self_url.as_deref().unwrap_or_default()).as_bytes(),
             ));
-            let group = Group::new(&name, source, self.cache_bytes, seed);
+            let group = Group::new(
+                &name,
+                source,
+                options,
+                self.cache_bytes,
+                self.hot_cache_fraction,
+                seed,
+            );
             groups.insert(name.into_boxed_str(), Arc::new(group));
         }
 
@@ -344,6 +412,8 @@ impl GroupcacheBuilder {
                 replicas: self.replicas,
                 max_key_bytes: self.max_key_bytes,
                 log_keys: self.log_keys,
+                hot_keys: self.hot_keys,
+                hot_max_staleness: self.hot_max_staleness,
             },
             client,
             groups,
@@ -356,6 +426,7 @@ impl GroupcacheBuilder {
             loads_in_flight: AtomicUsize::new(0),
             loads_done: tokio::sync::Notify::new(),
             metrics_described: AtomicBool::new(false),
+            clock: self.clock,
         }))
     }
 }

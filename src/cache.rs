@@ -9,21 +9,45 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
-use tokio::time::Instant;
+use std::time::Instant;
 
+use crate::clock::Clock;
 use crate::stats::CacheStats;
 
-/// A cached value and when it stops being served.
+/// A cached value (or a cached *not found*), when it stops being fresh, and how long after
+/// that it may still be served stale.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Bytes,
+    /// Fresh until then; `None` never expires.
     pub(crate) expires: Option<Instant>,
+    /// Kept (for stale serving) until then; at least `expires`.
+    pub(crate) keep_until: Option<Instant>,
+    /// A cached *not found*.
+    pub(crate) negative: bool,
 }
 
 impl Entry {
+    pub(crate) fn value(value: Bytes, expires: Option<Instant>) -> Self {
+        Self {
+            value,
+            expires,
+            keep_until: expires,
+            negative: false,
+        }
+    }
+
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
         self.expires.is_some_and(|at| at <= now)
     }
+}
+
+/// Whether a cached entry may be served as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Fresh,
+    /// Past its expiry but within its stale window.
+    Stale,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,14 +102,22 @@ impl Store {
         })
     }
 
-    /// The live entry for `key`; an expired one is dropped and reads as a miss.
-    pub(crate) fn get(&self, key: &str) -> Option<Entry> {
+    /// The entry for `key` and whether it is fresh; one past its stale window is dropped and
+    /// reads as a miss. The clock is read only for entries that expire.
+    pub(crate) fn get(&self, key: &str, clock: &dyn Clock) -> Option<(Entry, Freshness)> {
         let entry = self.entries.get(key)?;
-        if entry.expires.is_some() && entry.is_expired(Instant::now()) {
-            self.entries.remove(key);
-            return None;
+        let Some(expires) = entry.expires else {
+            return Some((entry, Freshness::Fresh));
+        };
+        let now = clock.now();
+        if now < expires {
+            return Some((entry, Freshness::Fresh));
         }
-        Some(entry)
+        if entry.keep_until.is_some_and(|until| now < until) {
+            return Some((entry, Freshness::Stale));
+        }
+        self.entries.remove(key);
+        None
     }
 
     pub(crate) fn insert(&self, key: &str, entry: Entry) {
@@ -121,10 +153,10 @@ pub(crate) struct Caches {
 }
 
 impl Caches {
-    /// Splits `cache_bytes` between the two: the hot cache gets `cache_bytes / hot_divisor`,
-    /// the main cache the rest, so together they never hold more than `cache_bytes`.
-    pub(crate) fn new(cache_bytes: u64, hot_divisor: u64) -> Self {
-        let hot = cache_bytes / hot_divisor.max(1);
+    /// Splits `cache_bytes` between the two: the hot cache gets `hot_fraction` of it, the
+    /// main cache the rest, so together they never hold more than `cache_bytes`.
+    pub(crate) fn new(cache_bytes: u64, hot_fraction: f64) -> Self {
+        let hot = ((cache_bytes as f64 * hot_fraction.clamp(0.0, 1.0)) as u64).min(cache_bytes);
         Self {
             main: Store::with_capacity(cache_bytes - hot),
             hot: Store::with_capacity(hot),
@@ -132,12 +164,19 @@ impl Caches {
     }
 
     /// Looks in the main cache, then the hot cache, and says which one answered.
-    pub(crate) fn get(&self, key: &str) -> Option<(Entry, Tier)> {
-        if let Some(entry) = self.main.as_ref().and_then(|s| s.get(key)) {
-            return Some((entry, Tier::Main));
+    pub(crate) fn get(&self, key: &str, clock: &dyn Clock) -> Option<(Entry, Freshness, Tier)> {
+        if let Some((entry, fresh)) = self.main.as_ref().and_then(|s| s.get(key, clock)) {
+            return Some((entry, fresh, Tier::Main));
         }
-        let entry = self.hot.as_ref().and_then(|s| s.get(key))?;
-        Some((entry, Tier::Hot))
+        let (entry, fresh) = self.hot.as_ref().and_then(|s| s.get(key, clock))?;
+        Some((entry, fresh, Tier::Hot))
+    }
+
+    /// Drops every entry of both caches.
+    pub(crate) fn clear(&self) {
+        for store in [&self.main, &self.hot].into_iter().flatten() {
+            store.entries.clear();
+        }
     }
 
     pub(crate) fn insert_main(&self, key: &str, entry: Entry) {
@@ -171,18 +210,16 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{ManualClock, SystemClock};
     use std::time::Duration;
 
     fn entry(len: usize) -> Entry {
-        Entry {
-            value: Bytes::from(vec![b'x'; len]),
-            expires: None,
-        }
+        Entry::value(Bytes::from(vec![b'x'; len]), None)
     }
 
     #[test]
     fn stays_within_its_bytes() {
-        let caches = Caches::new(100_000, 8);
+        let caches = Caches::new(100_000, 0.125);
         for i in 0..1_000 {
             // 10x the budget, in ~1 KiB entries.
             caches.insert_main(&format!("key-{i}"), entry(1_000));
@@ -197,48 +234,44 @@ mod tests {
 
     #[test]
     fn zero_bytes_caches_nothing() {
-        let caches = Caches::new(0, 8);
+        let caches = Caches::new(0, 0.125);
         caches.insert_main("k", entry(1));
         caches.insert_hot("k", entry(1));
-        assert!(caches.get("k").is_none());
+        assert!(caches.get("k", &SystemClock).is_none());
+        let no_hot = Caches::new(1_000, 0.0);
+        no_hot.insert_hot("k", entry(1));
+        assert!(no_hot.get("k", &SystemClock).is_none());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn expired_entries_are_not_served() {
-        let caches = Caches::new(1 << 20, 8);
-        let expires = Some(Instant::now() + Duration::from_secs(10));
-        caches.insert_main(
-            "k",
-            Entry {
-                value: Bytes::from_static(b"v"),
-                expires,
-            },
+    #[test]
+    fn expired_entries_go_stale_then_away() {
+        let clock = ManualClock::new();
+        let caches = Caches::new(1 << 20, 0.125);
+        let mut e = Entry::value(
+            Bytes::from_static(b"v"),
+            Some(clock.now() + Duration::from_secs(10)),
         );
-        assert!(caches.get("k").is_some());
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(caches.get("k").is_none());
+        e.keep_until = Some(clock.now() + Duration::from_secs(15));
+        caches.insert_main("k", e);
+        assert_eq!(caches.get("k", &clock).unwrap().1, Freshness::Fresh);
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(caches.get("k", &clock).unwrap().1, Freshness::Stale);
+        clock.advance(Duration::from_secs(5));
+        assert!(caches.get("k", &clock).is_none());
         assert_eq!(caches.main_stats().items, 0, "the expired entry is dropped");
     }
 
     #[test]
     fn main_is_read_before_hot() {
-        let caches = Caches::new(1 << 20, 8);
-        caches.insert_hot(
-            "k",
-            Entry {
-                value: Bytes::from_static(b"hot"),
-                expires: None,
-            },
-        );
-        caches.insert_main(
-            "k",
-            Entry {
-                value: Bytes::from_static(b"main"),
-                expires: None,
-            },
-        );
-        assert_eq!(caches.get("k").unwrap().0.value, "main");
+        let caches = Caches::new(1 << 20, 0.125);
+        caches.insert_hot("k", Entry::value(Bytes::from_static(b"hot"), None));
+        caches.insert_main("k", Entry::value(Bytes::from_static(b"main"), None));
+        assert_eq!(caches.get("k", &SystemClock).unwrap().0.value, "main");
         assert!(caches.remove("k"));
-        assert!(caches.get("k").is_none());
+        assert!(caches.get("k", &SystemClock).is_none());
+        caches.insert_main("a", entry(1));
+        caches.insert_hot("b", entry(1));
+        caches.clear();
+        assert_eq!(caches.main_stats().items + caches.hot_stats().items, 0);
     }
 }

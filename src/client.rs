@@ -129,6 +129,36 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
+    /// `DELETE {peer}{base_path}{group}/{key}` (drop one key), or `{group}` alone (drop the
+    /// whole source) when `key` is `None`.
+    pub(crate) async fn delete(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        key: Option<&str>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(), PeerError> {
+        let uri = match key {
+            Some(key) => format!("{peer}{base_path}{}/{}", escape(group), escape(key)),
+            None => format!("{peer}{base_path}{}", escape(group)),
+        };
+        let uri: Uri = uri.parse().map_err(PeerError::Uri)?;
+        let request = Request::delete(uri)
+            .header(RING_HEADER, ring_fingerprint.clone())
+            .body(Empty::new())
+            .expect("a DELETE with a parsed URI is a valid request");
+        let timeout = self.config.timeout;
+        let response = tokio::time::timeout(timeout, self.http.request(request))
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+            .map_err(PeerError::Request)?;
+        match response.status() {
+            StatusCode::OK => Ok(()),
+            status => Err(PeerError::Status(status)),
+        }
+    }
+
     async fn exchange(
         &self,
         uri: Uri,

@@ -158,6 +158,8 @@ pub enum ConfigError {
     ZeroReplicas,
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
+    /// The hot cache's share of cache bytes is not between 0 and 1.
+    InvalidHotCacheFraction(String),
     /// A background task was to be started outside a tokio runtime.
     NoRuntime,
     /// An environment variable holds a value that cannot be used.
@@ -189,6 +191,9 @@ impl fmt::Display for ConfigError {
             ),
             Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
             Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
+            Self::InvalidHotCacheFraction(v) => {
+                write!(f, "hot cache fraction {v} is not between 0 and 1")
+            }
             Self::NoRuntime => write!(f, "this must be called inside a tokio runtime"),
             Self::Env { variable, reason } => {
                 write!(f, "environment variable {variable}: {reason}")

@@ -7,27 +7,28 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use futures_util::FutureExt as _;
 use rustc_hash::FxHashMap;
-use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::builder::{GroupcacheBuilder, validate_peers};
-use crate::cache::{Caches, Entry, Tier};
+use crate::cache::{Entry, Freshness, Tier};
 use crate::client::{Fetched, PeerClient};
+use crate::clock::Clock;
 use crate::discovery::{DnsDiscovery, Resolve};
 use crate::error::{ConfigError, Error, ErrorKind};
+use crate::group::{Group, HotKeys};
 use crate::handle::CacheHandle;
 use crate::health::{PeerHealth, Verdict};
 use crate::layer::GroupcacheLayer;
 use crate::protocol::GetResponse;
 use crate::ring::Ring;
-use crate::singleflight::{Outcome, Singleflight};
-use crate::source::DynSource;
-use crate::stats::{CacheStats, ClusterStats, Counters, Event, SourceSnapshot, Stats};
+use crate::singleflight::Outcome;
+use crate::stats::{CacheStats, ClusterStats, Event, SourceSnapshot, Stats};
 
 /// A distributed read-through cache: this node's share of it, and the way to the others.
 ///
@@ -191,6 +192,8 @@ pub(crate) struct NodeConfig {
     pub(crate) replicas: usize,
     pub(crate) max_key_bytes: usize,
     pub(crate) log_keys: bool,
+    pub(crate) hot_keys: HotKeys,
+    pub(crate) hot_max_staleness: Duration,
 }
 
 /// Everything a node shares between its layer, its handles and its loads.
@@ -214,6 +217,7 @@ pub(crate) struct Shared {
     /// Woken when `loads_in_flight` drops to 0.
     pub(crate) loads_done: tokio::sync::Notify,
     pub(crate) metrics_described: AtomicBool,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Shared {
@@ -235,49 +239,6 @@ pub(crate) enum Origin {
     Local,
     Peer,
 }
-
-/// One data source and its caches, counters and loads in flight.
-pub(crate) struct Group {
-    pub(crate) name: Arc<str>,
-    pub(crate) source: Arc<dyn DynSource>,
-    pub(crate) caches: Caches,
-    pub(crate) counters: Counters,
-    /// Keyed by (key, whether the load asks the owning peer first): a peer request, which is
-    /// always served locally, never joins a load that waits on another peer.
-    flights: Singleflight<(Arc<str>, bool), Result<Entry, Error>>,
-    hot_dice: AtomicU64,
-}
-
-impl Group {
-    pub(crate) fn new(name: &str, source: Arc<dyn DynSource>, cache_bytes: u64, seed: u64) -> Self {
-        Self {
-            name: name.into(),
-            source,
-            caches: Caches::new(cache_bytes, HOT_CACHE_DIVISOR),
-            counters: Counters::default(),
-            flights: Singleflight::default(),
-            hot_dice: AtomicU64::new(seed),
-        }
-    }
-
-    /// Looks in the caches and counts a hit by the cache that answered.
-    fn lookup(&self, key: &str) -> Option<Entry> {
-        let (entry, tier) = self.caches.get(key)?;
-        self.counters.add(tier.hit_event());
-        Some(entry)
-    }
-
-    /// golang/groupcache's admission to the hot cache: one fetched value in ten. A counter
-    /// scrambled by a multiplicative hash stands in for Go's `rand.Intn(10)`, with no shared
-    /// random state.
-    fn admit_hot(&self) -> bool {
-        let n = self.hot_dice.fetch_add(1, Relaxed);
-        (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 10 == 0
-    }
-}
-
-/// The hot cache holds at most `cache_bytes / 8`, golang/groupcache's balance point.
-const HOT_CACHE_DIVISOR: u64 = 8;
 
 impl Shared {
     pub(crate) fn set_peers(&self, peers: Vec<String>) -> Result<(), ConfigError> {
@@ -310,15 +271,18 @@ impl Shared {
     pub(crate) fn get_entry(self: &Arc<Self>, source: &str, key: &str, origin: Origin) -> GetEntry {
         match self.lookup(source, key, origin) {
             Ok(Lookup::Hit(entry)) => GetEntry::Ready(Some(Ok(entry))),
-            Ok(Lookup::Miss(group)) => {
-                GetEntry::Load(Box::pin(self.clone().load_entry(group, key.into(), origin)))
-            }
+            Ok(Lookup::Miss(group, stale)) => GetEntry::Load(Box::pin(self.clone().load_entry(
+                group,
+                key.into(),
+                origin,
+                stale,
+            ))),
             Err(error) => GetEntry::Ready(Some(Err(error))),
         }
     }
 
     /// The synchronous part of a get: checks, counters, and the caches.
-    fn lookup(&self, source: &str, key: &str, origin: Origin) -> Result<Lookup, Error> {
+    fn lookup(self: &Arc<Self>, source: &str, key: &str, origin: Origin) -> Result<Lookup, Error> {
         let group = self.group(source)?;
         if key.len() > self.config.max_key_bytes {
             return Err(Error::new(ErrorKind::KeyTooLong, source));
@@ -328,12 +292,40 @@ impl Shared {
         if origin == Origin::Peer {
             counters.add(Event::ServerRequest);
         }
-        if let Some((entry, tier)) = group.caches.get(key) {
-            counters.add(tier.hit_event());
-            return Ok(Lookup::Hit(entry));
+        let mut stale = None;
+        if let Some((entry, freshness, tier)) = group.caches.get(key, &*self.clock) {
+            if freshness == Freshness::Fresh || self.may_serve_stale(group, &entry) {
+                counters.add(tier.hit_event());
+                if freshness == Freshness::Stale {
+                    counters.add(Event::StaleServed);
+                    self.refresh(group, key, origin);
+                }
+                return entry_result(entry, source).map(Lookup::Hit);
+            }
+            stale = Some(entry);
         }
         counters.add(Event::Load);
-        Ok(Lookup::Miss(group.clone()))
+        Ok(Lookup::Miss(group.clone(), stale))
+    }
+
+    /// Whether a stale entry is inside its stale-while-revalidate grace.
+    fn may_serve_stale(&self, group: &Group, entry: &Entry) -> bool {
+        let grace = group.options.stale_while_revalidate;
+        !grace.is_zero()
+            && entry
+                .expires
+                .and_then(|at| at.checked_add(grace))
+                .is_some_and(|until| self.clock.now() < until)
+    }
+
+    /// Starts one background load of `key` (joined by any load already running).
+    fn refresh(self: &Arc<Self>, group: &Arc<Group>, key: &str, origin: Origin) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key: Arc<str> = key.into();
+        // Dropping the flight's future hands the load to a task of its own.
+        drop(self.start_flight(&runtime, group, key, origin));
     }
 
     /// A miss: joins or starts the one load of the key.
@@ -342,9 +334,46 @@ impl Shared {
         group: Arc<Group>,
         key: Arc<str>,
         origin: Origin,
+        stale: Option<Entry>,
     ) -> Result<Entry, Error> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::new(ErrorKind::NoRuntime, &group.name))?;
+        let flight = self.start_flight(&runtime, &group, key, origin);
+        let result = match flight.await {
+            Outcome::Done(result) => result,
+            Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &group.name)),
+            Outcome::Abandoned => Err(Error::new(ErrorKind::LoadAbandoned, &group.name)),
+        };
+        match (result, stale) {
+            (Err(error), Some(stale))
+                if error.is_load() && self.within_stale_if_error(&group, &stale) =>
+            {
+                group.counters.add(Event::StaleServed);
+                tracing::debug!(source = %group.name, %error, "load failed; serving the stale value");
+                Ok(stale)
+            }
+            (result, _) => result.and_then(|entry| entry_result(entry, &group.name)),
+        }
+    }
+
+    fn within_stale_if_error(&self, group: &Group, entry: &Entry) -> bool {
+        let window = group.options.stale_if_error;
+        !window.is_zero()
+            && !entry.negative
+            && entry
+                .expires
+                .and_then(|at| at.checked_add(window))
+                .is_some_and(|until| self.clock.now() < until)
+    }
+
+    /// Joins or starts the flight of `key`.
+    fn start_flight(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        group: &Arc<Group>,
+        key: Arc<str>,
+        origin: Origin,
+    ) -> impl Future<Output = Outcome<Result<Entry, Error>>> + Send + 'static {
         // A peer request is never forwarded: it is served from here even where this node's
         // ring names another owner, so rings that disagree cannot make requests loop.
         let owner = match origin {
@@ -361,20 +390,19 @@ impl Shared {
         if self.config.log_keys {
             span.record("key", &*key);
         }
-        let flight_key = (key.clone(), owner.is_some());
-        let flight = group.flights.run(&runtime, flight_key, || {
-            let (shared, group) = (self.clone(), group.clone());
-            shared.loads_in_flight.fetch_add(1, SeqCst);
-            async move {
-                let _done = LoadDone(&shared);
-                shared.load(&group, key, owner).await
-            }
-        });
-        match flight.instrument(span).await {
-            Outcome::Done(result) => result,
-            Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &group.name)),
-            Outcome::Abandoned => Err(Error::new(ErrorKind::LoadAbandoned, &group.name)),
-        }
+        let epoch = group.epoch(&key);
+        let flight_key = (key.clone(), owner.is_some(), epoch);
+        group
+            .flights
+            .run(runtime, flight_key, move || {
+                let (shared, group) = (self.clone(), group.clone());
+                shared.loads_in_flight.fetch_add(1, SeqCst);
+                async move {
+                    let _done = LoadDone(&shared);
+                    shared.load(&group, key, owner, epoch).await
+                }
+            })
+            .instrument(span)
     }
 
     /// The body of a flight: runs once per key at a time, detached from its callers.
@@ -383,10 +411,12 @@ impl Shared {
         group: &Group,
         key: Arc<str>,
         owner: Option<Arc<str>>,
+        epoch: u64,
     ) -> Result<Entry, Error> {
         let counters = &group.counters;
         counters.add(Event::Flight);
-        if let Some(entry) = group.lookup(&key) {
+        if let Some((entry, Freshness::Fresh, tier)) = group.caches.get(&key, &*self.clock) {
+            counters.add(tier.hit_event());
             return Ok(entry);
         }
         counters.add(Event::LoadDeduped);
@@ -398,7 +428,7 @@ impl Shared {
             } else {
                 // Frees the probe slot however the fetch ends, even if it is dropped.
                 let _probe = (verdict == Verdict::Probe).then(|| ProbeSlot(&self.health, &peer));
-                if let Some(result) = self.fetch_from(&peer, group, &key).await {
+                if let Some(result) = self.fetch_from(&peer, group, &key, epoch).await {
                     return result;
                 }
             }
@@ -413,21 +443,29 @@ impl Shared {
         let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
         metrics::histogram!("groupcache_load_duration_seconds", "source" => group.name.to_string())
             .record(started.elapsed());
+        let now = self.clock.now();
         match result {
             Ok(Ok(loaded)) => {
                 counters.add(Event::LocalLoad);
                 let (value, ttl) = loaded.into_parts();
-                let Some(value) = value else {
-                    return Err(Error::new(ErrorKind::NotFound, &group.name));
+                let entry = match value {
+                    Some(value) => group.options.entry(value, ttl, &key, now),
+                    None => {
+                        let Some(expires) =
+                            group.options.negative_ttl.and_then(|t| now.checked_add(t))
+                        else {
+                            return Err(Error::new(ErrorKind::NotFound, &group.name));
+                        };
+                        Entry {
+                            value: Bytes::new(),
+                            expires: Some(expires),
+                            keep_until: Some(expires),
+                            negative: true,
+                        }
+                    }
                 };
-                let entry = Entry {
-                    value,
-                    expires: ttl
-                        .map(|ttl| Instant::now().checked_add(ttl))
-                        .unwrap_or(None),
-                };
-                if !entry.is_expired(Instant::now()) {
-                    group.caches.insert_main(&key, entry.clone());
+                if !entry.is_expired(now) {
+                    group.store_main(&key, entry.clone(), epoch);
                 }
                 Ok(entry)
             }
@@ -451,9 +489,14 @@ impl Shared {
         peer: &str,
         group: &Group,
         key: &str,
+        epoch: u64,
     ) -> Option<Result<Entry, Error>> {
         let counters = &group.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();
+        let local_rate = match self.config.hot_keys {
+            HotKeys::AboveQps(_) => group.fetch_rates.hit(key, self.clock.now()),
+            _ => 0.0,
+        };
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("groupcache.peer_fetch", source = %group.name, %peer, key = tracing::field::Empty);
         if self.config.log_keys {
@@ -470,9 +513,26 @@ impl Shared {
             Ok(Fetched::Value(response)) => {
                 self.health.success(peer);
                 counters.add(Event::PeerLoad);
-                let entry = entry_from_wire(response);
-                if group.admit_hot() && !entry.is_expired(Instant::now()) {
-                    group.caches.insert_hot(key, entry.clone());
+                let owner_rate = response.minute_qps.unwrap_or(0.0);
+                let entry = self.entry_from_wire(response);
+                let admit = match self.config.hot_keys {
+                    HotKeys::Never => false,
+                    HotKeys::OneInTen => group.one_in_ten(),
+                    HotKeys::AboveQps(threshold) => owner_rate.max(local_rate) >= threshold,
+                };
+                if admit {
+                    // A hot copy is never older than the maximum staleness.
+                    let mut hot = entry.clone();
+                    let limit = self.clock.now().checked_add(self.config.hot_max_staleness);
+                    hot.expires = match (hot.expires, limit) {
+                        (Some(at), Some(limit)) => Some(at.min(limit)),
+                        (at, limit) => at.or(limit),
+                    };
+                    hot.keep_until = hot.expires;
+                    if !hot.is_expired(self.clock.now()) {
+                        group.store_hot(key, hot, epoch);
+                        counters.add(Event::HotPromotion);
+                    }
                 }
                 Some(Ok(entry))
             }
@@ -497,6 +557,108 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// An entry from a peer's answer; its wall-clock expiry becomes a deadline on the clock.
+    fn entry_from_wire(&self, response: GetResponse) -> Entry {
+        let expires = match response.expire {
+            Some(nanos) if nanos > 0 => {
+                let at = UNIX_EPOCH + Duration::from_nanos(nanos as u64);
+                let left = at
+                    .duration_since(self.clock.system_now())
+                    .unwrap_or(Duration::ZERO);
+                self.clock.now().checked_add(left)
+            }
+            _ => None,
+        };
+        Entry::value(response.value.unwrap_or_default(), expires)
+    }
+
+    /// An entry's expiry as Unix nanoseconds for the wire (`GetResponse.expire`).
+    pub(crate) fn expire_to_wire(&self, entry: &Entry) -> Option<i64> {
+        let left = entry.expires?.saturating_duration_since(self.clock.now());
+        let at = self.clock.system_now().checked_add(left)?;
+        let nanos = at.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+        // 0 means "never" on the wire: an entry that is due now still says so.
+        Some(i64::try_from(nanos).unwrap_or(i64::MAX).max(1))
+    }
+
+    /// Drops `key` of `group` here, then on its owner, then on every other peer. Returns the
+    /// peers that did not confirm.
+    pub(crate) async fn remove(&self, group: &Group, key: &str) -> Vec<String> {
+        group.remove(key);
+        let ring = self.ring.load_full();
+        let owner = ring.owner(key).map(str::to_owned);
+        let fingerprint = ring.fingerprint_header().clone();
+        let me = self.self_url.as_deref();
+        let mut unreachable = Vec::new();
+        let delete = |peer: String| {
+            let fingerprint = fingerprint.clone();
+            async move {
+                let result = self
+                    .client
+                    .delete(
+                        &peer,
+                        &self.config.base_path,
+                        &group.name,
+                        Some(key),
+                        &fingerprint,
+                    )
+                    .await;
+                (peer, result)
+            }
+        };
+        // The owner first: once it has dropped its copy, no peer can fetch the old value.
+        if let Some(owner) = owner.filter(|o| Some(o.as_str()) != me) {
+            if let (peer, Err(error)) = delete(owner).await {
+                tracing::warn!(source = %group.name, %peer, %error, "remove: owner not reached");
+                unreachable.push(peer);
+            }
+        }
+        let others = ring
+            .peers()
+            .filter(|p| Some(*p) != me && Some(*p) != ring.owner(key))
+            .map(|p| delete(p.to_owned()));
+        for (peer, result) in futures_util::future::join_all(others).await {
+            if let Err(error) = result {
+                tracing::warn!(source = %group.name, %peer, %error, "remove: peer not reached");
+                unreachable.push(peer);
+            }
+        }
+        unreachable
+    }
+
+    /// Drops every key of `group` here and on every peer. Returns the peers that did not
+    /// confirm.
+    pub(crate) async fn clear(&self, group: &Group) -> Vec<String> {
+        group.clear();
+        let ring = self.ring.load_full();
+        let fingerprint = ring.fingerprint_header().clone();
+        let me = self.self_url.as_deref();
+        let deletes = ring.peers().filter(|p| Some(*p) != me).map(|peer| {
+            let fingerprint = fingerprint.clone();
+            async move {
+                let result = self
+                    .client
+                    .delete(
+                        peer,
+                        &self.config.base_path,
+                        &group.name,
+                        None,
+                        &fingerprint,
+                    )
+                    .await;
+                (peer.to_owned(), result)
+            }
+        });
+        let mut unreachable = Vec::new();
+        for (peer, result) in futures_util::future::join_all(deletes).await {
+            if let Err(error) = result {
+                tracing::warn!(source = %group.name, %peer, %error, "clear: peer not reached");
+                unreachable.push(peer);
+            }
+        }
+        unreachable
     }
 
     /// Notes the ring fingerprint a peer request came with.
@@ -567,7 +729,17 @@ impl Tier {
 
 enum Lookup {
     Hit(Entry),
-    Miss(Arc<Group>),
+    /// A miss, with the entry that expired, if one is kept for stale-if-error.
+    Miss(Arc<Group>, Option<Entry>),
+}
+
+/// A cached *not found* answers as one.
+fn entry_result(entry: Entry, source: &str) -> Result<Entry, Error> {
+    if entry.negative {
+        Err(Error::new(ErrorKind::NotFound, source))
+    } else {
+        Ok(entry)
+    }
 }
 
 /// The future of a get: ready at once on a hit, a boxed load on a miss.
@@ -606,31 +778,4 @@ impl Drop for ProbeSlot<'_> {
     fn drop(&mut self) {
         self.0.probe_abandoned(self.1);
     }
-}
-
-/// An entry from a peer's answer; its wall-clock expiry becomes a deadline on tokio's clock.
-fn entry_from_wire(response: GetResponse) -> Entry {
-    let expires = match response.expire {
-        Some(nanos) if nanos > 0 => {
-            let at = UNIX_EPOCH + Duration::from_nanos(nanos as u64);
-            let left = at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            Instant::now().checked_add(left)
-        }
-        _ => None,
-    };
-    Entry {
-        value: response.value.unwrap_or_default(),
-        expires,
-    }
-}
-
-/// An entry's expiry as Unix nanoseconds for the wire (`GetResponse.expire`).
-pub(crate) fn expire_to_wire(entry: &Entry) -> Option<i64> {
-    let left = entry.expires?.saturating_duration_since(Instant::now());
-    let at = SystemTime::now().checked_add(left)?;
-    let nanos = at.duration_since(UNIX_EPOCH).ok()?.as_nanos();
-    // 0 means "never" on the wire: an entry that is due now still says so.
-    Some(i64::try_from(nanos).unwrap_or(i64::MAX).max(1))
 }

@@ -63,6 +63,25 @@ impl CacheHandle {
         async move { entry.await.map(|entry| entry.value) }
     }
 
+    /// Drops `key` from `source` on every node: on this node, then on its owner, then on every
+    /// other peer (their hot copies). A load already running when the key is removed does not
+    /// put the old value back. Returns the peers that could not be reached; their copies
+    /// expire by themselves (hot copies live at most
+    /// [`hot_max_staleness`](crate::GroupcacheBuilder::hot_max_staleness)).
+    pub async fn remove(&self, source: &str, key: &str) -> Result<Removal, Error> {
+        let group = self.shared.group(source)?.clone();
+        let unreachable = self.shared.remove(&group, key).await;
+        Ok(Removal { unreachable })
+    }
+
+    /// Drops every key of `source` on every node. Returns the peers that could not be
+    /// reached.
+    pub async fn clear(&self, source: &str) -> Result<Removal, Error> {
+        let group = self.shared.group(source)?.clone();
+        let unreachable = self.shared.clear(&group).await;
+        Ok(Removal { unreachable })
+    }
+
     /// A snapshot of the cache's counters and cluster, as
     /// [`Groupcache::stats`](crate::Groupcache::stats).
     pub fn stats(&self) -> Stats {
@@ -98,6 +117,22 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CacheHandle {
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<CacheHandle>().cloned())
+    }
+}
+
+/// What [`CacheHandle::remove`] and [`CacheHandle::clear`] could do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Removal {
+    /// Peers that did not confirm the removal (down, timed out, or a Go node, which has no
+    /// removal).
+    pub unreachable: Vec<String>,
+}
+
+impl Removal {
+    /// Whether every peer confirmed.
+    pub fn is_complete(&self) -> bool {
+        self.unreachable.is_empty()
     }
 }
 

@@ -54,8 +54,10 @@
 mod builder;
 mod cache;
 mod client;
+mod clock;
 mod discovery;
 mod error;
+mod group;
 mod groupcache;
 mod handle;
 mod health;
@@ -71,13 +73,16 @@ mod stats;
 pub mod typed;
 
 pub use builder::{
-    DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEY_BYTES,
-    DEFAULT_MAX_VALUE_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS, GroupcacheBuilder,
+    DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOT_CACHE_FRACTION,
+    DEFAULT_HOT_MAX_STALENESS, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS, GroupcacheBuilder,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use discovery::{DnsDiscovery, Resolve, SystemResolver};
 pub use error::{BoxError, ConfigError, Error, ErrorKind};
+pub use group::{HotKeys, SourceOptions};
 pub use groupcache::Groupcache;
-pub use handle::{CacheHandle, MissingCacheHandle};
+pub use handle::{CacheHandle, MissingCacheHandle, Removal};
 pub use health::PeerHealthConfig;
 pub use layer::{GroupcacheLayer, GroupcacheService};
 pub use ring::Ring;

@@ -8,9 +8,9 @@ use http::{Method, Response, StatusCode};
 
 use crate::client::NOT_FOUND_STATUS;
 use crate::error::ErrorKind;
-use crate::groupcache::{Origin, Shared, expire_to_wire};
+use crate::groupcache::{Origin, Shared};
 use crate::layer::PeerBody;
-use crate::protocol::{GetResponse, parse_path};
+use crate::protocol::{GetResponse, PathError, parse_path, unescape};
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 
@@ -41,6 +41,21 @@ pub(crate) async fn serve(
     {
         return text(StatusCode::URI_TOO_LONG, "key too long".into());
     }
+    // `DELETE {base}{group}` (no key at all) drops the whole source.
+    if method == Method::DELETE && !rest.contains('/') {
+        let Ok(group_name) = unescape(rest) else {
+            return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
+        };
+        let Ok(group) = shared.group(&group_name) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no such group: {group_name}"),
+            );
+        };
+        shared.check_ring(ring_fingerprint);
+        group.clear();
+        return Response::new(PeerBody::default());
+    }
     let (group_name, key) = match parse_path(rest) {
         Ok(parts) => parts,
         Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
@@ -57,14 +72,15 @@ pub(crate) async fn serve(
 
     shared.check_ring(ring_fingerprint);
     if method == Method::DELETE {
-        group.caches.remove(&key);
+        group.remove(&key);
         return Response::new(PeerBody::default());
     }
+    let rate = group.served_rates.hit(&key, shared.clock.now());
 
     match shared.get_entry(&group_name, &key, Origin::Peer).await {
         Ok(entry) => {
-            let expire = expire_to_wire(&entry);
-            let pieces = GetResponse::encode_pieces(entry.value, None, expire);
+            let expire = shared.expire_to_wire(&entry);
+            let pieces = GetResponse::encode_pieces(entry.value, Some(rate), expire);
             let mut response = Response::new(PeerBody::new(pieces));
             response.headers_mut().insert(CONTENT_TYPE, PROTOBUF);
             response

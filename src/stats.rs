@@ -30,6 +30,12 @@ pub struct SourceStats {
     /// Peer fetches not tried because the owner was failing (see
     /// [`PeerHealthConfig`](crate::PeerHealthConfig)); each loaded the key locally.
     pub peer_skips: u64,
+    /// Gets answered with an expired value: within its stale-while-revalidate grace (while a
+    /// background load refreshes it), or because the load failed (stale-if-error). See
+    /// [`SourceOptions`](crate::SourceOptions).
+    pub stale_served: u64,
+    /// Values fetched from a peer and kept in the hot cache.
+    pub hot_promotions: u64,
 }
 
 /// The state of one cache (main or hot) of a data source.
@@ -121,9 +127,11 @@ pub(crate) enum Event {
     LocalLoadErr,
     ServerRequest,
     PeerSkip,
+    StaleServed,
+    HotPromotion,
 }
 
-const EVENTS: usize = 12;
+const EVENTS: usize = 14;
 
 /// Counters are split into stripes, one cache line each, and a thread adds to the stripe its
 /// thread-local address picks: two threads that hit the cache at once do not fight over one
@@ -197,6 +205,8 @@ impl Totals {
             local_load_errs: self.of(Event::LocalLoadErr),
             server_requests: self.of(Event::ServerRequest),
             peer_skips: self.of(Event::PeerSkip),
+            stale_served: self.of(Event::StaleServed),
+            hot_promotions: self.of(Event::HotPromotion),
         }
     }
 

@@ -141,7 +141,8 @@ async fn go_client_escaping_is_read_right() {
         assert_eq!(status, 200, "{escaped}");
         assert_eq!(decode(&body), value_of(key), "{escaped}");
     }
-    // The empty value is sent as Go sends it: field 1 present, length 0.
+    // The empty value is sent as Go sends it (field 1 present, length 0), then this crate's
+    // minute_qps.
     let empty = Groupcache::builder()
         .source("e", |_k: String| async {
             Ok::<_, std::io::Error>(Bytes::new())
@@ -152,7 +153,14 @@ async fn go_client_escaping_is_read_right() {
     let addr = listener.local_addr().unwrap();
     let _server = serve(listener, support::app(&empty)).await;
     let (status, _, body) = request("GET", &format!("http://{addr}/_groupcache/e/k")).await;
-    assert_eq!((status.as_u16(), &body[..]), (200, &b"\x0a\x00"[..]));
+    assert_eq!(status, 200);
+    assert_eq!(&body[..2], b"\x0a\x00", "field 1 first, present and empty");
+    let reply = GetResponse::decode(body).unwrap();
+    assert_eq!(reply.value.as_deref(), Some(&b""[..]));
+    assert!(
+        reply.minute_qps.is_some_and(|qps| qps > 0.0),
+        "the owner's rate for the key"
+    );
 }
 
 #[tokio::test]

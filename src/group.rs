@@ -1,0 +1,321 @@
+//! One data source on one node: its options, caches, counters, loads in flight, removal
+//! epochs and key popularity.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHasher};
+use std::hash::{Hash, Hasher};
+
+use crate::cache::{Caches, Entry};
+use crate::error::Error;
+use crate::singleflight::Singleflight;
+use crate::source::DynSource;
+use crate::stats::Counters;
+
+/// How long values of one data source live, and whether stale ones may be served. See
+/// [`GroupcacheBuilder::source_with`](crate::GroupcacheBuilder::source_with).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_groupcache::SourceOptions;
+///
+/// let options = SourceOptions::new()
+///     .ttl(Duration::from_secs(300))            // unless the source says otherwise
+///     .ttl_jitter(Duration::from_secs(30))      // spread expiries of keys loaded together
+///     .negative_ttl(Duration::from_secs(10))    // remember *not found* for 10 s
+///     .stale_while_revalidate(Duration::from_secs(60))
+///     .stale_if_error(Duration::from_secs(600));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct SourceOptions {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) ttl_jitter: Duration,
+    pub(crate) negative_ttl: Option<Duration>,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+}
+
+impl SourceOptions {
+    /// No TTL, no negative caching, no stale serving: golang/groupcache's behaviour.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The TTL of values whose load gave none. A TTL the source gives wins.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Adds a random extra of up to `jitter` to each TTL, so that keys loaded together do not
+    /// all expire together.
+    pub fn ttl_jitter(mut self, jitter: Duration) -> Self {
+        self.ttl_jitter = jitter;
+        self
+    }
+
+    /// Caches *not found* answers for `ttl`. Off by default: *not found* is asked again
+    /// each time.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// For `grace` after a value expires, a get returns the expired value at once while one
+    /// background load refreshes it. Off by default.
+    pub fn stale_while_revalidate(mut self, grace: Duration) -> Self {
+        self.stale_while_revalidate = grace;
+        self
+    }
+
+    /// For `window` after a value expires, a get whose load fails returns the expired value
+    /// instead of the error (counted as `stale_served`). Off by default.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// The entry for a value loaded now, with `ttl` from the source (or the default).
+    pub(crate) fn entry(
+        &self,
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+        key: &str,
+        now: Instant,
+    ) -> Entry {
+        let ttl = ttl
+            .or(self.ttl)
+            .map(|ttl| ttl + jitter(self.ttl_jitter, key, now));
+        let expires = ttl.and_then(|ttl| now.checked_add(ttl));
+        let keep_until = expires
+            .and_then(|at| at.checked_add(self.stale_while_revalidate.max(self.stale_if_error)));
+        Entry {
+            value,
+            expires,
+            keep_until: keep_until.or(expires),
+            negative: false,
+        }
+    }
+}
+
+/// A pseudo-random share of `jitter` from the key and the time.
+fn jitter(jitter: Duration, key: &str, now: Instant) -> Duration {
+    if jitter.is_zero() {
+        return Duration::ZERO;
+    }
+    let mut hasher = FxHasher::default();
+    key.hash(&mut hasher);
+    now.hash(&mut hasher);
+    let fraction =
+        (hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    jitter.mul_f64(fraction)
+}
+
+/// How a node decides to keep a copy of a key another node owns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum HotKeys {
+    /// Never: every get of a remote key asks its owner.
+    Never,
+    /// golang/groupcache's rule: one fetched value in ten, at random.
+    OneInTen,
+    /// When the key's request rate, as its owner measures it across the cluster
+    /// (`GetResponse.minute_qps`) or as this node sees it, reaches this many requests per
+    /// second. Rates decay over about a minute.
+    AboveQps(f64),
+}
+
+impl Default for HotKeys {
+    /// `AboveQps(1.0)`.
+    fn default() -> Self {
+        Self::AboveQps(1.0)
+    }
+}
+
+/// Epochs of 256 buckets of keys; removing a key bumps its bucket's epoch, and a load that
+/// started under another epoch keeps its value out of the cache.
+const EPOCH_BUCKETS: usize = 256;
+
+/// Per-key request rates, decaying with a time constant of one minute, in a bounded map.
+#[derive(Debug, Default)]
+pub(crate) struct Rates {
+    keys: Mutex<FxHashMap<Box<str>, (f64, Instant)>>,
+}
+
+const RATE_WINDOW: f64 = 60.0;
+const RATE_KEYS: usize = 16_384;
+
+impl Rates {
+    /// Counts one request for `key` now; returns its rate in requests per second.
+    pub(crate) fn hit(&self, key: &str, now: Instant) -> f64 {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= RATE_KEYS && !keys.contains_key(key) {
+            // Forget the keys that went cold; if all are warm, start over.
+            keys.retain(|_, (value, at)| decay(*value, *at, now) >= 1.0);
+            if keys.len() >= RATE_KEYS {
+                keys.clear();
+            }
+        }
+        let slot = keys.entry(key.into()).or_insert((0.0, now));
+        slot.0 = decay(slot.0, slot.1, now) + 1.0;
+        slot.1 = now;
+        slot.0 / RATE_WINDOW
+    }
+}
+
+fn decay(value: f64, at: Instant, now: Instant) -> f64 {
+    let elapsed = now.saturating_duration_since(at).as_secs_f64();
+    value * (-elapsed / RATE_WINDOW).exp()
+}
+
+/// The key of a load in flight: the key, whether it asks the owning peer first (a peer
+/// request, always served locally, never joins a load that waits on another peer), and the
+/// removal epoch it started under (a get after a remove never joins a load from before it).
+pub(crate) type FlightKey = (Arc<str>, bool, u64);
+
+/// One data source and its caches, counters and loads in flight.
+pub(crate) struct Group {
+    pub(crate) name: Arc<str>,
+    pub(crate) source: Arc<dyn DynSource>,
+    pub(crate) options: SourceOptions,
+    pub(crate) caches: Caches,
+    pub(crate) counters: Counters,
+    pub(crate) flights: Singleflight<FlightKey, Result<Entry, Error>>,
+    /// Rates of peer requests per key, on the owner: sent as `minute_qps`.
+    pub(crate) served_rates: Rates,
+    /// Rates of fetches per key, on a requester.
+    pub(crate) fetch_rates: Rates,
+    epochs: Box<[AtomicU64; EPOCH_BUCKETS]>,
+    hot_dice: AtomicU64,
+}
+
+impl Group {
+    pub(crate) fn new(
+        name: &str,
+        source: Arc<dyn DynSource>,
+        options: SourceOptions,
+        cache_bytes: u64,
+        hot_fraction: f64,
+        seed: u64,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            source,
+            options,
+            caches: Caches::new(cache_bytes, hot_fraction),
+            counters: Counters::default(),
+            flights: Singleflight::default(),
+            served_rates: Rates::default(),
+            fetch_rates: Rates::default(),
+            epochs: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            hot_dice: AtomicU64::new(seed),
+        }
+    }
+
+    fn bucket(key: &str) -> usize {
+        let mut hasher = FxHasher::default();
+        key.hash(&mut hasher);
+        (hasher.finish() >> 56) as usize % EPOCH_BUCKETS
+    }
+
+    /// The removal epoch of `key`'s bucket.
+    pub(crate) fn epoch(&self, key: &str) -> u64 {
+        self.epochs[Self::bucket(key)].load(SeqCst)
+    }
+
+    /// Drops `key` here and bumps its epoch, so no load already running puts it back.
+    pub(crate) fn remove(&self, key: &str) {
+        self.epochs[Self::bucket(key)].fetch_add(1, SeqCst);
+        self.caches.remove(key);
+    }
+
+    /// Drops every key here and bumps every epoch.
+    pub(crate) fn clear(&self) {
+        for epoch in self.epochs.iter() {
+            epoch.fetch_add(1, SeqCst);
+        }
+        self.caches.clear();
+    }
+
+    /// Stores `entry` in the main cache unless `key` was removed since `epoch`.
+    pub(crate) fn store_main(&self, key: &str, entry: Entry, epoch: u64) {
+        if self.epoch(key) == epoch {
+            self.caches.insert_main(key, entry);
+            // A remove that raced the insert: undo it.
+            if self.epoch(key) != epoch {
+                self.caches.remove(key);
+            }
+        }
+    }
+
+    /// Stores `entry` in the hot cache unless `key` was removed since `epoch`.
+    pub(crate) fn store_hot(&self, key: &str, entry: Entry, epoch: u64) {
+        if self.epoch(key) == epoch {
+            self.caches.insert_hot(key, entry);
+            if self.epoch(key) != epoch {
+                self.caches.remove(key);
+            }
+        }
+    }
+
+    /// golang/groupcache's admission: one fetched value in ten. A counter scrambled by a
+    /// multiplicative hash stands in for Go's `rand.Intn(10)`, with no shared random state.
+    pub(crate) fn one_in_ten(&self) -> bool {
+        let n = self.hot_dice.fetch_add(1, Relaxed);
+        (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 10 == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_rise_with_requests_and_decay() {
+        let rates = Rates::default();
+        let start = Instant::now();
+        let mut rate = 0.0;
+        for i in 0..120 {
+            rate = rates.hit("k", start + Duration::from_millis(500 * i));
+        }
+        assert!(
+            (1.0..2.5).contains(&rate),
+            "about 2 requests per second: {rate}"
+        );
+        let later = rates.hit("k", start + Duration::from_secs(60 + 600));
+        assert!(later < 0.05, "ten idle minutes later: {later}");
+    }
+
+    #[test]
+    fn jitter_spreads_expiries() {
+        let options = SourceOptions::new()
+            .ttl(Duration::from_secs(100))
+            .ttl_jitter(Duration::from_secs(50));
+        let now = Instant::now();
+        let expiries: Vec<Duration> = (0..200)
+            .map(|i| {
+                options
+                    .entry(bytes::Bytes::new(), None, &format!("k{i}"), now)
+                    .expires
+                    .unwrap()
+                    - now
+            })
+            .collect();
+        assert!(
+            expiries
+                .iter()
+                .all(|d| (Duration::from_secs(100)..Duration::from_secs(150)).contains(d))
+        );
+        let early = expiries
+            .iter()
+            .filter(|d| **d < Duration::from_secs(125))
+            .count();
+        assert!(
+            (60..=140).contains(&early),
+            "about half in the first half: {early}"
+        );
+    }
+}
