@@ -230,7 +230,7 @@ impl GroupcacheBuilder {
     }
 
     /// When to keep a copy of a key another node owns. Default [`HotKeys::AboveQps`] with
-    /// 1 request per second.
+    /// 0.05 requests per second (about three a minute).
     pub fn hot_keys(mut self, policy: HotKeys) -> Self {
         self.hot_keys = policy;
         self

@@ -93,3 +93,8 @@ pub use stats::{CacheStats, ClusterStats, SourceSnapshot, SourceStats, Stats};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The code of docs/hotkeys.md, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/hotkeys.md")]
+struct HotkeysDoctests;
