@@ -258,6 +258,8 @@ async fn start_cluster() -> Result<Vec<Node>> {
         let cache = Groupcache::builder()
             .self_url(url.as_str())
             .peers(&urls)
+            // Peer requests are signed with a secret all nodes share.
+            .peer_secret("example secret; use 32 or more random bytes in production")
             .source(USERS, users_backend(name, backend_loads.clone()))
             .build()?;
 

@@ -82,6 +82,7 @@ async fn run(
     let mut caches = Vec::new();
     for (listener, url) in listeners.into_iter().zip(&urls) {
         let cache = Groupcache::builder()
+            .open_peer_path()
             .self_url(url.clone())
             .peers(urls.clone())
             .cache_bytes(CACHE_BYTES)

@@ -320,12 +320,14 @@ impl Setup {
 
         // A caches nothing, neither main nor hot: each of its gets of B's key goes to B.
         let a = Groupcache::builder()
+            .open_peer_path()
             .self_url(a_url.as_str())
             .peers(&peers)
             .cache_bytes(0)
             .source(USERS, constant_source(value.clone()))
             .build()?;
         let b = Groupcache::builder()
+            .open_peer_path()
             .self_url(b_url.as_str())
             .peers(&peers)
             .source(USERS, constant_source(value.clone()))

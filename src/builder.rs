@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
+use crate::auth::{PeerAuth, PeerSecret};
 use crate::client::{ClientConfig, PeerClient};
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
@@ -50,6 +51,7 @@ pub const DEFAULT_HOT_MAX_STALENESS: Duration = Duration::from_secs(60);
 /// let cache = Groupcache::builder()
 ///     .self_url("http://10.0.0.1:8080")
 ///     .peers(["http://10.0.0.2:8080", "http://10.0.0.3:8080"]) // self is added
+///     .peer_secret("a secret all nodes share: 32 or more random bytes")
 ///     .cache_bytes(128 << 20)
 ///     .peer_timeout(Duration::from_millis(500))
 ///     .source("users", |key: String| async move { Ok::<_, std::io::Error>(key) })
@@ -77,6 +79,8 @@ pub struct GroupcacheBuilder {
     hot_cache_fraction: f64,
     hot_max_staleness: Duration,
     clock: Arc<dyn Clock>,
+    peer_secrets: Vec<PeerSecret>,
+    open_peer_path: bool,
     sources: Vec<(String, Arc<dyn DynSource>, SourceOptions)>,
 }
 
@@ -98,6 +102,8 @@ impl Default for GroupcacheBuilder {
             hot_cache_fraction: DEFAULT_HOT_CACHE_FRACTION,
             hot_max_staleness: DEFAULT_HOT_MAX_STALENESS,
             clock: Arc::new(SystemClock),
+            peer_secrets: Vec::new(),
+            open_peer_path: false,
             sources: Vec::new(),
         }
     }
@@ -120,6 +126,8 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("hot_keys", &self.hot_keys)
             .field("hot_cache_fraction", &self.hot_cache_fraction)
             .field("hot_max_staleness", &self.hot_max_staleness)
+            .field("peer_secrets", &self.peer_secrets.len())
+            .field("open_peer_path", &self.open_peer_path)
             .field(
                 "sources",
                 &self.sources.iter().map(|(n, _, _)| n).collect::<Vec<_>>(),
@@ -250,6 +258,36 @@ impl GroupcacheBuilder {
         self
     }
 
+    /// The secret that signs this node's peer requests and checks the ones it receives
+    /// (HMAC-SHA256 over the method, path, a timestamp and a nonce; see the
+    /// [`auth`](crate::auth) module). Every node of a cluster needs the same secret. Use at
+    /// least 32 random bytes.
+    pub fn peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        let secret = PeerSecret::new(secret);
+        self.peer_secrets.retain(|s| s != &secret);
+        self.peer_secrets.insert(0, secret);
+        self
+    }
+
+    /// A secret still accepted from peers, but not used to sign: the old secret while a new
+    /// one rolls out. Set the new secret with [`peer_secret`](Self::peer_secret).
+    pub fn previous_peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        let secret = PeerSecret::new(secret);
+        if !self.peer_secrets.contains(&secret) {
+            self.peer_secrets.push(secret);
+        }
+        self
+    }
+
+    /// Serves peers without authentication, as golang/groupcache does (and as a cluster
+    /// with Go nodes needs). Anyone who can reach the service can then make it load any key
+    /// of its data sources: restrict the peer path by network (see docs/security.md). A
+    /// cluster without a peer secret must call this; `build` logs a warning.
+    pub fn open_peer_path(mut self) -> Self {
+        self.open_peer_path = true;
+        self
+    }
+
     /// The clock that decides expiry. Default [`SystemClock`]; tests use a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -268,6 +306,9 @@ impl GroupcacheBuilder {
     /// | `REPLICAS` | [`replicas`](Self::replicas) | `50` |
     /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds | `5000` |
     /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds | `1000` |
+    /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret) | 32+ random characters |
+    /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation | |
+    /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` | `false` |
     ///
     /// Unset variables keep their defaults. A value that is not Unicode or does not parse is
     /// a [`ConfigError::Env`] that names the variable; URLs are checked by
@@ -345,6 +386,24 @@ impl GroupcacheBuilder {
         if let Some(v) = var("CONNECT_TIMEOUT_MS")? {
             self.connect_timeout = Duration::from_millis(number(v)?);
         }
+        if let Some((_, secret)) = var("PEER_SECRET")? {
+            self = self.peer_secret(secret.trim().as_bytes());
+        }
+        if let Some((_, secret)) = var("PEER_SECRET_PREVIOUS")? {
+            self = self.previous_peer_secret(secret.trim().as_bytes());
+        }
+        if let Some((name, value)) = var("OPEN_PEER_PATH")? {
+            match value.trim() {
+                "1" | "true" | "yes" => self.open_peer_path = true,
+                "0" | "false" | "no" | "" => {}
+                other => {
+                    return Err(ConfigError::Env {
+                        variable: name,
+                        reason: format!("`{other}` is not true or false"),
+                    });
+                }
+            }
+        }
         Ok(self)
     }
 
@@ -375,6 +434,26 @@ impl GroupcacheBuilder {
             return Err(ConfigError::MissingSelfUrl);
         }
         let peers = validate_peers(self.self_url.as_deref(), self.peers)?;
+        if self.peer_secrets.first().is_some_and(PeerSecret::is_empty) {
+            return Err(ConfigError::ZeroLimit("peer secret length"));
+        }
+        let auth = if self.peer_secrets.is_empty() {
+            None
+        } else {
+            Some(Arc::new(PeerAuth::new(self.peer_secrets)))
+        };
+        let others = peers
+            .iter()
+            .any(|p| Some(p.as_str()) != self.self_url.as_deref());
+        if others && auth.is_none() {
+            if !self.open_peer_path {
+                return Err(ConfigError::PeerAuthRequired);
+            }
+            tracing::warn!(
+                "the peer path is open: peer requests are not authenticated; \
+                 restrict it to the cluster's network"
+            );
+        }
 
         let mut groups = FxHashMap::default();
         for (name, source, options) in self.sources {
@@ -399,11 +478,14 @@ impl GroupcacheBuilder {
             groups.insert(name.into_boxed_str(), Arc::new(group));
         }
 
-        let client = PeerClient::new(ClientConfig {
-            timeout: self.peer_timeout,
-            connect_timeout: self.connect_timeout,
-            max_value_bytes: self.max_value_bytes,
-        });
+        let client = PeerClient::new(
+            ClientConfig {
+                timeout: self.peer_timeout,
+                connect_timeout: self.connect_timeout,
+                max_value_bytes: self.max_value_bytes,
+            },
+            auth.clone(),
+        );
         Ok(Groupcache::from_shared(Shared {
             self_url: self.self_url.map(Into::into),
             ring: ArcSwap::from_pointee(Ring::new(self.replicas, peers)),
@@ -427,6 +509,8 @@ impl GroupcacheBuilder {
             loads_done: tokio::sync::Notify::new(),
             metrics_described: AtomicBool::new(false),
             clock: self.clock,
+            auth,
+            open_peer_path: self.open_peer_path,
         }))
     }
 }
@@ -535,12 +619,17 @@ mod tests {
             "https://host",
             "http://ho st",
         ] {
-            let err = Groupcache::builder().self_url(url).build().unwrap_err();
+            let err = Groupcache::builder()
+                .open_peer_path()
+                .self_url(url)
+                .build()
+                .unwrap_err();
             assert!(
                 matches!(err, ConfigError::InvalidUrl { .. }),
                 "{url:?}: {err}"
             );
             let err = Groupcache::builder()
+                .open_peer_path()
                 .self_url("http://ok:1")
                 .peers([url])
                 .build()
@@ -551,7 +640,11 @@ mod tests {
             );
         }
         for url in ["http://host", "http://10.0.0.1:8080", "http://[::1]:80"] {
-            Groupcache::builder().self_url(url).build().unwrap();
+            Groupcache::builder()
+                .open_peer_path()
+                .self_url(url)
+                .build()
+                .unwrap();
         }
     }
 
@@ -617,6 +710,7 @@ mod tests {
                 ("PARSEC_PEER_URLS", " http://a:1, http://b:1 ,,"),
                 ("PARSEC_CACHE_BYTES", "1024"),
                 ("PARSEC_BASE_PATH", "/cache/"),
+                ("PARSEC_PEER_SECRET", "0123456789abcdef0123456789abcdef"),
                 ("OTHER_REPLICAS", "0"),
             ]),
         )
@@ -647,6 +741,29 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("PARSEC_CACHE_BYTES"));
+        let err = GroupcacheBuilder::from_env_lookup(
+            "PARSEC",
+            env(&[("PARSEC_OPEN_PEER_PATH", "maybe")]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Env { variable, .. } if variable == "PARSEC_OPEN_PEER_PATH")
+        );
+        let err = GroupcacheBuilder::from_env_lookup(
+            "PARSEC",
+            env(&[
+                ("PARSEC_SELF_URL", "http://a:1"),
+                ("PARSEC_PEER_URLS", "http://b:1"),
+            ]),
+        )
+        .unwrap()
+        .build()
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::PeerAuthRequired,
+            "a cluster needs a secret or an open path"
+        );
         let err =
             GroupcacheBuilder::from_env_lookup("PARSEC", env(&[("PARSEC_PEER_TIMEOUT_MS", "-1")]))
                 .unwrap_err();
@@ -666,6 +783,7 @@ mod tests {
     #[test]
     fn adds_self_to_the_peers() {
         let cache = Groupcache::builder()
+            .open_peer_path()
             .self_url("http://a:1")
             .peers(["http://b:1", "http://c:1"])
             .build()
@@ -675,6 +793,7 @@ mod tests {
         assert_eq!(cluster.self_url.as_deref(), Some("http://a:1"));
 
         let single = Groupcache::builder()
+            .open_peer_path()
             .self_url("http://a:1")
             .build()
             .unwrap();

@@ -4,13 +4,16 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, Uri};
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prost::Message as _;
 
+use crate::auth::{AUTH_HEADER, PeerAuth};
 use crate::protocol::{GetResponse, escape};
 
 /// The status by which a node of this crate says the data source has no value for the key.
@@ -87,6 +90,7 @@ pub(crate) struct ClientConfig {
 pub(crate) struct PeerClient {
     http: Client<HttpConnector, Empty<Bytes>>,
     config: ClientConfig,
+    auth: Option<Arc<PeerAuth>>,
 }
 
 impl fmt::Debug for PeerClient {
@@ -98,7 +102,7 @@ impl fmt::Debug for PeerClient {
 }
 
 impl PeerClient {
-    pub(crate) fn new(config: ClientConfig) -> Self {
+    pub(crate) fn new(config: ClientConfig, auth: Option<Arc<PeerAuth>>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -109,7 +113,7 @@ impl PeerClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .build(connector);
-        Self { http, config }
+        Self { http, config, auth }
     }
 
     /// `GET {peer}{base_path}{group}/{key}`, bounded by the request timeout as a whole.
@@ -144,10 +148,7 @@ impl PeerClient {
             None => format!("{peer}{base_path}{}", escape(group)),
         };
         let uri: Uri = uri.parse().map_err(PeerError::Uri)?;
-        let request = Request::delete(uri)
-            .header(RING_HEADER, ring_fingerprint.clone())
-            .body(Empty::new())
-            .expect("a DELETE with a parsed URI is a valid request");
+        let request = self.request(Method::DELETE, uri, ring_fingerprint);
         let timeout = self.config.timeout;
         let response = tokio::time::timeout(timeout, self.http.request(request))
             .await
@@ -159,15 +160,32 @@ impl PeerClient {
         }
     }
 
+    /// A request to a peer, signed when a peer secret is set.
+    fn request(
+        &self,
+        method: Method,
+        uri: Uri,
+        ring_fingerprint: &HeaderValue,
+    ) -> Request<Empty<Bytes>> {
+        let mut request = Request::new(Empty::new());
+        if let Some(auth) = &self.auth {
+            let credential = auth.sign(method.as_str(), uri.path());
+            request.headers_mut().insert(AUTH_HEADER, credential);
+        }
+        request
+            .headers_mut()
+            .insert(RING_HEADER, ring_fingerprint.clone());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        request
+    }
+
     async fn exchange(
         &self,
         uri: Uri,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
-        let request = Request::get(uri)
-            .header(RING_HEADER, ring_fingerprint.clone())
-            .body(Empty::new())
-            .expect("a GET with a parsed URI is a valid request");
+        let request = self.request(Method::GET, uri, ring_fingerprint);
         let response = self
             .http
             .request(request)

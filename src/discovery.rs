@@ -163,6 +163,9 @@ pub(crate) fn spawn<R: Resolve>(
     discovery: DnsDiscovery<R>,
     shared: &Arc<Shared>,
 ) -> Result<(), crate::ConfigError> {
+    if shared.auth.is_none() && !shared.open_peer_path {
+        return Err(crate::ConfigError::PeerAuthRequired);
+    }
     let runtime =
         tokio::runtime::Handle::try_current().map_err(|_| crate::ConfigError::NoRuntime)?;
     let closed = shared.closed.subscribe();
@@ -216,6 +219,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn follows_the_answers_and_keeps_the_last_list_on_failure() {
         let cache = Groupcache::builder()
+            .open_peer_path()
             .self_url("http://10.0.0.1:8080")
             .build()
             .unwrap();
@@ -268,6 +272,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stops_when_the_cache_is_dropped() {
         let cache = Groupcache::builder()
+            .open_peer_path()
             .self_url("http://10.0.0.1:8080")
             .build()
             .unwrap();
@@ -294,7 +299,7 @@ mod tests {
 
     #[test]
     fn needs_a_runtime() {
-        let cache = Groupcache::builder().build().unwrap();
+        let cache = Groupcache::builder().open_peer_path().build().unwrap();
         let err = cache.discover(DnsDiscovery::new("n", 80)).unwrap_err();
         assert_eq!(err, crate::ConfigError::NoRuntime);
     }

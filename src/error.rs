@@ -160,6 +160,9 @@ pub enum ConfigError {
     ZeroLimit(&'static str),
     /// The hot cache's share of cache bytes is not between 0 and 1.
     InvalidHotCacheFraction(String),
+    /// The node has peers but no peer secret, and its peer path was not opened on purpose
+    /// with [`open_peer_path`](crate::GroupcacheBuilder::open_peer_path).
+    PeerAuthRequired,
     /// A background task was to be started outside a tokio runtime.
     NoRuntime,
     /// An environment variable holds a value that cannot be used.
@@ -194,6 +197,11 @@ impl fmt::Display for ConfigError {
             Self::InvalidHotCacheFraction(v) => {
                 write!(f, "hot cache fraction {v} is not between 0 and 1")
             }
+            Self::PeerAuthRequired => write!(
+                f,
+                "peers are configured without a peer secret: set `peer_secret(..)`, or call \
+                 `open_peer_path()` to serve peers without authentication (as golang/groupcache does)"
+            ),
             Self::NoRuntime => write!(f, "this must be called inside a tokio runtime"),
             Self::Env { variable, reason } => {
                 write!(f, "environment variable {variable}: {reason}")

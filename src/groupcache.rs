@@ -15,6 +15,7 @@ use futures_util::FutureExt as _;
 use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
 
+use crate::auth::PeerAuth;
 use crate::builder::{GroupcacheBuilder, validate_peers};
 use crate::cache::{Entry, Freshness, Tier};
 use crate::client::{Fetched, PeerClient};
@@ -48,6 +49,7 @@ use crate::stats::{CacheStats, ClusterStats, Event, SourceSnapshot, Stats};
 /// let cache = Groupcache::builder()
 ///     .self_url("http://10.0.0.1:8080")
 ///     .peers(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])
+///     .peer_secret("a secret all nodes share: 32 or more random bytes")
 ///     .source("users", |key: String| async move {
 ///         Ok::<_, std::io::Error>(format!("user {key}"))
 ///     })
@@ -218,6 +220,10 @@ pub(crate) struct Shared {
     pub(crate) loads_done: tokio::sync::Notify,
     pub(crate) metrics_described: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Signs and checks peer requests when a peer secret is set.
+    pub(crate) auth: Option<Arc<PeerAuth>>,
+    /// Without a secret: whether peer requests are served at all.
+    pub(crate) open_peer_path: bool,
 }
 
 impl fmt::Debug for Shared {
@@ -243,8 +249,20 @@ pub(crate) enum Origin {
 impl Shared {
     pub(crate) fn set_peers(&self, peers: Vec<String>) -> Result<(), ConfigError> {
         let peers = validate_peers(self.self_url.as_deref(), peers)?;
+        self.check_peer_auth(&peers)?;
         self.ring
             .store(Arc::new(Ring::new(self.config.replicas, peers)));
+        Ok(())
+    }
+
+    /// A cluster needs a peer secret, or an explicit choice of an open peer path.
+    pub(crate) fn check_peer_auth(&self, peers: &[String]) -> Result<(), ConfigError> {
+        let others = peers
+            .iter()
+            .any(|p| Some(p.as_str()) != self.self_url.as_deref());
+        if others && self.auth.is_none() && !self.open_peer_path {
+            return Err(ConfigError::PeerAuthRequired);
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 //! let cache = Groupcache::builder()
 //!     .self_url("http://10.0.0.1:8080")
 //!     .peers(["http://10.0.0.1:8080", "http://10.0.0.2:8080", "http://10.0.0.3:8080"])
+//!     .peer_secret("a secret all nodes share: 32 or more random bytes")
 //!     .cache_bytes(64 << 20)
 //!     .source("users", |key: String| async move {
 //!         // A slow back end: a database, an HTTP API.
@@ -51,6 +52,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 mod builder;
 mod cache;
 mod client;
@@ -72,6 +74,7 @@ mod stats;
 #[cfg(feature = "serde")]
 pub mod typed;
 
+pub use auth::PeerSecret;
 pub use builder::{
     DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOT_CACHE_FRACTION,
     DEFAULT_HOT_MAX_STALENESS, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES,

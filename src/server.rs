@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Response, StatusCode};
 
-use crate::client::NOT_FOUND_STATUS;
+use crate::auth::AUTH_HEADER;
+use crate::client::{NOT_FOUND_STATUS, RING_HEADER};
 use crate::error::ErrorKind;
 use crate::groupcache::{Origin, Shared};
 use crate::layer::PeerBody;
@@ -18,12 +20,33 @@ const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf")
 pub(crate) async fn serve(
     shared: &Arc<Shared>,
     method: Method,
-    rest: &str,
-    ring_fingerprint: Option<u32>,
+    path: &str,
+    headers: &HeaderMap,
 ) -> Response<PeerBody> {
     if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     }
+    // Authentication comes before any other work, parsing included.
+    match &shared.auth {
+        Some(auth) => {
+            if let Err(refusal) = auth.verify(method.as_str(), path, headers.get(AUTH_HEADER)) {
+                tracing::warn!(%refusal, "peer request refused");
+                return text(StatusCode::UNAUTHORIZED, refusal.to_string());
+            }
+        }
+        None if !shared.open_peer_path => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "forbidden: this node has no peer secret and its peer path is closed".into(),
+            );
+        }
+        None => {}
+    }
+    let rest = &path[shared.config.base_path.len()..];
+    let ring_fingerprint = headers
+        .get(RING_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| u32::from_str_radix(v, 16).ok());
     if method != Method::GET && method != Method::DELETE {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
         response

@@ -643,6 +643,7 @@ async fn stand_in_owner_with_extensions(binary: &std::path::Path, checks: &mut C
     let our_url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let our = tower_groupcache::Groupcache::builder()
+        .open_peer_path()
         .self_url(our_url.clone())
         .peers([stand_in_url.clone(), our_url.clone()])
         .source(GROUP, gopeer::OurLoads::default().source(&our_url))

@@ -144,6 +144,7 @@ async fn go_client_escaping_is_read_right() {
     // The empty value is sent as Go sends it (field 1 present, length 0), then this crate's
     // minute_qps.
     let empty = Groupcache::builder()
+        .open_peer_path()
         .source("e", |_k: String| async {
             Ok::<_, std::io::Error>(Bytes::new())
         })
@@ -290,6 +291,7 @@ async fn a_peer_value_over_the_limit_is_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let big = Groupcache::builder()
+        .open_peer_path()
         .self_url(format!("http://{addr}"))
         .source("users", |_k: String| async {
             Ok::<_, std::io::Error>(vec![7u8; 100_000])

@@ -6,7 +6,6 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::{ResponseBody, ResponseFuture};
-use crate::client::RING_HEADER;
 use crate::groupcache::Shared;
 use crate::handle::CacheHandle;
 use crate::server;
@@ -57,14 +56,9 @@ where
             let uri = request.uri().clone();
             let shared = self.shared.clone();
             let method = request.method().clone();
-            let ring = request
-                .headers()
-                .get(RING_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| u32::from_str_radix(v, 16).ok());
+            let headers = std::mem::take(request.headers_mut());
             return ResponseFuture::peer(Box::pin(async move {
-                let rest = &uri.path()[shared.config.base_path.len()..];
-                server::serve(&shared, method, rest, ring).await
+                server::serve(&shared, method, uri.path(), &headers).await
             }));
         }
         request

@@ -726,6 +726,7 @@ impl Mixed {
         let mut nodes = Vec::new();
         for (listener, url) in listeners.into_iter().zip(&our_urls) {
             let cache = Groupcache::builder()
+                .open_peer_path()
                 .self_url(url.clone())
                 .peers(peers.clone())
                 .source(GROUP, loads.source(url))

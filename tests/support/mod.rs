@@ -223,9 +223,11 @@ pub async fn start_node(
 ) -> Node {
     let addr = listener.local_addr().expect("bound");
     let url = format!("http://{addr}");
+    // Tests send peer requests by hand, so the peer path is open unless a test sets a secret.
     let builder = Groupcache::builder()
         .self_url(url.clone())
         .peers(peers.to_vec())
+        .open_peer_path()
         .source("users", loads.source(&url));
     let cache = configure(builder).build().expect("valid test config");
     let server = serve(listener, app(&cache)).await;

@@ -1,0 +1,217 @@
+//! Peer authentication over real HTTP: the credential format of the `auth` module, and every
+//! way a credential can be wrong.
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt as _, Empty};
+use sha2::Sha256;
+use support::{Loads, cluster, key_owned_by, value_of};
+use tower_groupcache::{ConfigError, Groupcache};
+
+const SECRET: &str = "test secret, 32 bytes or more, shared";
+
+/// A credential as the `auth` module documents it.
+fn credential(secret: &str, method: &str, path: &str, t: u64, nonce: u64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{method}\n{path}\n{t}\n{nonce:016x}").as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},n={nonce:016x},s={signature}")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn send(method: &str, uri: &str, auth: Option<&str>) -> (u16, Bytes) {
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(auth) = auth {
+        req = req.header("x-groupcache-auth", auth);
+    }
+    let res = support::client()
+        .request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn a_cluster_with_a_secret_shares_keys_and_refuses_strangers() {
+    let loads = Loads::default();
+    let nodes = cluster(3, &loads, |b| b.peer_secret(SECRET)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let key = key_owned_by(&a.cache, &b.url, "user:");
+    for node in &nodes {
+        assert_eq!(
+            node.handle().get("users", &key).await.unwrap(),
+            value_of(&key)
+        );
+    }
+    assert_eq!(loads.count(&key), 1, "loaded once, by B, for everyone");
+    assert_eq!(a.stats("users").peer_errors, 0);
+
+    let path = "/_groupcache/users/secret-key";
+    let uri = format!("{}{path}", b.url);
+    let t = now();
+    let cases = [
+        ("no credential", None, "no peer credential"),
+        ("garbage", Some("hello".to_owned()), "malformed"),
+        (
+            "wrong secret",
+            Some(credential("another secret", "GET", path, t, 1)),
+            "wrong",
+        ),
+        (
+            "expired",
+            Some(credential(SECRET, "GET", path, t - 3_600, 2)),
+            "expired",
+        ),
+        (
+            "from the future",
+            Some(credential(SECRET, "GET", path, t + 3_600, 3)),
+            "expired",
+        ),
+        (
+            "tampered path",
+            Some(credential(SECRET, "GET", "/_groupcache/users/other", t, 4)),
+            "wrong",
+        ),
+        (
+            "tampered method",
+            Some(credential(SECRET, "DELETE", path, t, 5)),
+            "wrong",
+        ),
+    ];
+    for (case, auth, text) in cases {
+        let (status, body) = send("GET", &uri, auth.as_deref()).await;
+        assert_eq!(status, 401, "{case}");
+        assert!(
+            String::from_utf8_lossy(&body).contains(text),
+            "{case}: {body:?}"
+        );
+    }
+    assert_eq!(
+        loads.count("secret-key"),
+        0,
+        "no refused request reached the data source"
+    );
+
+    // A good credential works once; the same credential again is a replay.
+    let good = credential(SECRET, "GET", path, t, 6);
+    let (status, _) = send("GET", &uri, Some(&good)).await;
+    assert_eq!(status, 200);
+    let (status, body) = send("GET", &uri, Some(&good)).await;
+    assert_eq!(status, 401);
+    assert!(String::from_utf8_lossy(&body).contains("replayed"));
+    assert_eq!(loads.count("secret-key"), 1);
+}
+
+#[tokio::test]
+async fn rotation_accepts_the_old_secret_on_nodes_that_have_the_new_one() {
+    let loads = Loads::default();
+    // The first node already signs with the new secret, the others still with the old one.
+    let nodes = cluster(2, &loads, |b| {
+        b.peer_secret("new secret, 32 bytes or more, fine!")
+            .previous_peer_secret("old secret, 32 bytes or more, fine!")
+    })
+    .await;
+    let path = "/_groupcache/users/k";
+    let old = credential("old secret, 32 bytes or more, fine!", "GET", path, now(), 7);
+    let (status, _) = send("GET", &format!("{}{path}", nodes[0].url), Some(&old)).await;
+    assert_eq!(status, 200, "the old secret is still accepted");
+    let new = credential("new secret, 32 bytes or more, fine!", "GET", path, now(), 8);
+    let (status, _) = send("GET", &format!("{}{path}", nodes[0].url), Some(&new)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_node_with_another_secret_cannot_fetch_and_loads_locally() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b.peer_secret(SECRET)).await;
+    let b = &nodes[1];
+    // A stranger that knows B's address but not the secret.
+    let stranger = Groupcache::builder()
+        .self_url("http://127.0.0.1:9")
+        .peers([b.url.clone()])
+        .peer_secret("not the cluster's secret, but long")
+        .source("users", loads.source("stranger"))
+        .build()
+        .unwrap();
+    let key = key_owned_by(&stranger, &b.url, "user:");
+    assert_eq!(
+        stranger.handle().get("users", &key).await.unwrap(),
+        value_of(&key)
+    );
+    assert_eq!(
+        loads.of(&key),
+        ["stranger"],
+        "B refused it, so it loaded the key itself"
+    );
+    let s = stranger.stats();
+    assert_eq!(s.source("users").unwrap().stats.peer_errors, 1);
+}
+
+#[test]
+fn a_cluster_needs_a_secret_or_an_explicit_open_path() {
+    let build = |b: tower_groupcache::GroupcacheBuilder| {
+        b.self_url("http://10.0.0.1:8080")
+            .peers(["http://10.0.0.2:8080"])
+            .build()
+    };
+    assert_eq!(
+        build(Groupcache::builder()).unwrap_err(),
+        ConfigError::PeerAuthRequired
+    );
+    build(Groupcache::builder().open_peer_path()).unwrap();
+    build(Groupcache::builder().peer_secret(SECRET)).unwrap();
+    assert!(matches!(
+        build(Groupcache::builder().peer_secret("")).unwrap_err(),
+        ConfigError::ZeroLimit(_)
+    ));
+    // A single node needs neither, but then its peer path is closed...
+    let single = Groupcache::builder()
+        .self_url("http://10.0.0.1:8080")
+        .build()
+        .unwrap();
+    assert_eq!(
+        single.set_peers(["http://10.0.0.2:8080"]).unwrap_err(),
+        ConfigError::PeerAuthRequired,
+        "nor can one be made into a cluster without one"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_peer_path_answers_403() {
+    let single = Groupcache::builder()
+        .source(
+            "users",
+            |k: String| async move { Ok::<_, std::io::Error>(k) },
+        )
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = support::serve(listener, support::app(&single)).await;
+    let (status, _) = send("GET", &format!("http://{addr}/_groupcache/users/k"), None).await;
+    assert_eq!(status, 403);
+    // The service's own routes are unaffected.
+    let (status, body) = send(
+        "GET",
+        &format!("http://{addr}/get?source=users&key=k"),
+        None,
+    )
+    .await;
+    assert_eq!((status, &body[..]), (200, &b"k"[..]));
+}
