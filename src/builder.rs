@@ -81,6 +81,8 @@ pub struct GroupcacheBuilder {
     clock: Arc<dyn Clock>,
     peer_secrets: Vec<PeerSecret>,
     open_peer_path: bool,
+    #[cfg(feature = "tls")]
+    peer_tls: Option<crate::tls::PeerTls>,
     sources: Vec<(String, Arc<dyn DynSource>, SourceOptions)>,
 }
 
@@ -104,6 +106,8 @@ impl Default for GroupcacheBuilder {
             clock: Arc::new(SystemClock),
             peer_secrets: Vec::new(),
             open_peer_path: false,
+            #[cfg(feature = "tls")]
+            peer_tls: None,
             sources: Vec::new(),
         }
     }
@@ -288,6 +292,14 @@ impl GroupcacheBuilder {
         self
     }
 
+    /// TLS for https peers: the roots to trust and, for mutual TLS, this node's client
+    /// certificate. Needed for `https://` peer URLs. See [`PeerTls`](crate::PeerTls).
+    #[cfg(feature = "tls")]
+    pub fn peer_tls(mut self, tls: crate::tls::PeerTls) -> Self {
+        self.peer_tls = Some(tls);
+        self
+    }
+
     /// The clock that decides expiry. Default [`SystemClock`]; tests use a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -428,12 +440,16 @@ impl GroupcacheBuilder {
                 self.hot_cache_fraction.to_string(),
             ));
         }
+        #[cfg(feature = "tls")]
+        let https = self.peer_tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let https = false;
         if let Some(url) = &self.self_url {
-            validate_url(url)?;
+            validate_url(url, https)?;
         } else if !self.peers.is_empty() {
             return Err(ConfigError::MissingSelfUrl);
         }
-        let peers = validate_peers(self.self_url.as_deref(), self.peers)?;
+        let peers = validate_peers(self.self_url.as_deref(), self.peers, https)?;
         if self.peer_secrets.first().is_some_and(PeerSecret::is_empty) {
             return Err(ConfigError::ZeroLimit("peer secret length"));
         }
@@ -478,6 +494,17 @@ impl GroupcacheBuilder {
             groups.insert(name.into_boxed_str(), Arc::new(group));
         }
 
+        #[cfg(feature = "tls")]
+        let tls = match &self.peer_tls {
+            Some(tls) => tls.client_config()?,
+            None => rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::Tls(e.to_string()))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        };
         let client = PeerClient::new(
             ClientConfig {
                 timeout: self.peer_timeout,
@@ -485,6 +512,8 @@ impl GroupcacheBuilder {
                 max_value_bytes: self.max_value_bytes,
             },
             auth.clone(),
+            #[cfg(feature = "tls")]
+            tls,
         );
         Ok(Groupcache::from_shared(Shared {
             self_url: self.self_url.map(Into::into),
@@ -511,6 +540,7 @@ impl GroupcacheBuilder {
             clock: self.clock,
             auth,
             open_peer_path: self.open_peer_path,
+            https,
         }))
     }
 }
@@ -520,9 +550,10 @@ impl GroupcacheBuilder {
 pub(crate) fn validate_peers(
     self_url: Option<&str>,
     mut peers: Vec<String>,
+    https: bool,
 ) -> Result<Vec<String>, ConfigError> {
     for peer in &peers {
-        validate_url(peer)?;
+        validate_url(peer, https)?;
     }
     if let Some(me) = self_url {
         if !peers.is_empty() && !peers.iter().any(|p| p == me) {
@@ -534,7 +565,7 @@ pub(crate) fn validate_peers(
     Ok(peers)
 }
 
-fn validate_url(url: &str) -> Result<(), ConfigError> {
+fn validate_url(url: &str, https: bool) -> Result<(), ConfigError> {
     let invalid = |reason| ConfigError::InvalidUrl {
         url: url.to_owned(),
         reason,
@@ -542,7 +573,12 @@ fn validate_url(url: &str) -> Result<(), ConfigError> {
     let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => return Err(invalid("https peers are not supported yet; use http://")),
+        Some("https") if https => {}
+        Some("https") => {
+            return Err(invalid(
+                "https peers need the `tls` feature and `peer_tls(..)` on the builder",
+            ));
+        }
         Some(_) => return Err(invalid("the scheme must be http")),
         None => {
             return Err(invalid(

@@ -86,9 +86,14 @@ pub(crate) struct ClientConfig {
 }
 
 /// A pooled keep-alive HTTP/1.1 client for peer requests.
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
 #[derive(Clone)]
 pub(crate) struct PeerClient {
-    http: Client<HttpConnector, Empty<Bytes>>,
+    http: Client<Connector, Empty<Bytes>>,
     config: ClientConfig,
     auth: Option<Arc<PeerAuth>>,
 }
@@ -102,11 +107,24 @@ impl fmt::Debug for PeerClient {
 }
 
 impl PeerClient {
-    pub(crate) fn new(config: ClientConfig, auth: Option<Arc<PeerAuth>>) -> Self {
+    pub(crate) fn new(
+        config: ClientConfig,
+        auth: Option<Arc<PeerAuth>>,
+        #[cfg(feature = "tls")] tls: rustls::ClientConfig,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        #[cfg(feature = "tls")]
+        let connector = {
+            connector.enforce_http(false);
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector)
+        };
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -158,6 +158,8 @@ pub enum ConfigError {
     ZeroReplicas,
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
+    /// The TLS settings could not be used (unreadable PEM, a key that does not fit).
+    Tls(String),
     /// The hot cache's share of cache bytes is not between 0 and 1.
     InvalidHotCacheFraction(String),
     /// The node has peers but no peer secret, and its peer path was not opened on purpose
@@ -194,6 +196,7 @@ impl fmt::Display for ConfigError {
             ),
             Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
             Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
+            Self::Tls(reason) => write!(f, "peer TLS: {reason}"),
             Self::InvalidHotCacheFraction(v) => {
                 write!(f, "hot cache fraction {v} is not between 0 and 1")
             }

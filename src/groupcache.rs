@@ -224,6 +224,8 @@ pub(crate) struct Shared {
     pub(crate) auth: Option<Arc<PeerAuth>>,
     /// Without a secret: whether peer requests are served at all.
     pub(crate) open_peer_path: bool,
+    /// Whether https peer URLs are allowed (TLS configured).
+    pub(crate) https: bool,
 }
 
 impl fmt::Debug for Shared {
@@ -248,7 +250,7 @@ pub(crate) enum Origin {
 
 impl Shared {
     pub(crate) fn set_peers(&self, peers: Vec<String>) -> Result<(), ConfigError> {
-        let peers = validate_peers(self.self_url.as_deref(), peers)?;
+        let peers = validate_peers(self.self_url.as_deref(), peers, self.https)?;
         self.check_peer_auth(&peers)?;
         self.ring
             .store(Arc::new(Ring::new(self.config.replicas, peers)));

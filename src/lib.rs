@@ -71,6 +71,8 @@ mod server;
 mod singleflight;
 mod source;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
 #[cfg(feature = "serde")]
 pub mod typed;
 
@@ -91,6 +93,8 @@ pub use layer::{GroupcacheLayer, GroupcacheService};
 pub use ring::Ring;
 pub use source::{Loaded, Source};
 pub use stats::{CacheStats, ClusterStats, SourceSnapshot, SourceStats, Stats};
+#[cfg(feature = "tls")]
+pub use tls::PeerTls;
 
 /// The README's code, compiled as doc tests.
 #[cfg(doctest)]
