@@ -310,3 +310,66 @@ async fn a_peer_value_over_the_limit_is_refused() {
     assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
     assert_eq!(a.stats("users").peer_errors, 1);
 }
+
+#[tokio::test]
+async fn a_peer_that_sends_an_endless_body_is_cut_off() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let endless = move || {
+        let counter = counter.clone();
+        async move {
+            let chunks = futures_util::stream::repeat_with(move || {
+                counter.fetch_add(64 << 10, Ordering::Relaxed);
+                Ok::<_, std::convert::Infallible>(Bytes::from_static(&[0x0a; 64 << 10]))
+            });
+            axum::body::Body::from_stream(chunks)
+        }
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = format!("http://{}", listener.local_addr().unwrap());
+    let _server = serve(listener, Router::new().route("/{*rest}", get(endless))).await;
+
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| {
+        b.peers([peer.clone()]).max_value_bytes(1 << 20)
+    })
+    .await;
+    let a = &nodes[0];
+    let key = key_owned_by(&a.cache, &peer, "user:");
+    assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+    assert_eq!(a.stats("users").peer_errors, 1);
+    // The client stopped reading at the limit; the socket buffers hold at most a few MiB more.
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes were produced before the client hung up"
+    );
+}
+
+#[tokio::test]
+async fn a_100_kib_key_is_refused_clearly() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b).await;
+    let key = "k".repeat(100 << 10);
+    let err = nodes[0].handle().get("users", &key).await.unwrap_err();
+    assert_eq!(err.kind(), tower_groupcache::ErrorKind::KeyTooLong);
+    // Longer than any `http::Uri` (64 KiB), so it is written by hand; the server's HTTP layer
+    // refuses it before the cache sees it.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(nodes[0].addr).await.unwrap();
+    let head =
+        format!("GET /_groupcache/users/{key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let status_line = String::from_utf8_lossy(&reply[..reply.len().min(32)]).into_owned();
+    assert!(status_line.starts_with("HTTP/1.1 414"), "{status_line:?}");
+    // Just under the URI limit, the layer itself answers 414.
+    let key = "k".repeat(60 << 10);
+    let (status, _, _) = request("GET", &format!("{}/_groupcache/users/{key}", nodes[0].url)).await;
+    assert_eq!(status, 414);
+    assert_eq!(loads.total(), 0);
+}
