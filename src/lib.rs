@@ -101,6 +101,11 @@ pub use tls::PeerTls;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// The code of docs/security.md, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/security.md")]
+struct SecurityDoctests;
+
 /// The code of docs/hotkeys.md, compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/hotkeys.md")]
