@@ -31,13 +31,13 @@ pub(crate) enum Fetched {
 }
 
 impl PeerError {
-    /// Whether the failure says the peer is unwell: unreachable, slow, garbled, or answering
-    /// 502, 503 or 504. Any other status is a healthy peer's answer about this key (a Go
-    /// node's 301 for a key with `//`, a 500 when its data source failed), so it does not
-    /// count toward skipping the peer.
+    /// Whether the failure says the peer cannot serve this node at all: unreachable, slow,
+    /// garbled, refusing its credentials (401, 403), or answering 502, 503 or 504. Any other
+    /// status is a healthy peer's answer about this key (a Go node's 301 for a key with `//`,
+    /// a 500 when its data source failed), so it does not count toward skipping the peer.
     pub(crate) fn is_peer_fault(&self) -> bool {
         match self {
-            Self::Status(status) => matches!(status.as_u16(), 502..=504),
+            Self::Status(status) => matches!(status.as_u16(), 401 | 403 | 502..=504),
             _ => true,
         }
     }

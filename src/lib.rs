@@ -101,6 +101,11 @@ pub use tls::PeerTls;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// The code of docs/guide.md, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+struct GuideDoctests;
+
 /// The code of docs/security.md, compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/security.md")]

@@ -20,6 +20,8 @@
 //! | `groupcache_peer_errors_total` | counter | source | failed peer fetches (each loaded locally) |
 //! | `groupcache_peer_skips_total` | counter | source | peer fetches skipped for a failing owner |
 //! | `groupcache_server_requests_total` | counter | source | gets that came from peers |
+//! | `groupcache_stale_served_total` | counter | source | gets answered with an expired value (stale serving) |
+//! | `groupcache_hot_promotions_total` | counter | source | fetched values kept in the hot cache |
 //! | `groupcache_cache_bytes` | gauge | source, cache | bytes held (`key + value`) |
 //! | `groupcache_cache_items` | gauge | source, cache | entries held |
 //! | `groupcache_cache_gets_total` | counter | source, cache | lookups |
@@ -151,6 +153,8 @@ pub(crate) fn record(stats: &Stats) {
             ("groupcache_peer_errors_total", s.peer_errors),
             ("groupcache_peer_skips_total", s.peer_skips),
             ("groupcache_server_requests_total", s.server_requests),
+            ("groupcache_stale_served_total", s.stale_served),
+            ("groupcache_hot_promotions_total", s.hot_promotions),
         ] {
             counter!(metric, "source" => name.clone()).absolute(value);
         }
