@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use http::HeaderValue;
-use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet;
 use sha2::Sha256;
 
 /// The header that carries the credential.
@@ -73,7 +75,10 @@ impl fmt::Display for Refusal {
 pub(crate) struct PeerAuth {
     /// The first signs; all are accepted.
     secrets: Vec<PeerSecret>,
-    seen: Mutex<FxHashMap<u64, u64>>,
+    /// Nonces seen, by the `VALIDITY`-long time bucket of their timestamp. A credential can
+    /// only be replayed with its own timestamp, so a replay is looked for in one bucket, and
+    /// buckets too old for any valid timestamp are dropped whole.
+    seen: Mutex<BTreeMap<u64, FxHashSet<u64>>>,
     nonce_counter: AtomicU64,
     nonce_seed: u64,
 }
@@ -176,14 +181,19 @@ impl PeerAuth {
         self.first_use(nonce, t)
     }
 
-    /// Records a nonce; a nonce seen before within the window is a replay.
+    /// Records a nonce; a nonce seen before with the same timestamp is a replay.
     fn first_use(&self, nonce: u64, t: u64) -> Result<(), Refusal> {
+        let window = VALIDITY.as_secs();
+        let oldest_bucket = unix_now().saturating_sub(window) / window;
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.len() >= 100_000 {
-            let oldest_valid = unix_now().saturating_sub(VALIDITY.as_secs());
-            seen.retain(|_, at| *at >= oldest_valid);
+        // Timestamps older than `now - VALIDITY` are refused before this point.
+        while let Some(entry) = seen.first_entry() {
+            if *entry.key() >= oldest_bucket {
+                break;
+            }
+            entry.remove();
         }
-        if seen.insert(nonce, t).is_some() {
+        if !seen.entry(t / window).or_default().insert(nonce) {
             return Err(Refusal::Replayed);
         }
         Ok(())
@@ -272,6 +282,30 @@ mod tests {
         let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
         let header = HeaderValue::from_str(&format!("t={t},n={nonce:016x},s={hex}")).unwrap();
         assert_eq!(a.verify("GET", "/p", Some(&header)), Err(Refusal::Expired));
+    }
+
+    #[test]
+    fn the_replay_record_drops_old_buckets_and_still_catches_replays() {
+        let a = auth(&["s"]);
+        let now = unix_now();
+        for nonce in 0..120_000 {
+            a.first_use(nonce, now).unwrap();
+        }
+        assert_eq!(a.first_use(7, now), Err(Refusal::Replayed));
+        assert_eq!(
+            a.first_use(7, now + VALIDITY.as_secs()),
+            Ok(()),
+            "another timestamp"
+        );
+        // A bucket too old for any valid timestamp is dropped on the next use.
+        a.first_use(1, now - 10 * VALIDITY.as_secs()).unwrap();
+        a.first_use(200_000, now).unwrap();
+        let seen = a.seen.lock().unwrap();
+        assert!(
+            seen.keys()
+                .all(|b| *b >= (now - VALIDITY.as_secs()) / VALIDITY.as_secs())
+        );
+        assert_eq!(seen.values().map(|s| s.len()).sum::<usize>(), 120_002);
     }
 
     #[test]
