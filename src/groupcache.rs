@@ -608,43 +608,14 @@ impl Shared {
     pub(crate) async fn remove(&self, group: &Group, key: &str) -> Vec<String> {
         group.remove(key);
         let ring = self.ring.load_full();
-        let owner = ring.owner(key).map(str::to_owned);
-        let fingerprint = ring.fingerprint_header().clone();
         let me = self.self_url.as_deref();
-        let mut unreachable = Vec::new();
-        let delete = |peer: String| {
-            let fingerprint = fingerprint.clone();
-            async move {
-                let result = self
-                    .client
-                    .delete(
-                        &peer,
-                        &self.config.base_path,
-                        &group.name,
-                        Some(key),
-                        &fingerprint,
-                    )
-                    .await;
-                (peer, result)
-            }
-        };
+        let owner = ring.owner(key).filter(|o| Some(*o) != me);
         // The owner first: once it has dropped its copy, no peer can fetch the old value.
-        if let Some(owner) = owner.filter(|o| Some(o.as_str()) != me) {
-            if let (peer, Err(error)) = delete(owner).await {
-                tracing::warn!(source = %group.name, %peer, %error, "remove: owner not reached");
-                unreachable.push(peer);
-            }
-        }
+        let mut unreachable = self.delete_on(group, Some(key), owner, &ring).await;
         let others = ring
             .peers()
-            .filter(|p| Some(*p) != me && Some(*p) != ring.owner(key))
-            .map(|p| delete(p.to_owned()));
-        for (peer, result) in futures_util::future::join_all(others).await {
-            if let Err(error) = result {
-                tracing::warn!(source = %group.name, %peer, %error, "remove: peer not reached");
-                unreachable.push(peer);
-            }
-        }
+            .filter(|p| Some(*p) != me && Some(*p) != ring.owner(key));
+        unreachable.extend(self.delete_on(group, Some(key), others, &ring).await);
         unreachable
     }
 
@@ -653,29 +624,33 @@ impl Shared {
     pub(crate) async fn clear(&self, group: &Group) -> Vec<String> {
         group.clear();
         let ring = self.ring.load_full();
-        let fingerprint = ring.fingerprint_header().clone();
         let me = self.self_url.as_deref();
-        let deletes = ring.peers().filter(|p| Some(*p) != me).map(|peer| {
-            let fingerprint = fingerprint.clone();
-            async move {
-                let result = self
-                    .client
-                    .delete(
-                        peer,
-                        &self.config.base_path,
-                        &group.name,
-                        None,
-                        &fingerprint,
-                    )
-                    .await;
-                (peer.to_owned(), result)
-            }
+        let others = ring.peers().filter(|p| Some(*p) != me);
+        self.delete_on(group, None, others, &ring).await
+    }
+
+    /// Sends a `DELETE` of `key` (or of the whole group) to `peers` at once; returns the
+    /// peers that did not confirm.
+    async fn delete_on<'a>(
+        &self,
+        group: &Group,
+        key: Option<&str>,
+        peers: impl IntoIterator<Item = &'a str>,
+        ring: &Ring,
+    ) -> Vec<String> {
+        let fingerprint = ring.fingerprint_header();
+        let deletes = peers.into_iter().map(|peer| async move {
+            let result = self
+                .client
+                .delete(peer, &self.config.base_path, &group.name, key, fingerprint)
+                .await;
+            (peer, result)
         });
         let mut unreachable = Vec::new();
         for (peer, result) in futures_util::future::join_all(deletes).await {
             if let Err(error) = result {
-                tracing::warn!(source = %group.name, %peer, %error, "clear: peer not reached");
-                unreachable.push(peer);
+                tracing::warn!(source = %group.name, %peer, %error, "removal not confirmed by peer");
+                unreachable.push(peer.to_owned());
             }
         }
         unreachable
