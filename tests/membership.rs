@@ -29,9 +29,29 @@ async fn a_fourth_node_takes_a_quarter_of_the_keys() {
     let mut urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     urls.push(format!("http://{}", listener.local_addr().unwrap()));
     nodes.push(start_node(listener, &urls, &loads, |b| b).await);
+    // Gets keep flowing through the old nodes while their rings change.
+    let handles: Vec<_> = nodes[..3].iter().map(|n| n.handle()).collect();
+    let during = tokio::spawn(async move {
+        let mut failed = Vec::new();
+        for i in 0..600 {
+            let key = format!("user:{}", i % 400);
+            match handles[i % 3].get("users", &key).await {
+                Ok(v) if v == value_of(&key) => {}
+                other => failed.push(format!("{key}: {other:?}")),
+            }
+            tokio::task::yield_now().await;
+        }
+        failed
+    });
     for node in &nodes[..3] {
         node.cache.set_peers(urls.clone()).unwrap();
+        tokio::task::yield_now().await;
     }
+    let failed = during.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "gets failed during the change: {failed:?}"
+    );
 
     let after = nodes[0].cache.ring();
     let mut moved = 0;
