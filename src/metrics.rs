@@ -1,6 +1,6 @@
 //! Export through the [`metrics`] facade.
 //!
-//! The cache keeps its own counters (see [`Stats`](crate::Stats)); a hit touches nothing
+//! The cache keeps its own counters (see [`Stats`]); a hit touches nothing
 //! else. [`Groupcache::record_metrics`](crate::Groupcache::record_metrics) copies a snapshot
 //! of them into the facade: counters as absolute values, gauges for bytes and items, labelled
 //! by `source` (and `cache`, `main` or `hot`). Call it before each scrape, or let
