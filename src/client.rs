@@ -144,7 +144,8 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
         let uri = format!("{peer}{base_path}{}/{}", escape(group), escape(key));
-        let uri: Uri = uri.parse().map_err(PeerError::Uri)?;
+        // From the `String` itself: its bytes become the URI's without a copy.
+        let uri = Uri::try_from(uri).map_err(PeerError::Uri)?;
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.exchange(uri, ring_fingerprint))
             .await
@@ -165,7 +166,7 @@ impl PeerClient {
             Some(key) => format!("{peer}{base_path}{}/{}", escape(group), escape(key)),
             None => format!("{peer}{base_path}{}", escape(group)),
         };
-        let uri: Uri = uri.parse().map_err(PeerError::Uri)?;
+        let uri = Uri::try_from(uri).map_err(PeerError::Uri)?;
         let request = self.request(Method::DELETE, uri, ring_fingerprint);
         let timeout = self.config.timeout;
         let response = tokio::time::timeout(timeout, self.http.request(request))

@@ -461,7 +461,7 @@ impl Shared {
             span.record("key", &*key);
         }
         let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
-        metrics::histogram!("groupcache_load_duration_seconds", "source" => group.name.to_string())
+        metrics::histogram!("groupcache_load_duration_seconds", "source" => metrics::SharedString::from(group.name.clone()))
             .record(started.elapsed());
         let now = self.clock.now();
         match result {
@@ -527,8 +527,11 @@ impl Shared {
             .fetch(peer, &self.config.base_path, &group.name, key, &fingerprint)
             .instrument(span)
             .await;
-        metrics::histogram!("groupcache_peer_fetch_duration_seconds", "source" => group.name.to_string())
-            .record(started.elapsed());
+        metrics::histogram!(
+            "groupcache_peer_fetch_duration_seconds",
+            "source" => metrics::SharedString::from(group.name.clone())
+        )
+        .record(started.elapsed());
         match fetched {
             Ok(Fetched::Value(response)) => {
                 self.health.success(peer);
