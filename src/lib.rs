@@ -106,6 +106,11 @@ struct ReadmeDoctests;
 #[doc = include_str!("../docs/guide.md")]
 struct GuideDoctests;
 
+/// The code of docs/interop.md, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/interop.md")]
+struct InteropDoctests;
+
 /// The code of docs/security.md, compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/security.md")]
