@@ -448,7 +448,7 @@ fn loaded_by(nodes: &[Node], changes: &[Changes]) -> String {
 fn say_if_hot_copy(node: &Node, changes: &Changes) {
     if changes.hot_items > 0 {
         println!(
-            "    {} also kept a hot copy (as golang/groupcache, about 1 fetched value in 10)",
+            "    {} also kept a hot copy (the key is popular enough: see docs/hotkeys.md)",
             node.name
         );
     }
