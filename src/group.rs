@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 
-use crate::cache::{Caches, Entry};
+use crate::cache::{Caches, Entry, Tier};
 use crate::error::Error;
 use crate::singleflight::Singleflight;
 use crate::source::DynSource;
@@ -245,24 +245,18 @@ impl Group {
         self.caches.clear();
     }
 
-    /// Stores `entry` in the main cache unless `key` was removed since `epoch`.
-    pub(crate) fn store_main(&self, key: &str, entry: Entry, epoch: u64) {
-        if self.epoch(key) == epoch {
-            self.caches.insert_main(key, entry);
-            // A remove that raced the insert: undo it.
-            if self.epoch(key) != epoch {
-                self.caches.remove(key);
-            }
+    /// Stores `entry` in the `tier` cache unless `key` was removed since `epoch`.
+    pub(crate) fn store(&self, tier: Tier, key: &str, entry: Entry, epoch: u64) {
+        if self.epoch(key) != epoch {
+            return;
         }
-    }
-
-    /// Stores `entry` in the hot cache unless `key` was removed since `epoch`.
-    pub(crate) fn store_hot(&self, key: &str, entry: Entry, epoch: u64) {
-        if self.epoch(key) == epoch {
-            self.caches.insert_hot(key, entry);
-            if self.epoch(key) != epoch {
-                self.caches.remove(key);
-            }
+        match tier {
+            Tier::Main => self.caches.insert_main(key, entry),
+            Tier::Hot => self.caches.insert_hot(key, entry),
+        }
+        // A remove that raced the insert: undo it.
+        if self.epoch(key) != epoch {
+            self.caches.remove(key);
         }
     }
 

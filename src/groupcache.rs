@@ -485,7 +485,7 @@ impl Shared {
                     }
                 };
                 if !entry.is_expired(now) {
-                    group.store_main(&key, entry.clone(), epoch);
+                    group.store(Tier::Main, &key, entry.clone(), epoch);
                 }
                 Ok(entry)
             }
@@ -513,8 +513,11 @@ impl Shared {
     ) -> Option<Result<Entry, Error>> {
         let counters = &group.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();
+        // Counted only where it can matter: a popularity policy and a hot cache to fill.
         let local_rate = match self.config.hot_keys {
-            HotKeys::AboveQps(_) => group.fetch_rates.hit(key, self.clock.now()),
+            HotKeys::AboveQps(_) if group.caches.hot.is_some() => {
+                group.fetch_rates.hit(key, self.clock.now())
+            }
             _ => 0.0,
         };
         let started = std::time::Instant::now();
@@ -553,7 +556,7 @@ impl Shared {
                     };
                     hot.keep_until = hot.expires;
                     if !hot.is_expired(self.clock.now()) {
-                        group.store_hot(key, hot, epoch);
+                        group.store(Tier::Hot, key, hot, epoch);
                         counters.add(Event::HotPromotion);
                     }
                 }
