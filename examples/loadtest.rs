@@ -197,12 +197,34 @@ async fn run(settings: Settings) -> Result<()> {
         uri: format!("{}/user", setup.bare_url).parse()?,
         expected,
     };
+    // Phase 1's breakdown: the raw client on B's peer path, the server's half of a remote hit.
+    let peer_uri: Uri = format!("{}/_groupcache/{USERS}/{}", setup.b_url, setup.keys[0]).parse()?;
+    let peer_reply = client
+        .get(peer_uri.clone())
+        .await?
+        .into_body()
+        .collect()
+        .await?;
+    let peer_path = Target::Http {
+        client: client.clone(),
+        uri: peer_uri,
+        expected: peer_reply.to_bytes().len(),
+    };
     // Phase 3 targets: the front route behind the layer on B, and the same bare handler.
     let front = Target::Http {
         client: client.clone(),
         uri: format!("{}/user", setup.b_url).parse()?,
         expected,
     };
+
+    progress("phase 1/3, extra: the raw client on B's peer path, sequential");
+    let (server_latency, server_raw_latency) = sequential_pair(
+        &peer_path,
+        &raw,
+        settings.sequential_warmup,
+        settings.sequential,
+    )
+    .await?;
 
     let a_before = users(&setup.a);
     let b_before = users(&setup.b);
@@ -218,7 +240,6 @@ async fn run(settings: Settings) -> Result<()> {
         settings.sequential,
     )
     .await?;
-
     progress(&format!(
         "phase 2/3: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
         settings.duration
@@ -284,6 +305,8 @@ async fn run(settings: Settings) -> Result<()> {
         cpus,
         hit_latency,
         raw_latency,
+        server_latency,
+        server_raw_latency,
         hit_rate,
         raw_rate,
         one_key_rate,
@@ -641,6 +664,8 @@ struct Report<'a> {
     cpus: usize,
     hit_latency: Latency,
     raw_latency: Latency,
+    server_latency: Latency,
+    server_raw_latency: Latency,
     hit_rate: Rate,
     raw_rate: Rate,
     one_key_rate: Rate,
@@ -690,6 +715,13 @@ impl Report<'_> {
             ),
             row("", "p99", us(h.p99), us(r.p99), ratio_d(h.p99, r.p99)),
             row("", "mean", us(h.mean), us(r.mean), ratio_d(h.mean, r.mean)),
+            row(
+                "   (extra) raw client on B's peer path",
+                "p50",
+                us(self.server_latency.p50),
+                us(self.server_raw_latency.p50),
+                ratio_d(self.server_latency.p50, self.server_raw_latency.p50),
+            ),
             row(
                 "2. remote hit, 32 in flight",
                 "req/s",
@@ -764,6 +796,10 @@ impl Report<'_> {
                 "       Phases 1-2: A made {} peer fetches; B answered {} from its cache, no load.",
                 self.a_peer_loads, self.b_hits
             ),
+            "extra: the raw client's GET of B's peer path (/_groupcache/users/{key}): the"
+                .to_owned(),
+            "       server's half of a remote hit, beside the same baseline in its own slices."
+                .to_owned(),
             format!(
                 "extra: all 32 tasks get one key: {} gets shared {} fetches to B (singleflight),",
                 self.one_key_rate.requests, self.one_key_fetches

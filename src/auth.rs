@@ -16,14 +16,14 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 use sha2::Sha256;
 
 /// The header that carries the credential.
-pub(crate) const AUTH_HEADER: &str = "x-groupcache-auth";
+pub(crate) static AUTH_HEADER: HeaderName = HeaderName::from_static("x-groupcache-auth");
 
 /// How far a request's timestamp may be from this node's clock.
 pub(crate) const VALIDITY: Duration = Duration::from_secs(30);

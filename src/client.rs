@@ -1,27 +1,31 @@
-//! The peer client: fetches a key from the node that owns it.
+//! The peer client: fetches a key from the node that owns it, over keep-alive connections of
+//! its own.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use std::sync::Arc;
-
-use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http::header::HOST;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prost::Message as _;
+use rustc_hash::FxHashMap;
+use tower_service::Service as _;
 
 use crate::auth::{AUTH_HEADER, PeerAuth};
-use crate::protocol::{GetResponse, escape};
+use crate::protocol::{GetResponse, push_escaped};
 
 /// The status by which a node of this crate says the data source has no value for the key.
 /// A Go node treats it as any non-200: an error, after which it loads the key itself.
 pub(crate) const NOT_FOUND_STATUS: StatusCode = StatusCode::NO_CONTENT;
 
 /// The header that carries the sender's ring fingerprint (8 hex digits). Go nodes ignore it.
-pub(crate) const RING_HEADER: &str = "x-groupcache-ring";
+pub(crate) static RING_HEADER: HeaderName = HeaderName::from_static("x-groupcache-ring");
 
 /// What a peer answered.
 #[derive(Debug)]
@@ -31,6 +35,10 @@ pub(crate) enum Fetched {
 }
 
 impl PeerError {
+    fn connect(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Connect(error.into())
+    }
+
     /// Whether the failure says the peer cannot serve this node at all: unreachable, slow,
     /// garbled, refusing its credentials (401, 403), or answering 502, 503 or 504. Any other
     /// status is a healthy peer's answer about this key (a Go node's 301 for a key with `//`,
@@ -47,7 +55,10 @@ impl PeerError {
 #[derive(Debug)]
 pub(crate) enum PeerError {
     Uri(http::uri::InvalidUri),
-    Request(hyper_util::client::legacy::Error),
+    /// The peer's URL names no host (the builder checks peer URLs, so this is a bug).
+    NoAuthority,
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Request(hyper::Error),
     Timeout(Duration),
     Status(StatusCode),
     Body(Box<dyn std::error::Error + Send + Sync>),
@@ -58,6 +69,16 @@ impl fmt::Display for PeerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Uri(e) => write!(f, "invalid peer request URI: {e}"),
+            Self::NoAuthority => f.write_str("the peer URL has no host"),
+            Self::Connect(e) => {
+                write!(f, "connecting: {e}")?;
+                let mut source = e.source();
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
             Self::Request(e) => {
                 write!(f, "request failed: {e}")?;
                 let mut source = std::error::Error::source(e);
@@ -85,17 +106,51 @@ pub(crate) struct ClientConfig {
     pub(crate) max_value_bytes: usize,
 }
 
-/// A pooled keep-alive HTTP/1.1 client for peer requests.
 #[cfg(feature = "tls")]
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[cfg(not(feature = "tls"))]
 type Connector = HttpConnector;
 
-#[derive(Clone)]
+type Sender = http1::SendRequest<Empty<Bytes>>;
+
+/// Idle connections kept per peer; more are closed when they come back.
+const MAX_IDLE_PER_PEER: usize = 64;
+/// An idle connection older than this is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The peer client: keep-alive HTTP/1.1 connections of its own, one idle list per peer.
+///
+/// It is built on hyper's connection API rather than a general-purpose pooled client: a fetch
+/// takes the peer's most recently used idle connection (one short lock, no hashing of the
+/// URI), sends an origin-form request on it, and gives it back once the answer is read in
+/// full. A connection that failed, timed out or was left half-read is closed, never reused.
 pub(crate) struct PeerClient {
-    http: Client<Connector, Empty<Bytes>>,
+    connector: Connector,
+    pool: Mutex<FxHashMap<Box<str>, PeerConns>>,
     config: ClientConfig,
     auth: Option<Arc<PeerAuth>>,
+}
+
+/// One peer's address and idle connections.
+struct PeerConns {
+    /// `scheme://authority`, to connect to.
+    target: Uri,
+    /// The `Host` header of requests to it.
+    host: HeaderValue,
+    /// Oldest first.
+    idle: VecDeque<Idle>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// A connection lent to one request.
+struct Lent {
+    sender: Sender,
+    /// Taken from the idle list (it may have been closed by the peer in the meantime).
+    reused: bool,
 }
 
 impl fmt::Debug for PeerClient {
@@ -104,6 +159,26 @@ impl fmt::Debug for PeerClient {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // No code panics while holding this lock, so a poisoned lock holds consistent data.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `{base_path}{group}/{key}`, or `{base_path}{group}` without a key, escaped: the
+/// origin-form target of a peer request.
+fn peer_path(base_path: &str, group: &str, key: Option<&str>) -> Result<Uri, PeerError> {
+    let escaped = 3 * (group.len() + key.map_or(0, str::len)) + 1;
+    let mut path = String::with_capacity(base_path.len() + escaped);
+    path.push_str(base_path);
+    push_escaped(&mut path, group);
+    if let Some(key) = key {
+        path.push('/');
+        push_escaped(&mut path, key);
+    }
+    // From the `String` itself: its bytes become the URI's without a copy.
+    Uri::try_from(path).map_err(PeerError::Uri)
 }
 
 impl PeerClient {
@@ -125,13 +200,17 @@ impl PeerClient {
                 .enable_http1()
                 .wrap_connector(connector)
         };
-        let http = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        Self { http, config, auth }
+        Self {
+            connector,
+            pool: Mutex::default(),
+            config,
+            auth,
+        }
+    }
+
+    /// Forgets the connections to peers that are not in `peers` any more.
+    pub(crate) fn retain_peers(&self, peers: &[String]) {
+        lock(&self.pool).retain(|peer, _| peers.iter().any(|p| **p == **peer));
     }
 
     /// `GET {peer}{base_path}{group}/{key}`, bounded by the request timeout as a whole.
@@ -143,11 +222,9 @@ impl PeerClient {
         key: &str,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
-        let uri = format!("{peer}{base_path}{}/{}", escape(group), escape(key));
-        // From the `String` itself: its bytes become the URI's without a copy.
-        let uri = Uri::try_from(uri).map_err(PeerError::Uri)?;
+        let path = peer_path(base_path, group, Some(key))?;
         let timeout = self.config.timeout;
-        tokio::time::timeout(timeout, self.exchange(uri, ring_fingerprint))
+        tokio::time::timeout(timeout, self.get(peer, path, ring_fingerprint))
             .await
             .map_err(|_| PeerError::Timeout(timeout))?
     }
@@ -162,57 +239,186 @@ impl PeerClient {
         key: Option<&str>,
         ring_fingerprint: &HeaderValue,
     ) -> Result<(), PeerError> {
-        let uri = match key {
-            Some(key) => format!("{peer}{base_path}{}/{}", escape(group), escape(key)),
-            None => format!("{peer}{base_path}{}", escape(group)),
-        };
-        let uri = Uri::try_from(uri).map_err(PeerError::Uri)?;
-        let request = self.request(Method::DELETE, uri, ring_fingerprint);
+        let path = peer_path(base_path, group, key)?;
         let timeout = self.config.timeout;
-        let response = tokio::time::timeout(timeout, self.http.request(request))
+        let exchange = async {
+            let (response, lent) = self
+                .send(peer, Method::DELETE, path, ring_fingerprint)
+                .await?;
+            match response.status() {
+                StatusCode::OK => {
+                    // Read to the end, so that the connection can serve the next request.
+                    response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| PeerError::Body(e.into()))?;
+                    self.release(peer, lent.sender);
+                    Ok(())
+                }
+                status => Err(PeerError::Status(status)),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| PeerError::Timeout(timeout))?
-            .map_err(PeerError::Request)?;
-        match response.status() {
-            StatusCode::OK => Ok(()),
-            status => Err(PeerError::Status(status)),
-        }
     }
 
     /// A request to a peer, signed when a peer secret is set.
     fn request(
         &self,
         method: Method,
-        uri: Uri,
+        path: Uri,
+        host: HeaderValue,
         ring_fingerprint: &HeaderValue,
     ) -> Request<Empty<Bytes>> {
         let mut request = Request::new(Empty::new());
+        let headers = request.headers_mut();
+        headers.insert(HOST, host);
         if let Some(auth) = &self.auth {
-            let credential = auth.sign(method.as_str(), uri.path());
-            request.headers_mut().insert(AUTH_HEADER, credential);
+            headers.insert(AUTH_HEADER.clone(), auth.sign(method.as_str(), path.path()));
         }
-        request
-            .headers_mut()
-            .insert(RING_HEADER, ring_fingerprint.clone());
+        headers.insert(RING_HEADER.clone(), ring_fingerprint.clone());
         *request.method_mut() = method;
-        *request.uri_mut() = uri;
+        *request.uri_mut() = path;
         request
     }
 
-    async fn exchange(
+    /// Sends one request to `peer` on an idle connection, or on a new one. A reused connection
+    /// that turns out to be closed (the peer closed it while it was idle) is replaced by a new
+    /// connection once; peer requests are idempotent, and the retry is signed afresh.
+    async fn send(
         &self,
-        uri: Uri,
+        peer: &str,
+        method: Method,
+        path: Uri,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(Response<Incoming>, Lent), PeerError> {
+        let (mut lent, host) = self.checkout(peer).await?;
+        let request = self.request(method.clone(), path.clone(), host.clone(), ring_fingerprint);
+        match lent.sender.try_send_request(request).await {
+            Ok(response) => Ok((response, lent)),
+            Err(failed) if lent.reused => {
+                tracing::debug!(%peer, error = %failed.error(), "idle peer connection failed; reconnecting");
+                let mut sender = self.connect(peer).await?;
+                let request = self.request(method, path, host, ring_fingerprint);
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(PeerError::Request)?;
+                Ok((
+                    response,
+                    Lent {
+                        sender,
+                        reused: false,
+                    },
+                ))
+            }
+            Err(failed) => Err(PeerError::Request(failed.into_error())),
+        }
+    }
+
+    /// The peer's most recently used idle connection that is still open, or a new one.
+    async fn checkout(&self, peer: &str) -> Result<(Lent, HeaderValue), PeerError> {
+        let (idle, host) = {
+            let mut pool = lock(&self.pool);
+            let conns = match pool.get_mut(peer) {
+                Some(conns) => conns,
+                None => pool.entry(peer.into()).or_insert(PeerConns::new(peer)?),
+            };
+            let now = Instant::now();
+            let mut found = None;
+            while let Some(idle) = conns.idle.pop_back() {
+                if !idle.sender.is_closed() && now.duration_since(idle.since) < IDLE_TIMEOUT {
+                    found = Some(idle.sender);
+                    break;
+                }
+            }
+            (found, conns.host.clone())
+        };
+        if let Some(mut sender) = idle {
+            // Ready at once unless the connection task has not yet seen the last answer end.
+            if std::future::poll_fn(|cx| sender.poll_ready(cx))
+                .await
+                .is_ok()
+            {
+                return Ok((
+                    Lent {
+                        sender,
+                        reused: true,
+                    },
+                    host,
+                ));
+            }
+        }
+        let sender = self.connect(peer).await?;
+        Ok((
+            Lent {
+                sender,
+                reused: false,
+            },
+            host,
+        ))
+    }
+
+    /// A new connection to `peer`, its task spawned; the task ends when the connection closes
+    /// or its last sender is dropped (with the pool, when the cache is dropped).
+    async fn connect(&self, peer: &str) -> Result<Sender, PeerError> {
+        let target = match lock(&self.pool).get(peer) {
+            Some(conns) => conns.target.clone(),
+            None => PeerConns::new(peer)?.target,
+        };
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(PeerError::connect)?;
+        let io = connector.call(target).await.map_err(PeerError::connect)?;
+        let (sender, connection) = http1::handshake(io).await.map_err(PeerError::Request)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "peer connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Gives a connection whose last answer was read in full back to the idle list.
+    fn release(&self, peer: &str, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut pool = lock(&self.pool);
+        let Some(conns) = pool.get_mut(peer) else {
+            return;
+        };
+        let now = Instant::now();
+        while conns
+            .idle
+            .front()
+            .is_some_and(|idle| now.duration_since(idle.since) >= IDLE_TIMEOUT)
+        {
+            conns.idle.pop_front();
+        }
+        if conns.idle.len() >= MAX_IDLE_PER_PEER {
+            conns.idle.pop_front();
+        }
+        conns.idle.push_back(Idle { sender, since: now });
+    }
+
+    async fn get(
+        &self,
+        peer: &str,
+        path: Uri,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
-        let request = self.request(Method::GET, uri, ring_fingerprint);
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(PeerError::Request)?;
+        let (response, lent) = self.send(peer, Method::GET, path, ring_fingerprint).await?;
         match response.status() {
             StatusCode::OK => {}
-            NOT_FOUND_STATUS => return Ok(Fetched::NotFound),
+            NOT_FOUND_STATUS => {
+                // No body: the connection is ready for the next request.
+                self.release(peer, lent.sender);
+                return Ok(Fetched::NotFound);
+            }
             status => return Err(PeerError::Status(status)),
         }
         let body: Bytes = Limited::new(response.into_body(), self.config.max_value_bytes)
@@ -220,8 +426,26 @@ impl PeerClient {
             .await
             .map_err(PeerError::Body)?
             .to_bytes();
+        self.release(peer, lent.sender);
         GetResponse::decode(body)
             .map(Fetched::Value)
             .map_err(PeerError::Decode)
+    }
+}
+
+impl PeerConns {
+    fn new(peer: &str) -> Result<Self, PeerError> {
+        let uri = Uri::try_from(peer).map_err(PeerError::Uri)?;
+        let authority = uri
+            .authority()
+            .ok_or(PeerError::NoAuthority)?
+            .as_str()
+            .to_owned();
+        let host = HeaderValue::try_from(authority).map_err(|_| PeerError::NoAuthority)?;
+        Ok(Self {
+            target: uri,
+            host,
+            idle: VecDeque::new(),
+        })
     }
 }

@@ -252,6 +252,7 @@ impl Shared {
     pub(crate) fn set_peers(&self, peers: Vec<String>) -> Result<(), ConfigError> {
         let peers = validate_peers(self.self_url.as_deref(), peers, self.https)?;
         self.check_peer_auth(&peers)?;
+        self.client.retain_peers(&peers);
         self.ring
             .store(Arc::new(Ring::new(self.config.replicas, peers)));
         Ok(())
@@ -308,7 +309,6 @@ impl Shared {
             return Err(Error::new(ErrorKind::KeyTooLong, source));
         }
         let counters = group.counters.stripe();
-        counters.add(Event::Get);
         if origin == Origin::Peer {
             counters.add(Event::ServerRequest);
         }
@@ -436,7 +436,7 @@ impl Shared {
         let counters = &group.counters;
         counters.add(Event::Flight);
         if let Some((entry, Freshness::Fresh, tier)) = group.caches.get(&key, &*self.clock) {
-            counters.add(tier.hit_event());
+            counters.add(tier.flight_hit_event());
             return Ok(entry);
         }
         counters.add(Event::LoadDeduped);
@@ -690,12 +690,12 @@ impl Shared {
                     stats: totals.source_stats(),
                     main_cache: CacheStats {
                         gets: totals.main_gets(),
-                        hits: totals.of(Event::MainHit),
+                        hits: totals.main_hits(),
                         ..group.caches.main_stats()
                     },
                     hot_cache: CacheStats {
                         gets: totals.hot_gets(),
-                        hits: totals.of(Event::HotHit),
+                        hits: totals.hot_hits(),
                         ..group.caches.hot_stats()
                     },
                 }
@@ -724,6 +724,13 @@ impl Tier {
         match self {
             Tier::Main => Event::MainHit,
             Tier::Hot => Event::HotHit,
+        }
+    }
+
+    fn flight_hit_event(self) -> Event {
+        match self {
+            Tier::Main => Event::FlightMainHit,
+            Tier::Hot => Event::FlightHotHit,
         }
     }
 }

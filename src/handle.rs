@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::error::Error;
-use crate::groupcache::{Origin, Shared};
+use crate::groupcache::{GetEntry, Origin, Shared};
 use crate::stats::Stats;
 
 /// Reads values through the cache.
@@ -59,8 +61,7 @@ impl CacheHandle {
         source: &str,
         key: &str,
     ) -> impl Future<Output = Result<Bytes, Error>> + Send + 'static {
-        let entry = self.shared.get_entry(source, key, Origin::Local);
-        async move { entry.await.map(|entry| entry.value) }
+        GetValue(self.shared.get_entry(source, key, Origin::Local))
     }
 
     /// Drops `key` from `source` on every node: on this node, then on its owner, then on every
@@ -86,6 +87,19 @@ impl CacheHandle {
     /// [`Groupcache::stats`](crate::Groupcache::stats).
     pub fn stats(&self) -> Stats {
         self.shared.stats()
+    }
+}
+
+/// The future of [`CacheHandle::get`]: ready at once on a hit.
+struct GetValue(GetEntry);
+
+impl Future for GetValue {
+    type Output = Result<Bytes, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|result| result.map(|entry| entry.value))
     }
 }
 

@@ -71,6 +71,11 @@ pub fn escape(component: &str) -> impl fmt::Display + '_ {
     percent_encoding::utf8_percent_encode(component, COMPONENT)
 }
 
+/// Appends `component`, percent-encoded as [`escape`] does, to `out`.
+pub(crate) fn push_escaped(out: &mut String, component: &str) {
+    out.extend(percent_encoding::utf8_percent_encode(component, COMPONENT));
+}
+
 /// Why a peer path could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -29,7 +29,7 @@ pub(crate) async fn serve(
     // Authentication comes before any other work, parsing included.
     match &shared.auth {
         Some(auth) => {
-            if let Err(refusal) = auth.verify(method.as_str(), path, headers.get(AUTH_HEADER)) {
+            if let Err(refusal) = auth.verify(method.as_str(), path, headers.get(&AUTH_HEADER)) {
                 tracing::warn!(%refusal, "peer request refused");
                 return text(StatusCode::UNAUTHORIZED, refusal.to_string());
             }
@@ -44,7 +44,7 @@ pub(crate) async fn serve(
     }
     let rest = &path[shared.config.base_path.len()..];
     let ring_fingerprint = headers
-        .get(RING_HEADER)
+        .get(&RING_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| u32::from_str_radix(v, 16).ok());
     if method != Method::GET && method != Method::DELETE {

@@ -1,0 +1,159 @@
+//! The peer client's connections, against a peer that speaks HTTP/1.1 by hand on 127.0.0.1:
+//! one keep-alive connection serves a run of fetches, a connection the peer closed while idle
+//! is replaced without a failed fetch, and the connections close when the cache is dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tower_groupcache::Groupcache;
+
+/// `GetResponse { value: "hello" }` as a Go node encodes it.
+const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n\
+content-length: 7\r\n\r\n\x0a\x05hello";
+
+/// A peer on 127.0.0.1 that answers every request with [`ANSWER`] on keep-alive
+/// connections. With `close_on` set, a connection that already answered that many requests
+/// is closed when the next request arrives, without an answer.
+struct HandPeer {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    /// One message per connection the client closed.
+    closed: mpsc::UnboundedReceiver<()>,
+}
+
+impl HandPeer {
+    async fn start(close_on: Option<usize>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (closed_tx, closed) = mpsc::unbounded_channel();
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, SeqCst);
+                tokio::spawn(serve_connection(socket, close_on, closed_tx.clone()));
+            }
+        });
+        Self {
+            url,
+            accepted,
+            closed,
+        }
+    }
+}
+
+async fn serve_connection(
+    mut socket: TcpStream,
+    close_on: Option<usize>,
+    closed: mpsc::UnboundedSender<()>,
+) {
+    let mut buffer = Vec::new();
+    let mut answered = 0;
+    let mut chunk = [0u8; 4096];
+    loop {
+        // One request head (peer requests have no body).
+        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    let _ = closed.send(());
+                    return;
+                }
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        buffer.drain(..end);
+        if close_on == Some(answered) {
+            return; // dropped: closed with the request unanswered
+        }
+        if socket.write_all(ANSWER).await.is_err() {
+            return;
+        }
+        answered += 1;
+    }
+}
+
+/// A node that serves nothing itself (its peer path is never called) and caches nothing, so
+/// that each get of a key owned by `peer` is a fetch.
+fn fetching_node(peer: &str) -> Groupcache {
+    Groupcache::builder()
+        .open_peer_path()
+        .self_url("http://127.0.0.1:9")
+        .peers([peer])
+        .cache_bytes(0)
+        .peer_timeout(Duration::from_secs(10))
+        .source("users", |key: String| async move {
+            Ok::<_, std::io::Error>(format!("local {key}"))
+        })
+        .build()
+        .unwrap()
+}
+
+fn keys_owned_by(cache: &Groupcache, owner: &str, n: usize) -> Vec<String> {
+    let ring = cache.ring();
+    (0..100_000)
+        .map(|i| format!("user:{i}"))
+        .filter(|key| ring.owner(key) == Some(owner))
+        .take(n)
+        .collect()
+}
+
+#[tokio::test]
+async fn sequential_fetches_share_one_connection() {
+    let peer = HandPeer::start(None).await;
+    let node = fetching_node(&peer.url);
+    for key in keys_owned_by(&node, &peer.url, 50) {
+        let got = node.handle().get("users", &key).await.unwrap();
+        assert_eq!(&got[..], b"hello", "{key}");
+    }
+    let stats = node.stats();
+    let users = stats.source("users").unwrap();
+    assert_eq!((users.stats.peer_loads, users.stats.peer_errors), (50, 0));
+    assert_eq!(peer.accepted.load(SeqCst), 1, "one keep-alive connection");
+}
+
+#[tokio::test]
+async fn a_connection_the_peer_closed_is_replaced_without_a_failed_fetch() {
+    // Each connection answers one request and drops the next one unanswered.
+    let peer = HandPeer::start(Some(1)).await;
+    let node = fetching_node(&peer.url);
+    let keys = keys_owned_by(&node, &peer.url, 3);
+    for key in &keys {
+        let got = node.handle().get("users", key).await.unwrap();
+        assert_eq!(&got[..], b"hello", "{key}");
+    }
+    let stats = node.stats();
+    let users = stats.source("users").unwrap();
+    assert_eq!(
+        (
+            users.stats.peer_loads,
+            users.stats.peer_errors,
+            users.stats.local_loads
+        ),
+        (3, 0, 0),
+        "every fetch answered by the peer, none loaded here"
+    );
+    // The second and third fetches each found the idle connection dead and opened another.
+    assert_eq!(peer.accepted.load(SeqCst), 3);
+}
+
+#[tokio::test]
+async fn dropping_the_cache_closes_its_peer_connections() {
+    let mut peer = HandPeer::start(None).await;
+    let node = fetching_node(&peer.url);
+    let key = keys_owned_by(&node, &peer.url, 1).remove(0);
+    node.handle().get("users", &key).await.unwrap();
+    assert!(
+        peer.closed.try_recv().is_err(),
+        "the idle connection stays open while the cache lives"
+    );
+    drop(node);
+    tokio::time::timeout(Duration::from_secs(30), peer.closed.recv())
+        .await
+        .expect("the connection closes once the cache is dropped")
+        .unwrap();
+}
