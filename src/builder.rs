@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustc_hash::FxHashMap;
 
 use crate::auth::{PeerAuth, PeerSecret};
 use crate::client::{ClientConfig, PeerClient};
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
-use crate::group::{Group, HotKeys, SourceOptions};
+use crate::group::{Group, Groups, HotKeys, SourceOptions};
 use crate::groupcache::{Groupcache, NodeConfig, Shared};
 use crate::health::{PeerHealth, PeerHealthConfig};
 use crate::ring::Ring;
@@ -471,12 +470,12 @@ impl GroupcacheBuilder {
             );
         }
 
-        let mut groups = FxHashMap::default();
+        let mut groups: Vec<Arc<Group>> = Vec::with_capacity(self.sources.len());
         for (name, source, options) in self.sources {
             if name.is_empty() || name.contains('/') {
                 return Err(ConfigError::InvalidSourceName(name));
             }
-            if groups.contains_key(name.as_str()) {
+            if groups.iter().any(|g| *g.name == *name) {
                 return Err(ConfigError::DuplicateSource(name));
             }
             // Nodes start their hot-cache dice at different places, from their own URL.
@@ -491,7 +490,7 @@ impl GroupcacheBuilder {
                 self.hot_cache_fraction,
                 seed,
             );
-            groups.insert(name.into_boxed_str(), Arc::new(group));
+            groups.push(Arc::new(group));
         }
 
         #[cfg(feature = "tls")]
@@ -527,7 +526,7 @@ impl GroupcacheBuilder {
                 hot_max_staleness: self.hot_max_staleness,
             },
             client,
-            groups,
+            groups: Groups::new(groups),
             health: PeerHealth::new(self.peer_health),
             ring_mismatches: AtomicU64::new(0),
             last_foreign_ring: AtomicU64::new(u64::MAX),

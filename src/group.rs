@@ -211,6 +211,31 @@ fn decay(value: f64, at: Instant, now: Instant) -> f64 {
     value * (-elapsed / RATE_WINDOW).exp()
 }
 
+/// The data sources of a cache, sorted by name. A lookup compares names, with no hashing: one
+/// by one for the few sources of a typical service, by binary search beyond.
+pub(crate) struct Groups(Box<[Arc<Group>]>);
+
+impl Groups {
+    pub(crate) fn new(mut groups: Vec<Arc<Group>>) -> Self {
+        groups.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Self(groups.into())
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Group>> {
+        if self.0.len() <= 8 {
+            return self.0.iter().find(|g| *g.name == *name);
+        }
+        let index = self.0.binary_search_by(|g| (*g.name).cmp(name)).ok()?;
+        self.0.get(index)
+    }
+
+    /// Every source, by name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Group>> {
+        self.0.iter()
+    }
+}
+
 /// The key of a load in flight: the key, whether it asks the owning peer first (a peer
 /// request, always served locally, never joins a load that waits on another peer), and the
 /// removal epoch it started under (a get after a remove never joins a load from before it).

@@ -12,7 +12,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
 
 use crate::auth::PeerAuth;
@@ -22,7 +21,7 @@ use crate::client::{Fetched, PeerClient};
 use crate::clock::Clock;
 use crate::discovery::{DnsDiscovery, Resolve};
 use crate::error::{ConfigError, Error, ErrorKind};
-use crate::group::{Group, HotKeys};
+use crate::group::{Group, Groups, HotKeys};
 use crate::handle::CacheHandle;
 use crate::health::{PeerHealth, Verdict};
 use crate::layer::GroupcacheLayer;
@@ -204,7 +203,7 @@ pub(crate) struct Shared {
     pub(crate) ring: ArcSwap<Ring>,
     pub(crate) config: NodeConfig,
     pub(crate) client: PeerClient,
-    pub(crate) groups: FxHashMap<Box<str>, Arc<Group>>,
+    pub(crate) groups: Groups,
     pub(crate) health: PeerHealth,
     pub(crate) ring_mismatches: AtomicU64,
     /// The last foreign fingerprint seen, so a mismatch is logged once per change.
@@ -230,8 +229,7 @@ pub(crate) struct Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sources: Vec<&str> = self.groups.keys().map(|k| &**k).collect();
-        sources.sort_unstable();
+        let sources: Vec<&str> = self.groups.iter().map(|g| &*g.name).collect();
         f.debug_struct("Groupcache")
             .field("self_url", &self.self_url)
             .field("ring", &**self.ring.load())
@@ -292,14 +290,33 @@ impl Shared {
     pub(crate) fn get_entry(self: &Arc<Self>, source: &str, key: &str, origin: Origin) -> GetEntry {
         match self.lookup(source, key, origin) {
             Ok(Lookup::Hit(entry)) => GetEntry::Ready(Some(Ok(entry))),
-            Ok(Lookup::Miss(group, stale)) => GetEntry::Load(Box::pin(self.clone().load_entry(
-                group,
-                key.into(),
-                origin,
-                stale,
-            ))),
+            Ok(Lookup::Miss(group, stale)) => {
+                GetEntry::Load(self.load_boxed(group, key, origin, stale))
+            }
             Err(error) => GetEntry::Ready(Some(Err(error))),
         }
+    }
+
+    /// [`get_entry`](Self::get_entry) for a caller that wants only the value.
+    #[inline]
+    pub(crate) fn get_value(self: &Arc<Self>, source: &str, key: &str) -> GetValue {
+        match self.lookup(source, key, Origin::Local) {
+            Ok(Lookup::Hit(entry)) => GetValue::Ready(Some(Ok(entry.value))),
+            Ok(Lookup::Miss(group, stale)) => {
+                GetValue::Load(self.load_boxed(group, key, Origin::Local, stale))
+            }
+            Err(error) => GetValue::Ready(Some(Err(error))),
+        }
+    }
+
+    fn load_boxed(
+        self: &Arc<Self>,
+        group: Arc<Group>,
+        key: &str,
+        origin: Origin,
+        stale: Option<Entry>,
+    ) -> BoxedLoad {
+        Box::pin(self.clone().load_entry(group, key.into(), origin, stale))
     }
 
     /// The synchronous part of a get: checks, counters, and the caches.
@@ -682,7 +699,7 @@ impl Shared {
     pub(crate) fn stats(&self) -> Stats {
         let mut sources: Vec<SourceSnapshot> = self
             .groups
-            .values()
+            .iter()
             .map(|group| {
                 let totals = group.counters.totals();
                 SourceSnapshot {
@@ -750,10 +767,35 @@ fn entry_result(entry: Entry, source: &str) -> Result<Entry, Error> {
     }
 }
 
+type BoxedLoad = Pin<Box<dyn Future<Output = Result<Entry, Error>> + Send>>;
+
 /// The future of a get: ready at once on a hit, a boxed load on a miss.
 pub(crate) enum GetEntry {
     Ready(Option<Result<Entry, Error>>),
-    Load(Pin<Box<dyn Future<Output = Result<Entry, Error>> + Send>>),
+    Load(BoxedLoad),
+}
+
+/// The future of a get of the value alone (of [`CacheHandle::get`](crate::CacheHandle::get)).
+pub(crate) enum GetValue {
+    Ready(Option<Result<Bytes, Error>>),
+    Load(BoxedLoad),
+}
+
+impl Future for GetValue {
+    type Output = Result<Bytes, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(result) => {
+                Poll::Ready(result.take().expect("GetValue polled after it completed"))
+            }
+            Self::Load(load) => load
+                .as_mut()
+                .poll(cx)
+                .map(|result| result.map(|entry| entry.value)),
+        }
+    }
 }
 
 impl Future for GetEntry {

@@ -2,9 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
@@ -13,7 +11,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::error::Error;
-use crate::groupcache::{GetEntry, Origin, Shared};
+use crate::groupcache::Shared;
 use crate::stats::Stats;
 
 /// Reads values through the cache.
@@ -56,12 +54,13 @@ impl CacheHandle {
     /// If the owning node is down, slow or answers badly, the key is loaded here instead and
     /// the get still succeeds. The error says whether the source does not know the key
     /// ([`Error::is_not_found`]), failed ([`Error::is_load`]), or does not exist.
+    #[inline]
     pub fn get(
         &self,
         source: &str,
         key: &str,
     ) -> impl Future<Output = Result<Bytes, Error>> + Send + 'static {
-        GetValue(self.shared.get_entry(source, key, Origin::Local))
+        self.shared.get_value(source, key)
     }
 
     /// Drops `key` from `source` on every node: on this node, then on its owner, then on every
@@ -87,19 +86,6 @@ impl CacheHandle {
     /// [`Groupcache::stats`](crate::Groupcache::stats).
     pub fn stats(&self) -> Stats {
         self.shared.stats()
-    }
-}
-
-/// The future of [`CacheHandle::get`]: ready at once on a hit.
-struct GetValue(GetEntry);
-
-impl Future for GetValue {
-    type Output = Result<Bytes, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|result| result.map(|entry| entry.value))
     }
 }
 
