@@ -122,7 +122,9 @@ impl Groupcache {
     /// the HTTP server stops; it returns once no load of this node is running.
     pub async fn shutdown(&self) {
         let shared = &self.shared;
-        shared.draining.store(true, Relaxed);
+        // SeqCst pairs with `LoadDone`: a load that ends after the count below was read
+        // non-zero sees `draining` and wakes this loop.
+        shared.draining.store(true, SeqCst);
         loop {
             // Registered before the check, so a wake-up between the two is not lost.
             let done = shared.loads_done.notified();
@@ -816,7 +818,8 @@ struct LoadDone<'a>(&'a Shared);
 
 impl Drop for LoadDone<'_> {
     fn drop(&mut self) {
-        if self.0.loads_in_flight.fetch_sub(1, SeqCst) == 1 {
+        // Only a shutdown waits for the count to reach 0: see `Groupcache::shutdown`.
+        if self.0.loads_in_flight.fetch_sub(1, SeqCst) == 1 && self.0.draining.load(SeqCst) {
             self.0.loads_done.notify_waiters();
         }
     }

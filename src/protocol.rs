@@ -27,28 +27,28 @@ pub struct GetResponse {
 }
 
 impl GetResponse {
-    /// The encoded message as three pieces: field 1's header, the value itself (not copied),
-    /// and the other fields. Concatenated they are exactly `encode_to_vec()`.
+    /// The encoded message as two pieces: the other fields and field 1's header, then the
+    /// value itself (not copied). Protobuf parsers accept fields in any order (Go's does), so
+    /// writing `value` last lets it go from the cache to the socket right behind its header,
+    /// with one small allocation for everything else.
     pub(crate) fn encode_pieces(
         value: Bytes,
         minute_qps: Option<f64>,
         expire: Option<i64>,
-    ) -> [Bytes; 3] {
-        // Field 1, wire type 2 (length-delimited), then the length as a varint.
-        let mut header = Vec::with_capacity(11);
-        header.push(0x0a);
-        prost::encode_length_delimiter(value.len(), &mut header)
-            .expect("a Vec grows to fit a varint");
+    ) -> [Bytes; 2] {
         let rest = Self {
             value: None,
             minute_qps,
             expire,
         };
-        [
-            Bytes::from(header),
-            value,
-            Bytes::from(rest.encode_to_vec()),
-        ]
+        // The other fields, then field 1, wire type 2 (length-delimited), and its length.
+        let mut head = Vec::with_capacity(rest.encoded_len() + 11);
+        rest.encode(&mut head)
+            .expect("a Vec grows to fit the message");
+        head.push(0x0a);
+        prost::encode_length_delimiter(value.len(), &mut head)
+            .expect("a Vec grows to fit a varint");
+        [Bytes::from(head), value]
     }
 }
 
@@ -213,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn pieces_concatenate_to_the_message() {
+    fn pieces_decode_to_the_message() {
         for (len, qps, expire) in [
             (0, None, None),
             (5, Some(1.5), None),
@@ -228,7 +228,11 @@ mod tests {
             }
             .encode_to_vec();
             let pieces = GetResponse::encode_pieces(value.clone(), qps, expire);
-            assert_eq!(pieces.concat(), whole, "{len} {qps:?} {expire:?}");
+            let joined = pieces.concat();
+            assert_eq!(joined.len(), whole.len(), "{len} {qps:?} {expire:?}");
+            let decoded = GetResponse::decode(&joined[..]).unwrap();
+            assert_eq!(decoded, GetResponse::decode(&whole[..]).unwrap());
+            assert_eq!(decoded.value.as_deref(), Some(&value[..]));
             assert_eq!(
                 pieces[1].as_ptr(),
                 value.as_ptr(),

@@ -1,5 +1,7 @@
 //! The peer server: answers `{base_path}{group}/{key}` as PROTOCOL.md sections 2 and 6 say.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,37 +10,53 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Response, StatusCode};
 
 use crate::auth::AUTH_HEADER;
+use crate::cache::Entry;
 use crate::client::{NOT_FOUND_STATUS, RING_HEADER};
+use crate::error::Error;
 use crate::error::ErrorKind;
-use crate::groupcache::{Origin, Shared};
+use crate::groupcache::{GetEntry, Origin, Shared};
 use crate::layer::PeerBody;
 use crate::protocol::{GetResponse, PathError, parse_path, unescape};
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 
-/// Answers one peer request. `rest` is the request path after the base path, still escaped.
-pub(crate) async fn serve(
+/// The answer to a peer request: at once (a hit, or a refusal), or after a load.
+pub(crate) enum Reply {
+    Ready(Response<PeerBody>),
+    Later(Pin<Box<dyn Future<Output = Response<PeerBody>> + Send>>),
+}
+
+impl From<Response<PeerBody>> for Reply {
+    fn from(response: Response<PeerBody>) -> Self {
+        Self::Ready(response)
+    }
+}
+
+/// Answers one peer request. `path` is the whole request path, still escaped. A cache hit is
+/// answered here and now; only a miss makes a (boxed) future, which waits for the load.
+pub(crate) fn serve(
     shared: &Arc<Shared>,
-    method: Method,
+    method: &Method,
     path: &str,
     headers: &HeaderMap,
-) -> Response<PeerBody> {
+) -> Reply {
     if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into();
     }
     // Authentication comes before any other work, parsing included.
     match &shared.auth {
         Some(auth) => {
             if let Err(refusal) = auth.verify(method.as_str(), path, headers.get(&AUTH_HEADER)) {
                 tracing::warn!(%refusal, "peer request refused");
-                return text(StatusCode::UNAUTHORIZED, refusal.to_string());
+                return text(StatusCode::UNAUTHORIZED, refusal.to_string()).into();
             }
         }
         None if !shared.open_peer_path => {
             return text(
                 StatusCode::FORBIDDEN,
                 "forbidden: this node has no peer secret and its peer path is closed".into(),
-            );
+            )
+            .into();
         }
         None => {}
     }
@@ -47,12 +65,12 @@ pub(crate) async fn serve(
         .get(&RING_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| u32::from_str_radix(v, 16).ok());
-    if method != Method::GET && method != Method::DELETE {
+    if *method != Method::GET && *method != Method::DELETE {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
-        return response;
+        return response.into();
     }
     // An escaped key is at most three times as long as the key itself.
     if rest.len()
@@ -62,45 +80,59 @@ pub(crate) async fn serve(
             .saturating_mul(3)
             .saturating_add(1024)
     {
-        return text(StatusCode::URI_TOO_LONG, "key too long".into());
+        return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
     }
     // `DELETE {base}{group}` (no key at all) drops the whole source.
-    if method == Method::DELETE && !rest.contains('/') {
+    if *method == Method::DELETE && !rest.contains('/') {
         let Ok(group_name) = unescape(rest) else {
-            return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
+            return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string()).into();
         };
         let Ok(group) = shared.group(&group_name) else {
             return text(
                 StatusCode::NOT_FOUND,
                 format!("no such group: {group_name}"),
-            );
+            )
+            .into();
         };
         shared.check_ring(ring_fingerprint);
         group.clear();
-        return Response::new(PeerBody::default());
+        return Response::new(PeerBody::default()).into();
     }
     let (group_name, key) = match parse_path(rest) {
         Ok(parts) => parts,
-        Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()).into(),
     };
     if key.len() > shared.config.max_key_bytes {
-        return text(StatusCode::URI_TOO_LONG, "key too long".into());
+        return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
     }
     let Ok(group) = shared.group(&group_name) else {
         return text(
             StatusCode::NOT_FOUND,
             format!("no such group: {group_name}"),
-        );
+        )
+        .into();
     };
 
     shared.check_ring(ring_fingerprint);
-    if method == Method::DELETE {
+    if *method == Method::DELETE {
         group.remove(&key);
-        return Response::new(PeerBody::default());
+        return Response::new(PeerBody::default()).into();
     }
     let rate = group.served_rates.hit(&key, shared.clock.now());
 
-    match shared.get_entry(&group_name, &key, Origin::Peer).await {
+    match shared.get_entry(&group_name, &key, Origin::Peer) {
+        GetEntry::Ready(Some(result)) => answer(shared, result, rate).into(),
+        GetEntry::Ready(None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer".into()).into(),
+        GetEntry::Load(load) => {
+            let shared = shared.clone();
+            Reply::Later(Box::pin(async move { answer(&shared, load.await, rate) }))
+        }
+    }
+}
+
+/// The reply to a get: the value, 204 for a key the data source does not have, or 500.
+fn answer(shared: &Shared, result: Result<Entry, Error>, rate: f64) -> Response<PeerBody> {
+    match result {
         Ok(entry) => {
             let expire = shared.expire_to_wire(&entry);
             let pieces = GetResponse::encode_pieces(entry.value, Some(rate), expire);

@@ -81,16 +81,16 @@ where
     }
 }
 
-/// The body of a peer reply: up to three pieces of bytes sent as they are, so a cached value
+/// The body of a peer reply: up to two pieces of bytes sent as they are, so a cached value
 /// goes from the cache to the socket without a copy.
 #[derive(Debug, Default)]
 pub(crate) struct PeerBody {
-    pieces: [Bytes; 3],
+    pieces: [Bytes; 2],
     next: usize,
 }
 
 impl PeerBody {
-    pub(crate) fn new(pieces: [Bytes; 3]) -> Self {
+    pub(crate) fn new(pieces: [Bytes; 2]) -> Self {
         Self { pieces, next: 0 }
     }
 
@@ -123,7 +123,7 @@ impl PeerBody {
 
 impl From<Bytes> for PeerBody {
     fn from(bytes: Bytes) -> Self {
-        Self::new([bytes, Bytes::new(), Bytes::new()])
+        Self::new([bytes, Bytes::new()])
     }
 }
 
@@ -135,7 +135,7 @@ mod tests {
     #[tokio::test]
     async fn pieces_are_sent_as_they_are() {
         let value = Bytes::from(vec![1u8; 1000]);
-        let body = PeerBody::new([Bytes::from_static(b"ab"), value.clone(), Bytes::new()]);
+        let body = PeerBody::new([Bytes::from_static(b"ab"), value.clone()]);
         assert_eq!(body.size_hint().exact(), Some(1002));
         let mut body = ResponseBody::<http_body_util::Empty<Bytes>>::peer(body);
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();

@@ -7,9 +7,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use super::ResponseBody;
-use super::body::PeerBody;
-
-type PeerFuture = Pin<Box<dyn Future<Output = Response<PeerBody>> + Send>>;
+use crate::server::Reply;
 
 pin_project! {
     /// The response future of [`GroupcacheService`](crate::GroupcacheService).
@@ -23,7 +21,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Inner { #[pin] future: F },
-        Peer { future: PeerFuture },
+        Peer { reply: Option<Reply> },
     }
 }
 
@@ -34,9 +32,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn peer(future: PeerFuture) -> Self {
+    pub(crate) fn peer(reply: Reply) -> Self {
         Self {
-            kind: Kind::Peer { future },
+            kind: Kind::Peer { reply: Some(reply) },
         }
     }
 }
@@ -65,9 +63,18 @@ where
                 let response = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
-            KindProj::Peer { future } => {
-                let response = ready!(future.as_mut().poll(cx));
-                Poll::Ready(Ok(response.map(ResponseBody::peer)))
+            KindProj::Peer { reply } => {
+                if let Some(Reply::Later(future)) = reply {
+                    let response = ready!(future.as_mut().poll(cx));
+                    *reply = None;
+                    return Poll::Ready(Ok(response.map(ResponseBody::peer)));
+                }
+                match reply.take() {
+                    Some(Reply::Ready(response)) => {
+                        Poll::Ready(Ok(response.map(ResponseBody::peer)))
+                    }
+                    _ => panic!("ResponseFuture polled after it completed"),
+                }
             }
         }
     }

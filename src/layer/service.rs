@@ -52,14 +52,14 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let base_path = &*self.shared.config.base_path;
         if request.uri().path().starts_with(base_path) {
-            // A `Uri` clone shares its bytes: the path is not copied.
-            let uri = request.uri().clone();
-            let shared = self.shared.clone();
-            let method = request.method().clone();
-            let headers = std::mem::take(request.headers_mut());
-            return ResponseFuture::peer(Box::pin(async move {
-                server::serve(&shared, method, uri.path(), &headers).await
-            }));
+            // Answered here: at once for a hit, by a boxed future only for a miss.
+            let reply = server::serve(
+                &self.shared,
+                request.method(),
+                request.uri().path(),
+                request.headers(),
+            );
+            return ResponseFuture::peer(reply);
         }
         request
             .extensions_mut()
