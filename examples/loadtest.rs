@@ -5,7 +5,8 @@
 //!    cache; A is built with `cache_bytes(0)`, so it never keeps a hot copy and every
 //!    `a.handle().get(..)` is a real HTTP fetch from B, which answers from its cache. The
 //!    baseline is a raw pooled hyper-util HTTP/1.1 client doing `GET` on a bare axum handler
-//!    that returns the same bytes. Reported: p50, p99 and mean, and their ratios.
+//!    that returns the same bytes. Reported: p50, p99 and mean, and their ratios. An extra
+//!    row measures the server's half alone: the raw client's `GET` of B's peer path.
 //! 2. **Remote hit throughput**, the same two paths with 32 requests in flight: requests/s.
 //!    Each of the 32 tasks asks for a key of its own (all owned by B and cached there), since
 //!    concurrent gets of one key share one fetch. An extra row shows that sharing: all 32
@@ -14,6 +15,9 @@
 //!    `.layer(cache.layer())`, whose handler takes a `CacheHandle` and returns a local hit,
 //!    against a bare axum router (no layer) whose handler returns the same captured `Bytes`.
 //!    Both are loaded by the raw hyper client with 32 requests in flight: requests/s.
+//! 4. **Signed remote hits.** Phases 1 and 2 again on a second pair of nodes that share a peer
+//!    secret, so that every fetch is signed with HMAC-SHA256 and checked by the owner (replay
+//!    record included), beside the same raw baseline.
 //!
 //! The client and the servers share one multi-thread tokio runtime (default worker count) and
 //! the machine's cores, so the absolute figures are of this machine and this run; the ratios
@@ -49,7 +53,7 @@ use tower_groupcache::{CacheHandle, Groupcache, SourceSnapshot};
 
 /// The data source's name.
 const USERS: &str = "users";
-/// Requests in flight in phases 2 and 3.
+/// Requests in flight in phases 2, 3 and 4.
 const IN_FLIGHT: usize = 32;
 
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
@@ -60,13 +64,13 @@ type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 struct Settings {
     quick: bool,
     value_bytes: usize,
-    /// Measured sequential gets per target in phase 1.
+    /// Measured sequential gets per target in phases 1 and 4.
     sequential: usize,
     /// Unmeasured sequential gets per target before phase 1.
     sequential_warmup: usize,
-    /// Measured time per target in phases 2 and 3.
+    /// Measured time per target in phases 2, 3 and 4.
     duration: Duration,
-    /// Unmeasured time per target before phases 2 and 3.
+    /// Unmeasured time per target before phases 2, 3 and 4.
     warmup: Duration,
     args: Vec<String>,
 }
@@ -217,7 +221,7 @@ async fn run(settings: Settings) -> Result<()> {
         expected,
     };
 
-    progress("phase 1/3, extra: the raw client on B's peer path, sequential");
+    progress("phase 1/4, extra: the raw client on B's peer path, sequential");
     let (server_latency, server_raw_latency) = sequential_pair(
         &peer_path,
         &raw,
@@ -230,7 +234,7 @@ async fn run(settings: Settings) -> Result<()> {
     let b_before = users(&setup.b);
 
     progress(&format!(
-        "phase 1/3: remote hit, sequential: {} gets per target after {} warm-up",
+        "phase 1/4: remote hit, sequential: {} gets per target after {} warm-up",
         settings.sequential, settings.sequential_warmup
     ));
     let (hit_latency, raw_latency) = sequential_pair(
@@ -241,7 +245,7 @@ async fn run(settings: Settings) -> Result<()> {
     )
     .await?;
     progress(&format!(
-        "phase 2/3: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
+        "phase 2/4: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
         settings.duration
     ));
     let (hit_rate, raw_rate) =
@@ -272,7 +276,7 @@ async fn run(settings: Settings) -> Result<()> {
     )?;
 
     progress(&format!(
-        "phase 2/3, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
+        "phase 2/4, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
         settings.duration
     ));
     let a_mid = users(&setup.a);
@@ -281,7 +285,7 @@ async fn run(settings: Settings) -> Result<()> {
     let one_key_fetches = users(&setup.a).stats.peer_loads - a_mid.stats.peer_loads;
 
     progress(&format!(
-        "phase 3/3: front route through the layer (local hit), {IN_FLIGHT} in flight, \
+        "phase 3/4: front route through the layer (local hit), {IN_FLIGHT} in flight, \
          {:.2?} per target",
         settings.duration
     ));
@@ -294,6 +298,37 @@ async fn run(settings: Settings) -> Result<()> {
             && b_end.stats.gets - b_mid.stats.gets
                 == b_end.stats.cache_hits - b_mid.stats.cache_hits,
         "the front route on B did not answer every request from B's main cache",
+    )?;
+
+    progress(&format!(
+        "phase 4/4: remote hit with signed peer requests: {} sequential gets, then {IN_FLIGHT} \
+         in flight, {:.2?} per target",
+        settings.sequential, settings.duration
+    ));
+    let signed = &setup.signed;
+    let signed_hit = Target::RemoteHit {
+        cache: signed.requester.handle(),
+        keys: signed.keys.clone(),
+        expected,
+    };
+    let (requester_before, owner_before) = (users(&signed.requester), users(&signed.owner));
+    let (signed_latency, signed_raw_latency) = sequential_pair(
+        &signed_hit,
+        &raw,
+        settings.sequential_warmup,
+        settings.sequential,
+    )
+    .await?;
+    let (signed_rate, signed_raw_rate) =
+        throughput_pair(&signed_hit, &raw, settings.warmup, settings.duration).await?;
+    let (requester_after, owner_after) = (users(&signed.requester), users(&signed.owner));
+    let signed_fetches = requester_after.stats.peer_loads - requester_before.stats.peer_loads;
+    check(
+        requester_after.stats.local_loads == requester_before.stats.local_loads
+            && requester_after.stats.peer_errors == requester_before.stats.peer_errors
+            && owner_after.stats.server_requests - owner_before.stats.server_requests
+                == signed_fetches,
+        "a signed peer request was refused or loaded locally",
     )?;
     progress("done");
 
@@ -315,12 +350,18 @@ async fn run(settings: Settings) -> Result<()> {
         bare_rate,
         a_peer_loads,
         b_hits,
+        signed_latency,
+        signed_raw_latency,
+        signed_rate,
+        signed_raw_rate,
+        signed_fetches,
     };
     report.print();
     Ok(())
 }
 
-/// Nodes A and B, and the bare server, all serving.
+/// Nodes A and B, nodes C and D (the same pair, with a peer secret), and the bare server, all
+/// serving.
 struct Setup {
     a: Groupcache,
     b: Groupcache,
@@ -328,6 +369,93 @@ struct Setup {
     bare_url: String,
     /// `IN_FLIGHT` keys owned by B, in B's main cache.
     keys: Arc<[Arc<str>]>,
+    /// A and B again, but every peer request signed by C and checked by D.
+    signed: Pair,
+}
+
+/// A node that caches nothing and the node that owns `keys` and has them cached.
+struct Pair {
+    requester: Groupcache,
+    owner: Groupcache,
+    keys: Arc<[Arc<str>]>,
+}
+
+impl Pair {
+    /// Starts both nodes' servers and warms the owner; `secret` signs the peer requests
+    /// (without one, the peer path is open).
+    async fn start(value: &Bytes, secret: Option<&str>) -> Result<Self> {
+        let requester_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let owner_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let requester_url = format!("http://{}", requester_listener.local_addr()?);
+        let owner_url = format!("http://{}", owner_listener.local_addr()?);
+        let peers = [requester_url.clone(), owner_url.clone()];
+        let builder = |url: &str| {
+            let builder = Groupcache::builder()
+                .self_url(url)
+                .peers(&peers)
+                .source(USERS, constant_source(value.clone()));
+            match secret {
+                Some(secret) => builder.peer_secret(secret),
+                None => builder.open_peer_path(),
+            }
+        };
+        let requester = builder(&requester_url).cache_bytes(0).build()?;
+        let owner = builder(&owner_url).build()?;
+        let keys = owned_keys(&requester, &owner, &owner_url)?;
+        serve(requester_listener, Router::new().layer(requester.layer()));
+        serve(owner_listener, Router::new().layer(owner.layer()));
+        warm(&owner, &keys, value).await?;
+        Ok(Self {
+            requester,
+            owner,
+            keys,
+        })
+    }
+}
+
+/// `IN_FLIGHT` keys that `owner_url` owns, by the rings of both nodes.
+fn owned_keys(a: &Groupcache, b: &Groupcache, owner_url: &str) -> Result<Arc<[Arc<str>]>> {
+    let ring = a.ring();
+    let keys: Arc<[Arc<str>]> = (0..100_000)
+        .map(|i| format!("user:{i}"))
+        .filter(|key| ring.owner(key) == Some(owner_url))
+        .take(IN_FLIGHT)
+        .map(Arc::from)
+        .collect();
+    check(
+        keys.len() == IN_FLIGHT,
+        "the owner owns too few of the first 100,000 keys",
+    )?;
+    check(
+        keys.iter()
+            .all(|key| b.ring().owner(key) == Some(owner_url)),
+        "the two nodes disagree on the owner of a key",
+    )?;
+    Ok(keys)
+}
+
+/// Serves `app` on `listener` with TCP_NODELAY, as the peer client sets it.
+fn serve(listener: TcpListener, app: Router) {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            eprintln!("[loadtest] a server stopped: {error}");
+        }
+    });
+}
+
+/// The one load of each key in the whole run, on its owner.
+async fn warm(owner: &Groupcache, keys: &[Arc<str>], value: &Bytes) -> Result<()> {
+    for key in keys {
+        let warmed = owner.handle().get(USERS, key).await?;
+        check(warmed == *value, "a warm-up get returned a wrong value")?;
+    }
+    check(
+        users(owner).main_cache.items == keys.len() as u64,
+        "the owner did not keep every key in its main cache",
+    )
 }
 
 impl Setup {
@@ -356,22 +484,7 @@ impl Setup {
             .source(USERS, constant_source(value.clone()))
             .build()?;
 
-        let ring = a.ring();
-        let keys: Arc<[Arc<str>]> = (0..100_000)
-            .map(|i| format!("user:{i}"))
-            .filter(|key| ring.owner(key) == Some(b_url.as_str()))
-            .take(IN_FLIGHT)
-            .map(Arc::from)
-            .collect();
-        check(
-            keys.len() == IN_FLIGHT,
-            "B owns too few of the first 100,000 keys",
-        )?;
-        check(
-            keys.iter()
-                .all(|key| b.ring().owner(key) == Some(b_url.as_str())),
-            "A and B disagree on the owner of a key",
-        )?;
+        let keys = owned_keys(&a, &b, &b_url)?;
 
         // The front route of phase 3, on B: a local hit through the layer.
         let front_key = keys[0].clone();
@@ -399,37 +512,18 @@ impl Setup {
                 async move { value }
             }),
         );
-        for (listener, app) in [
-            (a_listener, a_app),
-            (b_listener, b_app),
-            (bare_listener, bare_app),
-        ] {
-            // Every server and client in this test sets TCP_NODELAY, as the peer client does.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, app).await {
-                    eprintln!("[loadtest] a server stopped: {error}");
-                }
-            });
-        }
-
-        // Warm B: the one load of the whole run, on B, the owner.
-        for key in keys.iter() {
-            let warmed = b.handle().get(USERS, key).await?;
-            check(warmed == *value, "B's warm-up get returned a wrong value")?;
-        }
-        check(
-            users(&b).main_cache.items == keys.len() as u64,
-            "B did not keep every key in its main cache",
-        )?;
+        serve(a_listener, a_app);
+        serve(b_listener, b_app);
+        serve(bare_listener, bare_app);
+        warm(&b, &keys, value).await?;
+        let signed = Pair::start(value, Some("loadtest peer secret, 32 bytes or more")).await?;
         Ok(Self {
             a,
             b,
             b_url,
             bare_url,
             keys,
+            signed,
         })
     }
 }
@@ -674,6 +768,11 @@ struct Report<'a> {
     bare_rate: Rate,
     a_peer_loads: u64,
     b_hits: u64,
+    signed_latency: Latency,
+    signed_raw_latency: Latency,
+    signed_rate: Rate,
+    signed_raw_rate: Rate,
+    signed_fetches: u64,
 }
 
 impl Report<'_> {
@@ -743,6 +842,30 @@ impl Report<'_> {
                 rps(&self.bare_rate),
                 ratio(self.front_rate.per_second(), self.bare_rate.per_second()),
             ),
+            row(
+                "4. remote hit, signed, sequential",
+                "p50",
+                us(self.signed_latency.p50),
+                us(self.signed_raw_latency.p50),
+                ratio_d(self.signed_latency.p50, self.signed_raw_latency.p50),
+            ),
+            row(
+                "",
+                "p99",
+                us(self.signed_latency.p99),
+                us(self.signed_raw_latency.p99),
+                ratio_d(self.signed_latency.p99, self.signed_raw_latency.p99),
+            ),
+            row(
+                "   signed, 32 in flight",
+                "req/s",
+                rps(&self.signed_rate),
+                rps(&self.signed_raw_rate),
+                ratio(
+                    self.signed_rate.per_second(),
+                    self.signed_raw_rate.per_second(),
+                ),
+            ),
         ];
         let header = row(
             "measurement",
@@ -811,18 +934,28 @@ impl Report<'_> {
                 .to_owned(),
             "       returning a captured Bytes. Both driven by the raw hyper-util client."
                 .to_owned(),
+            "4:     as 1 and 2 on another pair of nodes that share a peer secret: each fetch is"
+                .to_owned(),
+            format!(
+                "       signed (HMAC-SHA256) and checked by the owner; {} signed fetches, none refused.",
+                self.signed_fetches
+            ),
         ];
         for note in notes {
             println!("  {note}");
         }
         println!(
-            "  Requests: phase 1 {} + {}, phase 2 {} + {}, phase 3 {} + {}.",
+            "  Requests: phase 1 {} + {}, phase 2 {} + {}, phase 3 {} + {}, phase 4 {} + {} and {} + {}.",
             h.count,
             r.count,
             self.hit_rate.requests,
             self.raw_rate.requests,
             self.front_rate.requests,
-            self.bare_rate.requests
+            self.bare_rate.requests,
+            self.signed_latency.count,
+            self.signed_raw_latency.count,
+            self.signed_rate.requests,
+            self.signed_raw_rate.requests,
         );
     }
 }

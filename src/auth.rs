@@ -73,8 +73,9 @@ impl fmt::Display for Refusal {
 
 /// Signs and checks peer requests.
 pub(crate) struct PeerAuth {
-    /// The first signs; all are accepted.
-    secrets: Vec<PeerSecret>,
+    /// One HMAC per secret, its key already absorbed (cloned for each message, which skips
+    /// hashing the key each time). The first signs; all are accepted.
+    keys: Vec<Hmac<Sha256>>,
     /// Nonces seen, by the `VALIDITY`-long time bucket of their timestamp. A credential can
     /// only be replayed with its own timestamp, so a replay is looked for in one bucket, and
     /// buckets too old for any valid timestamp are dropped whole.
@@ -86,7 +87,7 @@ pub(crate) struct PeerAuth {
 impl fmt::Debug for PeerAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerAuth")
-            .field("secrets", &self.secrets.len())
+            .field("secrets", &self.keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -97,20 +98,88 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn mac(secret: &PeerSecret, method: &str, path: &str, t: u64, nonce: u64) -> Hmac<Sha256> {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC takes a key of any length");
+/// The MAC of one request: `method \n path \n t \n nonce` (the nonce as 16 hex digits).
+fn mac(key: &Hmac<Sha256>, method: &str, path: &str, t: u64, nonce: u64) -> Hmac<Sha256> {
+    let mut mac = key.clone();
     mac.update(method.as_bytes());
     mac.update(b"\n");
     mac.update(path.as_bytes());
-    mac.update(format!("\n{t}\n{nonce:016x}").as_bytes());
+    let mut tail = Tail::default();
+    tail.push(b'\n');
+    tail.push_decimal(t);
+    tail.push(b'\n');
+    tail.push_hex(nonce.to_be_bytes());
+    mac.update(tail.as_bytes());
     mac
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A short text built on the stack: the end of a signed message, or a credential.
+struct Tail {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 128],
+            len: 0,
+        }
+    }
+}
+
+impl Tail {
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn push_str(&mut self, text: &str) {
+        for &byte in text.as_bytes() {
+            self.push(byte);
+        }
+    }
+
+    fn push_decimal(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &digit in &digits[i..] {
+            self.push(digit);
+        }
+    }
+
+    fn push_hex(&mut self, bytes: impl AsRef<[u8]>) {
+        for &byte in bytes.as_ref() {
+            self.push(HEX[usize::from(byte >> 4)]);
+            self.push(HEX[usize::from(byte & 0x0f)]);
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 impl PeerAuth {
     pub(crate) fn new(secrets: Vec<PeerSecret>) -> Self {
         Self {
-            secrets,
+            keys: secrets
+                .iter()
+                .map(|secret| {
+                    Hmac::<Sha256>::new_from_slice(&secret.0)
+                        .expect("HMAC takes a key of any length")
+                })
+                .collect(),
             seen: Mutex::default(),
             nonce_counter: AtomicU64::new(0),
             // Random per cache: std's RandomState is seeded from the operating system.
@@ -120,30 +189,34 @@ impl PeerAuth {
         }
     }
 
+    /// A nonce never given before by this cache: a counter from a random start, mixed by a
+    /// bijection (splitmix64), so the nonces of one cache never repeat and those of two caches
+    /// are unrelated. Nonces need to be unique, not secret: the signature covers them.
     fn nonce(&self) -> u64 {
         let n = self.nonce_counter.fetch_add(1, Relaxed);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(self.nonce_seed ^ n);
-        hasher.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        hasher.finish()
+        let mut z = self
+            .nonce_seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
-    /// The credential header for a request.
+    /// The credential header for a request: `t=<unix seconds>,n=<16 hex>,s=<64 hex>`.
     pub(crate) fn sign(&self, method: &str, path: &str) -> HeaderValue {
         let t = unix_now();
         let nonce = self.nonce();
-        let signature = mac(&self.secrets[0], method, path, t, nonce)
+        let signature = mac(&self.keys[0], method, path, t, nonce)
             .finalize()
             .into_bytes();
-        let mut value = format!("t={t},n={nonce:016x},s=");
-        for byte in signature {
-            value.push_str(&format!("{byte:02x}"));
-        }
-        HeaderValue::from_str(&value).expect("digits and hex are a valid header value")
+        let mut value = Tail::default();
+        value.push_str("t=");
+        value.push_decimal(t);
+        value.push_str(",n=");
+        value.push_hex(nonce.to_be_bytes());
+        value.push_str(",s=");
+        value.push_hex(signature);
+        HeaderValue::from_bytes(value.as_bytes()).expect("digits and hex are a valid header value")
     }
 
     /// Checks a request's credential.
@@ -160,7 +233,7 @@ impl PeerAuth {
             match part.trim().split_once('=') {
                 Some(("t", v)) => t = v.parse::<u64>().ok(),
                 Some(("n", v)) if v.len() == 16 => nonce = u64::from_str_radix(v, 16).ok(),
-                Some(("s", v)) => signature = decode_hex(v),
+                Some(("s", v)) => signature = decode_signature(v),
                 _ => return Err(Refusal::Malformed),
             }
         }
@@ -170,8 +243,8 @@ impl PeerAuth {
         if unix_now().abs_diff(t) > VALIDITY.as_secs() {
             return Err(Refusal::Expired);
         }
-        let valid = self.secrets.iter().any(|secret| {
-            mac(secret, method, path, t, nonce)
+        let valid = self.keys.iter().any(|key| {
+            mac(key, method, path, t, nonce)
                 .verify_slice(&signature)
                 .is_ok()
         });
@@ -200,14 +273,26 @@ impl PeerAuth {
     }
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+/// A signature: exactly 64 hex digits, in either case.
+fn decode_signature(text: &str) -> Option<[u8; 32]> {
+    let text = text.as_bytes();
+    if text.len() != 64 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
+    let mut signature = [0u8; 32];
+    for (byte, pair) in signature.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+    }
+    Some(signature)
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -272,11 +357,67 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_written_as_documented() {
+        let a = auth(&["the secret"]);
+        let mut nonces = FxHashSet::default();
+        for path in ["/_groupcache/users/user%3A1", "/_groupcache/u/", "/x"] {
+            for _ in 0..100 {
+                let before = unix_now();
+                let header = a.sign("GET", path);
+                let after = unix_now();
+                let header = header.to_str().unwrap();
+                let (t, rest) = header
+                    .strip_prefix("t=")
+                    .and_then(|h| h.split_once(",n="))
+                    .unwrap();
+                let (n, s) = rest.split_once(",s=").unwrap();
+                assert_eq!((n.len(), s.len()), (16, 64), "{header}");
+                assert!(nonces.insert(n.to_owned()), "a nonce repeated: {n}");
+                // The reference: the message and the hex written with `format!`.
+                let mut reference = Hmac::<Sha256>::new_from_slice(b"the secret").unwrap();
+                reference.update(format!("GET\n{path}\n{t}\n{n}").as_bytes());
+                let expected: String = reference
+                    .finalize()
+                    .into_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                assert_eq!(s, expected, "{header}");
+                assert!((before..=after).contains(&t.parse::<u64>().unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn signatures_are_64_hex_digits() {
+        let lower = "00ff10ab".repeat(8);
+        let expected: Vec<u8> = [0x00, 0xff, 0x10, 0xab].repeat(8);
+        assert_eq!(
+            decode_signature(&lower).map(Vec::from),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            decode_signature(&lower.to_uppercase()).map(Vec::from),
+            Some(expected)
+        );
+        for bad in [
+            String::new(),
+            lower[..62].to_owned(),
+            format!("{lower}00"),
+            format!("+f{}", &lower[2..]),
+            format!("g0{}", &lower[2..]),
+            format!("é{}", &lower[2..]),
+        ] {
+            assert_eq!(decode_signature(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn an_old_timestamp_is_expired() {
         let a = auth(&["s"]);
         let t = unix_now() - 3_600;
         let nonce = 42u64;
-        let signature = mac(&a.secrets[0], "GET", "/p", t, nonce)
+        let signature = mac(&a.keys[0], "GET", "/p", t, nonce)
             .finalize()
             .into_bytes();
         let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
