@@ -120,6 +120,15 @@ impl Store {
         None
     }
 
+    /// The value of `key` if it is here, fresh and not a cached *not found*: the whole of a
+    /// typical hit. `Err(())` when the key is here in another state.
+    #[inline]
+    fn fresh_value(&self, key: &str, clock: &dyn Clock) -> Option<Result<Bytes, ()>> {
+        let entry = self.entries.get(key)?;
+        let fresh = !entry.negative && entry.expires.is_none_or(|at| clock.now() < at);
+        Some(if fresh { Ok(entry.value) } else { Err(()) })
+    }
+
     pub(crate) fn insert(&self, key: &str, entry: Entry) {
         self.entries.insert(key.into(), entry);
     }
@@ -170,6 +179,19 @@ impl Caches {
         }
         let (entry, fresh) = self.hot.as_ref().and_then(|s| s.get(key, clock))?;
         Some((entry, fresh, Tier::Hot))
+    }
+
+    /// The value of `key` when one of the caches holds it fresh (and it is not a cached *not
+    /// found*), and which cache. `None` leaves every other case to [`get`](Self::get).
+    #[inline]
+    pub(crate) fn fresh_value(&self, key: &str, clock: &dyn Clock) -> Option<(Bytes, Tier)> {
+        match self.main.as_ref().and_then(|s| s.fresh_value(key, clock)) {
+            Some(Ok(value)) => return Some((value, Tier::Main)),
+            Some(Err(())) => return None,
+            None => {}
+        }
+        let value = self.hot.as_ref()?.fresh_value(key, clock)?.ok()?;
+        Some((value, Tier::Hot))
     }
 
     /// Drops every entry of both caches.

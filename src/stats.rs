@@ -147,6 +147,7 @@ const STRIPES: usize = 16;
 pub(crate) struct Stripe([AtomicU64; EVENTS]);
 
 impl Stripe {
+    #[inline]
     pub(crate) fn add(&self, event: Event) {
         self.0[event as usize].fetch_add(1, Relaxed);
     }
@@ -159,6 +160,7 @@ pub(crate) struct Counters {
 }
 
 /// This thread's stripe: the address of a thread-local differs between live threads.
+#[inline]
 fn stripe_index() -> usize {
     thread_local!(static ANCHOR: u8 = const { 0 });
     let address = ANCHOR.with(|anchor| std::ptr::from_ref(anchor) as usize as u64);
@@ -176,11 +178,13 @@ impl Totals {
 }
 
 impl Counters {
+    #[inline]
     pub(crate) fn add(&self, event: Event) {
         self.stripe().add(event);
     }
 
     /// This thread's stripe, for several events in a row.
+    #[inline]
     pub(crate) fn stripe(&self) -> &Stripe {
         &self.stripes[stripe_index()]
     }
