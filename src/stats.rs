@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use thread_local::ThreadLocal;
+
 /// What one data source has done since the cache was built: the fields of golang/groupcache's
 /// `Stats`, with the same meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,11 +139,10 @@ pub(crate) enum Event {
 
 const EVENTS: usize = 15;
 
-/// Counters are split into stripes, one cache line each, and a thread adds to the stripe its
-/// thread-local address picks: two threads that hit the cache at once do not fight over one
-/// cache line. A snapshot sums the stripes.
-const STRIPES: usize = 16;
-
+/// One thread's counters, on a cache line of their own.
+///
+/// Only the thread that owns a stripe adds to it (see [`Counters`]), so an add is a plain load
+/// and store, with no read-modify-write; snapshots read the counters from any thread.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct Stripe([AtomicU64; EVENTS]);
@@ -149,22 +150,17 @@ pub(crate) struct Stripe([AtomicU64; EVENTS]);
 impl Stripe {
     #[inline]
     pub(crate) fn add(&self, event: Event) {
-        self.0[event as usize].fetch_add(1, Relaxed);
+        let counter = &self.0[event as usize];
+        counter.store(counter.load(Relaxed).wrapping_add(1), Relaxed);
     }
 }
 
-/// The live counters behind [`SourceStats`] and the hit counts of [`CacheStats`].
+/// The live counters behind [`SourceStats`] and the hit counts of [`CacheStats`]: a stripe per
+/// thread, so two threads that hit the cache at once neither share a cache line nor lose an
+/// add. A snapshot sums the stripes.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    stripes: Box<[Stripe; STRIPES]>,
-}
-
-/// This thread's stripe: the address of a thread-local differs between live threads.
-#[inline]
-fn stripe_index() -> usize {
-    thread_local!(static ANCHOR: u8 = const { 0 });
-    let address = ANCHOR.with(|anchor| std::ptr::from_ref(anchor) as usize as u64);
-    (address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % STRIPES
+    stripes: ThreadLocal<Stripe>,
 }
 
 /// Totals of every [`Event`], summed over the stripes.
@@ -183,10 +179,11 @@ impl Counters {
         self.stripe().add(event);
     }
 
-    /// This thread's stripe, for several events in a row.
+    /// This thread's stripe, for several events in a row. A stripe is never shared by two
+    /// live threads (`ThreadLocal` hands a dead thread's entry only to a later thread).
     #[inline]
     pub(crate) fn stripe(&self) -> &Stripe {
-        &self.stripes[stripe_index()]
+        self.stripes.get_or_default()
     }
 
     pub(crate) fn totals(&self) -> Totals {
