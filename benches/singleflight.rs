@@ -1,5 +1,6 @@
 //! Singleflight under contention: 64 concurrent gets of one cold key on a node, a fresh key
-//! each round, on a 2-thread runtime. `cargo bench --bench singleflight`
+//! each round, on a 2-thread runtime; beside it, the baseline of the same 64 spawned tasks
+//! that each only clone the key. `cargo bench --bench singleflight`
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
@@ -40,6 +41,22 @@ fn bench(c: &mut Criterion) {
                     .collect();
                 for get in gets {
                     get.await.expect("joins").expect("loads");
+                }
+            }
+        })
+    });
+    group.bench_function("baseline_64_spawned_tasks", |b| {
+        b.to_async(&rt).iter(|| {
+            let key = format!("key-{}", round.load(Ordering::Relaxed));
+            async move {
+                let tasks: Vec<_> = (0..CALLERS)
+                    .map(|_| {
+                        let key = key.clone();
+                        tokio::spawn(async move { std::hint::black_box(key).len() })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("joins");
                 }
             }
         })

@@ -18,6 +18,12 @@
 //! 4. **Signed remote hits.** Phases 1 and 2 again on a second pair of nodes that share a peer
 //!    secret, so that every fetch is signed with HMAC-SHA256 and checked by the owner (replay
 //!    record included), beside the same raw baseline.
+//! 5. **Against golang/groupcache.** Two Go nodes and two nodes of this crate (the `node`
+//!    example), each in a process of its own, the same `/get?key=` front route and data
+//!    source: a front request that is a remote hit, sequentially, and a front request that is
+//!    a local hit, 32 in flight; the baseline column is the Go node (see `golang.rs`). Runs
+//!    when the Go test peer is built (`tests/interop/gopeer/build.sh`) and the `node` example
+//!    is built beside this program.
 //!
 //! The client and the servers share one multi-thread tokio runtime (default worker count) and
 //! the machine's cores, so the absolute figures are of this machine and this run; the ratios
@@ -25,7 +31,7 @@
 //! so that a noisy neighbour weighs on both alike.
 //!
 //! ```text
-//! cargo run --release --example loadtest
+//! cargo build --release --example node && cargo run --release --example loadtest
 //! cargo run --release --example loadtest -- --value-bytes 1024
 //! cargo run --example loadtest -- --quick      # or LOADTEST_QUICK=1: about 10x fewer requests
 //! ```
@@ -33,7 +39,10 @@
 //! Progress goes to stderr; the table goes to stdout. Any failed request or broken expectation
 //! (a local load on A, a hot copy on A, a wrong value) ends the run with an error.
 
+mod golang;
+
 use std::error::Error;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,12 +61,12 @@ use tokio::task::JoinSet;
 use tower_groupcache::{CacheHandle, Groupcache, SourceSnapshot};
 
 /// The data source's name.
-const USERS: &str = "users";
+pub(crate) const USERS: &str = "users";
 /// Requests in flight in phases 2, 3 and 4.
-const IN_FLIGHT: usize = 32;
+pub(crate) const IN_FLIGHT: usize = 32;
 
-type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub(crate) type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
+pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// What to run, from the command line and `LOADTEST_QUICK`.
 #[derive(Debug, Clone)]
@@ -72,6 +81,8 @@ struct Settings {
     duration: Duration,
     /// Unmeasured time per target before phases 2, 3 and 4.
     warmup: Duration,
+    /// The Go test peer for phase 5, if it is built.
+    go: Option<PathBuf>,
     args: Vec<String>,
 }
 
@@ -80,10 +91,13 @@ impl Settings {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut quick = std::env::var("LOADTEST_QUICK").is_ok_and(|v| v == "1" || v == "true");
         let mut value_bytes = 64;
+        let (mut go, mut no_go) = (None, false);
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--go" => go = Some(PathBuf::from(rest.next().ok_or("--go needs a path")?)),
+                "--no-go" => no_go = true,
                 "--value-bytes" => {
                     let n = rest.next().ok_or("--value-bytes needs a number")?;
                     value_bytes = parse_bytes(n)?;
@@ -91,8 +105,10 @@ impl Settings {
                 "-h" | "--help" => {
                     println!(
                         "usage: cargo run --release --example loadtest -- \
-                         [--quick] [--value-bytes N]\n\
-                         LOADTEST_QUICK=1 is the same as --quick"
+                         [--quick] [--value-bytes N] [--go PATH | --no-go]\n\
+                         LOADTEST_QUICK=1 is the same as --quick\n\
+                         --go: the Go test peer for phase 5 (default: target/gopeer/gopeer \
+                         if it exists; build it with tests/interop/gopeer/build.sh)"
                     );
                     std::process::exit(0);
                 }
@@ -103,6 +119,11 @@ impl Settings {
             }
         }
         let scale = if quick { 10 } else { 1 };
+        let go = match (go, no_go) {
+            (_, true) => None,
+            (Some(path), false) => Some(path),
+            (None, false) => Some(golang::default_binary()).filter(|path| path.is_file()),
+        };
         Ok(Self {
             quick,
             value_bytes,
@@ -118,6 +139,7 @@ impl Settings {
             } else {
                 Duration::from_millis(250)
             },
+            go,
             args,
         })
     }
@@ -221,7 +243,7 @@ async fn run(settings: Settings) -> Result<()> {
         expected,
     };
 
-    progress("phase 1/4, extra: the raw client on B's peer path, sequential");
+    progress("phase 1/5, extra: the raw client on B's peer path, sequential");
     let (server_latency, server_raw_latency) = sequential_pair(
         &peer_path,
         &raw,
@@ -234,7 +256,7 @@ async fn run(settings: Settings) -> Result<()> {
     let b_before = users(&setup.b);
 
     progress(&format!(
-        "phase 1/4: remote hit, sequential: {} gets per target after {} warm-up",
+        "phase 1/5: remote hit, sequential: {} gets per target after {} warm-up",
         settings.sequential, settings.sequential_warmup
     ));
     let (hit_latency, raw_latency) = sequential_pair(
@@ -245,7 +267,7 @@ async fn run(settings: Settings) -> Result<()> {
     )
     .await?;
     progress(&format!(
-        "phase 2/4: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
+        "phase 2/5: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
         settings.duration
     ));
     let (hit_rate, raw_rate) =
@@ -276,7 +298,7 @@ async fn run(settings: Settings) -> Result<()> {
     )?;
 
     progress(&format!(
-        "phase 2/4, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
+        "phase 2/5, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
         settings.duration
     ));
     let a_mid = users(&setup.a);
@@ -285,7 +307,7 @@ async fn run(settings: Settings) -> Result<()> {
     let one_key_fetches = users(&setup.a).stats.peer_loads - a_mid.stats.peer_loads;
 
     progress(&format!(
-        "phase 3/4: front route through the layer (local hit), {IN_FLIGHT} in flight, \
+        "phase 3/5: front route through the layer (local hit), {IN_FLIGHT} in flight, \
          {:.2?} per target",
         settings.duration
     ));
@@ -301,7 +323,7 @@ async fn run(settings: Settings) -> Result<()> {
     )?;
 
     progress(&format!(
-        "phase 4/4: remote hit with signed peer requests: {} sequential gets, then {IN_FLIGHT} \
+        "phase 4/5: remote hit with signed peer requests: {} sequential gets, then {IN_FLIGHT} \
          in flight, {:.2?} per target",
         settings.sequential, settings.duration
     ));
@@ -330,6 +352,34 @@ async fn run(settings: Settings) -> Result<()> {
                 == signed_fetches,
         "a signed peer request was refused or loaded locally",
     )?;
+    let go = match (settings.go.clone(), golang::node_binary()) {
+        // On a worker thread, as the other phases' measuring tasks.
+        (Some(go_binary), Some(node_binary)) => Some(
+            tokio::spawn(golang::run(
+                go_binary,
+                node_binary,
+                client.clone(),
+                settings.sequential,
+                settings.sequential_warmup,
+                settings.duration,
+            ))
+            .await
+            .map_err(|error| format!("phase 5 failed: {error}"))??,
+        ),
+        (None, _) => {
+            progress(
+                "phase 5/5 skipped: no Go test peer (tests/interop/gopeer/build.sh builds it)",
+            );
+            None
+        }
+        (Some(_), None) => {
+            progress(
+                "phase 5/5 skipped: no `node` example beside this program \
+                 (cargo build --release --example node builds it)",
+            );
+            None
+        }
+    };
     progress("done");
 
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
@@ -355,6 +405,7 @@ async fn run(settings: Settings) -> Result<()> {
         signed_rate,
         signed_raw_rate,
         signed_fetches,
+        go,
     };
     report.print();
     Ok(())
@@ -435,7 +486,7 @@ fn owned_keys(a: &Groupcache, b: &Groupcache, owner_url: &str) -> Result<Arc<[Ar
 }
 
 /// Serves `app` on `listener` with TCP_NODELAY, as the peer client sets it.
-fn serve(listener: TcpListener, app: Router) {
+pub(crate) fn serve(listener: TcpListener, app: Router) {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -553,7 +604,7 @@ fn raw_client() -> HttpClient {
 
 /// One thing to call in a loop.
 #[derive(Clone)]
-enum Target {
+pub(crate) enum Target {
     /// `cache.get(USERS, key)`, the caller's task number choosing one of the keys.
     RemoteHit {
         cache: CacheHandle,
@@ -570,7 +621,7 @@ enum Target {
 
 impl Target {
     /// One call, by the load task numbered `task`.
-    async fn call(&self, task: usize) -> Result<()> {
+    pub(crate) async fn call(&self, task: usize) -> Result<()> {
         match self {
             Self::RemoteHit {
                 cache,
@@ -636,7 +687,7 @@ async fn sequential(target: &Target, n: usize) -> Result<Vec<u64>> {
 
 /// The order of the slices of a paired measurement: subject and baseline alike in number and
 /// in position, so that a drift in the machine's load weighs on both (`S B B S S B B S`).
-const SLICES: [bool; 8] = [true, false, false, true, true, false, false, true];
+pub(crate) const SLICES: [bool; 8] = [true, false, false, true, true, false, false, true];
 
 /// Phase 1's measurement: subject and baseline, warmed up, then in interleaved slices.
 async fn sequential_pair(
@@ -685,7 +736,7 @@ async fn throughput(target: &Target, duration: Duration) -> Result<(u64, Duratio
 }
 
 /// Phases 2 and 3: subject and baseline, warmed up, then in interleaved slices; requests/s.
-async fn throughput_pair(
+pub(crate) async fn throughput_pair(
     subject: &Target,
     baseline: &Target,
     warmup: Duration,
@@ -708,7 +759,7 @@ async fn throughput_pair(
 
 /// Latency figures of sequential calls.
 #[derive(Debug, Clone, Copy)]
-struct Latency {
+pub(crate) struct Latency {
     count: usize,
     p50: Duration,
     p99: Duration,
@@ -716,7 +767,7 @@ struct Latency {
 }
 
 impl Latency {
-    fn of(mut samples: Vec<u64>) -> Self {
+    pub(crate) fn of(mut samples: Vec<u64>) -> Self {
         samples.sort_unstable();
         let at = |q: f64| {
             let i = ((samples.len().saturating_sub(1)) as f64 * q).round() as usize;
@@ -735,7 +786,7 @@ impl Latency {
 
 /// Requests and time, summed over measurements.
 #[derive(Debug, Clone, Copy, Default)]
-struct Rate {
+pub(crate) struct Rate {
     requests: u64,
     elapsed: Duration,
 }
@@ -773,6 +824,7 @@ struct Report<'a> {
     signed_rate: Rate,
     signed_raw_rate: Rate,
     signed_fetches: u64,
+    go: Option<golang::Figures>,
 }
 
 impl Report<'_> {
@@ -867,6 +919,32 @@ impl Report<'_> {
                 ),
             ),
         ];
+        let mut rows = rows;
+        if let Some(go) = &self.go {
+            rows.extend([
+                row(
+                    "5. vs golang/groupcache: front + remote",
+                    "p50",
+                    us(go.our_remote.p50),
+                    us(go.go_remote.p50),
+                    ratio_d(go.our_remote.p50, go.go_remote.p50),
+                ),
+                row(
+                    "   hit, sequential (baseline: Go)",
+                    "p99",
+                    us(go.our_remote.p99),
+                    us(go.go_remote.p99),
+                    ratio_d(go.our_remote.p99, go.go_remote.p99),
+                ),
+                row(
+                    "   front, local hit, 32 in flight",
+                    "req/s",
+                    rps(&go.our_local),
+                    rps(&go.go_local),
+                    ratio(go.our_local.per_second(), go.go_local.per_second()),
+                ),
+            ]);
+        }
         let header = row(
             "measurement",
             "metric",
@@ -941,6 +1019,20 @@ impl Report<'_> {
                 self.signed_fetches
             ),
         ];
+        let go_notes = [
+            "5:     GET /get?key=K over HTTP on two Go nodes (golang/groupcache from Debian's",
+            "       packages, tests/interop/gopeer) and on two nodes of this crate, same source,",
+            "       64 MiB each; remote: keys the other node owns and has cached, each asked once;",
+            "       local: one key on its owner. The baseline column is the Go node.",
+        ];
+        let notes: Vec<String> = if self.go.is_some() {
+            notes
+                .into_iter()
+                .chain(go_notes.iter().map(|n| (*n).to_owned()))
+                .collect()
+        } else {
+            notes.into_iter().collect()
+        };
         for note in notes {
             println!("  {note}");
         }
@@ -993,13 +1085,13 @@ fn ratio_d(subject: Duration, baseline: Duration) -> String {
     ratio(subject.as_secs_f64(), baseline.as_secs_f64())
 }
 
-fn progress(text: &str) {
+pub(crate) fn progress(text: &str) {
     eprintln!("[loadtest] {text}");
 }
 
 /// An error with `message` unless `claim` holds. The message is built before the call: use it
 /// outside the measured loops.
-fn check(claim: bool, message: impl Into<String>) -> Result<()> {
+pub(crate) fn check(claim: bool, message: impl Into<String>) -> Result<()> {
     if claim {
         Ok(())
     } else {
