@@ -10,7 +10,11 @@
 //!   owns and has cached, each key asked once, so that no hot copy answers (golang copies one
 //!   fetched value in ten to its hot cache; this crate copies popular keys);
 //! - **front, local hit, 32 in flight**: `GET /get?key=K` on G2 (or B), the owner, for a key
-//!   in its cache.
+//!   in its cache;
+//! - **local hit in process**: golang's `Group.Get` (timed by the Go peer's `-bench-local`
+//!   mode) and `CacheHandle::get` (timed here), each on a cache of its own holding 100,000
+//!   keys, cycling over 1,000 keys per thread, on 1 and then 2 threads (goroutines), twice
+//!   each in the order Go, ours, ours, Go.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,6 +43,109 @@ pub(crate) struct Figures {
     pub(crate) our_remote: Latency,
     pub(crate) go_local: Rate,
     pub(crate) our_local: Rate,
+    pub(crate) go_hits: LocalHits,
+    pub(crate) our_hits: LocalHits,
+}
+
+/// In-process local hits: nanoseconds per get on one thread, gets per second on one and two.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LocalHits {
+    pub(crate) one_thread_ns: f64,
+    pub(crate) one_thread_per_s: f64,
+    pub(crate) two_threads_per_s: f64,
+}
+
+impl LocalHits {
+    fn mean(a: Self, b: Self) -> Self {
+        Self {
+            one_thread_ns: (a.one_thread_ns + b.one_thread_ns) / 2.0,
+            one_thread_per_s: (a.one_thread_per_s + b.one_thread_per_s) / 2.0,
+            two_threads_per_s: (a.two_threads_per_s + b.two_threads_per_s) / 2.0,
+        }
+    }
+}
+
+/// Gets per thread in each in-process run.
+const LOCAL_HITS: usize = 2_000_000;
+
+/// The Go peer's `-bench-local` figures.
+async fn go_local_hits(binary: &Path) -> Result<LocalHits> {
+    let output = Command::new(binary)
+        .args(["-bench-local", &LOCAL_HITS.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| -> Result<f64> {
+        let at = text
+            .find(&format!("\"{name}\": "))
+            .ok_or_else(|| format!("no {name} in the Go peer's output: {text}"))?;
+        let rest = &text[at + name.len() + 4..];
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        Ok(rest[..end].trim().parse()?)
+    };
+    Ok(LocalHits {
+        one_thread_ns: field("one_thread_ns")?,
+        one_thread_per_s: field("one_thread_gets_per_s")?,
+        two_threads_per_s: field("two_threads_gets_per_s")?,
+    })
+}
+
+/// The same runs on `CacheHandle::get`, polled once (a hit is ready at once).
+fn our_local_hits() -> Result<LocalHits> {
+    use futures_util::FutureExt as _;
+    const ENTRIES: usize = 100_000;
+    const WORKING_SET: usize = 1_000;
+    let value = bytes::Bytes::from(vec![b'v'; 64]);
+    let cache = tower_groupcache::Groupcache::builder()
+        .source(USERS, move |_key: String| {
+            let value = value.clone();
+            async move { Ok::<_, std::convert::Infallible>(value) }
+        })
+        .build()?;
+    let handle = cache.handle();
+    let keys: Vec<String> = (0..ENTRIES).map(|i| format!("user:{i:08}")).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        for key in &keys {
+            handle.get(USERS, key).await?;
+        }
+        Ok::<_, tower_groupcache::Error>(())
+    })?;
+    let run = |threads: usize, iters: usize| -> Result<Duration> {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (handle, set) = (&handle, &keys[t * WORKING_SET..(t + 1) * WORKING_SET]);
+                    scope.spawn(move || {
+                        let mut next = 0;
+                        for _ in 0..iters {
+                            let hit = handle.get(USERS, &set[next]).now_or_never();
+                            if !matches!(hit, Some(Ok(_))) {
+                                return Err(format!("{} was not a hit", set[next]));
+                            }
+                            next = if next + 1 == WORKING_SET { 0 } else { next + 1 };
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().map_err(|_| "a hit thread panicked")??;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })?;
+        Ok(started.elapsed())
+    };
+    run(1, LOCAL_HITS / 10)?; // warm-up
+    let one = run(1, LOCAL_HITS)?;
+    let two = run(2, LOCAL_HITS)?;
+    Ok(LocalHits {
+        one_thread_ns: one.as_nanos() as f64 / LOCAL_HITS as f64,
+        one_thread_per_s: LOCAL_HITS as f64 / one.as_secs_f64(),
+        two_threads_per_s: 2.0 * LOCAL_HITS as f64 / two.as_secs_f64(),
+    })
 }
 
 /// A node process, killed when dropped.
@@ -220,7 +327,17 @@ pub(crate) async fn run(
         crate::throughput_pair(&our_local, &go_local, duration / 8, duration).await?;
 
     drop(nodes);
+
+    progress("phase 5/5: local hits in process, golang's Group.Get and CacheHandle::get");
+    let go_first = go_local_hits(&go_binary).await?;
+    let ours = || tokio::task::spawn_blocking(our_local_hits);
+    let our_first = ours().await??;
+    let our_second = ours().await??;
+    let go_second = go_local_hits(&go_binary).await?;
+
     Ok(Figures {
+        go_hits: LocalHits::mean(go_first, go_second),
+        our_hits: LocalHits::mean(our_first, our_second),
         go_remote: Latency::of(go_samples),
         our_remote: Latency::of(our_samples),
         go_local: go_local_rate,

@@ -943,6 +943,27 @@ impl Report<'_> {
                     rps(&go.go_local),
                     ratio(go.our_local.per_second(), go.go_local.per_second()),
                 ),
+                row(
+                    "   local hit in process, 1 thread",
+                    "ns/get",
+                    format!("{:.1} ns", go.our_hits.one_thread_ns),
+                    format!("{:.1} ns", go.go_hits.one_thread_ns),
+                    ratio(go.our_hits.one_thread_ns, go.go_hits.one_thread_ns),
+                ),
+                row(
+                    "   local hit in process, 1 thread",
+                    "gets/s",
+                    millions(go.our_hits.one_thread_per_s),
+                    millions(go.go_hits.one_thread_per_s),
+                    ratio(go.our_hits.one_thread_per_s, go.go_hits.one_thread_per_s),
+                ),
+                row(
+                    "   local hit in process, 2 threads",
+                    "gets/s",
+                    millions(go.our_hits.two_threads_per_s),
+                    millions(go.go_hits.two_threads_per_s),
+                    ratio(go.our_hits.two_threads_per_s, go.go_hits.two_threads_per_s),
+                ),
             ]);
         }
         let header = row(
@@ -1023,7 +1044,9 @@ impl Report<'_> {
             "5:     GET /get?key=K over HTTP on two Go nodes (golang/groupcache from Debian's",
             "       packages, tests/interop/gopeer) and on two nodes of this crate, same source,",
             "       64 MiB each; remote: keys the other node owns and has cached, each asked once;",
-            "       local: one key on its owner. The baseline column is the Go node.",
+            "       local: one key on its owner. The baseline column is the Go node. In process:",
+            "       Group.Get (gopeer -bench-local) and CacheHandle::get, 100,000 keys, 1,000 per",
+            "       thread; the mean of two runs each, in the order Go, ours, ours, Go.",
         ];
         let notes: Vec<String> = if self.go.is_some() {
             notes
@@ -1071,6 +1094,10 @@ fn rps(rate: &Rate) -> String {
         out.push(c);
     }
     out
+}
+
+fn millions(per_second: f64) -> String {
+    format!("{:.2} M", per_second / 1e6)
 }
 
 fn ratio(subject: f64, baseline: f64) -> String {

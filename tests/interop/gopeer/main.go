@@ -207,8 +207,13 @@ func main() {
 	groupsFlag := flag.String("group", "users", "group name, or comma-separated list of group names")
 	cacheBytes := flag.Int64("cache-bytes", 64<<20, "cacheBytes of each group (main+hot together)")
 	getterDelay := flag.Duration("getter-delay", 0, "sleep this long in every getter call (to make concurrent loads overlap)")
+	benchLocal := flag.Int("bench-local", 0, "instead of serving: time this many local cache hits per goroutine, with 1 and 2 goroutines, print one JSON line and exit")
 	flag.Parse()
 	log.SetPrefix("gopeer: ")
+	if *benchLocal > 0 {
+		benchLocalHits(*benchLocal, *cacheBytes)
+		return
+	}
 
 	addr := *listen
 	if addr == "" {
@@ -319,4 +324,59 @@ func main() {
 		log.Fatalf("serve: %v", err)
 	}
 	<-done
+}
+
+// benchLocalHits times Group.Get on keys in the group's main cache, on one node with no peers,
+// the way the Rust side times CacheHandle::get: 100,000 keys loaded, each goroutine cycling
+// over 1,000 of its own (the two goroutines of the second run over different ones). It prints
+// {"one_thread_ns": .., "two_threads_gets_per_s": .., "one_thread_gets_per_s": ..}.
+func benchLocalHits(n int, cacheBytes int64) {
+	const entries, workingSet = 100000, 1000
+	value := make([]byte, 64)
+	for i := range value {
+		value[i] = 'v'
+	}
+	g := groupcache.NewGroup("bench-local", cacheBytes, groupcache.GetterFunc(
+		func(_ context.Context, key string, dest groupcache.Sink) error {
+			return dest.SetBytes(value)
+		}))
+	keys := make([]string, entries)
+	ctx := context.Background()
+	for i := range keys {
+		keys[i] = fmt.Sprintf("user:%08d", i)
+		var v groupcache.ByteView
+		if err := g.Get(ctx, keys[i], groupcache.ByteViewSink(&v)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	run := func(threads, iters int) time.Duration {
+		var wg sync.WaitGroup
+		start := time.Now()
+		for t := 0; t < threads; t++ {
+			wg.Add(1)
+			go func(set []string) {
+				defer wg.Done()
+				var v groupcache.ByteView
+				next := 0
+				for i := 0; i < iters; i++ {
+					if err := g.Get(ctx, set[next], groupcache.ByteViewSink(&v)); err != nil {
+						log.Fatal(err)
+					}
+					next++
+					if next == workingSet {
+						next = 0
+					}
+				}
+			}(keys[t*workingSet : (t+1)*workingSet])
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	run(1, n/10) // warm-up
+	one := run(1, n)
+	two := run(2, n)
+	fmt.Printf("{\"one_thread_ns\": %.1f, \"one_thread_gets_per_s\": %.0f, \"two_threads_gets_per_s\": %.0f}\n",
+		float64(one.Nanoseconds())/float64(n),
+		float64(n)/one.Seconds(),
+		float64(2*n)/two.Seconds())
 }
