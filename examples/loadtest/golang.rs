@@ -96,11 +96,11 @@ fn our_local_hits() -> Result<LocalHits> {
     use futures_util::FutureExt as _;
     const ENTRIES: usize = 100_000;
     const WORKING_SET: usize = 1_000;
-    let value = bytes::Bytes::from(vec![b'v'; 64]);
+    // A buffer of its own per key, as each key's value would be: clones of one `Bytes` would
+    // share one reference count between the threads.
     let cache = tower_groupcache::Groupcache::builder()
-        .source(USERS, move |_key: String| {
-            let value = value.clone();
-            async move { Ok::<_, std::convert::Infallible>(value) }
+        .source(USERS, |_key: String| async {
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(vec![b'v'; 64]))
         })
         .build()?;
     let handle = cache.handle();
