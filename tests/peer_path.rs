@@ -376,3 +376,42 @@ async fn a_100_kib_key_is_refused_clearly() {
     assert_eq!(status, 414);
     assert_eq!(loads.total(), 0);
 }
+
+#[tokio::test]
+async fn a_peer_reply_carries_the_cached_bytes_themselves() {
+    use http_body_util::BodyExt as _;
+    use tower::{Layer as _, ServiceExt as _};
+
+    let cache = Groupcache::builder()
+        .open_peer_path()
+        .source("users", |key: String| async move {
+            Ok::<_, std::io::Error>(Bytes::from(format!("value of {key}, ").repeat(100)))
+        })
+        .build()
+        .unwrap();
+    let cached = cache.handle().get("users", "user:1").await.unwrap();
+    let service = cache.layer().layer(tower::service_fn(
+        |_request: axum::http::Request<axum::body::Body>| async {
+            Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
+        },
+    ));
+    let request = axum::http::Request::get("/_groupcache/users/user%3A1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        frames.push(frame.unwrap().into_data().unwrap());
+    }
+    let whole: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+    let reply = GetResponse::decode(&whole[..]).unwrap();
+    assert_eq!(reply.value.as_deref(), Some(&cached[..]));
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.as_ptr() == cached.as_ptr() && f.len() == cached.len()),
+        "one frame is the cached buffer itself, not a copy"
+    );
+}
