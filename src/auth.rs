@@ -25,6 +25,12 @@ use sha2::Sha256;
 /// The header that carries the credential.
 pub(crate) static AUTH_HEADER: HeaderName = HeaderName::from_static("x-groupcache-auth");
 
+/// Nonces seen, by the `VALIDITY`-long time bucket of their timestamp.
+type ReplayBuckets = BTreeMap<u64, FxHashSet<u64>>;
+
+/// Shards of the replay record.
+const SEEN_SHARDS: usize = 16;
+
 /// How far a request's timestamp may be from this node's clock.
 pub(crate) const VALIDITY: Duration = Duration::from_secs(30);
 
@@ -79,7 +85,9 @@ pub(crate) struct PeerAuth {
     /// Nonces seen, by the `VALIDITY`-long time bucket of their timestamp. A credential can
     /// only be replayed with its own timestamp, so a replay is looked for in one bucket, and
     /// buckets too old for any valid timestamp are dropped whole.
-    seen: Mutex<BTreeMap<u64, FxHashSet<u64>>>,
+    /// Split in shards by the nonce's top bits, so that the record's lock is short and
+    /// rarely shared, and a set growing at a high request rate rehashes a sixteenth at a time.
+    seen: Box<[Mutex<ReplayBuckets>]>,
     nonce_counter: AtomicU64,
     nonce_seed: u64,
 }
@@ -180,7 +188,7 @@ impl PeerAuth {
                         .expect("HMAC takes a key of any length")
                 })
                 .collect(),
-            seen: Mutex::default(),
+            seen: (0..SEEN_SHARDS).map(|_| Mutex::default()).collect(),
             nonce_counter: AtomicU64::new(0),
             // Random per cache: std's RandomState is seeded from the operating system.
             nonce_seed: std::collections::hash_map::RandomState::new()
@@ -258,7 +266,8 @@ impl PeerAuth {
     fn first_use(&self, nonce: u64, t: u64) -> Result<(), Refusal> {
         let window = VALIDITY.as_secs();
         let oldest_bucket = unix_now().saturating_sub(window) / window;
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let shard = &self.seen[(nonce >> 60) as usize % SEEN_SHARDS];
+        let mut seen = shard.lock().unwrap_or_else(PoisonError::into_inner);
         // Timestamps older than `now - VALIDITY` are refused before this point.
         while let Some(entry) = seen.first_entry() {
             if *entry.key() >= oldest_bucket {
@@ -441,12 +450,20 @@ mod tests {
         // A bucket too old for any valid timestamp is dropped on the next use.
         a.first_use(1, now - 10 * VALIDITY.as_secs()).unwrap();
         a.first_use(200_000, now).unwrap();
-        let seen = a.seen.lock().unwrap();
-        assert!(
-            seen.keys()
-                .all(|b| *b >= (now - VALIDITY.as_secs()) / VALIDITY.as_secs())
-        );
-        assert_eq!(seen.values().map(|s| s.len()).sum::<usize>(), 120_002);
+        // Every shard sweeps its own old buckets when it is next used.
+        for shard in 0..SEEN_SHARDS as u64 {
+            a.first_use(shard << 60 | 300_000, now).unwrap();
+        }
+        let mut recorded = 0;
+        for shard in a.seen.iter() {
+            let seen = shard.lock().unwrap();
+            assert!(
+                seen.keys()
+                    .all(|b| *b >= (now - VALIDITY.as_secs()) / VALIDITY.as_secs())
+            );
+            recorded += seen.values().map(|s| s.len()).sum::<usize>();
+        }
+        assert_eq!(recorded, 120_002 + SEEN_SHARDS);
     }
 
     #[test]
