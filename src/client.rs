@@ -115,6 +115,8 @@ type Sender = http1::SendRequest<Empty<Bytes>>;
 
 /// Idle connections kept per peer; more are closed when they come back.
 const MAX_IDLE_PER_PEER: usize = 64;
+/// The most of a reply to a `DELETE` that is read (the reply is empty).
+const DELETE_BODY_LIMIT: usize = 64 << 10;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -247,12 +249,12 @@ impl PeerClient {
                 .await?;
             match response.status() {
                 StatusCode::OK => {
-                    // Read to the end, so that the connection can serve the next request.
-                    response
-                        .into_body()
+                    // Read to the end (a peer sends nothing here; a few KiB at most are
+                    // read), so that the connection can serve the next request.
+                    Limited::new(response.into_body(), DELETE_BODY_LIMIT)
                         .collect()
                         .await
-                        .map_err(|e| PeerError::Body(e.into()))?;
+                        .map_err(PeerError::Body)?;
                     self.release(peer, lent.sender);
                     Ok(())
                 }

@@ -80,12 +80,16 @@ async fn serve_connection(
 /// A node that serves nothing itself (its peer path is never called) and caches nothing, so
 /// that each get of a key owned by `peer` is a fetch.
 fn fetching_node(peer: &str) -> Groupcache {
+    fetching_node_with_timeout(peer, Duration::from_secs(10))
+}
+
+fn fetching_node_with_timeout(peer: &str, peer_timeout: Duration) -> Groupcache {
     Groupcache::builder()
         .open_peer_path()
         .self_url("http://127.0.0.1:9")
         .peers([peer])
         .cache_bytes(0)
-        .peer_timeout(Duration::from_secs(10))
+        .peer_timeout(peer_timeout)
         .source("users", |key: String| async move {
             Ok::<_, std::io::Error>(format!("local {key}"))
         })
@@ -156,4 +160,36 @@ async fn dropping_the_cache_closes_its_peer_connections() {
         .await
         .expect("the connection closes once the cache is dropped")
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_endless_reply_to_a_delete_is_cut_off() {
+    // Answers every request with a chunked body that never ends.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                if socket.read(&mut head).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    // With an hour's peer timeout, only the body limit can end the removal before the
+    // test's deadline.
+    let node = fetching_node_with_timeout(&url, Duration::from_secs(3_600));
+    let key = keys_owned_by(&node, &url, 1).remove(0);
+    let removal =
+        tokio::time::timeout(Duration::from_secs(60), node.handle().remove("users", &key))
+            .await
+            .expect("the reply is cut off at the limit, not read until the timeout")
+            .unwrap();
+    assert_eq!(removal.unreachable, [url]);
 }
