@@ -88,11 +88,7 @@ pub(crate) fn serve(
             return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string()).into();
         };
         let Ok(group) = shared.group(&group_name) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("no such group: {group_name}"),
-            )
-            .into();
+            return no_such_group(&group_name);
         };
         shared.check_ring(ring_fingerprint);
         group.clear();
@@ -106,11 +102,7 @@ pub(crate) fn serve(
         return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
     }
     let Ok(group) = shared.group(&group_name) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("no such group: {group_name}"),
-        )
-        .into();
+        return no_such_group(&group_name);
     };
 
     shared.check_ring(ring_fingerprint);
@@ -147,6 +139,11 @@ fn answer(shared: &Shared, result: Result<Entry, Error>, rate: f64) -> Response<
         }
         Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     }
+}
+
+/// 404 for a group this node does not have, as Go's `HTTPPool` answers it.
+fn no_such_group(name: &str) -> Reply {
+    text(StatusCode::NOT_FOUND, format!("no such group: {name}")).into()
 }
 
 /// A plain-text reply in the form of Go's `http.Error`.

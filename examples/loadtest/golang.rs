@@ -262,26 +262,13 @@ pub(crate) async fn run(
     let urls = |ports: [u16; 2]| ports.map(url_of);
     let (go_ports, our_ports) = ([free_port()?, free_port()?], [free_port()?, free_port()?]);
     let (go_peers, our_peers) = (urls(go_ports), urls(our_ports));
+    let commands = go_ports
+        .map(|port| (go_command(&go_binary, port, &go_peers), port))
+        .into_iter()
+        .chain(our_ports.map(|port| (our_command(&node_binary, port, &our_peers), port)));
     let mut nodes = Vec::new();
-    for port in go_ports {
-        nodes.push(
-            start_node(
-                go_command(&go_binary, port, &go_peers),
-                &url_of(port),
-                client,
-            )
-            .await?,
-        );
-    }
-    for port in our_ports {
-        nodes.push(
-            start_node(
-                our_command(&node_binary, port, &our_peers),
-                &url_of(port),
-                client,
-            )
-            .await?,
-        );
+    for (command, port) in commands {
+        nodes.push(start_node(command, &url_of(port), client).await?);
     }
     let [g1, g2, a, b] = [0, 1, 2, 3].map(|i| nodes[i].url.clone());
 
