@@ -28,6 +28,8 @@ pub const DEFAULT_REPLICAS: usize = 50;
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default bound on opening a connection to a peer: 1 second.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default longest time a connection to a peer is kept idle for reuse: 90 seconds.
+pub const DEFAULT_PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The default longest key, in bytes: 8 KiB. Longer keys are refused (`414` on the peer path).
 pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
 /// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is
@@ -70,6 +72,7 @@ pub struct GroupcacheBuilder {
     replicas: usize,
     peer_timeout: Duration,
     connect_timeout: Duration,
+    peer_idle_timeout: Duration,
     max_key_bytes: usize,
     max_value_bytes: usize,
     peer_health: PeerHealthConfig,
@@ -95,6 +98,7 @@ impl Default for GroupcacheBuilder {
             replicas: DEFAULT_REPLICAS,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            peer_idle_timeout: DEFAULT_PEER_IDLE_TIMEOUT,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
@@ -122,6 +126,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("replicas", &self.replicas)
             .field("peer_timeout", &self.peer_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("peer_idle_timeout", &self.peer_idle_timeout)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("peer_health", &self.peer_health)
@@ -192,6 +197,14 @@ impl GroupcacheBuilder {
     /// [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a connection to a peer may stay idle before it is closed. Each peer keeps at
+    /// most 64 idle connections for reuse; a background task closes the ones idle longer than
+    /// this. Default [`DEFAULT_PEER_IDLE_TIMEOUT`].
+    pub fn peer_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.peer_idle_timeout = timeout;
         self
     }
 
@@ -317,6 +330,7 @@ impl GroupcacheBuilder {
     /// | `REPLICAS` | [`replicas`](Self::replicas) | `50` |
     /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds | `5000` |
     /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds | `1000` |
+    /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds | `90000` |
     /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret) | 32+ random characters |
     /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation | |
     /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` | `false` |
@@ -397,6 +411,9 @@ impl GroupcacheBuilder {
         if let Some(v) = var("CONNECT_TIMEOUT_MS")? {
             self.connect_timeout = Duration::from_millis(number(v)?);
         }
+        if let Some(v) = var("PEER_IDLE_TIMEOUT_MS")? {
+            self.peer_idle_timeout = Duration::from_millis(number(v)?);
+        }
         if let Some((_, secret)) = var("PEER_SECRET")? {
             self = self.peer_secret(secret.trim().as_bytes());
         }
@@ -426,6 +443,7 @@ impl GroupcacheBuilder {
         for (what, zero) in [
             ("peer timeout", self.peer_timeout.is_zero()),
             ("connect timeout", self.connect_timeout.is_zero()),
+            ("peer idle timeout", self.peer_idle_timeout.is_zero()),
             ("max key bytes", self.max_key_bytes == 0),
             ("max value bytes", self.max_value_bytes == 0),
         ] {
@@ -508,6 +526,7 @@ impl GroupcacheBuilder {
             ClientConfig {
                 timeout: self.peer_timeout,
                 connect_timeout: self.connect_timeout,
+                idle_timeout: self.peer_idle_timeout,
                 max_value_bytes: self.max_value_bytes,
             },
             auth.clone(),
@@ -694,6 +713,10 @@ mod tests {
             b().peer_timeout(Duration::ZERO).build().unwrap_err(),
             ConfigError::ZeroLimit(_)
         ));
+        assert_eq!(
+            b().peer_idle_timeout(Duration::ZERO).build().unwrap_err(),
+            ConfigError::ZeroLimit("peer idle timeout")
+        );
         for path in [
             "",
             "/",
@@ -805,6 +828,14 @@ mod tests {
         assert!(
             matches!(err, ConfigError::Env { variable, .. } if variable == "PARSEC_PEER_TIMEOUT_MS")
         );
+        let err = GroupcacheBuilder::from_env_lookup(
+            "PARSEC",
+            env(&[("PARSEC_PEER_IDLE_TIMEOUT_MS", "0")]),
+        )
+        .unwrap()
+        .build()
+        .unwrap_err();
+        assert_eq!(err, ConfigError::ZeroLimit("peer idle timeout"));
         let err = GroupcacheBuilder::from_env_lookup(
             "PARSEC",
             env(&[("PARSEC_PEER_URLS", "http://b:1")]),

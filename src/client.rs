@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,8 @@ impl std::error::Error for PeerError {}
 pub(crate) struct ClientConfig {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// An idle connection older than this is closed.
+    pub(crate) idle_timeout: Duration,
     pub(crate) max_value_bytes: usize,
 }
 
@@ -117,8 +120,8 @@ type Sender = http1::SendRequest<Empty<Bytes>>;
 const MAX_IDLE_PER_PEER: usize = 64;
 /// The most of a reply to a `DELETE` that is read (the reply is empty).
 const DELETE_BODY_LIMIT: usize = 64 << 10;
-/// An idle connection older than this is closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The longest pause between two sweeps of the idle lists.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The peer client: keep-alive HTTP/1.1 connections of its own, one idle list per peer.
 ///
@@ -128,10 +131,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// full. A connection that failed, timed out or was left half-read is closed, never reused.
 pub(crate) struct PeerClient {
     connector: Connector,
-    pool: Mutex<FxHashMap<Box<str>, PeerConns>>,
+    pool: Arc<Pool>,
+    /// Whether the task that closes idle connections runs (it starts with the first one).
+    sweeping: AtomicBool,
     config: ClientConfig,
     auth: Option<Arc<PeerAuth>>,
 }
+
+/// The idle lists, by peer URL.
+type Pool = Mutex<FxHashMap<Box<str>, PeerConns>>;
 
 /// One peer's address and idle connections.
 struct PeerConns {
@@ -204,10 +212,37 @@ impl PeerClient {
         };
         Self {
             connector,
-            pool: Mutex::default(),
+            pool: Arc::default(),
+            sweeping: AtomicBool::new(false),
             config,
             auth,
         }
+    }
+
+    /// Starts, once, the task that closes connections idle longer than the idle timeout. It
+    /// holds the pool weakly and ends at its first sweep after the cache is dropped.
+    fn start_sweeping(&self) {
+        if self.sweeping.swap(true, Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(&self.pool);
+        let idle_timeout = self.config.idle_timeout;
+        let interval = (idle_timeout / 2).clamp(Duration::from_millis(10), MAX_SWEEP_INTERVAL);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                for conns in lock(&pool).values_mut() {
+                    conns.close_expired(now, idle_timeout);
+                    conns.idle.retain(|idle| !idle.sender.is_closed());
+                }
+            }
+        });
     }
 
     /// Forgets the connections to peers that are not in `peers` any more.
@@ -331,7 +366,9 @@ impl PeerClient {
             let now = Instant::now();
             let mut found = None;
             while let Some(idle) = conns.idle.pop_back() {
-                if !idle.sender.is_closed() && now.duration_since(idle.since) < IDLE_TIMEOUT {
+                if !idle.sender.is_closed()
+                    && now.duration_since(idle.since) < self.config.idle_timeout
+                {
                     found = Some(idle.sender);
                     break;
                 }
@@ -376,6 +413,7 @@ impl PeerClient {
             .map_err(PeerError::connect)?;
         let io = connector.call(target).await.map_err(PeerError::connect)?;
         let (sender, connection) = http1::handshake(io).await.map_err(PeerError::Request)?;
+        self.start_sweeping();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "peer connection ended");
@@ -394,13 +432,7 @@ impl PeerClient {
             return;
         };
         let now = Instant::now();
-        while conns
-            .idle
-            .front()
-            .is_some_and(|idle| now.duration_since(idle.since) >= IDLE_TIMEOUT)
-        {
-            conns.idle.pop_front();
-        }
+        conns.close_expired(now, self.config.idle_timeout);
         if conns.idle.len() >= MAX_IDLE_PER_PEER {
             conns.idle.pop_front();
         }
@@ -436,6 +468,17 @@ impl PeerClient {
 }
 
 impl PeerConns {
+    /// Drops the idle connections older than `idle_timeout`: the oldest are first.
+    fn close_expired(&mut self, now: Instant, idle_timeout: Duration) {
+        while self
+            .idle
+            .front()
+            .is_some_and(|idle| now.duration_since(idle.since) >= idle_timeout)
+        {
+            self.idle.pop_front();
+        }
+    }
+
     fn new(peer: &str) -> Result<Self, PeerError> {
         let uri = Uri::try_from(peer).map_err(PeerError::Uri)?;
         let authority = uri

@@ -193,3 +193,28 @@ async fn an_endless_reply_to_a_delete_is_cut_off() {
             .unwrap();
     assert_eq!(removal.unreachable, [url]);
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let mut peer = HandPeer::start(None).await;
+    let node = Groupcache::builder()
+        .open_peer_path()
+        .self_url("http://127.0.0.1:9")
+        .peers([peer.url.as_str()])
+        .cache_bytes(0)
+        .peer_idle_timeout(Duration::from_millis(100))
+        .source("users", |key: String| async move {
+            Ok::<_, std::io::Error>(format!("local {key}"))
+        })
+        .build()
+        .unwrap();
+    let key = keys_owned_by(&node, &peer.url, 1).remove(0);
+    node.handle().get("users", &key).await.unwrap();
+    // No more traffic: only the sweeping task can close the idle connection. The cache is
+    // still alive (held below), so dropping it is not what closes the connection.
+    tokio::time::timeout(Duration::from_secs(60), peer.closed.recv())
+        .await
+        .expect("the idle connection is closed once idle longer than the timeout")
+        .unwrap();
+    assert_eq!(node.stats().source("users").unwrap().stats.peer_loads, 1);
+}
