@@ -176,19 +176,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `{base_path}{group}/{key}`, or `{base_path}{group}` without a key, escaped: the
-/// origin-form target of a peer request.
-fn peer_path(base_path: &str, group: &str, key: Option<&str>) -> Result<Uri, PeerError> {
-    let escaped = 3 * (group.len() + key.map_or(0, str::len)) + 1;
-    let mut path = String::with_capacity(base_path.len() + escaped);
-    path.push_str(base_path);
-    push_escaped(&mut path, group);
-    if let Some(key) = key {
-        path.push('/');
-        push_escaped(&mut path, key);
+/// What a peer request names: `{base_path}{group}/{key}`, or `{base_path}{group}` alone.
+#[derive(Clone, Copy)]
+struct PeerPath<'a> {
+    base_path: &'a str,
+    group: &'a str,
+    key: Option<&'a str>,
+}
+
+impl PeerPath<'_> {
+    /// The escaped origin-form target. Built again for a retry rather than cloned: a clone
+    /// of a `Uri` made from a `String` allocates to share its bytes.
+    fn uri(&self) -> Result<Uri, PeerError> {
+        let escaped = 3 * (self.group.len() + self.key.map_or(0, str::len)) + 1;
+        let mut path = String::with_capacity(self.base_path.len() + escaped);
+        path.push_str(self.base_path);
+        push_escaped(&mut path, self.group);
+        if let Some(key) = self.key {
+            path.push('/');
+            push_escaped(&mut path, key);
+        }
+        // From the `String` itself: its bytes become the URI's without a copy.
+        Uri::try_from(path).map_err(PeerError::Uri)
     }
-    // From the `String` itself: its bytes become the URI's without a copy.
-    Uri::try_from(path).map_err(PeerError::Uri)
 }
 
 impl PeerClient {
@@ -259,7 +269,11 @@ impl PeerClient {
         key: &str,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
-        let path = peer_path(base_path, group, Some(key))?;
+        let path = PeerPath {
+            base_path,
+            group,
+            key: Some(key),
+        };
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.get(peer, path, ring_fingerprint))
             .await
@@ -276,7 +290,11 @@ impl PeerClient {
         key: Option<&str>,
         ring_fingerprint: &HeaderValue,
     ) -> Result<(), PeerError> {
-        let path = peer_path(base_path, group, key)?;
+        let path = PeerPath {
+            base_path,
+            group,
+            key,
+        };
         let timeout = self.config.timeout;
         let exchange = async {
             let (response, lent) = self
@@ -328,17 +346,17 @@ impl PeerClient {
         &self,
         peer: &str,
         method: Method,
-        path: Uri,
+        path: PeerPath<'_>,
         ring_fingerprint: &HeaderValue,
     ) -> Result<(Response<Incoming>, Lent), PeerError> {
         let (mut lent, host) = self.checkout(peer).await?;
-        let request = self.request(method.clone(), path.clone(), host.clone(), ring_fingerprint);
+        let request = self.request(method.clone(), path.uri()?, host.clone(), ring_fingerprint);
         match lent.sender.try_send_request(request).await {
             Ok(response) => Ok((response, lent)),
             Err(failed) if lent.reused => {
                 tracing::debug!(%peer, error = %failed.error(), "idle peer connection failed; reconnecting");
                 let mut sender = self.connect(peer).await?;
-                let request = self.request(method, path, host, ring_fingerprint);
+                let request = self.request(method, path.uri()?, host, ring_fingerprint);
                 let response = sender
                     .send_request(request)
                     .await
@@ -442,7 +460,7 @@ impl PeerClient {
     async fn get(
         &self,
         peer: &str,
-        path: Uri,
+        path: PeerPath<'_>,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
         let (response, lent) = self.send(peer, Method::GET, path, ring_fingerprint).await?;
