@@ -488,6 +488,8 @@ impl GroupcacheBuilder {
             );
         }
 
+        // Expiries in the stores are kept relative to the clock's time now.
+        let now = self.clock.now();
         let mut groups: Vec<Arc<Group>> = Vec::with_capacity(self.sources.len());
         for (name, source, options) in self.sources {
             if name.is_empty() || name.contains('/') {
@@ -507,6 +509,7 @@ impl GroupcacheBuilder {
                 self.cache_bytes,
                 self.hot_cache_fraction,
                 seed,
+                now,
             );
             groups.push(Arc::new(group));
         }

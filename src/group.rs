@@ -90,14 +90,17 @@ impl SourceOptions {
             .or(self.ttl)
             .map(|ttl| ttl + jitter(self.ttl_jitter, key, now));
         let expires = ttl.and_then(|ttl| now.checked_add(ttl));
-        let keep_until = expires
-            .and_then(|at| at.checked_add(self.stale_while_revalidate.max(self.stale_if_error)));
         Entry {
             value,
             expires,
-            keep_until: keep_until.or(expires),
+            keeps_stale: expires.is_some() && !self.stale_window().is_zero(),
             negative: false,
         }
+    }
+
+    /// How long past its expiry a value is kept, for stale serving.
+    pub(crate) fn stale_window(&self) -> Duration {
+        self.stale_while_revalidate.max(self.stale_if_error)
     }
 }
 
@@ -265,12 +268,13 @@ impl Group {
         cache_bytes: u64,
         hot_fraction: f64,
         seed: u64,
+        now: Instant,
     ) -> Self {
         Self {
             name: name.into(),
             source,
+            caches: Caches::new(cache_bytes, hot_fraction, now, options.stale_window()),
             options,
-            caches: Caches::new(cache_bytes, hot_fraction),
             counters: Counters::default(),
             flights: Singleflight::default(),
             served_rates: Rates::default(),

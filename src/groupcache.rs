@@ -301,7 +301,7 @@ impl Shared {
 
     /// [`get_entry`](Self::get_entry) for a caller that wants only the value. A fresh hit
     /// takes the short way: one lookup, one counter, the value.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get_value(self: &Arc<Self>, source: &str, key: &str) -> GetValue {
         if let Some(group) = self.groups.get(source) {
             if key.len() <= self.config.max_key_bytes {
@@ -512,7 +512,7 @@ impl Shared {
                         Entry {
                             value: Bytes::new(),
                             expires: Some(expires),
-                            keep_until: Some(expires),
+                            keeps_stale: false,
                             negative: true,
                         }
                     }
@@ -587,7 +587,7 @@ impl Shared {
                         (Some(at), Some(limit)) => Some(at.min(limit)),
                         (at, limit) => at.or(limit),
                     };
-                    hot.keep_until = hot.expires;
+                    hot.keeps_stale = false;
                     if !hot.is_expired(self.clock.now()) {
                         group.store(Tier::Hot, key, hot, epoch);
                         counters.add(Event::HotPromotion);

@@ -183,6 +183,16 @@ impl Counters {
     /// live threads (`ThreadLocal` hands a dead thread's entry only to a later thread).
     #[inline]
     pub(crate) fn stripe(&self) -> &Stripe {
+        match self.stripes.get() {
+            Some(stripe) => stripe,
+            None => self.new_stripe(),
+        }
+    }
+
+    /// A thread's first add: its stripe is made.
+    #[cold]
+    #[inline(never)]
+    fn new_stripe(&self) -> &Stripe {
         self.stripes.get_or_default()
     }
 
