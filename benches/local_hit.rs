@@ -2,6 +2,9 @@
 //! the same keys: quick_cache (our store), mini-moka, and a `RwLock<FxHashMap>`.
 //!
 //! 100,000 entries are loaded; each thread's gets cycle over a working set of 1,000 of them.
+//! `CacheHandle::get` is awaited in a loop inside one async block, as a handler awaits it; every
+//! get is a hit, so the block ends in one poll. The `polled alone` row wraps each get in
+//! `now_or_never` instead, which adds a waker and a poll per get.
 //! In the `2_thread` group the two threads have working sets of their own (two handlers
 //! serving different users); in `2_thread_same_keys` both cycle over the same 1,000 keys, so
 //! they share the values' reference counts and the store's locks for those keys.
@@ -31,40 +34,45 @@ fn value() -> Bytes {
     Bytes::from(vec![b'v'; 64])
 }
 
-/// Runs `op` over the working set on `threads` threads, `iters` times each; returns the wall
-/// time. Each iteration of each thread is one get.
-type Get<'a> = &'a (dyn Fn(&str) + Sync);
+/// A benchmark's body: `iters` gets over `set`, starting at index `next`.
+type Body<'a> = &'a (dyn Fn(&[String], usize, u64) + Sync);
 
+/// Runs `body` on `threads` threads, `iters` gets each; returns the wall time.
 fn run_threads(
     threads: usize,
     same_keys: bool,
     iters: u64,
     keys: &[String],
-    op: Get<'_>,
+    body: Body<'_>,
 ) -> Duration {
     let start = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
             scope.spawn(move || {
-                let (base, mut next) = if same_keys {
+                let (base, next) = if same_keys {
                     (0, t * 7)
                 } else {
                     (t * WORKING_SET, 0)
                 };
-                let set = &keys[base..base + WORKING_SET];
-                // A wrapping index, not `i % WORKING_SET`: a division would cost more than
-                // some of the gets measured.
-                for _ in 0..iters {
-                    op(&set[next]);
-                    next += 1;
-                    if next == WORKING_SET {
-                        next = 0;
-                    }
-                }
+                body(&keys[base..base + WORKING_SET], next, iters);
             });
         }
     });
     start.elapsed()
+}
+
+/// Calls `get` `iters` times over `set`, from `next` on.
+#[inline(always)]
+fn each_key(set: &[String], mut next: usize, iters: u64, mut get: impl FnMut(&str)) {
+    // A wrapping index, not `i % WORKING_SET`: a division would cost more than some of the
+    // gets measured.
+    for _ in 0..iters {
+        get(&set[next]);
+        next += 1;
+        if next == set.len() {
+            next = 0;
+        }
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -98,32 +106,54 @@ fn bench(c: &mut Criterion) {
             .insert(key.as_str().into(), value());
     }
 
-    let handle_get = |key: &str| {
-        let got = handle
-            .get("users", key)
-            .now_or_never()
-            .expect("a hit is ready at once");
-        black_box(got.expect("hit"));
+    let handle_get = |set: &[String], mut next: usize, iters: u64| {
+        async {
+            for _ in 0..iters {
+                black_box(handle.get("users", &set[next]).await.expect("hit"));
+                next += 1;
+                if next == set.len() {
+                    next = 0;
+                }
+            }
+        }
+        .now_or_never()
+        .expect("every get is a hit, ready at once");
     };
-    let quick_get = |key: &str| {
-        black_box(quick.get(key).expect("hit"));
+    let handle_polled = |set: &[String], next: usize, iters: u64| {
+        each_key(set, next, iters, |key| {
+            let got = handle
+                .get("users", key)
+                .now_or_never()
+                .expect("a hit is ready at once");
+            black_box(got.expect("hit"));
+        });
     };
-    let moka_get = |key: &str| {
-        let key: Box<str> = key.into(); // mini-moka looks up by &Box<str>, not &str
-        black_box(moka.get(&key).expect("hit"));
+    let quick_get = |set: &[String], next: usize, iters: u64| {
+        each_key(set, next, iters, |key| {
+            black_box(quick.get(key).expect("hit"));
+        });
     };
-    let map_get = |key: &str| {
-        black_box(
-            map.read()
-                .expect("not poisoned")
-                .get(key)
-                .cloned()
-                .expect("hit"),
-        );
+    let moka_get = |set: &[String], next: usize, iters: u64| {
+        each_key(set, next, iters, |key| {
+            let key: Box<str> = key.into(); // mini-moka looks up by &Box<str>, not &str
+            black_box(moka.get(&key).expect("hit"));
+        });
     };
-    let rows: [(&str, Get<'_>); 4] = [
+    let map_get = |set: &[String], next: usize, iters: u64| {
+        each_key(set, next, iters, |key| {
+            black_box(
+                map.read()
+                    .expect("not poisoned")
+                    .get(key)
+                    .cloned()
+                    .expect("hit"),
+            );
+        });
+    };
+    let rows: [(&str, Body<'_>); 5] = [
         ("CacheHandle::get", &handle_get),
         ("quick_cache", &quick_get),
+        ("CacheHandle::get polled alone", &handle_polled),
         ("mini_moka", &moka_get),
         ("RwLock<FxHashMap>", &map_get),
     ];
@@ -137,9 +167,9 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(threads as u64));
         // The shared-keys case is about contention: the cache beside its store is enough.
         let rows = if same_keys { &rows[..2] } else { &rows[..] };
-        for &(name, op) in rows {
+        for &(name, body) in rows {
             group.bench_function(name, |b| {
-                b.iter_custom(|iters| run_threads(threads, same_keys, iters, &keys, op));
+                b.iter_custom(|iters| run_threads(threads, same_keys, iters, &keys, body));
             });
         }
         group.finish();
