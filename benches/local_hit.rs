@@ -3,8 +3,7 @@
 //!
 //! 100,000 entries are loaded; each thread's gets cycle over a working set of 1,000 of them.
 //! `CacheHandle::get` is awaited in a loop inside one async block, as a handler awaits it; every
-//! get is a hit, so the block ends in one poll. The `polled alone` row wraps each get in
-//! `now_or_never` instead, which adds a waker and a poll per get.
+//! get is a hit, so the block ends in one poll.
 //! In the `2_thread` group the two threads have working sets of their own (two handlers
 //! serving different users); in `2_thread_same_keys` both cycle over the same 1,000 keys, so
 //! they share the values' reference counts and the store's locks for those keys.
@@ -119,15 +118,6 @@ fn bench(c: &mut Criterion) {
         .now_or_never()
         .expect("every get is a hit, ready at once");
     };
-    let handle_polled = |set: &[String], next: usize, iters: u64| {
-        each_key(set, next, iters, |key| {
-            let got = handle
-                .get("users", key)
-                .now_or_never()
-                .expect("a hit is ready at once");
-            black_box(got.expect("hit"));
-        });
-    };
     let quick_get = |set: &[String], next: usize, iters: u64| {
         each_key(set, next, iters, |key| {
             black_box(quick.get(key).expect("hit"));
@@ -150,10 +140,9 @@ fn bench(c: &mut Criterion) {
             );
         });
     };
-    let rows: [(&str, Body<'_>); 5] = [
+    let rows: [(&str, Body<'_>); 4] = [
         ("CacheHandle::get", &handle_get),
         ("quick_cache", &quick_get),
-        ("CacheHandle::get polled alone", &handle_polled),
         ("mini_moka", &moka_get),
         ("RwLock<FxHashMap>", &map_get),
     ];

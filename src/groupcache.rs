@@ -299,23 +299,22 @@ impl Shared {
         }
     }
 
-    /// [`get_entry`](Self::get_entry) for a caller that wants only the value. A fresh hit
-    /// takes the short way: one lookup, one counter, the value.
+    /// The value of `key` when one of this node's caches holds it fresh: one lookup, one
+    /// counter, no future. `None` leaves every other case, and its counting, to
+    /// [`get_value`](Self::get_value).
     #[inline(always)]
-    pub(crate) fn get_value(self: &Arc<Self>, source: &str, key: &str) -> GetValue {
-        if let Some(group) = self.groups.get(source) {
-            if key.len() <= self.config.max_key_bytes {
-                if let Some((value, tier)) = group.caches.fresh_value(key, &*self.clock) {
-                    group.counters.add(tier.hit_event());
-                    return GetValue::Ready(Some(Ok(value)));
-                }
-            }
+    pub(crate) fn fresh_hit(&self, source: &str, key: &str) -> Option<Bytes> {
+        let group = self.groups.get(source)?;
+        if key.len() > self.config.max_key_bytes {
+            return None;
         }
-        self.get_value_slow(source, key)
+        let (value, tier) = group.caches.fresh_value(key, &*self.clock)?;
+        group.counters.add(tier.hit_event());
+        Some(value)
     }
 
-    /// Every case but a fresh hit: the full lookup, then the load.
-    fn get_value_slow(self: &Arc<Self>, source: &str, key: &str) -> GetValue {
+    /// [`get_entry`](Self::get_entry) for a caller that wants only the value.
+    pub(crate) fn get_value(self: &Arc<Self>, source: &str, key: &str) -> GetValue {
         match self.lookup(source, key, Origin::Local) {
             Ok(Lookup::Hit(entry)) => GetValue::Ready(Some(Ok(entry.value))),
             Ok(Lookup::Miss(group, stale)) => {
