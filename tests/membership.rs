@@ -80,6 +80,14 @@ async fn a_fourth_node_takes_a_quarter_of_the_keys() {
         .collect();
     assert_eq!(fingerprints.len(), 1, "all four nodes agree");
 
+    // A peer request sent while the two ends had different rings is counted as a mismatch;
+    // how many there were during the change depends on how the gets and the updates
+    // interleaved. From now on, with one ring everywhere, there must be none.
+    let mismatches_after_change: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.cache.stats().cluster.ring_mismatches)
+        .collect();
+
     // Gets through every node still answer right, and keys new to the fourth node load there.
     for (i, key) in keys.iter().take(600).enumerate() {
         assert_eq!(
@@ -89,13 +97,13 @@ async fn a_fourth_node_takes_a_quarter_of_the_keys() {
     }
     let new_node_loads = loads.total_by(&urls[3]);
     assert!(new_node_loads > 0, "the fourth node owns and loads keys");
-    for node in &nodes {
+    for (node, mismatches) in nodes.iter().zip(mismatches_after_change) {
         let s = node.stats("users");
         assert_eq!(s.peer_errors, 0, "{}", node.url);
         assert_eq!(
             node.cache.stats().cluster.ring_mismatches,
-            0,
-            "{}",
+            mismatches,
+            "{}: a ring mismatch after every node had the same ring",
             node.url
         );
     }
