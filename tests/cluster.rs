@@ -325,6 +325,45 @@ async fn independent_caches_in_one_process() {
 }
 
 #[tokio::test]
+async fn a_hit_returns_the_loaded_buffer_itself() {
+    use bytes::Bytes;
+    use tower_groupcache::Loaded;
+    // One buffer per key, kept here to compare addresses: a hit must hand out the buffer the
+    // source returned (a reference count more), never a copy, whether or not it expires.
+    let plain = Bytes::from(vec![b'p'; 4096]);
+    let timed = Bytes::from(vec![b't'; 4096]);
+    let (p, t) = (plain.clone(), timed.clone());
+    let cache = Groupcache::builder()
+        .source("users", move |k: String| {
+            let value = match k.as_str() {
+                "plain" => Loaded::new(p.clone()),
+                _ => Loaded::new(t.clone()).with_ttl(Duration::from_secs(3_600)),
+            };
+            async move { Ok::<_, std::io::Error>(value) }
+        })
+        .build()
+        .unwrap();
+    let handle = cache.handle();
+    for (key, original) in [("plain", &plain), ("timed", &timed)] {
+        let loaded = handle.get("users", key).await.unwrap();
+        let hit = handle.get("users", key).await.unwrap();
+        assert_eq!(
+            loaded.as_ptr(),
+            original.as_ptr(),
+            "{key}: the load kept the buffer"
+        );
+        assert_eq!(
+            hit.as_ptr(),
+            original.as_ptr(),
+            "{key}: the hit is the same buffer"
+        );
+        assert_eq!(hit.len(), original.len());
+    }
+    let stats = cache.stats().source("users").unwrap().stats;
+    assert_eq!((stats.gets, stats.loads), (4, 2), "two loads, two hits");
+}
+
+#[tokio::test]
 async fn a_handler_without_the_layer_gets_a_clear_rejection() {
     use axum::{Router, routing::get};
     use tower::ServiceExt as _;
