@@ -6,7 +6,7 @@
 //! get is a hit, so the block ends in one poll.
 //! In the `2_thread` group the two threads have working sets of their own (two handlers
 //! serving different users); in `2_thread_same_keys` both cycle over the same 1,000 keys, so
-//! they share the values' reference counts and the store's locks for those keys.
+//! they share the values' reference counts (the store's read locks are per thread).
 //! `cargo bench --bench local_hit`
 
 // `criterion_group!` defines an undocumented public function.
