@@ -8,7 +8,7 @@
 //! Rows run in turn, nine rounds, each round on a new thread; the table gives each row's
 //! median over the rounds, and the ratio of the two rows' p50 within each round.
 //!
-//! The cache and the keys are those of `local_hit`: 100,000 entries of 64 bytes, gets cycling
+//! The cache and the keys are those of `local_hit` (benches/support): 100,000 entries of 64 bytes, gets cycling
 //! over a working set of 1,000 keys, `CacheHandle::get` awaited in one async block.
 
 use std::hint::black_box;
@@ -16,17 +16,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use tower_groupcache::Groupcache;
 
-const ENTRIES: usize = 100_000;
-const WORKING_SET: usize = 1_000;
+mod support;
+use support::{ENTRIES, WORKING_SET, keys, loaded_cache, value};
+
 const BATCH: usize = 32;
 const BATCHES: usize = 100_000;
 const ROUNDS: usize = 9;
-
-fn value() -> Bytes {
-    Bytes::from(vec![b'v'; 64])
-}
 
 /// Percentiles of one row in one round, in nanoseconds per get.
 #[derive(Clone, Copy)]
@@ -72,23 +68,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let keys: Vec<String> = (0..ENTRIES).map(|i| format!("user:{i:08}")).collect();
-    let cache = Groupcache::builder()
-        .cache_bytes(1 << 30)
-        .source("users", |_k: String| async {
-            Ok::<_, std::io::Error>(value())
-        })
-        .build()
-        .expect("valid config");
+    let keys = keys();
+    let cache = loaded_cache(&keys);
     let handle = cache.handle();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        for key in &keys {
-            handle.get("users", key).await.expect("loads");
-        }
-    });
     let quick: quick_cache::sync::Cache<Box<str>, Bytes> = quick_cache::sync::Cache::new(ENTRIES);
     for key in &keys {
         quick.insert(key.as_str().into(), value());

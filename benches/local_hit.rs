@@ -20,18 +20,9 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt as _;
 use rustc_hash::FxHashMap;
-use tower_groupcache::Groupcache;
 
-const ENTRIES: usize = 100_000;
-const WORKING_SET: usize = 1_000;
-
-fn keys() -> Vec<String> {
-    (0..ENTRIES).map(|i| format!("user:{i:08}")).collect()
-}
-
-fn value() -> Bytes {
-    Bytes::from(vec![b'v'; 64])
-}
+mod support;
+use support::{ENTRIES, WORKING_SET, keys, loaded_cache, value};
 
 /// A benchmark's body: `iters` gets over `set`, starting at index `next`.
 type Body<'a> = &'a (dyn Fn(&[String], usize, u64) + Sync);
@@ -77,22 +68,8 @@ fn each_key(set: &[String], mut next: usize, iters: u64, mut get: impl FnMut(&st
 fn bench(c: &mut Criterion) {
     let keys = keys();
 
-    let cache = Groupcache::builder()
-        .cache_bytes(1 << 30)
-        .source("users", |_k: String| async {
-            Ok::<_, std::io::Error>(value())
-        })
-        .build()
-        .expect("valid config");
+    let cache = loaded_cache(&keys);
     let handle = cache.handle();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        for key in &keys {
-            handle.get("users", key).await.expect("loads");
-        }
-    });
 
     let quick: quick_cache::sync::Cache<Box<str>, Bytes> = quick_cache::sync::Cache::new(ENTRIES);
     let moka: mini_moka::sync::Cache<Box<str>, Bytes> = mini_moka::sync::Cache::new(ENTRIES as u64);
