@@ -8,8 +8,9 @@
 //! Rows run in turn, nine rounds, each round on a new thread; the table gives each row's
 //! median over the rounds, and the ratio of the two rows' p50 within each round.
 //!
-//! The cache and the keys are those of `local_hit` (benches/support): 100,000 entries of 64 bytes, gets cycling
-//! over a working set of 1,000 keys, `CacheHandle::get` awaited in one async block.
+//! The cache and the keys are those of `local_hit` (benches/support): 100,000 entries of 64
+//! bytes, gets cycling over a working set of 1,000 keys, `CacheHandle::get` awaited in one
+//! async block.
 
 use std::hint::black_box;
 use std::time::Instant;
