@@ -24,7 +24,7 @@
 //! | `GROUPCACHE_DNS_INTERVAL_MS` | `5000` | how often to resolve the name |
 //! | `GROUPCACHE_DEMO_LATENCY_MS` | `0` | simulated latency of the demo data source |
 //! | `GROUPCACHE_LOG_KEYS` | `false` | whether logs and spans may carry keys |
-//! | `GROUPCACHE_SHUTDOWN_TIMEOUT_MS` | `20000` | bound on the graceful shutdown |
+//! | `GROUPCACHE_SHUTDOWN_TIMEOUT_MS` | `15000` | bound on waiting for the loads in flight at shutdown (the cache's [`GroupcacheBuilder::shutdown_timeout`]) |
 //! | `RUST_LOG` | `info` | the log filter; logs go to stderr |
 //!
 //! A configuration error prints `node: configuration error: ...` and exits with status 2; a
@@ -46,12 +46,13 @@
 //! # Shutdown
 //!
 //! On SIGTERM or SIGINT the node logs `shutting down`, refuses peer requests (`503`, so peers
-//! load its keys themselves), fails `/healthz`, waits for its loads in flight, then stops the
-//! HTTP server gracefully and exits with status 0. The whole shutdown is bounded by
-//! `GROUPCACHE_SHUTDOWN_TIMEOUT_MS`: loads still running then are abandoned (`loads still
-//! running; stopping anyway`), and a server that has not drained by then is stopped with
-//! `graceful shutdown did not finish in time; exiting` and status 1. A second signal during
-//! the shutdown stops the node at once, with status 1.
+//! load its keys themselves), fails `/healthz`, and calls [`Groupcache::shutdown`], which waits
+//! for the loads that started before it, at most `GROUPCACHE_SHUTDOWN_TIMEOUT_MS`: loads
+//! still running then are abandoned (`loads still running; stopping anyway`, with their
+//! number). Then it stops the HTTP server gracefully and exits with status 0. A server that has
+//! not drained 5 s after that is stopped with `graceful shutdown did not finish in time;
+//! exiting` and status 1. A second signal during the shutdown stops the node at once, with
+//! status 1.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -68,7 +69,6 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tower_groupcache::{CacheHandle, DnsDiscovery, Groupcache, GroupcacheBuilder, Loaded};
 use tracing_subscriber::EnvFilter;
 
@@ -78,7 +78,8 @@ const PREFIX: &str = "GROUPCACHE";
 const SOURCE: &str = "demo";
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_DNS_INTERVAL: Duration = Duration::from_millis(5000);
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(20_000);
+/// How long the HTTP server may take to close its connections once the cache has drained.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The node's own settings, besides the cache's.
 #[derive(Debug)]
@@ -87,7 +88,6 @@ struct NodeSettings {
     dns: Option<DnsSettings>,
     demo_latency: Duration,
     log_keys: bool,
-    shutdown_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -185,7 +185,6 @@ impl NodeSettings {
             dns,
             demo_latency: millis("DEMO_LATENCY_MS", Duration::ZERO)?,
             log_keys: boolean("LOG_KEYS")?,
-            shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT)?,
         })
     }
 }
@@ -393,14 +392,7 @@ async fn main() -> ExitCode {
     );
     println!("listening on http://{local}");
 
-    serve(
-        listener,
-        cache,
-        prometheus,
-        &mut signals,
-        settings.shutdown_timeout,
-    )
-    .await
+    serve(listener, cache, prometheus, &mut signals).await
 }
 
 fn config_error(error: &ConfigError) -> ExitCode {
@@ -408,29 +400,33 @@ fn config_error(error: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Serves until a signal, then shuts down within `timeout`.
+/// Serves until a signal, then shuts down: the cache within its shutdown timeout, then the
+/// server.
 async fn serve(
     listener: TcpListener,
     cache: Groupcache,
     prometheus: PrometheusHandle,
     signals: &mut Signals,
-    timeout: Duration,
 ) -> ExitCode {
-    let (stop_tx, stop_rx) = oneshot::channel::<Instant>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (drained_tx, drained_rx) = oneshot::channel::<()>();
     let drain_cache = cache.clone();
     // Runs inside the server while it still serves: peers get 503, own gets keep working.
+    // The cache's shutdown is bounded by its own shutdown timeout.
     let graceful = async move {
-        let Ok(deadline) = stop_rx.await else {
+        if stop_rx.await.is_err() {
             return;
-        };
-        if tokio::time::timeout_at(deadline, drain_cache.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("loads still running; stopping anyway");
-        } else {
-            tracing::info!("no load in flight; stopping the HTTP server");
         }
+        let report = drain_cache.shutdown().await;
+        if report.is_complete() {
+            tracing::info!("no load in flight; stopping the HTTP server");
+        } else {
+            tracing::warn!(
+                abandoned = report.abandoned(),
+                "loads still running; stopping anyway"
+            );
+        }
+        let _ = drained_tx.send(());
     };
     let server = axum::serve(listener, app(&cache, prometheus)).with_graceful_shutdown(graceful);
     let mut server = std::pin::pin!(server.into_future());
@@ -450,15 +446,16 @@ async fn serve(
     };
     tracing::info!(
         signal,
-        timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         "shutting down: refusing peer requests, draining loads"
     );
-    let deadline = Instant::now() + timeout;
-    let _ = stop_tx.send(deadline);
+    let _ = stop_tx.send(());
+    // The server stops once the cache has drained; it gets a few seconds more to close.
+    let server_stop = async {
+        let _ = drained_rx.await;
+        tokio::time::sleep(SERVER_STOP_TIMEOUT).await;
+    };
 
     tokio::select! {
-        // The server first: at the deadline it logs that loads were abandoned, then this
-        // select that the server did not drain.
         biased;
         result = &mut server => match result {
             Ok(()) => {
@@ -470,7 +467,7 @@ async fn serve(
                 ExitCode::FAILURE
             }
         },
-        () = tokio::time::sleep_until(deadline) => {
+        () = server_stop => {
             tracing::warn!("graceful shutdown did not finish in time; exiting");
             ExitCode::FAILURE
         }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,6 +35,9 @@ pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
 /// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is
 /// refused while it streams in, and the key is loaded locally.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 << 20;
+
+/// The default bound on [`Groupcache::shutdown`]: 15 seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The default share of cache bytes for the hot cache: an eighth.
 pub const DEFAULT_HOT_CACHE_FRACTION: f64 = 0.125;
@@ -80,6 +83,7 @@ pub struct GroupcacheBuilder {
     hot_keys: HotKeys,
     hot_cache_fraction: f64,
     hot_max_staleness: Duration,
+    shutdown_timeout: Duration,
     clock: Arc<dyn Clock>,
     peer_secrets: Vec<PeerSecret>,
     open_peer_path: bool,
@@ -106,6 +110,7 @@ impl Default for GroupcacheBuilder {
             hot_keys: HotKeys::default(),
             hot_cache_fraction: DEFAULT_HOT_CACHE_FRACTION,
             hot_max_staleness: DEFAULT_HOT_MAX_STALENESS,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             clock: Arc::new(SystemClock),
             peer_secrets: Vec::new(),
             open_peer_path: false,
@@ -134,6 +139,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("hot_keys", &self.hot_keys)
             .field("hot_cache_fraction", &self.hot_cache_fraction)
             .field("hot_max_staleness", &self.hot_max_staleness)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .field("peer_secrets", &self.peer_secrets.len())
             .field("open_peer_path", &self.open_peer_path)
             .field(
@@ -274,6 +280,15 @@ impl GroupcacheBuilder {
         self
     }
 
+    /// The longest [`Groupcache::shutdown`] waits for the loads in flight. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]. Keep it below the time the platform gives a stopping
+    /// process (Kubernetes' `terminationGracePeriodSeconds`), with room for the HTTP server to
+    /// stop after it.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
     /// The secret that signs this node's peer requests and checks the ones it receives
     /// (HMAC-SHA256 over the method, path, a timestamp and a nonce; see the
     /// [`auth`](crate::auth) module). Every node of a cluster needs the same secret. Use at
@@ -331,6 +346,7 @@ impl GroupcacheBuilder {
     /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds | `5000` |
     /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds | `1000` |
     /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds | `90000` |
+    /// | `SHUTDOWN_TIMEOUT_MS` | [`shutdown_timeout`](Self::shutdown_timeout) in milliseconds | `15000` |
     /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret) | 32+ random characters |
     /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation | |
     /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` | `false` |
@@ -413,6 +429,9 @@ impl GroupcacheBuilder {
         }
         if let Some(v) = var("PEER_IDLE_TIMEOUT_MS")? {
             self.peer_idle_timeout = Duration::from_millis(number(v)?);
+        }
+        if let Some(v) = var("SHUTDOWN_TIMEOUT_MS")? {
+            self.shutdown_timeout = Duration::from_millis(number(v)?);
         }
         if let Some((_, secret)) = var("PEER_SECRET")? {
             self = self.peer_secret(secret.trim().as_bytes());
@@ -546,6 +565,7 @@ impl GroupcacheBuilder {
                 log_keys: self.log_keys,
                 hot_keys: self.hot_keys,
                 hot_max_staleness: self.hot_max_staleness,
+                shutdown_timeout: self.shutdown_timeout,
             },
             client,
             groups: Groups::new(groups),
@@ -554,9 +574,7 @@ impl GroupcacheBuilder {
             last_foreign_ring: AtomicU64::new(u64::MAX),
             discovery_errors: AtomicU64::new(0),
             closed: tokio::sync::watch::channel(()).0,
-            draining: AtomicBool::new(false),
-            loads_in_flight: AtomicUsize::new(0),
-            loads_done: tokio::sync::Notify::new(),
+            drain: Arc::default(),
             metrics_described: AtomicBool::new(false),
             clock: self.clock,
             auth,

@@ -192,8 +192,15 @@ impl Store {
         if state.keeps_stale() && now < expiry.saturating_add(self.stale_nanos()) {
             return Some((self.to_entry(stored), Freshness::Stale));
         }
-        self.entries.remove(key);
+        self.drop_expired(key, &stored);
         None
+    }
+
+    /// Drops `key` if it still holds `expired`: not a value a load stored since it was read.
+    fn drop_expired(&self, key: &str, expired: &Stored) {
+        self.entries.remove_if(key, |stored| {
+            stored.state == expired.state && same_buffer(&stored.value, &expired.value)
+        });
     }
 
     fn stale_nanos(&self) -> u64 {
@@ -222,6 +229,12 @@ impl Store {
         self.entries.remove(key).is_some()
     }
 
+    /// Drops `key` if it holds `value` (this very buffer), and nothing else.
+    fn remove_value(&self, key: &str, value: &Bytes) {
+        self.entries
+            .remove_if(key, |stored| same_buffer(&stored.value, value));
+    }
+
     /// Bytes, items and evictions; the caller adds the lookup counts it keeps.
     pub(crate) fn stats(&self) -> CacheStats {
         CacheStats {
@@ -231,6 +244,11 @@ impl Store {
             ..CacheStats::default()
         }
     }
+}
+
+/// Whether two values are one buffer: the same bytes at the same address.
+fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
 /// Which cache answered a lookup.
@@ -302,6 +320,18 @@ impl Caches {
     pub(crate) fn insert_hot(&self, key: &str, entry: Entry) {
         if let Some(hot) = &self.hot {
             hot.insert(key, entry);
+        }
+    }
+
+    /// Drops `key` from the `tier` cache if it holds `value` (the same buffer): undoes one
+    /// insert without touching what another one stored since.
+    pub(crate) fn remove_value(&self, tier: Tier, key: &str, value: &Bytes) {
+        let store = match tier {
+            Tier::Main => &self.main,
+            Tier::Hot => &self.hot,
+        };
+        if let Some(store) = store {
+            store.remove_value(key, value);
         }
     }
 
@@ -427,6 +457,48 @@ mod tests {
         caches.insert_main("k", Entry::value(Bytes::from_static(b"v"), Some(before)));
         assert!(caches.fresh_value("k", &clock).is_none());
         assert!(caches.get("k", &clock).is_none(), "dropped, not served");
+    }
+
+    #[test]
+    fn dropping_an_expired_entry_spares_a_value_stored_since() {
+        let clock = ManualClock::new();
+        let store = Store::with_capacity(1 << 20, clock.now(), Duration::ZERO).unwrap();
+        let soon = Some(clock.now() + Duration::from_secs(1));
+        store.insert("k", Entry::value(Bytes::from_static(b"old"), soon));
+        clock.advance(Duration::from_secs(2));
+        // A get reads the expired entry; a load stores a fresh value before the get drops it.
+        let expired = store.entries.get("k").unwrap();
+        store.insert("k", Entry::value(Bytes::from_static(b"new"), None));
+        store.drop_expired("k", &expired);
+        let (entry, freshness) = store.get("k", &clock).expect("the new value is kept");
+        assert_eq!(
+            (entry.value, freshness),
+            (Bytes::from_static(b"new"), Freshness::Fresh)
+        );
+        // With nothing stored since, the expired entry goes.
+        store.insert("e", Entry::value(Bytes::from_static(b"e"), soon));
+        assert!(store.get("e", &clock).is_none());
+        assert!(store.entries.get("e").is_none(), "dropped");
+    }
+
+    #[test]
+    fn undoing_an_insert_spares_a_newer_one() {
+        let caches = Caches::new(1 << 20, 0.5, Instant::now(), Duration::ZERO);
+        let old = Bytes::from(vec![1u8; 10]);
+        caches.insert_hot("k", Entry::value(old.clone(), None));
+        caches.remove_value(Tier::Hot, "k", &old);
+        assert!(
+            caches.get("k", &SystemClock).is_none(),
+            "its own insert is undone"
+        );
+        caches.insert_hot("k", Entry::value(old.clone(), None));
+        let new = Bytes::from(vec![1u8; 10]);
+        caches.insert_hot("k", Entry::value(new.clone(), None));
+        caches.remove_value(Tier::Hot, "k", &old);
+        let (entry, _, _) = caches
+            .get("k", &SystemClock)
+            .expect("the newer insert stays");
+        assert!(same_buffer(&entry.value, &new));
     }
 
     #[test]

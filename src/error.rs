@@ -43,6 +43,9 @@ pub enum ErrorKind {
     Codec,
     /// The key is longer than the configured maximum key length.
     KeyTooLong,
+    /// The data source asked this cache for the key it was loading (directly, or through
+    /// loads that wait for each other): that get would have waited for itself forever.
+    RecursiveLoad,
 }
 
 impl Error {
@@ -121,6 +124,10 @@ impl fmt::Display for Error {
                 "typed key or value for `{name}` failed to encode or decode"
             ),
             ErrorKind::KeyTooLong => write!(f, "key for data source `{name}` is too long"),
+            ErrorKind::RecursiveLoad => write!(
+                f,
+                "data source `{name}` asked the cache for a key it is loading itself"
+            ),
         }
     }
 }

@@ -1,7 +1,7 @@
-//! One data source on one node: its options, caches, counters, loads in flight, removal
-//! epochs and key popularity.
+//! One data source on one node: its options, caches, counters, loads in flight and key
+//! popularity.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use std::hash::{BuildHasher as _, Hash, Hasher};
 
 use crate::cache::{Caches, Entry, Tier};
 use crate::error::Error;
-use crate::singleflight::Singleflight;
+use crate::singleflight::{Singleflight, Ticket};
 use crate::source::DynSource;
 use crate::stats::Counters;
 
@@ -143,10 +143,6 @@ impl Default for HotKeys {
 /// The default promotion threshold, in requests per second: about three a minute.
 pub(crate) const DEFAULT_HOT_QPS: f64 = 0.05;
 
-/// Epochs of 256 buckets of keys; removing a key bumps its bucket's epoch, and a load that
-/// started under another epoch keeps its value out of the cache.
-const EPOCH_BUCKETS: usize = 256;
-
 /// Per-key request rates, decaying with a time constant of one minute, in a bounded map.
 ///
 /// Keys are held by a 64-bit hash from a randomly seeded hasher, so a hit allocates nothing
@@ -239,10 +235,10 @@ impl Groups {
     }
 }
 
-/// The key of a load in flight: the key, whether it asks the owning peer first (a peer
-/// request, always served locally, never joins a load that waits on another peer), and the
-/// removal epoch it started under (a get after a remove never joins a load from before it).
-pub(crate) type FlightKey = (Arc<str>, bool, u64);
+/// The key of a load in flight: the key, and whether it asks the owning peer first (a peer
+/// request, always served locally, never joins a load that waits on another peer). A get after
+/// a remove never joins a load from before it: the remove revokes that load.
+pub(crate) type FlightKey = (Arc<str>, bool);
 
 /// One data source and its caches, counters and loads in flight.
 pub(crate) struct Group {
@@ -256,7 +252,6 @@ pub(crate) struct Group {
     pub(crate) served_rates: Rates,
     /// Rates of fetches per key, on a requester.
     pub(crate) fetch_rates: Rates,
-    epochs: Box<[AtomicU64; EPOCH_BUCKETS]>,
     hot_dice: AtomicU64,
 }
 
@@ -279,48 +274,41 @@ impl Group {
             flights: Singleflight::default(),
             served_rates: Rates::default(),
             fetch_rates: Rates::default(),
-            epochs: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             hot_dice: AtomicU64::new(seed),
         }
     }
 
-    fn bucket(key: &str) -> usize {
-        let mut hasher = FxHasher::default();
-        key.hash(&mut hasher);
-        (hasher.finish() >> 56) as usize % EPOCH_BUCKETS
-    }
-
-    /// The removal epoch of `key`'s bucket.
-    pub(crate) fn epoch(&self, key: &str) -> u64 {
-        self.epochs[Self::bucket(key)].load(SeqCst)
-    }
-
-    /// Drops `key` here and bumps its epoch, so no load already running puts it back.
+    /// Drops `key` here and revokes its load in flight, if any: that load's value is not
+    /// kept, and the next get starts a new load. Loads of other keys are left alone.
     pub(crate) fn remove(&self, key: &str) {
-        self.epochs[Self::bucket(key)].fetch_add(1, SeqCst);
-        self.caches.remove(key);
+        let key: Arc<str> = key.into();
+        self.flights
+            .revoke([(key.clone(), false), (key.clone(), true)]);
+        self.caches.remove(&key);
     }
 
-    /// Drops every key here and bumps every epoch.
+    /// Drops every key here and revokes every load in flight.
     pub(crate) fn clear(&self) {
-        for epoch in self.epochs.iter() {
-            epoch.fetch_add(1, SeqCst);
-        }
+        self.flights.revoke_all();
         self.caches.clear();
     }
 
-    /// Stores `entry` in the `tier` cache unless `key` was removed since `epoch`.
-    pub(crate) fn store(&self, tier: Tier, key: &str, entry: Entry, epoch: u64) {
-        if self.epoch(key) != epoch {
+    /// Stores `entry` in the `tier` cache, unless the load that made it was revoked.
+    ///
+    /// A removal revokes the ticket, then drops the key. Checked before and after the insert,
+    /// the ticket catches a removal at any point: one before the insert keeps the value out,
+    /// one during it takes this very value out again (and nothing a newer load stored).
+    pub(crate) fn store(&self, tier: Tier, key: &str, entry: Entry, ticket: &Ticket) {
+        if !ticket.is_current() {
             return;
         }
+        let value = entry.value.clone();
         match tier {
             Tier::Main => self.caches.insert_main(key, entry),
             Tier::Hot => self.caches.insert_hot(key, entry),
         }
-        // A remove that raced the insert: undo it.
-        if self.epoch(key) != epoch {
-            self.caches.remove(key);
+        if !ticket.is_current() {
+            self.caches.remove_value(tier, key, &value);
         }
     }
 

@@ -27,7 +27,7 @@ use crate::health::{PeerHealth, Verdict};
 use crate::layer::GroupcacheLayer;
 use crate::protocol::GetResponse;
 use crate::ring::Ring;
-use crate::singleflight::Outcome;
+use crate::singleflight::{Outcome, Ticket};
 use crate::stats::{CacheStats, ClusterStats, Event, SourceSnapshot, Stats};
 
 /// A distributed read-through cache: this node's share of it, and the way to the others.
@@ -114,25 +114,49 @@ impl Groupcache {
         self.shared.stats()
     }
 
-    /// Stops serving peers and waits for the loads in flight to finish.
+    /// Stops serving peers and waits, at most
+    /// [`shutdown_timeout`](crate::GroupcacheBuilder::shutdown_timeout), for the loads that
+    /// started before the call to finish.
     ///
     /// From the call on, peer requests are answered `503 Service Unavailable`, so peers load
     /// this node's keys themselves (and soon skip it, see [`PeerHealthConfig`](crate::PeerHealthConfig)). Gets through
-    /// this node's own handles keep working. Call it when the service receives SIGTERM, before
-    /// the HTTP server stops; it returns once no load of this node is running.
-    pub async fn shutdown(&self) {
-        let shared = &self.shared;
-        // SeqCst pairs with `LoadDone`: a load that ends after the count below was read
-        // non-zero sees `draining` and wakes this loop.
-        shared.draining.store(true, SeqCst);
-        loop {
-            // Registered before the check, so a wake-up between the two is not lost.
-            let done = shared.loads_done.notified();
-            if shared.loads_in_flight.load(SeqCst) == 0 {
-                return;
-            }
-            done.await;
+    /// this node's own handles keep working; the loads they start from now on are not waited
+    /// for. Call it when the service receives SIGTERM, before the HTTP server stops. The
+    /// report says how many loads were still running at the bound: they go on in the
+    /// background, and their callers still get their values, but nothing waits for them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tower_groupcache::Groupcache;
+    ///
+    /// let cache = Groupcache::builder()
+    ///     .shutdown_timeout(Duration::from_secs(10))
+    ///     .source("users", |key: String| async move { Ok::<_, std::io::Error>(key) })
+    ///     .build()?;
+    /// // On SIGTERM:
+    /// let report = cache.shutdown().await;
+    /// assert!(report.is_complete(), "no load was running");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) -> Shutdown {
+        let drain = &self.shared.drain;
+        drain.start();
+        let bound = self.shared.config.shutdown_timeout;
+        if tokio::time::timeout(bound, drain.finished()).await.is_ok() {
+            return Shutdown { abandoned: 0 };
         }
+        let abandoned = drain.running();
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                timeout_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                "shutdown: loads still running at the shutdown timeout; not waiting for them"
+            );
+        }
+        Shutdown { abandoned }
     }
 
     /// Copies the current stats into the [`metrics`] facade; see [`crate::metrics`] for
@@ -167,7 +191,7 @@ impl Groupcache {
 
     /// Whether [`shutdown`](Groupcache::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.draining.load(Relaxed)
+        self.shared.drain.is_draining()
     }
 
     /// The ring in use now: which node owns which key. It is a snapshot; a later
@@ -197,6 +221,7 @@ pub(crate) struct NodeConfig {
     pub(crate) log_keys: bool,
     pub(crate) hot_keys: HotKeys,
     pub(crate) hot_max_staleness: Duration,
+    pub(crate) shutdown_timeout: Duration,
 }
 
 /// Everything a node shares between its layer, its handles and its loads.
@@ -213,12 +238,9 @@ pub(crate) struct Shared {
     pub(crate) discovery_errors: AtomicU64,
     /// Dropped with the cache: background tasks watching it stop at once.
     pub(crate) closed: tokio::sync::watch::Sender<()>,
-    /// Set by [`Groupcache::shutdown`]: peer requests are refused with 503.
-    pub(crate) draining: AtomicBool,
-    /// Loads running now, across every source; `shutdown` waits for it to reach 0.
-    pub(crate) loads_in_flight: AtomicUsize,
-    /// Woken when `loads_in_flight` drops to 0.
-    pub(crate) loads_done: tokio::sync::Notify,
+    /// The shutdown's state: once it starts, peer requests are refused with 503, and it
+    /// waits for the loads that started before it.
+    pub(crate) drain: Arc<Drain>,
     pub(crate) metrics_described: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     /// Signs and checks peer requests when a peer secret is set.
@@ -376,7 +398,7 @@ impl Shared {
             return;
         };
         let key: Arc<str> = key.into();
-        // Dropping the flight's future hands the load to a task of its own.
+        // The load runs as a task of its own; nobody needs to wait for it here.
         drop(self.start_flight(&runtime, group, key, origin));
     }
 
@@ -390,7 +412,7 @@ impl Shared {
     ) -> Result<Entry, Error> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::new(ErrorKind::NoRuntime, &group.name))?;
-        let flight = self.start_flight(&runtime, &group, key, origin);
+        let flight = self.start_flight(&runtime, &group, key, origin)?;
         let result = match flight.await {
             Outcome::Done(result) => result,
             Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &group.name)),
@@ -425,7 +447,16 @@ impl Shared {
         group: &Arc<Group>,
         key: Arc<str>,
         origin: Origin,
-    ) -> impl Future<Output = Outcome<Result<Entry, Error>>> + Send + 'static {
+    ) -> Result<impl Future<Output = Outcome<Result<Entry, Error>>> + Send + 'static, Error> {
+        // A data source that reads, through this cache, a key that it (or a load it waits for)
+        // is loading would wait for itself forever.
+        let loading = LoadChain::current();
+        if loading
+            .as_ref()
+            .is_some_and(|chain| chain.contains(group, &key))
+        {
+            return Err(Error::new(ErrorKind::RecursiveLoad, &group.name));
+        }
         // A peer request is never forwarded: it is served from here even where this node's
         // ring names another owner, so rings that disagree cannot make requests loop.
         let owner = match origin {
@@ -442,19 +473,20 @@ impl Shared {
         if self.config.log_keys {
             span.record("key", &*key);
         }
-        let epoch = group.epoch(&key);
-        let flight_key = (key.clone(), owner.is_some(), epoch);
-        group
-            .flights
-            .run(runtime, flight_key, move || {
-                let (shared, group) = (self.clone(), group.clone());
-                shared.loads_in_flight.fetch_add(1, SeqCst);
-                async move {
-                    let _done = LoadDone(&shared);
-                    shared.load(&group, key, owner, epoch).await
-                }
-            })
-            .instrument(span)
+        let flight_key = (key.clone(), owner.is_some());
+        Ok(group.flights.run(runtime, flight_key, move |ticket| {
+            let (shared, group) = (self.clone(), group.clone());
+            let chain = LoadChain::push(loading, &group, key.clone());
+            // Counted from the moment the flight exists, so a shutdown that starts now waits
+            // for it.
+            let drain = shared.drain.begin();
+            LOAD_CHAIN
+                .scope(chain, async move {
+                    let _counted = drain;
+                    shared.load(&group, key, owner, &ticket).await
+                })
+                .instrument(span)
+        }))
     }
 
     /// The body of a flight: runs once per key at a time, detached from its callers.
@@ -463,7 +495,7 @@ impl Shared {
         group: &Group,
         key: Arc<str>,
         owner: Option<Arc<str>>,
-        epoch: u64,
+        ticket: &Ticket,
     ) -> Result<Entry, Error> {
         let counters = &group.counters;
         counters.add(Event::Flight);
@@ -480,7 +512,7 @@ impl Shared {
             } else {
                 // Frees the probe slot however the fetch ends, even if it is dropped.
                 let _probe = (verdict == Verdict::Probe).then(|| ProbeSlot(&self.health, &peer));
-                if let Some(result) = self.fetch_from(&peer, group, &key, epoch).await {
+                if let Some(result) = self.fetch_from(&peer, group, &key, ticket).await {
                     return result;
                 }
             }
@@ -517,7 +549,7 @@ impl Shared {
                     }
                 };
                 if !entry.is_expired(now) {
-                    group.store(Tier::Main, &key, entry.clone(), epoch);
+                    group.store(Tier::Main, &key, entry.clone(), ticket);
                 }
                 Ok(entry)
             }
@@ -541,7 +573,7 @@ impl Shared {
         peer: &str,
         group: &Group,
         key: &str,
-        epoch: u64,
+        ticket: &Ticket,
     ) -> Option<Result<Entry, Error>> {
         let counters = &group.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();
@@ -588,7 +620,7 @@ impl Shared {
                     };
                     hot.keeps_stale = false;
                     if !hot.is_expired(self.clock.now()) {
-                        group.store(Tier::Hot, key, hot, epoch);
+                        group.store(Tier::Hot, key, hot, ticket);
                         counters.add(Event::HotPromotion);
                     }
                 }
@@ -618,16 +650,21 @@ impl Shared {
     }
 
     /// An entry from a peer's answer; its wall-clock expiry becomes a deadline on the clock.
+    /// `expire` absent or 0 means never; a time already past, or a negative one (which no
+    /// clock writes), means the value is expired now: it is returned but not kept.
     fn entry_from_wire(&self, response: GetResponse) -> Entry {
+        let now = self.clock.now();
         let expires = match response.expire {
-            Some(nanos) if nanos > 0 => {
-                let at = UNIX_EPOCH + Duration::from_nanos(nanos as u64);
-                let left = at
-                    .duration_since(self.clock.system_now())
+            None | Some(0) => None,
+            Some(nanos) => {
+                let left = u64::try_from(nanos)
+                    .ok()
+                    .and_then(|nanos| UNIX_EPOCH.checked_add(Duration::from_nanos(nanos)))
+                    .and_then(|at| at.duration_since(self.clock.system_now()).ok())
                     .unwrap_or(Duration::ZERO);
-                self.clock.now().checked_add(left)
+                // Past the clock's range is as good as never.
+                now.checked_add(left)
             }
-            _ => None,
         };
         Entry::value(response.value.unwrap_or_default(), expires)
     }
@@ -650,6 +687,11 @@ impl Shared {
         let owner = ring.owner(key).filter(|o| Some(*o) != me);
         // The owner first: once it has dropped its copy, no peer can fetch the old value.
         let mut unreachable = self.delete_on(group, Some(key), owner, &ring).await;
+        if owner.is_some() {
+            // A get here between the first drop and the owner's may have fetched the old
+            // value again: drop it (and revoke such a fetch still under way) once more.
+            group.remove(key);
+        }
         let others = ring
             .peers()
             .filter(|p| Some(*p) != me && Some(*p) != ring.owner(key));
@@ -826,15 +868,135 @@ impl Future for GetEntry {
     }
 }
 
-/// Counts a load out of `loads_in_flight` however it ends.
-struct LoadDone<'a>(&'a Shared);
+/// What [`Groupcache::shutdown`] waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Shutdown {
+    abandoned: usize,
+}
 
-impl Drop for LoadDone<'_> {
-    fn drop(&mut self) {
-        // Only a shutdown waits for the count to reach 0: see `Groupcache::shutdown`.
-        if self.0.loads_in_flight.fetch_sub(1, SeqCst) == 1 && self.0.draining.load(SeqCst) {
-            self.0.loads_done.notify_waiters();
+impl Shutdown {
+    /// The loads that were still running when the shutdown timeout ran out. They go on in the
+    /// background; nothing waits for them.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned
+    }
+
+    /// Whether every load that started before the shutdown finished within its timeout.
+    pub fn is_complete(&self) -> bool {
+        self.abandoned == 0
+    }
+}
+
+/// A shutdown's drain: whether it started, and the loads that started before it.
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    draining: AtomicBool,
+    /// Loads running that started before the drain (and a few that start while it begins).
+    running: AtomicUsize,
+    /// Woken when `running` drops to 0 during the drain.
+    finished: tokio::sync::Notify,
+}
+
+impl Drain {
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    fn start(&self) {
+        // SeqCst pairs with `begin`: a load counted after this store sees it and takes itself
+        // out again; one counted before it is waited for.
+        self.draining.store(true, SeqCst);
+    }
+
+    fn running(&self) -> usize {
+        self.running.load(SeqCst)
+    }
+
+    /// Waits until no load that started before the drain is running.
+    async fn finished(&self) {
+        loop {
+            // Made before the check, so a wake-up between the two is not lost.
+            let woken = self.finished.notified();
+            if self.running.load(SeqCst) == 0 {
+                return;
+            }
+            woken.await;
         }
+    }
+
+    /// Counts a load that starts now, if the drain has not started; the guard counts it out
+    /// however the load ends.
+    fn begin(self: &Arc<Self>) -> DrainCount {
+        self.running.fetch_add(1, SeqCst);
+        if self.draining.load(SeqCst) {
+            // Started after the drain: not waited for.
+            self.end();
+            return DrainCount(None);
+        }
+        DrainCount(Some(self.clone()))
+    }
+
+    fn end(&self) {
+        if self.running.fetch_sub(1, SeqCst) == 1 && self.draining.load(SeqCst) {
+            self.finished.notify_waiters();
+        }
+    }
+}
+
+/// A load counted by the drain; counted out when dropped.
+struct DrainCount(Option<Arc<Drain>>);
+
+impl Drop for DrainCount {
+    fn drop(&mut self) {
+        if let Some(drain) = self.0.take() {
+            drain.end();
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The keys that the loads running on this task's call path are loading: set around each
+    /// load, so a get made from inside a data source can tell that it waits for itself.
+    static LOAD_CHAIN: Option<Arc<LoadChain>>;
+}
+
+/// One load on a call path, and the load that waits for it.
+pub(crate) struct LoadChain {
+    /// The source's address, which tells a source of this cache from one of another cache
+    /// in the process. Compared only; the load holds the source alive.
+    group: usize,
+    key: Arc<str>,
+    parent: Option<Arc<LoadChain>>,
+}
+
+impl LoadChain {
+    /// The loads the current task runs inside, if any.
+    fn current() -> Option<Arc<LoadChain>> {
+        LOAD_CHAIN.try_with(Clone::clone).ok().flatten()
+    }
+
+    fn push(
+        parent: Option<Arc<LoadChain>>,
+        group: &Arc<Group>,
+        key: Arc<str>,
+    ) -> Option<Arc<Self>> {
+        Some(Arc::new(Self {
+            group: Arc::as_ptr(group) as usize,
+            key,
+            parent,
+        }))
+    }
+
+    fn contains(&self, group: &Arc<Group>, key: &str) -> bool {
+        let mut link = Some(self);
+        while let Some(chain) = link {
+            if chain.group == Arc::as_ptr(group) as usize && *chain.key == *key {
+                return true;
+            }
+            link = chain.parent.as_deref();
+        }
+        false
     }
 }
 

@@ -80,13 +80,14 @@ pub use auth::PeerSecret;
 pub use builder::{
     DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOT_CACHE_FRACTION,
     DEFAULT_HOT_MAX_STALENESS, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES,
-    DEFAULT_PEER_IDLE_TIMEOUT, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS, GroupcacheBuilder,
+    DEFAULT_PEER_IDLE_TIMEOUT, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS, DEFAULT_SHUTDOWN_TIMEOUT,
+    GroupcacheBuilder,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use discovery::{DnsDiscovery, Resolve, SystemResolver};
 pub use error::{BoxError, ConfigError, Error, ErrorKind};
 pub use group::{HotKeys, SourceOptions};
-pub use groupcache::Groupcache;
+pub use groupcache::{Groupcache, Shutdown};
 pub use handle::{CacheHandle, MissingCacheHandle, Removal};
 pub use health::PeerHealthConfig;
 pub use layer::{GroupcacheLayer, GroupcacheService};

@@ -40,7 +40,7 @@ pub(crate) fn serve(
     path: &str,
     headers: &HeaderMap,
 ) -> Reply {
-    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+    if shared.drain.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into();
     }
     // Authentication comes before any other work, parsing included.

@@ -336,7 +336,7 @@ async fn shutdown_waits_for_loads_and_refuses_peers() {
     assert_eq!(status, 503);
     loads.open();
     assert_eq!(get.await.unwrap().unwrap(), value_of(&key));
-    shutdown.await.unwrap();
+    assert!(shutdown.await.unwrap().is_complete());
     // B, refused by A, loads A's keys itself.
     let other = key_owned_by(&b.cache, &a.url, "user:other:");
     assert_eq!(
