@@ -301,19 +301,13 @@ fn users_backend(node: &'static str, loads: Arc<AtomicU64>) -> impl tower_groupc
     }
 }
 
-/// The front route, `GET /user/{id}`: the user, read through the cache.
-async fn user(cache: CacheHandle, Path(id): Path<String>) -> Result<Bytes, (StatusCode, String)> {
-    cache
-        .get(USERS, &format!("user:{id}"))
-        .await
-        .map_err(|error| {
-            let status = if error.is_not_found() {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            (status, error.to_string())
-        })
+/// The front route, `GET /user/{id}`: the user, read through the cache. A failed get answers
+/// with its status (404 not found, 502 when the data source fails).
+async fn user(
+    cache: CacheHandle,
+    Path(id): Path<String>,
+) -> Result<Bytes, tower_groupcache::Error> {
+    cache.get(USERS, &format!("user:{id}")).await
 }
 
 /// A client of the nodes' front routes, as a load balancer or a user would be.

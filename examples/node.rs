@@ -33,9 +33,10 @@
 //! # Routes
 //!
 //! - `GET /get/{key}` (the key may contain `/`), or `GET /get?key=...`: the value of `key` in
-//!   the data source `demo`: `200` with the bytes, `404` when it is not found, `500` when the
-//!   load failed. The demo source answers `value-of:{key}`, *not found* for keys starting with
-//!   `missing:` and an error for keys starting with `fail:`.
+//!   the data source `demo`: `200` with the bytes, `404` when it is not found, `502` when the
+//!   load failed (the statuses of [`tower_groupcache::Error`]). The demo source answers
+//!   `value-of:{key}`, *not found* for keys starting with `missing:` and an error for keys
+//!   starting with `fail:`.
 //! - `GET /stats`: the cache's stats as JSON.
 //! - `GET /metrics`: Prometheus text (metrics-exporter-prometheus).
 //! - `GET /healthz`: `200 ok`, or `503 shutting down` once the node drains.
@@ -232,10 +233,9 @@ async fn get_value(cache: &CacheHandle, key: &str) -> Response {
             value,
         )
             .into_response(),
-        Err(error) if error.is_not_found() => {
-            (StatusCode::NOT_FOUND, format!("{error}\n")).into_response()
-        }
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        // The status of its kind (404 not found, 502 when the data source failed, ...) and a
+        // text that names the source, not the key.
+        Err(error) => error.into_response(),
     }
 }
 

@@ -16,6 +16,7 @@ use std::error::Error;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::routing::get;
 use hyper_util::rt::TokioIo;
@@ -46,9 +47,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         })
         .build()?;
 
-    async fn value(cache: CacheHandle, Path(key): Path<String>) -> Result<Vec<u8>, String> {
-        let value = cache.get("demo", &key).await.map_err(|e| e.to_string())?;
-        Ok(value.to_vec())
+    // A failed get answers with its status (404 not found, 502 when the data source fails).
+    async fn value(
+        cache: CacheHandle,
+        Path(key): Path<String>,
+    ) -> Result<Bytes, tower_groupcache::Error> {
+        cache.get("demo", &key).await
     }
     let app = Router::new()
         .route("/get/{key}", get(value))

@@ -4,6 +4,9 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
+
 /// A type-erased error, as data sources return them.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -12,6 +15,36 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// It is cheap to clone: when many callers wait on one load, they all receive the same error.
 /// Ask it what went wrong with [`kind`](Error::kind) or the `is_*` methods; the data source's own
 /// error, if any, is its [`source`](StdError::source).
+///
+/// # As an HTTP response
+///
+/// An axum handler can return it as its error, `Result<_, Error>`, and a get's failure answers
+/// with the status of its [`kind`](Error::kind) ([`status`](Error::status)):
+///
+/// | [`ErrorKind`] | status |
+/// |---|---|
+/// | `NotFound` | `404 Not Found` |
+/// | `KeyTooLong` | `414 URI Too Long` |
+/// | `Load` (the data source returned an error) | `502 Bad Gateway` |
+/// | `LoadPanicked` | `500 Internal Server Error` |
+/// | `LoadAbandoned` (the runtime shut down) | `503 Service Unavailable` |
+/// | `UnknownSource`, `NoRuntime`, `Codec`, `RecursiveLoad` | `500 Internal Server Error` |
+///
+/// The body is the error's [`Display`](fmt::Display) text, as `text/plain; charset=utf-8`. It
+/// names the data source, never the key (keys often hold personal data) and nothing of the
+/// data source's own error, which may describe the back end; log the
+/// [`source`](StdError::source) where it is needed.
+///
+/// ```
+/// use axum::{Router, body::Bytes, extract::Path, routing::get};
+/// use tower_groupcache::{CacheHandle, Error};
+///
+/// async fn user(cache: CacheHandle, Path(id): Path<String>) -> Result<Bytes, Error> {
+///     cache.get("users", &format!("user:{id}")).await
+/// }
+///
+/// let routes: Router = Router::new().route("/user/{id}", get(user));
+/// ```
 #[derive(Clone)]
 pub struct Error {
     inner: Arc<ErrorInner>,
@@ -87,6 +120,44 @@ impl Error {
     pub fn is_load(&self) -> bool {
         matches!(self.inner.kind, ErrorKind::Load | ErrorKind::LoadPanicked)
     }
+
+    /// The HTTP status that answers this error, as its [`IntoResponse`] implementation
+    /// answers it; the table is in the [type's documentation](Error#as-an-http-response).
+    /// For a handler that builds its own response:
+    ///
+    /// ```
+    /// use axum::response::{IntoResponse, Response};
+    /// use tower_groupcache::CacheHandle;
+    ///
+    /// async fn user(cache: CacheHandle) -> Response {
+    ///     match cache.get("users", "user:12345").await {
+    ///         Ok(user) => user.into_response(),
+    ///         Err(error) => (error.status(), "no user today").into_response(),
+    ///     }
+    /// }
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        match self.inner.kind {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::KeyTooLong => StatusCode::URI_TOO_LONG,
+            // The data source is the upstream the cache stands in front of.
+            ErrorKind::Load => StatusCode::BAD_GATEWAY,
+            ErrorKind::LoadAbandoned => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::LoadPanicked
+            | ErrorKind::UnknownSource
+            | ErrorKind::NoRuntime
+            | ErrorKind::Codec
+            | ErrorKind::RecursiveLoad => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Answers with [`Error::status`] and the error's `Display` text: the data source's name, never
+/// the key nor the data source's own error.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
+    }
 }
 
 impl fmt::Debug for Error {
@@ -138,6 +209,46 @@ impl StdError for Error {
             .cause
             .as_ref()
             .map(|e| &**e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::*;
+
+    const KINDS: [(ErrorKind, StatusCode); 9] = [
+        (ErrorKind::UnknownSource, StatusCode::INTERNAL_SERVER_ERROR),
+        (ErrorKind::NotFound, StatusCode::NOT_FOUND),
+        (ErrorKind::Load, StatusCode::BAD_GATEWAY),
+        (ErrorKind::LoadPanicked, StatusCode::INTERNAL_SERVER_ERROR),
+        (ErrorKind::LoadAbandoned, StatusCode::SERVICE_UNAVAILABLE),
+        (ErrorKind::NoRuntime, StatusCode::INTERNAL_SERVER_ERROR),
+        (ErrorKind::Codec, StatusCode::INTERNAL_SERVER_ERROR),
+        (ErrorKind::KeyTooLong, StatusCode::URI_TOO_LONG),
+        (ErrorKind::RecursiveLoad, StatusCode::INTERNAL_SERVER_ERROR),
+    ];
+
+    #[tokio::test]
+    async fn a_response_has_the_kinds_status_and_a_plain_text_body_without_the_cause() {
+        use http_body_util::BodyExt as _;
+
+        for (kind, status) in KINDS {
+            let cause: BoxError = "db-7.internal: password rejected".into();
+            let error = Error::with_cause(kind, "users", Some(cause));
+            assert_eq!(error.status(), status, "{kind:?}");
+            let display = error.to_string();
+
+            let response = error.into_response();
+            assert_eq!(response.status(), status, "{kind:?}");
+            assert_eq!(
+                response.headers()[http::header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, display.as_bytes(), "{kind:?}");
+            assert!(display.contains("`users`"), "{kind:?}: {display}");
+            assert!(!display.contains("db-7"), "{kind:?}: {display}");
+        }
     }
 }
 

@@ -41,8 +41,8 @@ use crate::stats::{CacheStats, ClusterStats, Event, SourceSnapshot, Stats};
 /// cache.
 ///
 /// ```
-/// use axum::{Router, routing::get};
-/// use tower_groupcache::{CacheHandle, Groupcache};
+/// use axum::{Router, body::Bytes, extract::Path, routing::get};
+/// use tower_groupcache::{CacheHandle, Error, Groupcache};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let cache = Groupcache::builder()
@@ -54,12 +54,12 @@ use crate::stats::{CacheStats, ClusterStats, Event, SourceSnapshot, Stats};
 ///     })
 ///     .build()?;
 ///
-/// async fn user(cache: CacheHandle) -> Result<Vec<u8>, String> {
-///     let value = cache.get("users", "user:12345").await.map_err(|e| e.to_string())?;
-///     Ok(value.to_vec())
+/// // A failed get answers with its status (see `Error`).
+/// async fn user(cache: CacheHandle, Path(id): Path<String>) -> Result<Bytes, Error> {
+///     cache.get("users", &format!("user:{id}")).await
 /// }
 ///
-/// let app: Router = Router::new().route("/user", get(user)).layer(cache.layer());
+/// let app: Router = Router::new().route("/user/{id}", get(user)).layer(cache.layer());
 /// # Ok(())
 /// # }
 /// ```

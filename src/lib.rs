@@ -7,8 +7,8 @@
 //! rides on the service's own HTTP router through [`GroupcacheLayer`].
 //!
 //! ```
-//! use axum::{Router, routing::get};
-//! use tower_groupcache::{CacheHandle, Groupcache};
+//! use axum::{Router, body::Bytes, extract::Path, routing::get};
+//! use tower_groupcache::{CacheHandle, Error, Groupcache};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cache = Groupcache::builder()
@@ -22,13 +22,14 @@
 //!     })
 //!     .build()?;
 //!
-//! async fn user(cache: CacheHandle) -> Result<Vec<u8>, String> {
-//!     let user = cache.get("users", "user:12345").await.map_err(|e| e.to_string())?;
-//!     Ok(user.to_vec())
+//! // A failed get answers with its status (404 not found, 502 when the data source fails) and
+//! // a short text that names the data source, not the key.
+//! async fn user(cache: CacheHandle, Path(id): Path<String>) -> Result<Bytes, Error> {
+//!     cache.get("users", &format!("user:{id}")).await
 //! }
 //!
 //! let app: Router = Router::new()
-//!     .route("/user", get(user))
+//!     .route("/user/{id}", get(user))
 //!     .layer(cache.layer()); // serves /_groupcache/*, gives handlers a CacheHandle
 //! # Ok(())
 //! # }

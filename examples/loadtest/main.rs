@@ -544,12 +544,7 @@ impl Setup {
                 "/user",
                 get(move |cache: CacheHandle| {
                     let key = front_key.clone();
-                    async move {
-                        cache
-                            .get(USERS, &key)
-                            .await
-                            .map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))
-                    }
+                    async move { cache.get(USERS, &key).await }
                 }),
             )
             .layer(b.layer());

@@ -7,19 +7,17 @@
 //! peer request that is a cache hit is answered without boxing a future.
 //!
 //! ```
-//! use axum::{Router, routing::post};
-//! use tower_groupcache::{CacheHandle, Groupcache};
+//! use axum::{Router, body::Bytes, routing::post};
+//! use tower_groupcache::{CacheHandle, Error, Groupcache};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cache = Groupcache::builder()
 //!     .source("users", |key: String| async move { Ok::<_, std::io::Error>(key) })
 //!     .build()?;
 //!
-//! async fn exchange(cache: CacheHandle) -> String {
-//!     match cache.get("users", "user:12345").await {
-//!         Ok(user) => String::from_utf8_lossy(&user).into_owned(),
-//!         Err(error) => error.to_string(),
-//!     }
+//! // A failed get answers with its status (see `Error`).
+//! async fn exchange(cache: CacheHandle) -> Result<Bytes, Error> {
+//!     cache.get("users", "user:12345").await
 //! }
 //!
 //! let app: Router = Router::new()
