@@ -65,6 +65,7 @@ mod handle;
 mod health;
 pub mod layer;
 pub mod metrics;
+mod popularity;
 pub mod protocol;
 mod ring;
 mod server;
