@@ -30,6 +30,9 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default longest time a connection to a peer is kept idle for reuse: 90 seconds.
 pub const DEFAULT_PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The default most connections open to one peer, in use and idle: 64, as many as a peer's
+/// idle list keeps, so that every connection opened can be kept for reuse.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
 /// The default longest key, in bytes: 8 KiB. Longer keys are refused (`414` on the peer path).
 pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
 /// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is
@@ -76,6 +79,7 @@ pub struct GroupcacheBuilder {
     peer_timeout: Duration,
     connect_timeout: Duration,
     peer_idle_timeout: Duration,
+    max_connections_per_peer: usize,
     max_key_bytes: usize,
     max_value_bytes: usize,
     peer_health: PeerHealthConfig,
@@ -103,6 +107,7 @@ impl Default for GroupcacheBuilder {
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             peer_idle_timeout: DEFAULT_PEER_IDLE_TIMEOUT,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
@@ -132,6 +137,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("peer_timeout", &self.peer_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("peer_idle_timeout", &self.peer_idle_timeout)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("peer_health", &self.peer_health)
@@ -211,6 +217,15 @@ impl GroupcacheBuilder {
     /// this. Default [`DEFAULT_PEER_IDLE_TIMEOUT`].
     pub fn peer_idle_timeout(mut self, timeout: Duration) -> Self {
         self.peer_idle_timeout = timeout;
+        self
+    }
+
+    /// The most connections this node keeps open to one peer, in use and idle. Each peer
+    /// request, a fetch or a removal, takes one for its whole exchange; when all are taken, a
+    /// request waits for one, and the wait counts toward [`peer_timeout`](Self::peer_timeout).
+    /// Default [`DEFAULT_MAX_CONNECTIONS_PER_PEER`]; 0 is refused.
+    pub fn max_connections_per_peer(mut self, max: usize) -> Self {
+        self.max_connections_per_peer = max;
         self
     }
 
@@ -347,6 +362,7 @@ impl GroupcacheBuilder {
     /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds | `1000` |
     /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds | `90000` |
     /// | `SHUTDOWN_TIMEOUT_MS` | [`shutdown_timeout`](Self::shutdown_timeout) in milliseconds | `15000` |
+    /// | `MAX_CONNECTIONS_PER_PEER` | [`max_connections_per_peer`](Self::max_connections_per_peer) | `64` |
     /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret) | 32+ random characters |
     /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation | |
     /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` | `false` |
@@ -433,6 +449,9 @@ impl GroupcacheBuilder {
         if let Some(v) = var("SHUTDOWN_TIMEOUT_MS")? {
             self.shutdown_timeout = Duration::from_millis(number(v)?);
         }
+        if let Some(v) = var("MAX_CONNECTIONS_PER_PEER")? {
+            self.max_connections_per_peer = number(v)?;
+        }
         if let Some((_, secret)) = var("PEER_SECRET")? {
             self = self.peer_secret(secret.trim().as_bytes());
         }
@@ -463,6 +482,10 @@ impl GroupcacheBuilder {
             ("peer timeout", self.peer_timeout.is_zero()),
             ("connect timeout", self.connect_timeout.is_zero()),
             ("peer idle timeout", self.peer_idle_timeout.is_zero()),
+            (
+                "max connections per peer",
+                self.max_connections_per_peer == 0,
+            ),
             ("max key bytes", self.max_key_bytes == 0),
             ("max value bytes", self.max_value_bytes == 0),
         ] {
@@ -550,6 +573,7 @@ impl GroupcacheBuilder {
                 connect_timeout: self.connect_timeout,
                 idle_timeout: self.peer_idle_timeout,
                 max_value_bytes: self.max_value_bytes,
+                max_connections_per_peer: self.max_connections_per_peer,
             },
             auth.clone(),
             #[cfg(feature = "tls")]
@@ -738,6 +762,11 @@ mod tests {
             b().peer_idle_timeout(Duration::ZERO).build().unwrap_err(),
             ConfigError::ZeroLimit("peer idle timeout")
         );
+        assert_eq!(
+            b().max_connections_per_peer(0).build().unwrap_err(),
+            ConfigError::ZeroLimit("max connections per peer")
+        );
+        b().max_connections_per_peer(usize::MAX).build().unwrap();
         for path in [
             "",
             "/",
@@ -857,6 +886,20 @@ mod tests {
         .build()
         .unwrap_err();
         assert_eq!(err, ConfigError::ZeroLimit("peer idle timeout"));
+        let builder = GroupcacheBuilder::from_env_lookup(
+            "PARSEC",
+            env(&[("PARSEC_MAX_CONNECTIONS_PER_PEER", "8")]),
+        )
+        .unwrap();
+        assert_eq!(builder.max_connections_per_peer, 8);
+        let err = GroupcacheBuilder::from_env_lookup(
+            "PARSEC",
+            env(&[("PARSEC_MAX_CONNECTIONS_PER_PEER", "0")]),
+        )
+        .unwrap()
+        .build()
+        .unwrap_err();
+        assert_eq!(err, ConfigError::ZeroLimit("max connections per peer"));
         let err = GroupcacheBuilder::from_env_lookup(
             "PARSEC",
             env(&[("PARSEC_PEER_URLS", "http://b:1")]),

@@ -16,6 +16,7 @@ use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use prost::Message as _;
 use rustc_hash::FxHashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service as _;
 
 use crate::auth::{AUTH_HEADER, PeerAuth};
@@ -107,6 +108,8 @@ pub(crate) struct ClientConfig {
     /// An idle connection older than this is closed.
     pub(crate) idle_timeout: Duration,
     pub(crate) max_value_bytes: usize,
+    /// The most connections open to one peer, in use and idle.
+    pub(crate) max_connections_per_peer: usize,
 }
 
 #[cfg(feature = "tls")]
@@ -129,6 +132,11 @@ const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// takes the peer's most recently used idle connection (one short lock, no hashing of the
 /// URI), sends an origin-form request on it, and gives it back once the answer is read in
 /// full. A connection that failed, timed out or was left half-read is closed, never reused.
+///
+/// Each request holds one of its peer's connection slots (a semaphore permit) from checkout
+/// until its connection is back in the idle list or closed. A request takes an idle
+/// connection before it opens one, so the connections open to a peer, in use and idle, never
+/// outnumber the slots; a request that finds them all taken waits for one, within its timeout.
 pub(crate) struct PeerClient {
     connector: Connector,
     pool: Arc<Pool>,
@@ -149,6 +157,8 @@ struct PeerConns {
     host: HeaderValue,
     /// Oldest first.
     idle: VecDeque<Idle>,
+    /// One permit per connection slot; a request holds one for its whole exchange.
+    slots: Arc<Semaphore>,
 }
 
 struct Idle {
@@ -156,11 +166,13 @@ struct Idle {
     since: Instant,
 }
 
-/// A connection lent to one request.
+/// A connection lent to one request, and the slot it takes.
 struct Lent {
     sender: Sender,
     /// Taken from the idle list (it may have been closed by the peer in the meantime).
     reused: bool,
+    /// Freed when the request ends, whichever way: answered, failed, timed out or dropped.
+    slot: OwnedSemaphorePermit,
 }
 
 impl fmt::Debug for PeerClient {
@@ -308,7 +320,7 @@ impl PeerClient {
                         .collect()
                         .await
                         .map_err(PeerError::Body)?;
-                    self.release(peer, lent.sender);
+                    self.release(peer, lent);
                     Ok(())
                 }
                 status => Err(PeerError::Status(status)),
@@ -366,6 +378,7 @@ impl PeerClient {
                     Lent {
                         sender,
                         reused: false,
+                        slot: lent.slot,
                     },
                 ))
             }
@@ -373,25 +386,43 @@ impl PeerClient {
         }
     }
 
-    /// The peer's most recently used idle connection that is still open, or a new one.
+    /// A connection slot of the peer, then its most recently used idle connection that is
+    /// still open, or a new one. With every slot taken, waits for one to be freed.
     async fn checkout(&self, peer: &str) -> Result<(Lent, HeaderValue), PeerError> {
-        let (idle, host) = {
+        let now = Instant::now();
+        let idle_timeout = self.config.idle_timeout;
+        let (taken, host) = {
             let mut pool = lock(&self.pool);
             let conns = match pool.get_mut(peer) {
                 Some(conns) => conns,
-                None => pool.entry(peer.into()).or_insert(PeerConns::new(peer)?),
+                None => pool
+                    .entry(peer.into())
+                    .or_insert(PeerConns::new(peer, self.config.max_connections_per_peer)?),
             };
-            let now = Instant::now();
-            let mut found = None;
-            while let Some(idle) = conns.idle.pop_back() {
-                if !idle.sender.is_closed()
-                    && now.duration_since(idle.since) < self.config.idle_timeout
-                {
-                    found = Some(idle.sender);
-                    break;
-                }
+            // The common case: a free slot, and the idle connection, under this one lock.
+            let taken = match Arc::clone(&conns.slots).try_acquire_owned() {
+                Ok(slot) => Ok((slot, conns.take_idle(now, idle_timeout))),
+                Err(_) => Err(Arc::clone(&conns.slots)),
+            };
+            (taken, conns.host.clone())
+        };
+        let (slot, idle) = match taken {
+            Ok(taken) => taken,
+            Err(slots) => {
+                tracing::debug!(%peer, "every connection to the peer is in use; waiting");
+                // The caller's timeout bounds the wait; a dropped wait takes no slot.
+                let slot = slots
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| PeerError::connect("the peer's connection slots are closed"))?;
+                // The request that freed the slot gave its connection back first. The peer
+                // may have left the ring meanwhile: its new entry's connections are not ours.
+                let idle = lock(&self.pool)
+                    .get_mut(peer)
+                    .filter(|conns| Arc::ptr_eq(&conns.slots, slot.semaphore()))
+                    .and_then(|conns| conns.take_idle(Instant::now(), idle_timeout));
+                (slot, idle)
             }
-            (found, conns.host.clone())
         };
         if let Some(mut sender) = idle {
             // Ready at once unless the connection task has not yet seen the last answer end.
@@ -403,6 +434,7 @@ impl PeerClient {
                     Lent {
                         sender,
                         reused: true,
+                        slot,
                     },
                     host,
                 ));
@@ -413,6 +445,7 @@ impl PeerClient {
             Lent {
                 sender,
                 reused: false,
+                slot,
             },
             host,
         ))
@@ -423,7 +456,7 @@ impl PeerClient {
     async fn connect(&self, peer: &str) -> Result<Sender, PeerError> {
         let target = match lock(&self.pool).get(peer) {
             Some(conns) => conns.target.clone(),
-            None => PeerConns::new(peer)?.target,
+            None => PeerConns::new(peer, 1)?.target,
         };
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
@@ -440,21 +473,31 @@ impl PeerClient {
         Ok(sender)
     }
 
-    /// Gives a connection whose last answer was read in full back to the idle list.
-    fn release(&self, peer: &str, sender: Sender) {
+    /// Gives a connection whose last answer was read in full back to the idle list, then
+    /// frees its slot: in that order, so that a request woken by the slot finds the
+    /// connection rather than opening another.
+    fn release(&self, peer: &str, lent: Lent) {
+        let Lent { sender, slot, .. } = lent;
         if sender.is_closed() {
             return;
         }
-        let mut pool = lock(&self.pool);
-        let Some(conns) = pool.get_mut(peer) else {
-            return;
-        };
-        let now = Instant::now();
-        conns.close_expired(now, self.config.idle_timeout);
-        if conns.idle.len() >= MAX_IDLE_PER_PEER {
-            conns.idle.pop_front();
+        {
+            let mut pool = lock(&self.pool);
+            // Not to an entry made anew after the peer left the ring: its slots count others.
+            let Some(conns) = pool
+                .get_mut(peer)
+                .filter(|conns| Arc::ptr_eq(&conns.slots, slot.semaphore()))
+            else {
+                return;
+            };
+            let now = Instant::now();
+            conns.close_expired(now, self.config.idle_timeout);
+            if conns.idle.len() >= MAX_IDLE_PER_PEER {
+                conns.idle.pop_front();
+            }
+            conns.idle.push_back(Idle { sender, since: now });
         }
-        conns.idle.push_back(Idle { sender, since: now });
+        drop(slot);
     }
 
     async fn get(
@@ -468,7 +511,7 @@ impl PeerClient {
             StatusCode::OK => {}
             NOT_FOUND_STATUS => {
                 // No body: the connection is ready for the next request.
-                self.release(peer, lent.sender);
+                self.release(peer, lent);
                 return Ok(Fetched::NotFound);
             }
             status => return Err(PeerError::Status(status)),
@@ -478,7 +521,7 @@ impl PeerClient {
             .await
             .map_err(PeerError::Body)?
             .to_bytes();
-        self.release(peer, lent.sender);
+        self.release(peer, lent);
         GetResponse::decode(body)
             .map(Fetched::Value)
             .map_err(PeerError::Decode)
@@ -486,6 +529,17 @@ impl PeerClient {
 }
 
 impl PeerConns {
+    /// The most recently used idle connection that is still open and not too old; the ones
+    /// passed over are closed.
+    fn take_idle(&mut self, now: Instant, idle_timeout: Duration) -> Option<Sender> {
+        while let Some(idle) = self.idle.pop_back() {
+            if !idle.sender.is_closed() && now.duration_since(idle.since) < idle_timeout {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
     /// Drops the idle connections older than `idle_timeout`: the oldest are first.
     fn close_expired(&mut self, now: Instant, idle_timeout: Duration) {
         while self
@@ -497,7 +551,7 @@ impl PeerConns {
         }
     }
 
-    fn new(peer: &str) -> Result<Self, PeerError> {
+    fn new(peer: &str, max_connections: usize) -> Result<Self, PeerError> {
         let uri = Uri::try_from(peer).map_err(PeerError::Uri)?;
         let authority = uri
             .authority()
@@ -509,6 +563,8 @@ impl PeerConns {
             target: uri,
             host,
             idle: VecDeque::new(),
+            // `Semaphore::new` panics above its maximum, about 2^61 on 64-bit targets.
+            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
         })
     }
 }
