@@ -181,6 +181,10 @@ impl GroupcacheBuilder {
 
     /// Points per peer on the ring. Default [`DEFAULT_REPLICAS`], as golang/groupcache; every
     /// node of a cluster must use the same.
+    ///
+    /// From 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), and peers × replicas at most
+    /// [`MAX_RING_POINTS`](crate::MAX_RING_POINTS): [`build`](Self::build) and
+    /// [`Groupcache::set_peers`] refuse a ring beyond either bound.
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.replicas = replicas;
         self
@@ -437,9 +441,6 @@ impl GroupcacheBuilder {
 
     /// Checks the settings and builds the cache.
     pub fn build(self) -> Result<Groupcache, ConfigError> {
-        if self.replicas == 0 {
-            return Err(ConfigError::ZeroReplicas);
-        }
         for (what, zero) in [
             ("peer timeout", self.peer_timeout.is_zero()),
             ("connect timeout", self.connect_timeout.is_zero()),
@@ -467,6 +468,7 @@ impl GroupcacheBuilder {
             return Err(ConfigError::MissingSelfUrl);
         }
         let peers = validate_peers(self.self_url.as_deref(), self.peers, https)?;
+        let ring = Ring::try_new(self.replicas, &peers)?;
         if self.peer_secrets.first().is_some_and(PeerSecret::is_empty) {
             return Err(ConfigError::ZeroLimit("peer secret length"));
         }
@@ -538,7 +540,7 @@ impl GroupcacheBuilder {
         );
         Ok(Groupcache::from_shared(Shared {
             self_url: self.self_url.map(Into::into),
-            ring: ArcSwap::from_pointee(Ring::new(self.replicas, peers)),
+            ring: ArcSwap::from_pointee(ring),
             config: NodeConfig {
                 base_path: self.base_path.into(),
                 replicas: self.replicas,
@@ -847,6 +849,42 @@ mod tests {
         .build()
         .unwrap_err();
         assert_eq!(err, ConfigError::MissingSelfUrl);
+    }
+
+    #[test]
+    fn refuses_rings_too_large() {
+        let b = || {
+            Groupcache::builder()
+                .open_peer_path()
+                .self_url("http://a:1")
+        };
+        for replicas in [usize::MAX, 1 << 40, 10_000_000, 10_001] {
+            let err = b()
+                .replicas(replicas)
+                .peers(["http://b:1"])
+                .build()
+                .unwrap_err();
+            assert_eq!(err, ConfigError::TooManyReplicas(replicas));
+            assert!(err.to_string().contains("10000"), "{replicas}: {err}");
+        }
+        // This node and ten peers: 11 × 10,000 points.
+        let cache = b().replicas(crate::MAX_REPLICAS).build().unwrap();
+        let peers: Vec<String> = (0..10).map(|i| format!("http://p{i}:1")).collect();
+        let too_large = ConfigError::RingTooLarge {
+            peers: 11,
+            replicas: 10_000,
+        };
+        let before = cache.stats().cluster.peers;
+        assert_eq!(cache.set_peers(peers.clone()).unwrap_err(), too_large);
+        assert_eq!(
+            cache.stats().cluster.peers,
+            before,
+            "a refused list changes nothing"
+        );
+        let err = b().replicas(10_000).peers(peers).build().unwrap_err();
+        assert_eq!(err, too_large);
+        assert!(err.to_string().contains("110000 points"), "{err}");
+        assert!(err.to_string().contains("100000"), "{err}");
     }
 
     #[test]

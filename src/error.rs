@@ -156,6 +156,16 @@ pub enum ConfigError {
     InvalidBasePath(String),
     /// The number of ring replicas per peer is zero.
     ZeroReplicas,
+    /// The number of ring replicas per peer is above [`MAX_REPLICAS`](crate::MAX_REPLICAS).
+    TooManyReplicas(usize),
+    /// The ring would have more than [`MAX_RING_POINTS`](crate::MAX_RING_POINTS) points:
+    /// `peers` distinct peers with `replicas` points each.
+    RingTooLarge {
+        /// The distinct peers on the ring, this node included.
+        peers: usize,
+        /// The points per peer.
+        replicas: usize,
+    },
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
     /// The TLS settings could not be used (unreadable PEM, a key that does not fit).
@@ -195,6 +205,18 @@ impl fmt::Display for ConfigError {
                 "invalid base path `{path}`: it must start and end with `/` and be a plain URL path"
             ),
             Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
+            Self::TooManyReplicas(replicas) => write!(
+                f,
+                "ring replicas {replicas} is above the maximum of {}",
+                crate::MAX_REPLICAS
+            ),
+            Self::RingTooLarge { peers, replicas } => write!(
+                f,
+                "a ring of {peers} peers with {replicas} replicas each would have {} points, \
+                 above the maximum of {}: lower `replicas`",
+                peers.saturating_mul(*replicas),
+                crate::MAX_RING_POINTS
+            ),
             Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
             Self::Tls(reason) => write!(f, "peer TLS: {reason}"),
             Self::InvalidHotCacheFraction(v) => {

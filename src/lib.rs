@@ -90,7 +90,7 @@ pub use groupcache::Groupcache;
 pub use handle::{CacheHandle, MissingCacheHandle, Removal};
 pub use health::PeerHealthConfig;
 pub use layer::{GroupcacheLayer, GroupcacheService};
-pub use ring::Ring;
+pub use ring::{MAX_REPLICAS, MAX_RING_POINTS, Ring};
 pub use source::{Loaded, Source};
 pub use stats::{CacheStats, ClusterStats, SourceSnapshot, SourceStats, Stats};
 #[cfg(feature = "tls")]
