@@ -226,7 +226,9 @@ impl GroupcacheBuilder {
 
     /// When to skip a failing peer and load its keys locally instead. Default
     /// [`PeerHealthConfig::default`]: after 3 failures in a row, for 1 s doubling up to 30 s,
-    /// with one probe request at the end of each cooldown.
+    /// with one probe request at the end of each cooldown. Unless `failure_threshold` is 0,
+    /// the cooldown must be greater than zero and at most `max_cooldown`; see
+    /// [`PeerHealthConfig`].
     pub fn peer_health(mut self, config: PeerHealthConfig) -> Self {
         self.peer_health = config;
         self
@@ -453,6 +455,7 @@ impl GroupcacheBuilder {
             }
         }
         validate_base_path(&self.base_path)?;
+        self.peer_health.check()?;
         if !(0.0..=1.0).contains(&self.hot_cache_fraction) {
             return Err(ConfigError::InvalidHotCacheFraction(
                 self.hot_cache_fraction.to_string(),
@@ -551,7 +554,7 @@ impl GroupcacheBuilder {
             },
             client,
             groups: Groups::new(groups),
-            health: PeerHealth::new(self.peer_health),
+            health: PeerHealth::new(self.peer_health, &peers),
             ring_mismatches: AtomicU64::new(0),
             last_foreign_ring: AtomicU64::new(u64::MAX),
             discovery_errors: AtomicU64::new(0),
@@ -885,6 +888,38 @@ mod tests {
         assert_eq!(err, too_large);
         assert!(err.to_string().contains("110000 points"), "{err}");
         assert!(err.to_string().contains("100000"), "{err}");
+    }
+
+    #[test]
+    fn refuses_contradictory_peer_health() {
+        let health = |cooldown, max_cooldown| PeerHealthConfig {
+            failure_threshold: 3,
+            cooldown,
+            max_cooldown,
+        };
+        let b = Groupcache::builder;
+        let err = b()
+            .peer_health(health(Duration::from_secs(60), Duration::from_secs(30)))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidPeerHealth(_)), "{err}");
+        assert!(err.to_string().contains("cooldown"), "{err}");
+        let err = b()
+            .peer_health(health(Duration::ZERO, Duration::from_secs(30)))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidPeerHealth(_)), "{err}");
+        assert!(err.to_string().contains("cooldown"), "{err}");
+        b().peer_health(health(Duration::MAX, Duration::MAX))
+            .build()
+            .unwrap();
+        // Skipping off: the cooldowns are not used.
+        b().peer_health(PeerHealthConfig {
+            failure_threshold: 0,
+            ..health(Duration::ZERO, Duration::ZERO)
+        })
+        .build()
+        .unwrap();
     }
 
     #[test]

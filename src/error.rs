@@ -172,6 +172,9 @@ pub enum ConfigError {
     Tls(String),
     /// The hot cache's share of cache bytes is not between 0 and 1.
     InvalidHotCacheFraction(String),
+    /// The [`PeerHealthConfig`](crate::PeerHealthConfig) cannot be used: a zero cooldown, or
+    /// a cooldown longer than the maximum, while skipping is on.
+    InvalidPeerHealth(&'static str),
     /// The node has peers but no peer secret, and its peer path was not opened on purpose
     /// with [`open_peer_path`](crate::GroupcacheBuilder::open_peer_path).
     PeerAuthRequired,
@@ -222,6 +225,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidHotCacheFraction(v) => {
                 write!(f, "hot cache fraction {v} is not between 0 and 1")
             }
+            Self::InvalidPeerHealth(reason) => write!(f, "peer health: {reason}"),
             Self::PeerAuthRequired => write!(
                 f,
                 "peers are configured without a peer secret: set `peer_secret(..)`, or call \

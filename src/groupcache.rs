@@ -254,6 +254,7 @@ impl Shared {
         self.check_peer_auth(&peers)?;
         let ring = Ring::try_new(self.config.replicas, &peers)?;
         self.client.retain_peers(&peers);
+        self.health.retain_peers(&peers);
         self.ring.store(Arc::new(ring));
         Ok(())
     }
