@@ -36,6 +36,10 @@ pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
 /// refused while it streams in, and the key is loaded locally.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 << 20;
 
+/// The shortest peer secret accepted, in bytes: 32, the output size of the HMAC-SHA256 that
+/// signs peer requests.
+pub const MIN_PEER_SECRET_BYTES: usize = 32;
+
 /// The default share of cache bytes for the hot cache: an eighth.
 pub const DEFAULT_HOT_CACHE_FRACTION: f64 = 0.125;
 /// The default longest life of a hot copy: 60 seconds.
@@ -81,7 +85,10 @@ pub struct GroupcacheBuilder {
     hot_cache_fraction: f64,
     hot_max_staleness: Duration,
     clock: Arc<dyn Clock>,
-    peer_secrets: Vec<PeerSecret>,
+    /// Signs this node's peer requests, and is accepted from peers.
+    peer_secret: Option<PeerSecret>,
+    /// Accepted from peers, never used to sign.
+    previous_peer_secrets: Vec<PeerSecret>,
     open_peer_path: bool,
     #[cfg(feature = "tls")]
     peer_tls: Option<crate::tls::PeerTls>,
@@ -107,7 +114,8 @@ impl Default for GroupcacheBuilder {
             hot_cache_fraction: DEFAULT_HOT_CACHE_FRACTION,
             hot_max_staleness: DEFAULT_HOT_MAX_STALENESS,
             clock: Arc::new(SystemClock),
-            peer_secrets: Vec::new(),
+            peer_secret: None,
+            previous_peer_secrets: Vec::new(),
             open_peer_path: false,
             #[cfg(feature = "tls")]
             peer_tls: None,
@@ -134,7 +142,8 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("hot_keys", &self.hot_keys)
             .field("hot_cache_fraction", &self.hot_cache_fraction)
             .field("hot_max_staleness", &self.hot_max_staleness)
-            .field("peer_secrets", &self.peer_secrets.len())
+            .field("peer_secret", &self.peer_secret)
+            .field("previous_peer_secrets", &self.previous_peer_secrets)
             .field("open_peer_path", &self.open_peer_path)
             .field(
                 "sources",
@@ -282,21 +291,24 @@ impl GroupcacheBuilder {
 
     /// The secret that signs this node's peer requests and checks the ones it receives
     /// (HMAC-SHA256 over the method, path, a timestamp and a nonce; see the
-    /// [`auth`](crate::auth) module). Every node of a cluster needs the same secret. Use at
-    /// least 32 random bytes.
+    /// [`auth`](crate::auth) module). Every node of a cluster needs the same secret. Use
+    /// random bytes: [`build`](Self::build) refuses a secret shorter than
+    /// [`MIN_PEER_SECRET_BYTES`] (32) with [`ConfigError::ShortPeerSecret`]. A second call
+    /// replaces the first.
     pub fn peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
-        let secret = PeerSecret::new(secret);
-        self.peer_secrets.retain(|s| s != &secret);
-        self.peer_secrets.insert(0, secret);
+        self.peer_secret = Some(PeerSecret::new(secret));
         self
     }
 
-    /// A secret still accepted from peers, but not used to sign: the old secret while a new
-    /// one rolls out. Set the new secret with [`peer_secret`](Self::peer_secret).
+    /// A secret still accepted from peers, but never used to sign, during a rotation (see
+    /// docs/security.md). Each call adds one. It goes with a current secret set by
+    /// [`peer_secret`](Self::peer_secret): [`build`](Self::build) refuses a previous secret
+    /// alone ([`ConfigError::PreviousPeerSecretOnly`]), and one shorter than
+    /// [`MIN_PEER_SECRET_BYTES`].
     pub fn previous_peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         let secret = PeerSecret::new(secret);
-        if !self.peer_secrets.contains(&secret) {
-            self.peer_secrets.push(secret);
+        if !self.previous_peer_secrets.contains(&secret) {
+            self.previous_peer_secrets.push(secret);
         }
         self
     }
@@ -472,14 +484,7 @@ impl GroupcacheBuilder {
         }
         let peers = validate_peers(self.self_url.as_deref(), self.peers, https)?;
         let ring = Ring::try_new(self.replicas, &peers)?;
-        if self.peer_secrets.first().is_some_and(PeerSecret::is_empty) {
-            return Err(ConfigError::ZeroLimit("peer secret length"));
-        }
-        let auth = if self.peer_secrets.is_empty() {
-            None
-        } else {
-            Some(Arc::new(PeerAuth::new(self.peer_secrets)))
-        };
+        let auth = peer_auth(self.peer_secret, self.previous_peer_secrets)?;
         let others = peers
             .iter()
             .any(|p| Some(p.as_str()) != self.self_url.as_deref());
@@ -569,6 +574,37 @@ impl GroupcacheBuilder {
             https,
         }))
     }
+}
+
+/// The signer and checker of peer requests: the current secret signs, and it and the
+/// previous ones are accepted. `None` without secrets.
+fn peer_auth(
+    current: Option<PeerSecret>,
+    previous: Vec<PeerSecret>,
+) -> Result<Option<Arc<PeerAuth>>, ConfigError> {
+    let Some(current) = current else {
+        if previous.is_empty() {
+            return Ok(None);
+        }
+        return Err(ConfigError::PreviousPeerSecretOnly);
+    };
+    for (secret, previous) in
+        std::iter::once((&current, false)).chain(previous.iter().map(|secret| (secret, true)))
+    {
+        if secret.len() < MIN_PEER_SECRET_BYTES {
+            return Err(ConfigError::ShortPeerSecret {
+                previous,
+                len: secret.len(),
+            });
+        }
+    }
+    let mut secrets = vec![current];
+    for secret in previous {
+        if !secrets.contains(&secret) {
+            secrets.push(secret);
+        }
+    }
+    Ok(Some(Arc::new(PeerAuth::new(secrets))))
 }
 
 /// Checks every peer URL and adds `self_url` if it is missing. An empty list stays empty
@@ -920,6 +956,58 @@ mod tests {
         })
         .build()
         .unwrap();
+    }
+
+    #[test]
+    fn refuses_a_previous_secret_alone() {
+        let err = Groupcache::builder()
+            .self_url("http://a:1")
+            .peers(["http://b:1"])
+            .previous_peer_secret("the old secret, 32 bytes or more, still valid")
+            .build()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::PreviousPeerSecretOnly);
+        assert!(err.to_string().contains("previous"), "{err}");
+    }
+
+    #[test]
+    fn refuses_short_secrets() {
+        let b = || {
+            Groupcache::builder()
+                .self_url("http://a:1")
+                .peers(["http://b:1"])
+        };
+        let long = "0123456789abcdef0123456789abcdef";
+        b().peer_secret(long).build().unwrap();
+        for short in ["", "s3cret", &long[1..]] {
+            let err = b().peer_secret(short).build().unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::ShortPeerSecret {
+                    previous: false,
+                    len: short.len()
+                }
+            );
+            assert!(err.to_string().contains("32"), "{short:?}: {err}");
+            let err = b()
+                .peer_secret(long)
+                .previous_peer_secret(short)
+                .build()
+                .unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::ShortPeerSecret {
+                    previous: true,
+                    len: short.len()
+                }
+            );
+            assert!(err.to_string().contains("32"), "{short:?}: {err}");
+        }
+        // The same secret as current and previous is one secret.
+        b().peer_secret(long)
+            .previous_peer_secret(long)
+            .build()
+            .unwrap();
     }
 
     #[test]

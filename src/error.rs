@@ -175,6 +175,16 @@ pub enum ConfigError {
     /// The [`PeerHealthConfig`](crate::PeerHealthConfig) cannot be used: a zero cooldown, or
     /// a cooldown longer than the maximum, while skipping is on.
     InvalidPeerHealth(&'static str),
+    /// A peer secret is shorter than [`MIN_PEER_SECRET_BYTES`](crate::MIN_PEER_SECRET_BYTES).
+    ShortPeerSecret {
+        /// Whether it is a previous secret (else the current one).
+        previous: bool,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A previous peer secret was given without a current one. A previous secret is only
+    /// accepted, never used to sign, so a node needs a current secret as well.
+    PreviousPeerSecretOnly,
     /// The node has peers but no peer secret, and its peer path was not opened on purpose
     /// with [`open_peer_path`](crate::GroupcacheBuilder::open_peer_path).
     PeerAuthRequired,
@@ -226,6 +236,18 @@ impl fmt::Display for ConfigError {
                 write!(f, "hot cache fraction {v} is not between 0 and 1")
             }
             Self::InvalidPeerHealth(reason) => write!(f, "peer health: {reason}"),
+            Self::ShortPeerSecret { previous, len } => write!(
+                f,
+                "the {} peer secret has {len} bytes; at least {} are needed: use 32 or more \
+                 random bytes",
+                if *previous { "previous" } else { "current" },
+                crate::MIN_PEER_SECRET_BYTES
+            ),
+            Self::PreviousPeerSecretOnly => write!(
+                f,
+                "a previous peer secret was given without a current one: set `peer_secret(..)`; \
+                 a previous secret is only accepted, never used to sign"
+            ),
             Self::PeerAuthRequired => write!(
                 f,
                 "peers are configured without a peer secret: set `peer_secret(..)`, or call \
