@@ -155,15 +155,22 @@ impl fmt::Debug for GroupcacheBuilder {
 
 impl GroupcacheBuilder {
     /// This node's URL as its peers reach it, e.g. `http://10.0.0.1:8080`: scheme, host and
-    /// port, no path. It must be spelled exactly as in the other nodes' peer lists, since the
-    /// ring compares peers as strings.
+    /// port, no path. It must be spelled as in the other nodes' peer lists, since the ring
+    /// compares peers as strings. The scheme and host are lowered to lower case here, in
+    /// [`peers`](Self::peers) and in [`Groupcache::set_peers`], so `HTTP://Node-1:8080` and
+    /// `http://node-1:8080` are one node. Go nodes compare the strings as given: give them
+    /// the lower-case spelling.
     pub fn self_url(mut self, url: impl Into<String>) -> Self {
         self.self_url = Some(url.into());
         self
     }
 
-    /// The URLs of every node in the cluster. This node's own URL is added if missing. No
-    /// peers (the default) is single-node mode: every key is loaded here.
+    /// The URLs of every node in the cluster, spelled as for [`self_url`](Self::self_url)
+    /// (scheme and host in lower case). This node's own URL is added if missing, so with a
+    /// self URL the ring always holds this node: no peers gives a ring of one. Without a self
+    /// URL, no peers (the default) is single-node mode, and peers are refused
+    /// ([`ConfigError::MissingSelfUrl`]). Either way every key is loaded here until other
+    /// nodes join.
     pub fn peers<I, P>(mut self, peers: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -477,17 +484,17 @@ impl GroupcacheBuilder {
         let https = self.peer_tls.is_some();
         #[cfg(not(feature = "tls"))]
         let https = false;
-        if let Some(url) = &self.self_url {
-            validate_url(url, https)?;
-        } else if !self.peers.is_empty() {
-            return Err(ConfigError::MissingSelfUrl);
-        }
-        let peers = validate_peers(self.self_url.as_deref(), self.peers, https)?;
+        let self_url = match &self.self_url {
+            Some(url) => Some(normalize_url(url, https)?),
+            None if !self.peers.is_empty() => return Err(ConfigError::MissingSelfUrl),
+            None => None,
+        };
+        let peers = validate_peers(self_url.as_deref(), self.peers, https)?;
         let ring = Ring::try_new(self.replicas, &peers)?;
         let auth = peer_auth(self.peer_secret, self.previous_peer_secrets)?;
         let others = peers
             .iter()
-            .any(|p| Some(p.as_str()) != self.self_url.as_deref());
+            .any(|p| Some(p.as_str()) != self_url.as_deref());
         if others && auth.is_none() {
             if !self.open_peer_path {
                 return Err(ConfigError::PeerAuthRequired);
@@ -510,7 +517,7 @@ impl GroupcacheBuilder {
             }
             // Nodes start their hot-cache dice at different places, from their own URL.
             let seed = u64::from(crc32fast::hash(
-                format!("{}{name}", self.self_url.as_deref().unwrap_or_default()).as_bytes(),
+                format!("{}{name}", self_url.as_deref().unwrap_or_default()).as_bytes(),
             ));
             let group = Group::new(
                 &name,
@@ -547,7 +554,7 @@ impl GroupcacheBuilder {
             tls,
         );
         Ok(Groupcache::from_shared(Shared {
-            self_url: self.self_url.map(Into::into),
+            self_url: self_url.map(Into::into),
             ring: ArcSwap::from_pointee(ring),
             config: NodeConfig {
                 base_path: self.base_path.into(),
@@ -607,33 +614,39 @@ fn peer_auth(
     Ok(Some(Arc::new(PeerAuth::new(secrets))))
 }
 
-/// Checks every peer URL and adds `self_url` if it is missing. An empty list stays empty
-/// (single-node mode).
+/// Checks every peer URL and spells it as [`normalize_url`] does, and adds `self_url` (already
+/// normalized) if it is missing. With a self URL this node is always on the ring, so an empty
+/// list gives a ring of one; without one, an empty list is single-node mode and any other is
+/// refused.
 pub(crate) fn validate_peers(
     self_url: Option<&str>,
-    mut peers: Vec<String>,
+    peers: Vec<String>,
     https: bool,
 ) -> Result<Vec<String>, ConfigError> {
-    for peer in &peers {
-        validate_url(peer, https)?;
-    }
-    if let Some(me) = self_url {
-        if !peers.is_empty() && !peers.iter().any(|p| p == me) {
-            peers.push(me.to_owned());
-        }
-    } else if !peers.is_empty() {
-        return Err(ConfigError::MissingSelfUrl);
+    let mut peers = peers
+        .iter()
+        .map(|peer| normalize_url(peer, https))
+        .collect::<Result<Vec<_>, _>>()?;
+    match self_url {
+        Some(me) if !peers.iter().any(|p| p == me) => peers.push(me.to_owned()),
+        Some(_) => {}
+        None if peers.is_empty() => {}
+        None => return Err(ConfigError::MissingSelfUrl),
     }
     Ok(peers)
 }
 
-fn validate_url(url: &str, https: bool) -> Result<(), ConfigError> {
+/// Checks a self or peer URL, and returns it with its scheme and host in lower case: the ring
+/// compares URLs as strings, and `HTTP://Node-1:8080` is the same node as
+/// `http://node-1:8080`.
+fn normalize_url(url: &str, https: bool) -> Result<String, ConfigError> {
     let invalid = |reason| ConfigError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
     let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-    match uri.scheme_str() {
+    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+    match scheme.as_deref() {
         Some("http") => {}
         Some("https") if https => {}
         Some("https") => {
@@ -648,35 +661,31 @@ fn validate_url(url: &str, https: bool) -> Result<(), ConfigError> {
             ));
         }
     }
-    match uri.authority() {
-        Some(a) if !a.host().is_empty() => {}
+    let authority = match uri.authority() {
+        Some(a) if !a.host().is_empty() => a.as_str(),
         _ => return Err(invalid("the URL has no host")),
+    };
+    // What follows the last `:` outside an IPv6 literal's brackets is the port.
+    let after_host = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, rest)| rest);
+    let port_ok = match after_host.rsplit_once(':') {
+        Some((_, port)) => port.parse::<u16>().is_ok(),
+        None => true,
+    };
+    if !port_ok {
+        return Err(invalid("the port is not a number from 0 to 65535"));
     }
-    if let Some(authority) = uri.authority() {
-        // What follows the last `:` outside an IPv6 literal's brackets is the port.
-        let after_host = authority
-            .as_str()
-            .rsplit_once(']')
-            .map_or(authority.as_str(), |(_, rest)| rest);
-        let port_ok = match after_host.rsplit_once(':') {
-            Some((_, port)) => port.parse::<u16>().is_ok(),
-            None => true,
-        };
-        if !port_ok {
-            return Err(invalid("the port is not a number from 0 to 65535"));
-        }
-    }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+    if authority.contains('@') {
         return Err(invalid("user information is not allowed in a peer URL"));
     }
-    if url.len()
-        != uri.scheme_str().map_or(0, str::len)
-            + 3
-            + uri.authority().map_or(0, |a| a.as_str().len())
-    {
+    let scheme = scheme.unwrap_or_default();
+    if url.len() != scheme.len() + 3 + authority.len() {
         return Err(invalid("a peer URL has no path, query or trailing `/`"));
     }
-    Ok(())
+    // The authority is the host and port alone (no user information): all of it may be
+    // lowered. A host name is case-insensitive, and so are an IPv6 literal's hex digits.
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
 fn validate_base_path(path: &str) -> Result<(), ConfigError> {
@@ -1011,6 +1020,46 @@ mod tests {
     }
 
     #[test]
+    fn spells_hosts_in_lower_case() {
+        let cache = Groupcache::builder()
+            .open_peer_path()
+            .self_url("HTTP://Node-1:8080")
+            .peers(["http://node-1:8080", "http://NODE-2:8080", "Http://[::A]:1"])
+            .build()
+            .unwrap();
+        let cluster = cache.stats().cluster;
+        assert_eq!(
+            cluster.peers,
+            ["http://node-1:8080", "http://node-2:8080", "http://[::a]:1"]
+        );
+        assert_eq!(cache.self_url(), Some("http://node-1:8080"));
+        cache
+            .set_peers(["http://NODE-1:8080", "http://Node-3:8080"])
+            .unwrap();
+        assert_eq!(
+            cache.stats().cluster.peers,
+            ["http://node-1:8080", "http://node-3:8080"]
+        );
+    }
+
+    #[test]
+    fn an_empty_peer_list_keeps_this_node() {
+        let cache = Groupcache::builder()
+            .open_peer_path()
+            .self_url("http://a:1")
+            .peers(["http://a:1", "http://b:1"])
+            .build()
+            .unwrap();
+        cache.set_peers(Vec::<String>::new()).unwrap();
+        assert_eq!(cache.stats().cluster.peers, ["http://a:1"]);
+        assert_eq!(cache.ring().owner("k"), Some("http://a:1"));
+
+        let no_self = Groupcache::builder().build().unwrap();
+        no_self.set_peers(Vec::<String>::new()).unwrap();
+        assert_eq!(no_self.stats().cluster.count, 0, "single-node mode");
+    }
+
+    #[test]
     fn adds_self_to_the_peers() {
         let cache = Groupcache::builder()
             .open_peer_path()
@@ -1022,15 +1071,21 @@ mod tests {
         assert_eq!(cluster.peers, ["http://b:1", "http://c:1", "http://a:1"]);
         assert_eq!(cluster.self_url.as_deref(), Some("http://a:1"));
 
-        let single = Groupcache::builder()
+        let alone = Groupcache::builder()
             .open_peer_path()
             .self_url("http://a:1")
             .build()
             .unwrap();
         assert_eq!(
+            alone.stats().cluster.peers,
+            ["http://a:1"],
+            "no peers but a self URL: a ring of one, this node"
+        );
+        let single = Groupcache::builder().build().unwrap();
+        assert_eq!(
             single.stats().cluster.count,
             0,
-            "no peers: single-node mode"
+            "no peers and no self URL: single-node mode"
         );
     }
 }
