@@ -75,7 +75,8 @@ pub struct GroupcacheBuilder {
     cache_bytes: u64,
     replicas: usize,
     peer_timeout: Duration,
-    connect_timeout: Duration,
+    /// `None`: [`DEFAULT_CONNECT_TIMEOUT`], or the peer timeout if that is shorter.
+    connect_timeout: Option<Duration>,
     peer_idle_timeout: Duration,
     max_key_bytes: usize,
     max_value_bytes: usize,
@@ -104,7 +105,7 @@ impl Default for GroupcacheBuilder {
             cache_bytes: DEFAULT_CACHE_BYTES,
             replicas: DEFAULT_REPLICAS,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             peer_idle_timeout: DEFAULT_PEER_IDLE_TIMEOUT,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
@@ -180,8 +181,13 @@ impl GroupcacheBuilder {
         self
     }
 
-    /// The path under which the layer answers peers; it starts and ends with `/`. Default
-    /// [`DEFAULT_BASE_PATH`]. Every node of a cluster must use the same.
+    /// The path under which the layer answers peers. Default [`DEFAULT_BASE_PATH`]. Every
+    /// node of a cluster must use the same. [`build`](Self::build) refuses
+    /// ([`ConfigError::InvalidBasePath`], with the reason) a path that does not start and end
+    /// with `/`, `/` itself (every request would be a peer request), one with an empty
+    /// (`//`), `.` or `..` segment (a client or proxy may resolve these away, and the path
+    /// would not match), and one with a character other than visible ASCII or with `?`, `#`
+    /// or `%`.
     pub fn base_path(mut self, path: impl Into<String>) -> Self {
         self.base_path = path.into();
         self
@@ -214,9 +220,12 @@ impl GroupcacheBuilder {
     }
 
     /// The longest opening a connection to a peer may take. Default
-    /// [`DEFAULT_CONNECT_TIMEOUT`].
+    /// [`DEFAULT_CONNECT_TIMEOUT`], or the [`peer_timeout`](Self::peer_timeout) if that is
+    /// shorter. The peer timeout bounds the whole fetch, the connection included, so
+    /// [`build`](Self::build) refuses a connect timeout set above it
+    /// ([`ConfigError::ConnectTimeoutAbovePeerTimeout`]).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -276,7 +285,9 @@ impl GroupcacheBuilder {
     }
 
     /// When to keep a copy of a key another node owns. Default [`HotKeys::AboveQps`] with
-    /// 0.05 requests per second (about three a minute).
+    /// 0.05 requests per second (about three a minute). The rate of `AboveQps` is finite and
+    /// 0 or more; [`build`](Self::build) refuses NaN, a negative rate and the infinities
+    /// ([`ConfigError::InvalidHotKeyRate`]): [`HotKeys::Never`] keeps no copies.
     pub fn hot_keys(mut self, policy: HotKeys) -> Self {
         self.hot_keys = policy;
         self
@@ -434,7 +445,7 @@ impl GroupcacheBuilder {
             self.peer_timeout = Duration::from_millis(number(v)?);
         }
         if let Some(v) = var("CONNECT_TIMEOUT_MS")? {
-            self.connect_timeout = Duration::from_millis(number(v)?);
+            self.connect_timeout = Some(Duration::from_millis(number(v)?));
         }
         if let Some(v) = var("PEER_IDLE_TIMEOUT_MS")? {
             self.peer_idle_timeout = Duration::from_millis(number(v)?);
@@ -464,7 +475,10 @@ impl GroupcacheBuilder {
     pub fn build(self) -> Result<Groupcache, ConfigError> {
         for (what, zero) in [
             ("peer timeout", self.peer_timeout.is_zero()),
-            ("connect timeout", self.connect_timeout.is_zero()),
+            (
+                "connect timeout",
+                self.connect_timeout.is_some_and(|t| t.is_zero()),
+            ),
             ("peer idle timeout", self.peer_idle_timeout.is_zero()),
             ("max key bytes", self.max_key_bytes == 0),
             ("max value bytes", self.max_value_bytes == 0),
@@ -473,12 +487,29 @@ impl GroupcacheBuilder {
                 return Err(ConfigError::ZeroLimit(what));
             }
         }
+        let connect_timeout = match self.connect_timeout {
+            Some(connect) if connect > self.peer_timeout => {
+                return Err(ConfigError::ConnectTimeoutAbovePeerTimeout {
+                    connect,
+                    peer: self.peer_timeout,
+                });
+            }
+            Some(connect) => connect,
+            None => DEFAULT_CONNECT_TIMEOUT.min(self.peer_timeout),
+        };
         validate_base_path(&self.base_path)?;
         self.peer_health.check()?;
         if !(0.0..=1.0).contains(&self.hot_cache_fraction) {
             return Err(ConfigError::InvalidHotCacheFraction(
                 self.hot_cache_fraction.to_string(),
             ));
+        }
+        if let HotKeys::AboveQps(qps) = self.hot_keys {
+            // A comparison with NaN is always false, so NaN would keep no copies, and a
+            // negative rate would keep every fetched value: neither is what was meant.
+            if !qps.is_finite() || qps < 0.0 {
+                return Err(ConfigError::InvalidHotKeyRate(qps.to_string()));
+            }
         }
         #[cfg(feature = "tls")]
         let https = self.peer_tls.is_some();
@@ -545,7 +576,7 @@ impl GroupcacheBuilder {
         let client = PeerClient::new(
             ClientConfig {
                 timeout: self.peer_timeout,
-                connect_timeout: self.connect_timeout,
+                connect_timeout,
                 idle_timeout: self.peer_idle_timeout,
                 max_value_bytes: self.max_value_bytes,
             },
@@ -689,16 +720,37 @@ fn normalize_url(url: &str, https: bool) -> Result<String, ConfigError> {
 }
 
 fn validate_base_path(path: &str) -> Result<(), ConfigError> {
+    let invalid = |reason| ConfigError::InvalidBasePath {
+        path: path.to_owned(),
+        reason,
+    };
+    if path == "/" {
+        return Err(invalid(
+            "every request would be a peer request; use a path of its own, e.g. /_groupcache/",
+        ));
+    }
+    if path.len() < 2 || !path.starts_with('/') || !path.ends_with('/') {
+        return Err(invalid("it must start and end with `/`"));
+    }
     let plain = path
         .bytes()
         .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
-    if path.len() < 2
-        || !path.starts_with('/')
-        || !path.ends_with('/')
-        || !plain
-        || path.contains("//")
-    {
-        return Err(ConfigError::InvalidBasePath(path.to_owned()));
+    if !plain {
+        return Err(invalid(
+            "it may hold visible ASCII characters only, and no `?`, `#` or `%`",
+        ));
+    }
+    // Between the leading and trailing `/`.
+    for segment in path[1..path.len() - 1].split('/') {
+        match segment {
+            "" => return Err(invalid("it has an empty segment (`//`)")),
+            "." | ".." => {
+                return Err(invalid(
+                    "it has a `.` or `..` segment, which a client or proxy may resolve away",
+                ));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -780,9 +832,11 @@ mod tests {
             "//x/",
             "/%41/",
         ] {
-            assert_eq!(
-                b().base_path(path).build().unwrap_err(),
-                ConfigError::InvalidBasePath(path.into()),
+            assert!(
+                matches!(
+                    b().base_path(path).build().unwrap_err(),
+                    ConfigError::InvalidBasePath { path: p, .. } if p == path
+                ),
                 "{path:?}"
             );
         }
@@ -1057,6 +1111,77 @@ mod tests {
         let no_self = Groupcache::builder().build().unwrap();
         no_self.set_peers(Vec::<String>::new()).unwrap();
         assert_eq!(no_self.stats().cluster.count, 0, "single-node mode");
+    }
+
+    #[test]
+    fn refuses_a_connect_timeout_above_the_peer_timeout() {
+        let err = Groupcache::builder()
+            .peer_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::ConnectTimeoutAbovePeerTimeout {
+                connect: Duration::from_secs(2),
+                peer: Duration::from_secs(1)
+            }
+        );
+        assert!(err.to_string().contains("connect timeout"), "{err}");
+        // The default connect timeout follows a shorter peer timeout.
+        Groupcache::builder()
+            .peer_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        Groupcache::builder()
+            .peer_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn refuses_hot_key_thresholds_that_are_not_rates() {
+        for qps in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY, -0.0001] {
+            let err = Groupcache::builder()
+                .hot_keys(HotKeys::AboveQps(qps))
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidHotKeyRate(_)),
+                "{qps}: {err}"
+            );
+            assert!(err.to_string().contains("hot"), "{qps}: {err}");
+        }
+        for qps in [0.0, 0.05, f64::MAX] {
+            Groupcache::builder()
+                .hot_keys(HotKeys::AboveQps(qps))
+                .build()
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_base_paths_with_dot_segments_or_the_root() {
+        for path in ["/../", "/./", "/a/../b/", "/a/./", "/../a/", "/a/.."] {
+            let err = Groupcache::builder().base_path(path).build().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidBasePath { path: p, .. } if p == path),
+                "{path}: {err}"
+            );
+            assert!(
+                err.to_string().contains("`..` segment") || err.to_string().contains("end with"),
+                "{path}: {err}"
+            );
+        }
+        let err = Groupcache::builder().base_path("/").build().unwrap_err();
+        assert!(
+            err.to_string().contains("every request"),
+            "the real reason: {err}"
+        );
+        for path in ["/.well-known/cache/", "/a.b/", "/.../", "/_groupcache/v2/"] {
+            Groupcache::builder().base_path(path).build().unwrap();
+        }
     }
 
     #[test]

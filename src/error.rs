@@ -152,8 +152,14 @@ pub enum ConfigError {
     },
     /// Peers were given but no self URL, so this node cannot find itself on the ring.
     MissingSelfUrl,
-    /// The base path does not start and end with `/`, or holds characters a URL path cannot.
-    InvalidBasePath(String),
+    /// The base path cannot be used: see
+    /// [`GroupcacheBuilder::base_path`](crate::GroupcacheBuilder::base_path).
+    InvalidBasePath {
+        /// The path as given.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// The number of ring replicas per peer is zero.
     ZeroReplicas,
     /// The number of ring replicas per peer is above [`MAX_REPLICAS`](crate::MAX_REPLICAS).
@@ -168,6 +174,17 @@ pub enum ConfigError {
     },
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
+    /// A connect timeout was set above the peer timeout, which bounds the whole peer fetch,
+    /// the connection included.
+    ConnectTimeoutAbovePeerTimeout {
+        /// The connect timeout.
+        connect: std::time::Duration,
+        /// The peer timeout.
+        peer: std::time::Duration,
+    },
+    /// The rate of [`HotKeys::AboveQps`](crate::HotKeys::AboveQps) is NaN, negative or
+    /// infinite.
+    InvalidHotKeyRate(String),
     /// The TLS settings could not be used (unreadable PEM, a key that does not fit).
     Tls(String),
     /// The hot cache's share of cache bytes is not between 0 and 1.
@@ -213,10 +230,9 @@ impl fmt::Display for ConfigError {
             Self::MissingSelfUrl => {
                 write!(f, "peers were given but no self URL: call `self_url(..)`")
             }
-            Self::InvalidBasePath(path) => write!(
-                f,
-                "invalid base path `{path}`: it must start and end with `/` and be a plain URL path"
-            ),
+            Self::InvalidBasePath { path, reason } => {
+                write!(f, "invalid base path `{path}`: {reason}")
+            }
             Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
             Self::TooManyReplicas(replicas) => write!(
                 f,
@@ -231,6 +247,16 @@ impl fmt::Display for ConfigError {
                 crate::MAX_RING_POINTS
             ),
             Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
+            Self::ConnectTimeoutAbovePeerTimeout { connect, peer } => write!(
+                f,
+                "the connect timeout {connect:?} is longer than the peer timeout {peer:?}, \
+                 which bounds the whole peer fetch: lower `connect_timeout` or raise `peer_timeout`"
+            ),
+            Self::InvalidHotKeyRate(rate) => write!(
+                f,
+                "hot key rate {rate} is not a number of requests per second from 0 up: use a \
+                 finite rate, or `HotKeys::Never` to keep no hot copies"
+            ),
             Self::Tls(reason) => write!(f, "peer TLS: {reason}"),
             Self::InvalidHotCacheFraction(v) => {
                 write!(f, "hot cache fraction {v} is not between 0 and 1")
