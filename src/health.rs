@@ -20,8 +20,8 @@ use crate::error::ConfigError;
 /// With a `failure_threshold` above 0, [`build`](crate::GroupcacheBuilder::build) refuses a
 /// zero `cooldown` (every request would probe) and a `cooldown` longer than `max_cooldown`
 /// with [`ConfigError::InvalidPeerHealth`]. Any longer duration is accepted, up to
-/// `Duration::MAX`: a cooldown too long for the clock to count ends in about a thousand
-/// years, that is, never.
+/// `Duration::MAX`: a cooldown too long for the clock to count ends in about thirty years,
+/// that is, never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerHealthConfig {
     /// Failures in a row after which a peer is skipped. 0 turns skipping off.
@@ -53,11 +53,12 @@ impl PeerHealthConfig {
     }
 }
 
-/// Where a skip that the clock cannot count ends: about a thousand years from now.
-const NEVER: Duration = Duration::from_secs(1_000 * 365 * 24 * 60 * 60);
+/// Where a skip that the clock cannot count ends: about thirty years from now, which every
+/// platform's clock can count (tokio's timers stop there for the same reason).
+const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 
 /// The end of a cooldown that starts `now`. The sum saturates: a cooldown too long for the
-/// clock (`Duration::MAX`) ends in about a thousand years.
+/// clock (`Duration::MAX`) ends in about thirty years.
 fn cooldown_end(now: Instant, cooldown: Duration) -> Instant {
     now.checked_add(cooldown)
         .or_else(|| now.checked_add(NEVER))
@@ -290,11 +291,11 @@ mod tests {
         });
         assert!(h.failure("p"));
         assert_eq!(h.verdict("p"), Verdict::Skip);
-        tokio::time::advance(Duration::from_secs(100 * 365 * 86_400)).await;
+        tokio::time::advance(Duration::from_secs(29 * 365 * 86_400)).await;
         assert_eq!(
             h.verdict("p"),
             Verdict::Skip,
-            "a century later, still skipped"
+            "29 years later, still skipped"
         );
 
         // A failed probe doubles a cooldown that is already the longest there is.
