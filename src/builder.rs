@@ -360,20 +360,25 @@ impl GroupcacheBuilder {
     /// | variable | meaning | example |
     /// |---|---|---|
     /// | `SELF_URL` | [`self_url`](Self::self_url) | `http://10.0.0.1:8080` |
-    /// | `PEER_URLS` | [`peers`](Self::peers), comma-separated; unset or empty is single-node mode | `http://10.0.0.1:8080,http://10.0.0.2:8080` |
+    /// | `PEER_URLS` | [`peers`](Self::peers), comma-separated; unset or empty: this node alone | `http://10.0.0.1:8080,http://10.0.0.2:8080` |
     /// | `BASE_PATH` | [`base_path`](Self::base_path) | `/_groupcache/` |
     /// | `CACHE_BYTES` | [`cache_bytes`](Self::cache_bytes), a number of bytes | `67108864` |
-    /// | `REPLICAS` | [`replicas`](Self::replicas) | `50` |
-    /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds | `5000` |
-    /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds | `1000` |
-    /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds | `90000` |
-    /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret) | 32+ random characters |
-    /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation | |
-    /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` | `false` |
+    /// | `REPLICAS` | [`replicas`](Self::replicas), 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS) | `50` |
+    /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds, above 0 | `5000` |
+    /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds, above 0 and at most the peer timeout | `1000` |
+    /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds, above 0 | `90000` |
+    /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret), 32 bytes or more | 64 random hex digits |
+    /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation, 32 bytes or more | |
+    /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` (`1`, `yes`); `false`, `0`, `no` or empty leave it closed | `false` |
     ///
-    /// Unset variables keep their defaults. A value that is not Unicode or does not parse is
-    /// a [`ConfigError::Env`] that names the variable; URLs are checked by
-    /// [`build`](Self::build). Data sources are added to the returned builder as usual.
+    /// Values are trimmed. Unset variables keep their defaults. A value that is not Unicode,
+    /// does not parse or is out of range is a [`ConfigError::Env`] that names the variable:
+    /// `REPLICAS` from 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), timeouts above 0, secrets
+    /// of [`MIN_PEER_SECRET_BYTES`] or more, a `BASE_PATH` that
+    /// [`base_path`](Self::base_path) accepts. [`build`](Self::build) checks the rest: the
+    /// URLs, and what depends on other settings (the ring's size, a connect timeout above the
+    /// peer timeout, a previous secret without a current one). Data sources are added to the
+    /// returned builder as usual.
     ///
     /// ```
     /// use tower_groupcache::GroupcacheBuilder;
@@ -415,11 +420,34 @@ impl GroupcacheBuilder {
                 }),
             }
         };
-        fn number<T: std::str::FromStr>((name, value): (String, String)) -> Result<T, ConfigError> {
+        fn number<T: std::str::FromStr>(
+            (name, value): &(String, String),
+        ) -> Result<T, ConfigError> {
             value.trim().parse().map_err(|_| ConfigError::Env {
                 reason: format!("`{value}` is not a whole number"),
-                variable: name,
+                variable: name.clone(),
             })
+        }
+        /// A value that parsed but cannot be used, refused as `build` would refuse it, with
+        /// the variable's name.
+        fn check(
+            (name, _): &(String, String),
+            checked: Result<(), ConfigError>,
+        ) -> Result<(), ConfigError> {
+            checked.map_err(|error| ConfigError::Env {
+                variable: name.clone(),
+                reason: error.to_string(),
+            })
+        }
+        fn milliseconds(
+            var: &(String, String),
+            what: &'static str,
+        ) -> Result<Duration, ConfigError> {
+            let timeout = Duration::from_millis(number(var)?);
+            if timeout.is_zero() {
+                check(var, Err(ConfigError::ZeroLimit(what)))?;
+            }
+            Ok(timeout)
         }
         if let Some((_, url)) = var("SELF_URL")? {
             self.self_url = Some(url.trim().to_owned());
@@ -432,29 +460,38 @@ impl GroupcacheBuilder {
                 .map(str::to_owned)
                 .collect();
         }
-        if let Some((_, path)) = var("BASE_PATH")? {
-            self.base_path = path.trim().to_owned();
+        if let Some(v) = var("BASE_PATH")? {
+            let path = v.1.trim();
+            check(&v, validate_base_path(path))?;
+            self.base_path = path.to_owned();
         }
         if let Some(v) = var("CACHE_BYTES")? {
-            self.cache_bytes = number(v)?;
+            self.cache_bytes = number(&v)?;
         }
         if let Some(v) = var("REPLICAS")? {
-            self.replicas = number(v)?;
+            let replicas = number(&v)?;
+            // The bounds of one peer's points; the whole ring is checked by `build`.
+            check(&v, crate::ring::check_size(1, replicas))?;
+            self.replicas = replicas;
         }
         if let Some(v) = var("PEER_TIMEOUT_MS")? {
-            self.peer_timeout = Duration::from_millis(number(v)?);
+            self.peer_timeout = milliseconds(&v, "peer timeout")?;
         }
         if let Some(v) = var("CONNECT_TIMEOUT_MS")? {
-            self.connect_timeout = Some(Duration::from_millis(number(v)?));
+            self.connect_timeout = Some(milliseconds(&v, "connect timeout")?);
         }
         if let Some(v) = var("PEER_IDLE_TIMEOUT_MS")? {
-            self.peer_idle_timeout = Duration::from_millis(number(v)?);
+            self.peer_idle_timeout = milliseconds(&v, "peer idle timeout")?;
         }
-        if let Some((_, secret)) = var("PEER_SECRET")? {
-            self = self.peer_secret(secret.trim().as_bytes());
+        if let Some(v) = var("PEER_SECRET")? {
+            let secret = PeerSecret::new(v.1.trim());
+            check(&v, check_secret_length(&secret, false))?;
+            self.peer_secret = Some(secret);
         }
-        if let Some((_, secret)) = var("PEER_SECRET_PREVIOUS")? {
-            self = self.previous_peer_secret(secret.trim().as_bytes());
+        if let Some(v) = var("PEER_SECRET_PREVIOUS")? {
+            let secret = PeerSecret::new(v.1.trim());
+            check(&v, check_secret_length(&secret, true))?;
+            self = self.previous_peer_secret(v.1.trim());
         }
         if let Some((name, value)) = var("OPEN_PEER_PATH")? {
             match value.trim() {
@@ -626,15 +663,9 @@ fn peer_auth(
         }
         return Err(ConfigError::PreviousPeerSecretOnly);
     };
-    for (secret, previous) in
-        std::iter::once((&current, false)).chain(previous.iter().map(|secret| (secret, true)))
-    {
-        if secret.len() < MIN_PEER_SECRET_BYTES {
-            return Err(ConfigError::ShortPeerSecret {
-                previous,
-                len: secret.len(),
-            });
-        }
+    check_secret_length(&current, false)?;
+    for secret in &previous {
+        check_secret_length(secret, true)?;
     }
     let mut secrets = vec![current];
     for secret in previous {
@@ -643,6 +674,17 @@ fn peer_auth(
         }
     }
     Ok(Some(Arc::new(PeerAuth::new(secrets))))
+}
+
+/// A secret of at least [`MIN_PEER_SECRET_BYTES`].
+fn check_secret_length(secret: &PeerSecret, previous: bool) -> Result<(), ConfigError> {
+    if secret.len() < MIN_PEER_SECRET_BYTES {
+        return Err(ConfigError::ShortPeerSecret {
+            previous,
+            len: secret.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks every peer URL and spells it as [`normalize_url`] does, and adds `self_url` (already
@@ -939,10 +981,14 @@ mod tests {
             "PARSEC",
             env(&[("PARSEC_PEER_IDLE_TIMEOUT_MS", "0")]),
         )
-        .unwrap()
-        .build()
         .unwrap_err();
-        assert_eq!(err, ConfigError::ZeroLimit("peer idle timeout"));
+        assert_eq!(
+            err,
+            ConfigError::Env {
+                variable: "PARSEC_PEER_IDLE_TIMEOUT_MS".into(),
+                reason: "peer idle timeout must be greater than zero".into()
+            }
+        );
         let err = GroupcacheBuilder::from_env_lookup(
             "PARSEC",
             env(&[("PARSEC_PEER_URLS", "http://b:1")]),
@@ -1182,6 +1228,69 @@ mod tests {
         for path in ["/.well-known/cache/", "/a.b/", "/.../", "/_groupcache/v2/"] {
             Groupcache::builder().base_path(path).build().unwrap();
         }
+    }
+
+    #[test]
+    fn env_values_out_of_range_name_their_variable() {
+        for (variable, value) in [
+            ("PARSEC_REPLICAS", "0"),
+            ("PARSEC_REPLICAS", "10001"),
+            ("PARSEC_PEER_TIMEOUT_MS", "0"),
+            ("PARSEC_CONNECT_TIMEOUT_MS", "0"),
+            ("PARSEC_PEER_IDLE_TIMEOUT_MS", "0"),
+            ("PARSEC_PEER_SECRET", "s3cret"),
+            ("PARSEC_PEER_SECRET_PREVIOUS", "s3cret"),
+            ("PARSEC_BASE_PATH", "/../"),
+            ("PARSEC_BASE_PATH", "/"),
+            ("PARSEC_BASE_PATH", "_groupcache/"),
+        ] {
+            let err = GroupcacheBuilder::from_env_lookup("PARSEC", |name| {
+                (name == variable).then(|| value.to_owned())
+            })
+            .map(|_| ())
+            .unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Env { variable: v, .. } if v == variable),
+                "{variable}={value}: {err}"
+            );
+        }
+        let err = GroupcacheBuilder::from_env_lookup("PARSEC", |name| {
+            (name == "PARSEC_REPLICAS").then(|| "10001".to_owned())
+        })
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable PARSEC_REPLICAS: ring replicas 10001 is above the maximum of 10000"
+        );
+        // In range, and trimmed.
+        let b = GroupcacheBuilder::from_env_lookup("PARSEC", |name| match name {
+            "PARSEC_REPLICAS" => Some(" 10000 ".into()),
+            "PARSEC_PEER_SECRET" => Some(" 0123456789abcdef0123456789abcdef ".into()),
+            "PARSEC_PEER_SECRET_PREVIOUS" => Some("fedcba9876543210fedcba9876543210".into()),
+            "PARSEC_BASE_PATH" => Some(" /cache/v2/ ".into()),
+            "PARSEC_CONNECT_TIMEOUT_MS" => Some("1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(b.replicas, 10_000);
+        assert_eq!(b.base_path, "/cache/v2/");
+        assert_eq!(b.peer_secret.as_ref().map(PeerSecret::len), Some(32));
+        assert_eq!(b.previous_peer_secrets.len(), 1);
+        b.build().unwrap();
+        // What depends on other settings is left to `build`.
+        let err = GroupcacheBuilder::from_env_lookup("PARSEC", |name| match name {
+            "PARSEC_PEER_TIMEOUT_MS" => Some("100".into()),
+            "PARSEC_CONNECT_TIMEOUT_MS" => Some("200".into()),
+            _ => None,
+        })
+        .unwrap()
+        .build()
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::ConnectTimeoutAbovePeerTimeout { .. }
+        ));
     }
 
     #[test]
