@@ -195,7 +195,7 @@ impl GroupcacheBuilder {
 
     /// The bytes of keys and values each data source may hold, main and hot cache together
     /// (the hot cache takes at most an eighth). Default [`DEFAULT_CACHE_BYTES`]; 0 turns
-    /// caching off, as in golang/groupcache.
+    /// caching off, as in golang/groupcache. Any value is accepted.
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = bytes;
         self
@@ -213,7 +213,8 @@ impl GroupcacheBuilder {
     }
 
     /// The longest a peer fetch may take, from connecting to the last byte. Default
-    /// [`DEFAULT_PEER_TIMEOUT`]. Past it the get loads the key locally.
+    /// [`DEFAULT_PEER_TIMEOUT`]. Past it the get loads the key locally. Above 0
+    /// ([`ConfigError::ZeroLimit`]); `Duration::MAX` waits as long as the peer takes.
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
         self.peer_timeout = timeout;
         self
@@ -231,19 +232,21 @@ impl GroupcacheBuilder {
 
     /// How long a connection to a peer may stay idle before it is closed. Each peer keeps at
     /// most 64 idle connections for reuse; a background task closes the ones idle longer than
-    /// this. Default [`DEFAULT_PEER_IDLE_TIMEOUT`].
+    /// this. Default [`DEFAULT_PEER_IDLE_TIMEOUT`]. Above 0 ([`ConfigError::ZeroLimit`]).
     pub fn peer_idle_timeout(mut self, timeout: Duration) -> Self {
         self.peer_idle_timeout = timeout;
         self
     }
 
-    /// The longest key accepted, in bytes. Default [`DEFAULT_MAX_KEY_BYTES`].
+    /// The longest key accepted, in bytes. Default [`DEFAULT_MAX_KEY_BYTES`]. Above 0
+    /// ([`ConfigError::ZeroLimit`]).
     pub fn max_key_bytes(mut self, bytes: usize) -> Self {
         self.max_key_bytes = bytes;
         self
     }
 
     /// The largest value accepted from a peer, in bytes. Default [`DEFAULT_MAX_VALUE_BYTES`].
+    /// Above 0 ([`ConfigError::ZeroLimit`]).
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self
@@ -293,7 +296,8 @@ impl GroupcacheBuilder {
         self
     }
 
-    /// The share of cache bytes the hot cache may hold, from 0 to 1. Default
+    /// The share of cache bytes the hot cache may hold, from 0 to 1; anything else, NaN
+    /// included, is refused ([`ConfigError::InvalidHotCacheFraction`]). Default
     /// [`DEFAULT_HOT_CACHE_FRACTION`] (an eighth, golang/groupcache's balance).
     pub fn hot_cache_fraction(mut self, fraction: f64) -> Self {
         self.hot_cache_fraction = fraction;
@@ -301,7 +305,8 @@ impl GroupcacheBuilder {
     }
 
     /// The longest a hot copy is served before it is fetched from its owner again, even if
-    /// the value has no TTL. Default [`DEFAULT_HOT_MAX_STALENESS`].
+    /// the value has no TTL. Default [`DEFAULT_HOT_MAX_STALENESS`]. Any value is accepted; 0
+    /// keeps no hot copy.
     pub fn hot_max_staleness(mut self, staleness: Duration) -> Self {
         self.hot_max_staleness = staleness;
         self
@@ -508,7 +513,8 @@ impl GroupcacheBuilder {
         Ok(self)
     }
 
-    /// Checks the settings and builds the cache.
+    /// Checks the settings and builds the cache. Each setter's documentation states what it
+    /// accepts; anything else is a [`ConfigError`] here, never a panic.
     pub fn build(self) -> Result<Groupcache, ConfigError> {
         for (what, zero) in [
             ("peer timeout", self.peer_timeout.is_zero()),
