@@ -44,8 +44,8 @@ impl PeerSecret {
         Self(secret.into())
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 }
 

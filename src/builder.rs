@@ -41,6 +41,9 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 << 20;
 
 /// The default bound on [`Groupcache::shutdown`]: 15 seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// The shortest peer secret accepted, in bytes: 32, the output size of the HMAC-SHA256 that
+/// signs peer requests.
+pub const MIN_PEER_SECRET_BYTES: usize = 32;
 
 /// The default share of cache bytes for the hot cache: an eighth.
 pub const DEFAULT_HOT_CACHE_FRACTION: f64 = 0.125;
@@ -77,7 +80,8 @@ pub struct GroupcacheBuilder {
     cache_bytes: u64,
     replicas: usize,
     peer_timeout: Duration,
-    connect_timeout: Duration,
+    /// `None`: [`DEFAULT_CONNECT_TIMEOUT`], or the peer timeout if that is shorter.
+    connect_timeout: Option<Duration>,
     peer_idle_timeout: Duration,
     max_connections_per_peer: usize,
     max_key_bytes: usize,
@@ -89,7 +93,10 @@ pub struct GroupcacheBuilder {
     hot_max_staleness: Duration,
     shutdown_timeout: Duration,
     clock: Arc<dyn Clock>,
-    peer_secrets: Vec<PeerSecret>,
+    /// Signs this node's peer requests, and is accepted from peers.
+    peer_secret: Option<PeerSecret>,
+    /// Accepted from peers, never used to sign.
+    previous_peer_secrets: Vec<PeerSecret>,
     open_peer_path: bool,
     #[cfg(feature = "tls")]
     peer_tls: Option<crate::tls::PeerTls>,
@@ -105,7 +112,7 @@ impl Default for GroupcacheBuilder {
             cache_bytes: DEFAULT_CACHE_BYTES,
             replicas: DEFAULT_REPLICAS,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             peer_idle_timeout: DEFAULT_PEER_IDLE_TIMEOUT,
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
@@ -117,7 +124,8 @@ impl Default for GroupcacheBuilder {
             hot_max_staleness: DEFAULT_HOT_MAX_STALENESS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             clock: Arc::new(SystemClock),
-            peer_secrets: Vec::new(),
+            peer_secret: None,
+            previous_peer_secrets: Vec::new(),
             open_peer_path: false,
             #[cfg(feature = "tls")]
             peer_tls: None,
@@ -146,7 +154,8 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("hot_cache_fraction", &self.hot_cache_fraction)
             .field("hot_max_staleness", &self.hot_max_staleness)
             .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("peer_secrets", &self.peer_secrets.len())
+            .field("peer_secret", &self.peer_secret)
+            .field("previous_peer_secrets", &self.previous_peer_secrets)
             .field("open_peer_path", &self.open_peer_path)
             .field(
                 "sources",
@@ -158,15 +167,22 @@ impl fmt::Debug for GroupcacheBuilder {
 
 impl GroupcacheBuilder {
     /// This node's URL as its peers reach it, e.g. `http://10.0.0.1:8080`: scheme, host and
-    /// port, no path. It must be spelled exactly as in the other nodes' peer lists, since the
-    /// ring compares peers as strings.
+    /// port, no path. It must be spelled as in the other nodes' peer lists, since the ring
+    /// compares peers as strings. The scheme and host are lowered to lower case here, in
+    /// [`peers`](Self::peers) and in [`Groupcache::set_peers`], so `HTTP://Node-1:8080` and
+    /// `http://node-1:8080` are one node. Go nodes compare the strings as given: give them
+    /// the lower-case spelling.
     pub fn self_url(mut self, url: impl Into<String>) -> Self {
         self.self_url = Some(url.into());
         self
     }
 
-    /// The URLs of every node in the cluster. This node's own URL is added if missing. No
-    /// peers (the default) is single-node mode: every key is loaded here.
+    /// The URLs of every node in the cluster, spelled as for [`self_url`](Self::self_url)
+    /// (scheme and host in lower case). This node's own URL is added if missing, so with a
+    /// self URL the ring always holds this node: no peers gives a ring of one. Without a self
+    /// URL, no peers (the default) is single-node mode, and peers are refused
+    /// ([`ConfigError::MissingSelfUrl`]). Either way every key is loaded here until other
+    /// nodes join.
     pub fn peers<I, P>(mut self, peers: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -176,8 +192,13 @@ impl GroupcacheBuilder {
         self
     }
 
-    /// The path under which the layer answers peers; it starts and ends with `/`. Default
-    /// [`DEFAULT_BASE_PATH`]. Every node of a cluster must use the same.
+    /// The path under which the layer answers peers. Default [`DEFAULT_BASE_PATH`]. Every
+    /// node of a cluster must use the same. [`build`](Self::build) refuses
+    /// ([`ConfigError::InvalidBasePath`], with the reason) a path that does not start and end
+    /// with `/`, `/` itself (every request would be a peer request), one with an empty
+    /// (`//`), `.` or `..` segment (a client or proxy may resolve these away, and the path
+    /// would not match), and one with a character other than visible ASCII or with `?`, `#`
+    /// or `%`.
     pub fn base_path(mut self, path: impl Into<String>) -> Self {
         self.base_path = path.into();
         self
@@ -185,7 +206,7 @@ impl GroupcacheBuilder {
 
     /// The bytes of keys and values each data source may hold, main and hot cache together
     /// (the hot cache takes at most an eighth). Default [`DEFAULT_CACHE_BYTES`]; 0 turns
-    /// caching off, as in golang/groupcache.
+    /// caching off, as in golang/groupcache. Any value is accepted.
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = bytes;
         self
@@ -193,28 +214,36 @@ impl GroupcacheBuilder {
 
     /// Points per peer on the ring. Default [`DEFAULT_REPLICAS`], as golang/groupcache; every
     /// node of a cluster must use the same.
+    ///
+    /// From 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), and peers × replicas at most
+    /// [`MAX_RING_POINTS`](crate::MAX_RING_POINTS): [`build`](Self::build) and
+    /// [`Groupcache::set_peers`] refuse a ring beyond either bound.
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.replicas = replicas;
         self
     }
 
     /// The longest a peer fetch may take, from connecting to the last byte. Default
-    /// [`DEFAULT_PEER_TIMEOUT`]. Past it the get loads the key locally.
+    /// [`DEFAULT_PEER_TIMEOUT`]. Past it the get loads the key locally. Above 0
+    /// ([`ConfigError::ZeroLimit`]); `Duration::MAX` waits as long as the peer takes.
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
         self.peer_timeout = timeout;
         self
     }
 
     /// The longest opening a connection to a peer may take. Default
-    /// [`DEFAULT_CONNECT_TIMEOUT`].
+    /// [`DEFAULT_CONNECT_TIMEOUT`], or the [`peer_timeout`](Self::peer_timeout) if that is
+    /// shorter. The peer timeout bounds the whole fetch, the connection included, so
+    /// [`build`](Self::build) refuses a connect timeout set above it
+    /// ([`ConfigError::ConnectTimeoutAbovePeerTimeout`]).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
     /// How long a connection to a peer may stay idle before it is closed. Each peer keeps at
     /// most 64 idle connections for reuse; a background task closes the ones idle longer than
-    /// this. Default [`DEFAULT_PEER_IDLE_TIMEOUT`].
+    /// this. Default [`DEFAULT_PEER_IDLE_TIMEOUT`]. Above 0 ([`ConfigError::ZeroLimit`]).
     pub fn peer_idle_timeout(mut self, timeout: Duration) -> Self {
         self.peer_idle_timeout = timeout;
         self
@@ -229,13 +258,15 @@ impl GroupcacheBuilder {
         self
     }
 
-    /// The longest key accepted, in bytes. Default [`DEFAULT_MAX_KEY_BYTES`].
+    /// The longest key accepted, in bytes. Default [`DEFAULT_MAX_KEY_BYTES`]. Above 0
+    /// ([`ConfigError::ZeroLimit`]).
     pub fn max_key_bytes(mut self, bytes: usize) -> Self {
         self.max_key_bytes = bytes;
         self
     }
 
     /// The largest value accepted from a peer, in bytes. Default [`DEFAULT_MAX_VALUE_BYTES`].
+    /// Above 0 ([`ConfigError::ZeroLimit`]).
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self
@@ -243,7 +274,9 @@ impl GroupcacheBuilder {
 
     /// When to skip a failing peer and load its keys locally instead. Default
     /// [`PeerHealthConfig::default`]: after 3 failures in a row, for 1 s doubling up to 30 s,
-    /// with one probe request at the end of each cooldown.
+    /// with one probe request at the end of each cooldown. Unless `failure_threshold` is 0,
+    /// the cooldown must be greater than zero and at most `max_cooldown`; see
+    /// [`PeerHealthConfig`].
     pub fn peer_health(mut self, config: PeerHealthConfig) -> Self {
         self.peer_health = config;
         self
@@ -275,13 +308,16 @@ impl GroupcacheBuilder {
     }
 
     /// When to keep a copy of a key another node owns. Default [`HotKeys::AboveQps`] with
-    /// 0.05 requests per second (about three a minute).
+    /// 0.05 requests per second (about three a minute). The rate of `AboveQps` is finite and
+    /// 0 or more; [`build`](Self::build) refuses NaN, a negative rate and the infinities
+    /// ([`ConfigError::InvalidHotKeyRate`]): [`HotKeys::Never`] keeps no copies.
     pub fn hot_keys(mut self, policy: HotKeys) -> Self {
         self.hot_keys = policy;
         self
     }
 
-    /// The share of cache bytes the hot cache may hold, from 0 to 1. Default
+    /// The share of cache bytes the hot cache may hold, from 0 to 1; anything else, NaN
+    /// included, is refused ([`ConfigError::InvalidHotCacheFraction`]). Default
     /// [`DEFAULT_HOT_CACHE_FRACTION`] (an eighth, golang/groupcache's balance).
     pub fn hot_cache_fraction(mut self, fraction: f64) -> Self {
         self.hot_cache_fraction = fraction;
@@ -289,7 +325,8 @@ impl GroupcacheBuilder {
     }
 
     /// The longest a hot copy is served before it is fetched from its owner again, even if
-    /// the value has no TTL. Default [`DEFAULT_HOT_MAX_STALENESS`].
+    /// the value has no TTL. Default [`DEFAULT_HOT_MAX_STALENESS`]. Any value is accepted; 0
+    /// keeps no hot copy.
     pub fn hot_max_staleness(mut self, staleness: Duration) -> Self {
         self.hot_max_staleness = staleness;
         self
@@ -306,21 +343,24 @@ impl GroupcacheBuilder {
 
     /// The secret that signs this node's peer requests and checks the ones it receives
     /// (HMAC-SHA256 over the method, path, a timestamp and a nonce; see the
-    /// [`auth`](crate::auth) module). Every node of a cluster needs the same secret. Use at
-    /// least 32 random bytes.
+    /// [`auth`](crate::auth) module). Every node of a cluster needs the same secret. Use
+    /// random bytes: [`build`](Self::build) refuses a secret shorter than
+    /// [`MIN_PEER_SECRET_BYTES`] (32) with [`ConfigError::ShortPeerSecret`]. A second call
+    /// replaces the first.
     pub fn peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
-        let secret = PeerSecret::new(secret);
-        self.peer_secrets.retain(|s| s != &secret);
-        self.peer_secrets.insert(0, secret);
+        self.peer_secret = Some(PeerSecret::new(secret));
         self
     }
 
-    /// A secret still accepted from peers, but not used to sign: the old secret while a new
-    /// one rolls out. Set the new secret with [`peer_secret`](Self::peer_secret).
+    /// A secret still accepted from peers, but never used to sign, during a rotation (see
+    /// docs/security.md). Each call adds one. It goes with a current secret set by
+    /// [`peer_secret`](Self::peer_secret): [`build`](Self::build) refuses a previous secret
+    /// alone ([`ConfigError::PreviousPeerSecretOnly`]), and one shorter than
+    /// [`MIN_PEER_SECRET_BYTES`].
     pub fn previous_peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         let secret = PeerSecret::new(secret);
-        if !self.peer_secrets.contains(&secret) {
-            self.peer_secrets.push(secret);
+        if !self.previous_peer_secrets.contains(&secret) {
+            self.previous_peer_secrets.push(secret);
         }
         self
     }
@@ -354,22 +394,27 @@ impl GroupcacheBuilder {
     /// | variable | meaning | example |
     /// |---|---|---|
     /// | `SELF_URL` | [`self_url`](Self::self_url) | `http://10.0.0.1:8080` |
-    /// | `PEER_URLS` | [`peers`](Self::peers), comma-separated; unset or empty is single-node mode | `http://10.0.0.1:8080,http://10.0.0.2:8080` |
+    /// | `PEER_URLS` | [`peers`](Self::peers), comma-separated; unset or empty: this node alone | `http://10.0.0.1:8080,http://10.0.0.2:8080` |
     /// | `BASE_PATH` | [`base_path`](Self::base_path) | `/_groupcache/` |
     /// | `CACHE_BYTES` | [`cache_bytes`](Self::cache_bytes), a number of bytes | `67108864` |
-    /// | `REPLICAS` | [`replicas`](Self::replicas) | `50` |
-    /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds | `5000` |
-    /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds | `1000` |
-    /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds | `90000` |
+    /// | `REPLICAS` | [`replicas`](Self::replicas), 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS) | `50` |
+    /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds, above 0 | `5000` |
+    /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds, above 0 and at most the peer timeout | `1000` |
+    /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds, above 0 | `90000` |
     /// | `SHUTDOWN_TIMEOUT_MS` | [`shutdown_timeout`](Self::shutdown_timeout) in milliseconds | `15000` |
-    /// | `MAX_CONNECTIONS_PER_PEER` | [`max_connections_per_peer`](Self::max_connections_per_peer) | `64` |
-    /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret) | 32+ random characters |
-    /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation | |
-    /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` | `false` |
+    /// | `MAX_CONNECTIONS_PER_PEER` | [`max_connections_per_peer`](Self::max_connections_per_peer), above 0 | `64` |
+    /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret), 32 bytes or more | 64 random hex digits |
+    /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation, 32 bytes or more | |
+    /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` (`1`, `yes`); `false`, `0`, `no` or empty leave it closed | `false` |
     ///
-    /// Unset variables keep their defaults. A value that is not Unicode or does not parse is
-    /// a [`ConfigError::Env`] that names the variable; URLs are checked by
-    /// [`build`](Self::build). Data sources are added to the returned builder as usual.
+    /// Values are trimmed. Unset variables keep their defaults. A value that is not Unicode,
+    /// does not parse or is out of range is a [`ConfigError::Env`] that names the variable:
+    /// `REPLICAS` from 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), timeouts above 0, secrets
+    /// of [`MIN_PEER_SECRET_BYTES`] or more, a `BASE_PATH` that
+    /// [`base_path`](Self::base_path) accepts. [`build`](Self::build) checks the rest: the
+    /// URLs, and what depends on other settings (the ring's size, a connect timeout above the
+    /// peer timeout, a previous secret without a current one). Data sources are added to the
+    /// returned builder as usual.
     ///
     /// ```
     /// use tower_groupcache::GroupcacheBuilder;
@@ -411,11 +456,34 @@ impl GroupcacheBuilder {
                 }),
             }
         };
-        fn number<T: std::str::FromStr>((name, value): (String, String)) -> Result<T, ConfigError> {
+        fn number<T: std::str::FromStr>(
+            (name, value): &(String, String),
+        ) -> Result<T, ConfigError> {
             value.trim().parse().map_err(|_| ConfigError::Env {
                 reason: format!("`{value}` is not a whole number"),
-                variable: name,
+                variable: name.clone(),
             })
+        }
+        /// A value that parsed but cannot be used, refused as `build` would refuse it, with
+        /// the variable's name.
+        fn check(
+            (name, _): &(String, String),
+            checked: Result<(), ConfigError>,
+        ) -> Result<(), ConfigError> {
+            checked.map_err(|error| ConfigError::Env {
+                variable: name.clone(),
+                reason: error.to_string(),
+            })
+        }
+        fn milliseconds(
+            var: &(String, String),
+            what: &'static str,
+        ) -> Result<Duration, ConfigError> {
+            let timeout = Duration::from_millis(number(var)?);
+            if timeout.is_zero() {
+                check(var, Err(ConfigError::ZeroLimit(what)))?;
+            }
+            Ok(timeout)
         }
         if let Some((_, url)) = var("SELF_URL")? {
             self.self_url = Some(url.trim().to_owned());
@@ -428,35 +496,44 @@ impl GroupcacheBuilder {
                 .map(str::to_owned)
                 .collect();
         }
-        if let Some((_, path)) = var("BASE_PATH")? {
-            self.base_path = path.trim().to_owned();
+        if let Some(v) = var("BASE_PATH")? {
+            let path = v.1.trim();
+            check(&v, validate_base_path(path))?;
+            self.base_path = path.to_owned();
         }
         if let Some(v) = var("CACHE_BYTES")? {
-            self.cache_bytes = number(v)?;
+            self.cache_bytes = number(&v)?;
         }
         if let Some(v) = var("REPLICAS")? {
-            self.replicas = number(v)?;
+            let replicas = number(&v)?;
+            // The bounds of one peer's points; the whole ring is checked by `build`.
+            check(&v, crate::ring::check_size(1, replicas))?;
+            self.replicas = replicas;
         }
         if let Some(v) = var("PEER_TIMEOUT_MS")? {
-            self.peer_timeout = Duration::from_millis(number(v)?);
+            self.peer_timeout = milliseconds(&v, "peer timeout")?;
         }
         if let Some(v) = var("CONNECT_TIMEOUT_MS")? {
-            self.connect_timeout = Duration::from_millis(number(v)?);
+            self.connect_timeout = Some(milliseconds(&v, "connect timeout")?);
         }
         if let Some(v) = var("PEER_IDLE_TIMEOUT_MS")? {
-            self.peer_idle_timeout = Duration::from_millis(number(v)?);
+            self.peer_idle_timeout = milliseconds(&v, "peer idle timeout")?;
         }
         if let Some(v) = var("SHUTDOWN_TIMEOUT_MS")? {
-            self.shutdown_timeout = Duration::from_millis(number(v)?);
+            self.shutdown_timeout = Duration::from_millis(number(&v)?);
         }
         if let Some(v) = var("MAX_CONNECTIONS_PER_PEER")? {
-            self.max_connections_per_peer = number(v)?;
+            self.max_connections_per_peer = number(&v)?;
         }
-        if let Some((_, secret)) = var("PEER_SECRET")? {
-            self = self.peer_secret(secret.trim().as_bytes());
+        if let Some(v) = var("PEER_SECRET")? {
+            let secret = PeerSecret::new(v.1.trim());
+            check(&v, check_secret_length(&secret, false))?;
+            self.peer_secret = Some(secret);
         }
-        if let Some((_, secret)) = var("PEER_SECRET_PREVIOUS")? {
-            self = self.previous_peer_secret(secret.trim().as_bytes());
+        if let Some(v) = var("PEER_SECRET_PREVIOUS")? {
+            let secret = PeerSecret::new(v.1.trim());
+            check(&v, check_secret_length(&secret, true))?;
+            self = self.previous_peer_secret(v.1.trim());
         }
         if let Some((name, value)) = var("OPEN_PEER_PATH")? {
             match value.trim() {
@@ -473,14 +550,15 @@ impl GroupcacheBuilder {
         Ok(self)
     }
 
-    /// Checks the settings and builds the cache.
+    /// Checks the settings and builds the cache. Each setter's documentation states what it
+    /// accepts; anything else is a [`ConfigError`] here, never a panic.
     pub fn build(self) -> Result<Groupcache, ConfigError> {
-        if self.replicas == 0 {
-            return Err(ConfigError::ZeroReplicas);
-        }
         for (what, zero) in [
             ("peer timeout", self.peer_timeout.is_zero()),
-            ("connect timeout", self.connect_timeout.is_zero()),
+            (
+                "connect timeout",
+                self.connect_timeout.is_some_and(|t| t.is_zero()),
+            ),
             ("peer idle timeout", self.peer_idle_timeout.is_zero()),
             (
                 "max connections per peer",
@@ -493,33 +571,45 @@ impl GroupcacheBuilder {
                 return Err(ConfigError::ZeroLimit(what));
             }
         }
+        let connect_timeout = match self.connect_timeout {
+            Some(connect) if connect > self.peer_timeout => {
+                return Err(ConfigError::ConnectTimeoutAbovePeerTimeout {
+                    connect,
+                    peer: self.peer_timeout,
+                });
+            }
+            Some(connect) => connect,
+            None => DEFAULT_CONNECT_TIMEOUT.min(self.peer_timeout),
+        };
         validate_base_path(&self.base_path)?;
+        self.peer_health.check()?;
         if !(0.0..=1.0).contains(&self.hot_cache_fraction) {
             return Err(ConfigError::InvalidHotCacheFraction(
                 self.hot_cache_fraction.to_string(),
             ));
         }
+        if let HotKeys::AboveQps(qps) = self.hot_keys {
+            // A comparison with NaN is always false, so NaN would keep no copies, and a
+            // negative rate would keep every fetched value: neither is what was meant.
+            if !qps.is_finite() || qps < 0.0 {
+                return Err(ConfigError::InvalidHotKeyRate(qps.to_string()));
+            }
+        }
         #[cfg(feature = "tls")]
         let https = self.peer_tls.is_some();
         #[cfg(not(feature = "tls"))]
         let https = false;
-        if let Some(url) = &self.self_url {
-            validate_url(url, https)?;
-        } else if !self.peers.is_empty() {
-            return Err(ConfigError::MissingSelfUrl);
-        }
-        let peers = validate_peers(self.self_url.as_deref(), self.peers, https)?;
-        if self.peer_secrets.first().is_some_and(PeerSecret::is_empty) {
-            return Err(ConfigError::ZeroLimit("peer secret length"));
-        }
-        let auth = if self.peer_secrets.is_empty() {
-            None
-        } else {
-            Some(Arc::new(PeerAuth::new(self.peer_secrets)))
+        let self_url = match &self.self_url {
+            Some(url) => Some(normalize_url(url, https)?),
+            None if !self.peers.is_empty() => return Err(ConfigError::MissingSelfUrl),
+            None => None,
         };
+        let peers = validate_peers(self_url.as_deref(), self.peers, https)?;
+        let ring = Ring::try_new(self.replicas, &peers)?;
+        let auth = peer_auth(self.peer_secret, self.previous_peer_secrets)?;
         let others = peers
             .iter()
-            .any(|p| Some(p.as_str()) != self.self_url.as_deref());
+            .any(|p| Some(p.as_str()) != self_url.as_deref());
         if others && auth.is_none() {
             if !self.open_peer_path {
                 return Err(ConfigError::PeerAuthRequired);
@@ -542,7 +632,7 @@ impl GroupcacheBuilder {
             }
             // Nodes start their hot-cache dice at different places, from their own URL.
             let seed = u64::from(crc32fast::hash(
-                format!("{}{name}", self.self_url.as_deref().unwrap_or_default()).as_bytes(),
+                format!("{}{name}", self_url.as_deref().unwrap_or_default()).as_bytes(),
             ));
             let group = Group::new(
                 &name,
@@ -570,7 +660,7 @@ impl GroupcacheBuilder {
         let client = PeerClient::new(
             ClientConfig {
                 timeout: self.peer_timeout,
-                connect_timeout: self.connect_timeout,
+                connect_timeout,
                 idle_timeout: self.peer_idle_timeout,
                 max_value_bytes: self.max_value_bytes,
                 max_connections_per_peer: self.max_connections_per_peer,
@@ -580,8 +670,8 @@ impl GroupcacheBuilder {
             tls,
         );
         Ok(Groupcache::from_shared(Shared {
-            self_url: self.self_url.map(Into::into),
-            ring: ArcSwap::from_pointee(Ring::new(self.replicas, peers)),
+            self_url: self_url.map(Into::into),
+            ring: ArcSwap::from_pointee(ring),
             config: NodeConfig {
                 base_path: self.base_path.into(),
                 replicas: self.replicas,
@@ -593,7 +683,7 @@ impl GroupcacheBuilder {
             },
             client,
             groups: Groups::new(groups),
-            health: PeerHealth::new(self.peer_health),
+            health: PeerHealth::new(self.peer_health, &peers),
             ring_mismatches: AtomicU64::new(0),
             last_foreign_ring: AtomicU64::new(u64::MAX),
             discovery_errors: AtomicU64::new(0),
@@ -608,33 +698,75 @@ impl GroupcacheBuilder {
     }
 }
 
-/// Checks every peer URL and adds `self_url` if it is missing. An empty list stays empty
-/// (single-node mode).
+/// The signer and checker of peer requests: the current secret signs, and it and the
+/// previous ones are accepted. `None` without secrets.
+fn peer_auth(
+    current: Option<PeerSecret>,
+    previous: Vec<PeerSecret>,
+) -> Result<Option<Arc<PeerAuth>>, ConfigError> {
+    let Some(current) = current else {
+        if previous.is_empty() {
+            return Ok(None);
+        }
+        return Err(ConfigError::PreviousPeerSecretOnly);
+    };
+    check_secret_length(&current, false)?;
+    for secret in &previous {
+        check_secret_length(secret, true)?;
+    }
+    let mut secrets = vec![current];
+    for secret in previous {
+        if !secrets.contains(&secret) {
+            secrets.push(secret);
+        }
+    }
+    Ok(Some(Arc::new(PeerAuth::new(secrets))))
+}
+
+/// A secret of at least [`MIN_PEER_SECRET_BYTES`].
+fn check_secret_length(secret: &PeerSecret, previous: bool) -> Result<(), ConfigError> {
+    if secret.len() < MIN_PEER_SECRET_BYTES {
+        return Err(ConfigError::ShortPeerSecret {
+            previous,
+            len: secret.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks every peer URL and spells it as [`normalize_url`] does, and adds `self_url` (already
+/// normalized) if it is missing. With a self URL this node is always on the ring, so an empty
+/// list gives a ring of one; without one, an empty list is single-node mode and any other is
+/// refused.
 pub(crate) fn validate_peers(
     self_url: Option<&str>,
-    mut peers: Vec<String>,
+    peers: Vec<String>,
     https: bool,
 ) -> Result<Vec<String>, ConfigError> {
-    for peer in &peers {
-        validate_url(peer, https)?;
-    }
-    if let Some(me) = self_url {
-        if !peers.is_empty() && !peers.iter().any(|p| p == me) {
-            peers.push(me.to_owned());
-        }
-    } else if !peers.is_empty() {
-        return Err(ConfigError::MissingSelfUrl);
+    let mut peers = peers
+        .iter()
+        .map(|peer| normalize_url(peer, https))
+        .collect::<Result<Vec<_>, _>>()?;
+    match self_url {
+        Some(me) if !peers.iter().any(|p| p == me) => peers.push(me.to_owned()),
+        Some(_) => {}
+        None if peers.is_empty() => {}
+        None => return Err(ConfigError::MissingSelfUrl),
     }
     Ok(peers)
 }
 
-fn validate_url(url: &str, https: bool) -> Result<(), ConfigError> {
+/// Checks a self or peer URL, and returns it with its scheme and host in lower case: the ring
+/// compares URLs as strings, and `HTTP://Node-1:8080` is the same node as
+/// `http://node-1:8080`.
+fn normalize_url(url: &str, https: bool) -> Result<String, ConfigError> {
     let invalid = |reason| ConfigError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
     let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-    match uri.scheme_str() {
+    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+    match scheme.as_deref() {
         Some("http") => {}
         Some("https") if https => {}
         Some("https") => {
@@ -649,48 +781,65 @@ fn validate_url(url: &str, https: bool) -> Result<(), ConfigError> {
             ));
         }
     }
-    match uri.authority() {
-        Some(a) if !a.host().is_empty() => {}
+    let authority = match uri.authority() {
+        Some(a) if !a.host().is_empty() => a.as_str(),
         _ => return Err(invalid("the URL has no host")),
+    };
+    // What follows the last `:` outside an IPv6 literal's brackets is the port.
+    let after_host = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, rest)| rest);
+    let port_ok = match after_host.rsplit_once(':') {
+        Some((_, port)) => port.parse::<u16>().is_ok(),
+        None => true,
+    };
+    if !port_ok {
+        return Err(invalid("the port is not a number from 0 to 65535"));
     }
-    if let Some(authority) = uri.authority() {
-        // What follows the last `:` outside an IPv6 literal's brackets is the port.
-        let after_host = authority
-            .as_str()
-            .rsplit_once(']')
-            .map_or(authority.as_str(), |(_, rest)| rest);
-        let port_ok = match after_host.rsplit_once(':') {
-            Some((_, port)) => port.parse::<u16>().is_ok(),
-            None => true,
-        };
-        if !port_ok {
-            return Err(invalid("the port is not a number from 0 to 65535"));
-        }
-    }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+    if authority.contains('@') {
         return Err(invalid("user information is not allowed in a peer URL"));
     }
-    if url.len()
-        != uri.scheme_str().map_or(0, str::len)
-            + 3
-            + uri.authority().map_or(0, |a| a.as_str().len())
-    {
+    let scheme = scheme.unwrap_or_default();
+    if url.len() != scheme.len() + 3 + authority.len() {
         return Err(invalid("a peer URL has no path, query or trailing `/`"));
     }
-    Ok(())
+    // The authority is the host and port alone (no user information): all of it may be
+    // lowered. A host name is case-insensitive, and so are an IPv6 literal's hex digits.
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
 fn validate_base_path(path: &str) -> Result<(), ConfigError> {
+    let invalid = |reason| ConfigError::InvalidBasePath {
+        path: path.to_owned(),
+        reason,
+    };
+    if path == "/" {
+        return Err(invalid(
+            "every request would be a peer request; use a path of its own, e.g. /_groupcache/",
+        ));
+    }
+    if path.len() < 2 || !path.starts_with('/') || !path.ends_with('/') {
+        return Err(invalid("it must start and end with `/`"));
+    }
     let plain = path
         .bytes()
         .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
-    if path.len() < 2
-        || !path.starts_with('/')
-        || !path.ends_with('/')
-        || !plain
-        || path.contains("//")
-    {
-        return Err(ConfigError::InvalidBasePath(path.to_owned()));
+    if !plain {
+        return Err(invalid(
+            "it may hold visible ASCII characters only, and no `?`, `#` or `%`",
+        ));
+    }
+    // Between the leading and trailing `/`.
+    for segment in path[1..path.len() - 1].split('/') {
+        match segment {
+            "" => return Err(invalid("it has an empty segment (`//`)")),
+            "." | ".." => {
+                return Err(invalid(
+                    "it has a `.` or `..` segment, which a client or proxy may resolve away",
+                ));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -777,9 +926,11 @@ mod tests {
             "//x/",
             "/%41/",
         ] {
-            assert_eq!(
-                b().base_path(path).build().unwrap_err(),
-                ConfigError::InvalidBasePath(path.into()),
+            assert!(
+                matches!(
+                    b().base_path(path).build().unwrap_err(),
+                    ConfigError::InvalidBasePath { path: p, .. } if p == path
+                ),
                 "{path:?}"
             );
         }
@@ -882,10 +1033,14 @@ mod tests {
             "PARSEC",
             env(&[("PARSEC_PEER_IDLE_TIMEOUT_MS", "0")]),
         )
-        .unwrap()
-        .build()
         .unwrap_err();
-        assert_eq!(err, ConfigError::ZeroLimit("peer idle timeout"));
+        assert_eq!(
+            err,
+            ConfigError::Env {
+                variable: "PARSEC_PEER_IDLE_TIMEOUT_MS".into(),
+                reason: "peer idle timeout must be greater than zero".into()
+            }
+        );
         let builder = GroupcacheBuilder::from_env_lookup(
             "PARSEC",
             env(&[("PARSEC_MAX_CONNECTIONS_PER_PEER", "8")]),
@@ -911,6 +1066,300 @@ mod tests {
     }
 
     #[test]
+    fn refuses_rings_too_large() {
+        let b = || {
+            Groupcache::builder()
+                .open_peer_path()
+                .self_url("http://a:1")
+        };
+        for replicas in [usize::MAX, 1 << 40, 10_000_000, 10_001] {
+            let err = b()
+                .replicas(replicas)
+                .peers(["http://b:1"])
+                .build()
+                .unwrap_err();
+            assert_eq!(err, ConfigError::TooManyReplicas(replicas));
+            assert!(err.to_string().contains("10000"), "{replicas}: {err}");
+        }
+        // This node and ten peers: 11 × 10,000 points.
+        let cache = b().replicas(crate::MAX_REPLICAS).build().unwrap();
+        let peers: Vec<String> = (0..10).map(|i| format!("http://p{i}:1")).collect();
+        let too_large = ConfigError::RingTooLarge {
+            peers: 11,
+            replicas: 10_000,
+        };
+        let before = cache.stats().cluster.peers;
+        assert_eq!(cache.set_peers(peers.clone()).unwrap_err(), too_large);
+        assert_eq!(
+            cache.stats().cluster.peers,
+            before,
+            "a refused list changes nothing"
+        );
+        let err = b().replicas(10_000).peers(peers).build().unwrap_err();
+        assert_eq!(err, too_large);
+        assert!(err.to_string().contains("110000 points"), "{err}");
+        assert!(err.to_string().contains("100000"), "{err}");
+    }
+
+    #[test]
+    fn refuses_contradictory_peer_health() {
+        let health = |cooldown, max_cooldown| PeerHealthConfig {
+            failure_threshold: 3,
+            cooldown,
+            max_cooldown,
+        };
+        let b = Groupcache::builder;
+        let err = b()
+            .peer_health(health(Duration::from_secs(60), Duration::from_secs(30)))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidPeerHealth(_)), "{err}");
+        assert!(err.to_string().contains("cooldown"), "{err}");
+        let err = b()
+            .peer_health(health(Duration::ZERO, Duration::from_secs(30)))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidPeerHealth(_)), "{err}");
+        assert!(err.to_string().contains("cooldown"), "{err}");
+        b().peer_health(health(Duration::MAX, Duration::MAX))
+            .build()
+            .unwrap();
+        // Skipping off: the cooldowns are not used.
+        b().peer_health(PeerHealthConfig {
+            failure_threshold: 0,
+            ..health(Duration::ZERO, Duration::ZERO)
+        })
+        .build()
+        .unwrap();
+    }
+
+    #[test]
+    fn refuses_a_previous_secret_alone() {
+        let err = Groupcache::builder()
+            .self_url("http://a:1")
+            .peers(["http://b:1"])
+            .previous_peer_secret("the old secret, 32 bytes or more, still valid")
+            .build()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::PreviousPeerSecretOnly);
+        assert!(err.to_string().contains("previous"), "{err}");
+    }
+
+    #[test]
+    fn refuses_short_secrets() {
+        let b = || {
+            Groupcache::builder()
+                .self_url("http://a:1")
+                .peers(["http://b:1"])
+        };
+        let long = "0123456789abcdef0123456789abcdef";
+        b().peer_secret(long).build().unwrap();
+        for short in ["", "s3cret", &long[1..]] {
+            let err = b().peer_secret(short).build().unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::ShortPeerSecret {
+                    previous: false,
+                    len: short.len()
+                }
+            );
+            assert!(err.to_string().contains("32"), "{short:?}: {err}");
+            let err = b()
+                .peer_secret(long)
+                .previous_peer_secret(short)
+                .build()
+                .unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::ShortPeerSecret {
+                    previous: true,
+                    len: short.len()
+                }
+            );
+            assert!(err.to_string().contains("32"), "{short:?}: {err}");
+        }
+        // The same secret as current and previous is one secret.
+        b().peer_secret(long)
+            .previous_peer_secret(long)
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn spells_hosts_in_lower_case() {
+        let cache = Groupcache::builder()
+            .open_peer_path()
+            .self_url("HTTP://Node-1:8080")
+            .peers(["http://node-1:8080", "http://NODE-2:8080", "Http://[::A]:1"])
+            .build()
+            .unwrap();
+        let cluster = cache.stats().cluster;
+        assert_eq!(
+            cluster.peers,
+            ["http://node-1:8080", "http://node-2:8080", "http://[::a]:1"]
+        );
+        assert_eq!(cache.self_url(), Some("http://node-1:8080"));
+        cache
+            .set_peers(["http://NODE-1:8080", "http://Node-3:8080"])
+            .unwrap();
+        assert_eq!(
+            cache.stats().cluster.peers,
+            ["http://node-1:8080", "http://node-3:8080"]
+        );
+    }
+
+    #[test]
+    fn an_empty_peer_list_keeps_this_node() {
+        let cache = Groupcache::builder()
+            .open_peer_path()
+            .self_url("http://a:1")
+            .peers(["http://a:1", "http://b:1"])
+            .build()
+            .unwrap();
+        cache.set_peers(Vec::<String>::new()).unwrap();
+        assert_eq!(cache.stats().cluster.peers, ["http://a:1"]);
+        assert_eq!(cache.ring().owner("k"), Some("http://a:1"));
+
+        let no_self = Groupcache::builder().build().unwrap();
+        no_self.set_peers(Vec::<String>::new()).unwrap();
+        assert_eq!(no_self.stats().cluster.count, 0, "single-node mode");
+    }
+
+    #[test]
+    fn refuses_a_connect_timeout_above_the_peer_timeout() {
+        let err = Groupcache::builder()
+            .peer_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::ConnectTimeoutAbovePeerTimeout {
+                connect: Duration::from_secs(2),
+                peer: Duration::from_secs(1)
+            }
+        );
+        assert!(err.to_string().contains("connect timeout"), "{err}");
+        // The default connect timeout follows a shorter peer timeout.
+        Groupcache::builder()
+            .peer_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        Groupcache::builder()
+            .peer_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn refuses_hot_key_thresholds_that_are_not_rates() {
+        for qps in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY, -0.0001] {
+            let err = Groupcache::builder()
+                .hot_keys(HotKeys::AboveQps(qps))
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidHotKeyRate(_)),
+                "{qps}: {err}"
+            );
+            assert!(err.to_string().contains("hot"), "{qps}: {err}");
+        }
+        for qps in [0.0, 0.05, f64::MAX] {
+            Groupcache::builder()
+                .hot_keys(HotKeys::AboveQps(qps))
+                .build()
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_base_paths_with_dot_segments_or_the_root() {
+        for path in ["/../", "/./", "/a/../b/", "/a/./", "/../a/", "/a/.."] {
+            let err = Groupcache::builder().base_path(path).build().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidBasePath { path: p, .. } if p == path),
+                "{path}: {err}"
+            );
+            assert!(
+                err.to_string().contains("`..` segment") || err.to_string().contains("end with"),
+                "{path}: {err}"
+            );
+        }
+        let err = Groupcache::builder().base_path("/").build().unwrap_err();
+        assert!(
+            err.to_string().contains("every request"),
+            "the real reason: {err}"
+        );
+        for path in ["/.well-known/cache/", "/a.b/", "/.../", "/_groupcache/v2/"] {
+            Groupcache::builder().base_path(path).build().unwrap();
+        }
+    }
+
+    #[test]
+    fn env_values_out_of_range_name_their_variable() {
+        for (variable, value) in [
+            ("PARSEC_REPLICAS", "0"),
+            ("PARSEC_REPLICAS", "10001"),
+            ("PARSEC_PEER_TIMEOUT_MS", "0"),
+            ("PARSEC_CONNECT_TIMEOUT_MS", "0"),
+            ("PARSEC_PEER_IDLE_TIMEOUT_MS", "0"),
+            ("PARSEC_PEER_SECRET", "s3cret"),
+            ("PARSEC_PEER_SECRET_PREVIOUS", "s3cret"),
+            ("PARSEC_BASE_PATH", "/../"),
+            ("PARSEC_BASE_PATH", "/"),
+            ("PARSEC_BASE_PATH", "_groupcache/"),
+        ] {
+            let err = GroupcacheBuilder::from_env_lookup("PARSEC", |name| {
+                (name == variable).then(|| value.to_owned())
+            })
+            .map(|_| ())
+            .unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Env { variable: v, .. } if v == variable),
+                "{variable}={value}: {err}"
+            );
+        }
+        let err = GroupcacheBuilder::from_env_lookup("PARSEC", |name| {
+            (name == "PARSEC_REPLICAS").then(|| "10001".to_owned())
+        })
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable PARSEC_REPLICAS: ring replicas 10001 is above the maximum of 10000"
+        );
+        // In range, and trimmed.
+        let b = GroupcacheBuilder::from_env_lookup("PARSEC", |name| match name {
+            "PARSEC_REPLICAS" => Some(" 10000 ".into()),
+            "PARSEC_PEER_SECRET" => Some(" 0123456789abcdef0123456789abcdef ".into()),
+            "PARSEC_PEER_SECRET_PREVIOUS" => Some("fedcba9876543210fedcba9876543210".into()),
+            "PARSEC_BASE_PATH" => Some(" /cache/v2/ ".into()),
+            "PARSEC_CONNECT_TIMEOUT_MS" => Some("1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(b.replicas, 10_000);
+        assert_eq!(b.base_path, "/cache/v2/");
+        assert_eq!(b.peer_secret.as_ref().map(PeerSecret::len), Some(32));
+        assert_eq!(b.previous_peer_secrets.len(), 1);
+        b.build().unwrap();
+        // What depends on other settings is left to `build`.
+        let err = GroupcacheBuilder::from_env_lookup("PARSEC", |name| match name {
+            "PARSEC_PEER_TIMEOUT_MS" => Some("100".into()),
+            "PARSEC_CONNECT_TIMEOUT_MS" => Some("200".into()),
+            _ => None,
+        })
+        .unwrap()
+        .build()
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::ConnectTimeoutAbovePeerTimeout { .. }
+        ));
+    }
+
+    #[test]
     fn adds_self_to_the_peers() {
         let cache = Groupcache::builder()
             .open_peer_path()
@@ -922,15 +1371,21 @@ mod tests {
         assert_eq!(cluster.peers, ["http://b:1", "http://c:1", "http://a:1"]);
         assert_eq!(cluster.self_url.as_deref(), Some("http://a:1"));
 
-        let single = Groupcache::builder()
+        let alone = Groupcache::builder()
             .open_peer_path()
             .self_url("http://a:1")
             .build()
             .unwrap();
         assert_eq!(
+            alone.stats().cluster.peers,
+            ["http://a:1"],
+            "no peers but a self URL: a ring of one, this node"
+        );
+        let single = Groupcache::builder().build().unwrap();
+        assert_eq!(
             single.stats().cluster.count,
             0,
-            "no peers: single-node mode"
+            "no peers and no self URL: single-node mode"
         );
     }
 }

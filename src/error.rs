@@ -270,16 +270,56 @@ pub enum ConfigError {
     },
     /// Peers were given but no self URL, so this node cannot find itself on the ring.
     MissingSelfUrl,
-    /// The base path does not start and end with `/`, or holds characters a URL path cannot.
-    InvalidBasePath(String),
+    /// The base path cannot be used: see
+    /// [`GroupcacheBuilder::base_path`](crate::GroupcacheBuilder::base_path).
+    InvalidBasePath {
+        /// The path as given.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// The number of ring replicas per peer is zero.
     ZeroReplicas,
+    /// The number of ring replicas per peer is above [`MAX_REPLICAS`](crate::MAX_REPLICAS).
+    TooManyReplicas(usize),
+    /// The ring would have more than [`MAX_RING_POINTS`](crate::MAX_RING_POINTS) points:
+    /// `peers` distinct peers with `replicas` points each.
+    RingTooLarge {
+        /// The distinct peers on the ring, this node included.
+        peers: usize,
+        /// The points per peer.
+        replicas: usize,
+    },
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
+    /// A connect timeout was set above the peer timeout, which bounds the whole peer fetch,
+    /// the connection included.
+    ConnectTimeoutAbovePeerTimeout {
+        /// The connect timeout.
+        connect: std::time::Duration,
+        /// The peer timeout.
+        peer: std::time::Duration,
+    },
+    /// The rate of [`HotKeys::AboveQps`](crate::HotKeys::AboveQps) is NaN, negative or
+    /// infinite.
+    InvalidHotKeyRate(String),
     /// The TLS settings could not be used (unreadable PEM, a key that does not fit).
     Tls(String),
     /// The hot cache's share of cache bytes is not between 0 and 1.
     InvalidHotCacheFraction(String),
+    /// The [`PeerHealthConfig`](crate::PeerHealthConfig) cannot be used: a zero cooldown, or
+    /// a cooldown longer than the maximum, while skipping is on.
+    InvalidPeerHealth(&'static str),
+    /// A peer secret is shorter than [`MIN_PEER_SECRET_BYTES`](crate::MIN_PEER_SECRET_BYTES).
+    ShortPeerSecret {
+        /// Whether it is a previous secret (else the current one).
+        previous: bool,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A previous peer secret was given without a current one. A previous secret is only
+    /// accepted, never used to sign, so a node needs a current secret as well.
+    PreviousPeerSecretOnly,
     /// The node has peers but no peer secret, and its peer path was not opened on purpose
     /// with [`open_peer_path`](crate::GroupcacheBuilder::open_peer_path).
     PeerAuthRequired,
@@ -308,16 +348,50 @@ impl fmt::Display for ConfigError {
             Self::MissingSelfUrl => {
                 write!(f, "peers were given but no self URL: call `self_url(..)`")
             }
-            Self::InvalidBasePath(path) => write!(
-                f,
-                "invalid base path `{path}`: it must start and end with `/` and be a plain URL path"
-            ),
+            Self::InvalidBasePath { path, reason } => {
+                write!(f, "invalid base path `{path}`: {reason}")
+            }
             Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
+            Self::TooManyReplicas(replicas) => write!(
+                f,
+                "ring replicas {replicas} is above the maximum of {}",
+                crate::MAX_REPLICAS
+            ),
+            Self::RingTooLarge { peers, replicas } => write!(
+                f,
+                "a ring of {peers} peers with {replicas} replicas each would have {} points, \
+                 above the maximum of {}: lower `replicas`",
+                peers.saturating_mul(*replicas),
+                crate::MAX_RING_POINTS
+            ),
             Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
+            Self::ConnectTimeoutAbovePeerTimeout { connect, peer } => write!(
+                f,
+                "the connect timeout {connect:?} is longer than the peer timeout {peer:?}, \
+                 which bounds the whole peer fetch: lower `connect_timeout` or raise `peer_timeout`"
+            ),
+            Self::InvalidHotKeyRate(rate) => write!(
+                f,
+                "hot key rate {rate} is not a number of requests per second from 0 up: use a \
+                 finite rate, or `HotKeys::Never` to keep no hot copies"
+            ),
             Self::Tls(reason) => write!(f, "peer TLS: {reason}"),
             Self::InvalidHotCacheFraction(v) => {
                 write!(f, "hot cache fraction {v} is not between 0 and 1")
             }
+            Self::InvalidPeerHealth(reason) => write!(f, "peer health: {reason}"),
+            Self::ShortPeerSecret { previous, len } => write!(
+                f,
+                "the {} peer secret has {len} bytes; at least {} are needed: use 32 or more \
+                 random bytes",
+                if *previous { "previous" } else { "current" },
+                crate::MIN_PEER_SECRET_BYTES
+            ),
+            Self::PreviousPeerSecretOnly => write!(
+                f,
+                "a previous peer secret was given without a current one: set `peer_secret(..)`; \
+                 a previous secret is only accepted, never used to sign"
+            ),
             Self::PeerAuthRequired => write!(
                 f,
                 "peers are configured without a peer secret: set `peer_secret(..)`, or call \

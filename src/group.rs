@@ -89,7 +89,7 @@ impl SourceOptions {
     ) -> Entry {
         let ttl = ttl
             .or(self.ttl)
-            .map(|ttl| ttl + jitter(self.ttl_jitter, key, now));
+            .map(|ttl| ttl.saturating_add(jitter(self.ttl_jitter, key, now)));
         let expires = ttl.and_then(|ttl| now.checked_add(ttl));
         Entry {
             value,

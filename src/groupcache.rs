@@ -274,9 +274,10 @@ impl Shared {
     pub(crate) fn set_peers(&self, peers: Vec<String>) -> Result<(), ConfigError> {
         let peers = validate_peers(self.self_url.as_deref(), peers, self.https)?;
         self.check_peer_auth(&peers)?;
+        let ring = Ring::try_new(self.config.replicas, &peers)?;
         self.client.retain_peers(&peers);
-        self.ring
-            .store(Arc::new(Ring::new(self.config.replicas, peers)));
+        self.health.retain_peers(&peers);
+        self.ring.store(Arc::new(ring));
         Ok(())
     }
 

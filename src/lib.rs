@@ -83,8 +83,7 @@ pub use builder::{
     DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOT_CACHE_FRACTION,
     DEFAULT_HOT_MAX_STALENESS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_KEY_BYTES,
     DEFAULT_MAX_VALUE_BYTES, DEFAULT_PEER_IDLE_TIMEOUT, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS,
-    DEFAULT_SHUTDOWN_TIMEOUT,
-    GroupcacheBuilder,
+    DEFAULT_SHUTDOWN_TIMEOUT, GroupcacheBuilder, MIN_PEER_SECRET_BYTES,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use discovery::{DnsDiscovery, Resolve, SystemResolver};
@@ -94,7 +93,7 @@ pub use groupcache::{Groupcache, Shutdown};
 pub use handle::{CacheHandle, MissingCacheHandle, Removal};
 pub use health::PeerHealthConfig;
 pub use layer::{GroupcacheLayer, GroupcacheService};
-pub use ring::Ring;
+pub use ring::{MAX_REPLICAS, MAX_RING_POINTS, Ring};
 pub use source::{Loaded, Source};
 pub use stats::{CacheStats, ClusterStats, SourceSnapshot, SourceStats, Stats};
 #[cfg(feature = "tls")]

@@ -21,11 +21,49 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rustc_hash::FxHashSet;
+
+use crate::error::ConfigError;
+
+/// The most ring points per peer a cache accepts: 10,000 (golang/groupcache uses 50).
+///
+/// [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build) and
+/// [`Groupcache::set_peers`](crate::Groupcache::set_peers) refuse more with
+/// [`ConfigError::TooManyReplicas`].
+pub const MAX_REPLICAS: usize = 10_000;
+
+/// The most points on a ring, peers × replicas: 100,000 (2,000 peers at 50 replicas).
+///
+/// Building a ring costs a crc32 and a sort per point. A ring of 100,000 points builds in
+/// 0.27–0.45 s in a debug build on the project's 2-core machine while other builds run;
+/// [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build) and
+/// [`Groupcache::set_peers`](crate::Groupcache::set_peers) refuse larger rings with
+/// [`ConfigError::RingTooLarge`].
+pub const MAX_RING_POINTS: usize = 100_000;
+
+/// Checks the size of a ring of `peers` distinct peers with `replicas` points each: at least
+/// one replica, at most [`MAX_REPLICAS`], and at most [`MAX_RING_POINTS`] points. Every ring
+/// the cache builds passes here first.
+pub(crate) fn check_size(peers: usize, replicas: usize) -> Result<(), ConfigError> {
+    if replicas == 0 {
+        return Err(ConfigError::ZeroReplicas);
+    }
+    if replicas > MAX_REPLICAS {
+        return Err(ConfigError::TooManyReplicas(replicas));
+    }
+    if peers.saturating_mul(replicas) > MAX_RING_POINTS {
+        return Err(ConfigError::RingTooLarge { peers, replicas });
+    }
+    Ok(())
+}
+
 /// A consistent-hash ring of peer URLs, compatible with golang/groupcache.
 ///
 /// Building one costs `peers * replicas` hashes and a sort; looking up an owner is one crc32
 /// of the key and a binary search. Peer URLs are compared as plain strings, as Go does: a
-/// trailing `/` makes a different peer.
+/// trailing `/` makes a different peer. The size of a ring is bounded by [`MAX_REPLICAS`]
+/// and [`MAX_RING_POINTS`]: [`try_new`](Ring::try_new) refuses a larger one and
+/// [`new`](Ring::new) builds it with fewer replicas.
 #[derive(Clone)]
 pub struct Ring {
     /// Sorted, distinct ring points.
@@ -40,27 +78,78 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Builds a ring with `replicas` points per peer.
+    /// Builds a ring with `replicas` points per peer, or fewer when that many would make the
+    /// ring too large.
     ///
     /// Duplicate peers are kept once. A `replicas` of zero gives an empty ring, on which every
-    /// key is local.
+    /// key is local. A `replicas` above [`MAX_REPLICAS`], or one that would put more than
+    /// [`MAX_RING_POINTS`] points on the ring, is lowered to the largest that fits (at least
+    /// one point per peer), and [`replicas`](Ring::replicas) tells the number used. The ring
+    /// then places keys differently from a node that uses the number asked for; its
+    /// [`fingerprint`](Ring::fingerprint) differs too, so peers notice.
+    ///
+    /// It clamps rather than fails so that it can stay infallible, and so that no input
+    /// panics, exhausts memory or blocks for minutes building points. Use
+    /// [`try_new`](Ring::try_new) to be told instead, as the cache itself does.
+    ///
+    /// ```
+    /// use tower_groupcache::{MAX_REPLICAS, Ring};
+    ///
+    /// let ring = Ring::new(usize::MAX, ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]);
+    /// assert_eq!(ring.replicas(), MAX_REPLICAS);
+    /// ```
     pub fn new<I, P>(replicas: usize, peers: I) -> Self
     where
         I: IntoIterator<Item = P>,
         P: AsRef<str>,
     {
-        let mut unique: Vec<Arc<str>> = Vec::new();
-        for peer in peers {
-            let peer = peer.as_ref();
-            if !unique.iter().any(|p| &**p == peer) {
-                unique.push(peer.into());
-            }
-        }
+        let unique = distinct(peers);
+        let replicas = if replicas == 0 {
+            0
+        } else {
+            replicas
+                .min(MAX_REPLICAS)
+                .min(MAX_RING_POINTS / unique.len().max(1))
+                .max(1)
+        };
+        Self::build(replicas, unique)
+    }
 
+    /// Builds a ring with `replicas` points per peer, or says why it cannot: `replicas` is 0
+    /// ([`ConfigError::ZeroReplicas`]) or above [`MAX_REPLICAS`]
+    /// ([`ConfigError::TooManyReplicas`]), or the ring would have more than
+    /// [`MAX_RING_POINTS`] points ([`ConfigError::RingTooLarge`]). Duplicate peers are kept
+    /// once, and counted once.
+    ///
+    /// ```
+    /// use tower_groupcache::{ConfigError, Ring};
+    ///
+    /// let peers = ["http://10.0.0.1:8080", "http://10.0.0.2:8080"];
+    /// assert_eq!(Ring::try_new(50, peers)?.replicas(), 50);
+    /// assert_eq!(
+    ///     Ring::try_new(60_000, peers).unwrap_err(),
+    ///     ConfigError::TooManyReplicas(60_000)
+    /// );
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn try_new<I, P>(replicas: usize, peers: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        let unique = distinct(peers);
+        check_size(unique.len(), replicas)?;
+        Ok(Self::build(replicas, unique))
+    }
+
+    /// The ring of `unique` peers with `replicas` points each; the size was checked or
+    /// clamped by the caller.
+    fn build(replicas: usize, unique: Vec<Arc<str>>) -> Self {
         // (point, insertion order, peer index); sorting by (point, order) puts the point
         // inserted last at the end of each run of equal points, and that one wins, as in Go's
         // `hashMap[hash] = key`.
-        let mut all: Vec<(u32, u32, u32)> = Vec::with_capacity(unique.len() * replicas);
+        let mut all: Vec<(u32, u32, u32)> =
+            Vec::with_capacity(unique.len().saturating_mul(replicas));
         let mut label = String::new();
         for (peer_index, peer) in unique.iter().enumerate() {
             for i in 0..replicas {
@@ -144,6 +233,26 @@ impl Ring {
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
+}
+
+/// The peers in the order given, each once. A set, not a scan of the list: a list of many
+/// peers costs time in proportion to its length.
+fn distinct<I, P>(peers: I) -> Vec<Arc<str>>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<str>,
+{
+    let mut seen: FxHashSet<Arc<str>> = FxHashSet::default();
+    let mut unique: Vec<Arc<str>> = Vec::new();
+    for peer in peers {
+        let peer = peer.as_ref();
+        if !seen.contains(peer) {
+            let peer: Arc<str> = peer.into();
+            seen.insert(peer.clone());
+            unique.push(peer);
+        }
+    }
+    unique
 }
 
 impl fmt::Debug for Ring {
@@ -239,6 +348,54 @@ mod tests {
         assert!(ring.is_empty());
         assert_eq!(ring.owner("x"), None);
         assert_eq!(Ring::new(0, PEERS).owner("x"), None);
+    }
+
+    #[test]
+    fn huge_replica_counts_are_clamped() {
+        for replicas in [usize::MAX, 1 << 40, 10_000_000] {
+            let ring = Ring::new(replicas, PEERS);
+            assert_eq!(ring.replicas(), 10_000, "{replicas}");
+            assert!(ring.points.len() > 29_900, "{}", ring.points.len());
+            assert!(ring.owner("k").is_some());
+        }
+        let many: Vec<String> = (0..30).map(|i| format!("http://p{i}:1")).collect();
+        let ring = Ring::new(10_000, &many);
+        assert_eq!(ring.replicas(), 100_000 / 30);
+        assert!(ring.points.len() <= MAX_RING_POINTS);
+        // More peers than points: one point each.
+        let crowd: Vec<String> = (0..MAX_RING_POINTS + 1)
+            .map(|i| format!("http://p{i}:1"))
+            .collect();
+        assert_eq!(Ring::new(50, &crowd).replicas(), 1);
+        assert_eq!(Ring::new(0, PEERS).replicas(), 0);
+    }
+
+    #[test]
+    fn try_new_refuses_what_new_would_clamp() {
+        assert_eq!(
+            Ring::try_new(0, PEERS).unwrap_err(),
+            ConfigError::ZeroReplicas
+        );
+        assert_eq!(
+            Ring::try_new(usize::MAX, PEERS).unwrap_err(),
+            ConfigError::TooManyReplicas(usize::MAX)
+        );
+        let many: Vec<String> = (0..11).map(|i| format!("http://p{i}:1")).collect();
+        assert_eq!(
+            Ring::try_new(MAX_REPLICAS, &many).unwrap_err(),
+            ConfigError::RingTooLarge {
+                peers: 11,
+                replicas: MAX_REPLICAS
+            }
+        );
+        // Ten distinct peers, however often each is listed, fit.
+        let repeated: Vec<&String> = many[..10].iter().cycle().take(1_000).collect();
+        let ring = Ring::try_new(MAX_REPLICAS, repeated).unwrap();
+        assert_eq!(ring.peers().len(), 10);
+        assert_eq!(
+            ring.fingerprint(),
+            Ring::new(MAX_REPLICAS, &many[..10]).fingerprint()
+        );
     }
 
     #[test]

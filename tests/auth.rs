@@ -178,7 +178,7 @@ fn a_cluster_needs_a_secret_or_an_explicit_open_path() {
     build(Groupcache::builder().peer_secret(SECRET)).unwrap();
     assert!(matches!(
         build(Groupcache::builder().peer_secret("")).unwrap_err(),
-        ConfigError::ZeroLimit(_)
+        ConfigError::ShortPeerSecret { len: 0, .. }
     ));
     // A single node needs neither, but then its peer path is closed...
     let single = Groupcache::builder()

@@ -1,0 +1,189 @@
+//! Settings and membership changes at their limits, on real nodes over 127.0.0.1: whatever
+//! `build()` accepts, a get, a peer fetch, the stats and the metrics work with it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Loads, cluster, key_owned_by, value_of};
+use tokio::net::TcpListener;
+use tower_groupcache::{GroupcacheBuilder, HotKeys, MAX_REPLICAS, PeerHealthConfig, SourceOptions};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A URL where nothing listens: a port bound, then released.
+async fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// Every setting at its largest accepted value.
+fn largest(b: GroupcacheBuilder) -> GroupcacheBuilder {
+    let forever = SourceOptions::new()
+        .ttl(Duration::MAX)
+        .ttl_jitter(Duration::MAX)
+        .negative_ttl(Duration::MAX)
+        .stale_while_revalidate(Duration::MAX)
+        .stale_if_error(Duration::MAX);
+    b.cache_bytes(u64::MAX)
+        .replicas(MAX_REPLICAS)
+        .peer_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .peer_idle_timeout(Duration::MAX)
+        .max_key_bytes(usize::MAX)
+        .max_value_bytes(usize::MAX)
+        .peer_health(PeerHealthConfig {
+            failure_threshold: 1,
+            cooldown: Duration::MAX,
+            max_cooldown: Duration::MAX,
+        })
+        .log_keys(true)
+        .hot_keys(HotKeys::AboveQps(0.0))
+        .hot_cache_fraction(1.0)
+        .hot_max_staleness(Duration::MAX)
+        .peer_secret(vec![b'k'; 1 << 16])
+        .previous_peer_secret(vec![b'p'; 1 << 16])
+        .source_with(
+            "forever",
+            |key: String| async move { Ok::<_, std::io::Error>(key) },
+            forever,
+        )
+}
+
+/// Every setting at its smallest accepted value.
+fn smallest(b: GroupcacheBuilder) -> GroupcacheBuilder {
+    let instant = SourceOptions::new()
+        .ttl(Duration::ZERO)
+        .ttl_jitter(Duration::ZERO)
+        .negative_ttl(Duration::ZERO)
+        .stale_while_revalidate(Duration::ZERO)
+        .stale_if_error(Duration::ZERO);
+    b.cache_bytes(0)
+        .replicas(1)
+        .peer_timeout(Duration::from_nanos(1))
+        .connect_timeout(Duration::from_nanos(1))
+        .peer_idle_timeout(Duration::from_nanos(1))
+        .max_key_bytes(1)
+        .max_value_bytes(1)
+        .peer_health(PeerHealthConfig {
+            failure_threshold: u32::MAX,
+            cooldown: Duration::from_nanos(1),
+            max_cooldown: Duration::from_nanos(1),
+        })
+        .hot_keys(HotKeys::AboveQps(f64::MAX))
+        .hot_cache_fraction(0.0)
+        .hot_max_staleness(Duration::ZERO)
+        .source_with(
+            "forever",
+            |key: String| async move { Ok::<_, std::io::Error>(key) },
+            instant,
+        )
+}
+
+/// A key of one byte that the ring places on `owner`.
+fn short_key_owned_by(cache: &tower_groupcache::Groupcache, owner: &str) -> String {
+    let ring = cache.ring();
+    (b'!'..=b'~')
+        .map(|b| char::from(b).to_string())
+        .find(|k| ring.owner(k) == Some(owner))
+        .expect("some one-byte key lands on every peer")
+}
+
+#[tokio::test]
+async fn extreme_settings_do_not_panic() {
+    // The largest values: a local get, a get through the second node, a get whose owner is
+    // down (the skip for `Duration::MAX` starts), then the stats and the metrics.
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, largest).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let dead = dead_url().await;
+    a.cache
+        .set_peers([a.url.clone(), b.url.clone(), dead.clone()])
+        .unwrap();
+    for source in ["users", "forever"] {
+        let local = key_owned_by(&a.cache, &a.url, "local:");
+        let remote = key_owned_by(&a.cache, &b.url, "remote:");
+        let orphan = key_owned_by(&a.cache, &dead, "orphan:");
+        for key in [&local, &remote, &orphan, &local, &remote, &orphan] {
+            let value = tokio::time::timeout(DEADLINE, a.handle().get(source, key))
+                .await
+                .expect("the get ends")
+                .unwrap();
+            let expected = if source == "users" {
+                value_of(key)
+            } else {
+                key.clone().into()
+            };
+            assert_eq!(value, expected, "{source} {key}");
+        }
+    }
+    assert_eq!(a.stats("users").peer_loads, 1, "one fetch from B, then hot");
+    assert_eq!(a.cache.stats().cluster.skipped_peers, [dead.as_str()]);
+    a.cache.record_metrics();
+    b.cache.record_metrics();
+
+    // The smallest values: keys of one byte, peer fetches that time out, no caching.
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, smallest).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for source in ["users", "forever"] {
+        let local = short_key_owned_by(&a.cache, &a.url);
+        let remote = short_key_owned_by(&a.cache, &b.url);
+        for key in [&local, &remote, &local, &remote] {
+            let value = tokio::time::timeout(DEADLINE, a.handle().get(source, key))
+                .await
+                .expect("the get ends")
+                .unwrap();
+            let expected = if source == "users" {
+                value_of(key)
+            } else {
+                key.clone().into()
+            };
+            assert_eq!(value, expected, "{source} {key}");
+        }
+        let err = a.handle().get(source, "kk").await.unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+    }
+    assert!(a.cache.stats().cluster.skipped_peers.is_empty());
+    assert_eq!(b.cache.stats().sources.len(), 2);
+    a.cache.record_metrics();
+    b.cache.record_metrics();
+}
+
+#[tokio::test]
+async fn a_removed_peer_leaves_the_skipped_list() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| {
+        b.peer_health(PeerHealthConfig {
+            failure_threshold: 1,
+            cooldown: Duration::from_secs(3600),
+            max_cooldown: Duration::from_secs(3600),
+        })
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let dead = dead_url().await;
+    a.cache
+        .set_peers([a.url.clone(), b.url.clone(), dead.clone()])
+        .unwrap();
+    let key = key_owned_by(&a.cache, &dead, "user:");
+    assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+    assert_eq!(a.cache.stats().cluster.skipped_peers, [dead.as_str()]);
+
+    // The dead node leaves the ring: it is no longer reported, nor remembered.
+    a.cache.set_peers([a.url.clone(), b.url.clone()]).unwrap();
+    assert!(
+        a.cache.stats().cluster.skipped_peers.is_empty(),
+        "{:?}",
+        a.cache.stats().cluster.skipped_peers
+    );
+    // Back on the ring, it starts healthy: the next get asks it again.
+    a.cache
+        .set_peers([a.url.clone(), b.url.clone(), dead.clone()])
+        .unwrap();
+    assert!(a.cache.stats().cluster.skipped_peers.is_empty());
+    let other = key_owned_by(&a.cache, &dead, "other:");
+    a.handle().get("users", &other).await.unwrap();
+    let s = a.stats("users");
+    assert_eq!((s.peer_errors, s.peer_skips), (2, 0), "{s:?}");
+}
