@@ -30,9 +30,10 @@
 //! to make room, since that would let its requests be replayed.
 //!
 //! Memory: a sender takes a 512-byte bitmap and a 32-byte slot in its shard's hash table (plus
-//! a control byte), and a table of 256 senders has 512 slots. The record's bound is therefore
-//! 4,096 × 512 + 16 × 512 × 33 bytes = 2,367,488 bytes (2.26 MiB), plus the allocator's own
-//! overhead, whatever the request rate; a cluster of `n` nodes uses about `n × 0.6` KiB.
+//! a control byte), and a table of 256 senders has 512 slots and 16 more control bytes. The
+//! record's bound is therefore 4,096 × 512 + 16 × (512 × 33 + 16) bytes = 2,367,744 bytes
+//! (2.26 MiB), plus the allocator's own overhead, whatever the request rate; a cluster of `n`
+//! nodes uses about `n × 0.6` KiB.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -512,18 +513,19 @@ mod tests {
 
     impl ReplayRecord {
         /// The bytes the record holds: its tables' slots (a table's capacity is 7/8 of them,
-        /// a slot is the entry and a control byte) and the senders' bitmaps.
+        /// a slot is the entry and a control byte, and 16 more control bytes end a table) and
+        /// the senders' bitmaps.
         fn bytes(&self) -> usize {
             let slot = size_of::<(u64, Window)>() + 1;
             self.shards
                 .iter()
                 .map(|shard| {
                     let senders = shard.lock().unwrap();
-                    let slots = match senders.capacity() {
+                    let table = match senders.capacity() {
                         0 => 0,
-                        capacity => (capacity * 8 / 7).next_power_of_two(),
+                        capacity => (capacity * 8 / 7).next_power_of_two() * slot + 16,
                     };
-                    slots * slot + senders.len() * size_of::<[u64; WINDOW_WORDS]>()
+                    table + senders.len() * size_of::<[u64; WINDOW_WORDS]>()
                 })
                 .sum()
         }
@@ -534,7 +536,7 @@ mod tests {
     }
 
     /// The bound the module documents.
-    const RECORD_BOUND: usize = 4096 * 512 + 16 * 512 * 33;
+    const RECORD_BOUND: usize = 4096 * 512 + 16 * (512 * 33 + 16);
 
     #[test]
     fn the_documented_bound_is_the_record_s_layout() {
@@ -542,7 +544,7 @@ mod tests {
         assert_eq!((SHARDS, SENDERS_PER_SHARD), (16, 256));
         assert_eq!(size_of::<[u64; WINDOW_WORDS]>(), 512);
         assert_eq!(size_of::<(u64, Window)>(), 32);
-        assert_eq!(RECORD_BOUND, 2_367_488);
+        assert_eq!(RECORD_BOUND, 2_367_744);
     }
 
     #[test]
