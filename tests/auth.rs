@@ -14,17 +14,21 @@ use tower_groupcache::{ConfigError, Groupcache};
 
 const SECRET: &str = "test secret, 32 bytes or more, shared";
 
-/// A credential as the `auth` module documents it.
-fn credential(secret: &str, method: &str, path: &str, t: u64, nonce: u64) -> String {
+/// The sender id of the credentials made here.
+const SENDER: u64 = 0x7e57_0000_0000_0001;
+
+/// A credential as the `auth` module documents it, from `SENDER` with sequence number `seq`.
+fn credential(secret: &str, method: &str, path: &str, t: u64, seq: u64) -> String {
+    let nonce = format!("{SENDER:016x}{seq:016x}");
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{method}\n{path}\n{t}\n{nonce:016x}").as_bytes());
+    mac.update(format!("{method}\n{path}\n{t}\n{nonce}").as_bytes());
     let signature: String = mac
         .finalize()
         .into_bytes()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("t={t},n={nonce:016x},s={signature}")
+    format!("t={t},n={nonce},s={signature}")
 }
 
 fn now() -> u64 {
@@ -68,6 +72,11 @@ async fn a_cluster_with_a_secret_shares_keys_and_refuses_strangers() {
     let cases = [
         ("no credential", None, "no peer credential"),
         ("garbage", Some("hello".to_owned()), "malformed"),
+        (
+            "a 16-digit nonce",
+            Some(format!("t={t},n={:016x},s={}", 1, "0".repeat(64))),
+            "malformed",
+        ),
         (
             "wrong secret",
             Some(credential("another secret", "GET", path, t, 1)),
@@ -116,6 +125,25 @@ async fn a_cluster_with_a_secret_shares_keys_and_refuses_strangers() {
     assert_eq!(status, 401);
     assert!(String::from_utf8_lossy(&body).contains("replayed"));
     assert_eq!(loads.count("secret-key"), 1);
+
+    // The sender's window: 4,096 numbers up to the highest seen. Below it is too old to tell
+    // from a replay; inside it, a number is accepted once, in any order.
+    let window = 4096;
+    for (seq, expected) in [
+        (6 + window, 200),
+        (6 + window - 1, 200),
+        (6 + window - 1, 401),
+        (7, 200),
+        (6, 401),
+        (5, 401),
+    ] {
+        let (status, body) =
+            send("GET", &uri, Some(&credential(SECRET, "GET", path, t, seq))).await;
+        assert_eq!(status, expected, "sequence number {seq}: {body:?}");
+        if status == 401 {
+            assert!(String::from_utf8_lossy(&body).contains("replayed"));
+        }
+    }
 }
 
 #[tokio::test]

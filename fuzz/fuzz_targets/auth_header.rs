@@ -9,7 +9,9 @@
 //!   tampered copy of the credential (the rest of the input is the edit: a position, a count
 //!   of bytes to delete, the bytes to insert) followed by the untouched one. Exactly one of
 //!   the two is accepted: a tampered credential that still verifies (it can only be the same
-//!   `t` and nonce written another way) uses the nonce up, and one that is refused does not.
+//!   `t` and nonce written another way) uses the nonce's sequence number up, and one that is
+//!   refused does not. The harness is one sender, whose sequence numbers rise by one each run,
+//!   so the receiver's window only ever moves up.
 #![no_main]
 
 use std::convert::Infallible;
@@ -52,7 +54,8 @@ struct Harness {
     rt: tokio::runtime::Runtime,
     service: GroupcacheService<App>,
     _cache: Groupcache,
-    nonce: AtomicU64,
+    sender: u64,
+    seq: AtomicU64,
 }
 
 static LOADS: AtomicU64 = AtomicU64::new(0);
@@ -76,8 +79,8 @@ fn harness() -> &'static Harness {
                 .unwrap()
         });
         let service = tower_layer::Layer::layer(&cache.layer(), App);
-        // Nonces no earlier process of this harness used within the validity window.
-        let start = SystemTime::now()
+        // A sender id no earlier process of this harness used.
+        let sender = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64;
@@ -85,7 +88,8 @@ fn harness() -> &'static Harness {
             rt,
             service,
             _cache: cache,
-            nonce: AtomicU64::new(start),
+            sender,
+            seq: AtomicU64::new(0),
         }
     })
 }
@@ -100,16 +104,19 @@ fn send(h: &Harness, method: Method, path: &str, auth: Option<HeaderValue>) -> O
     Some(response.status())
 }
 
-fn credential(method: &str, path: &str, t: u64, nonce: u64) -> String {
+/// A credential as the `auth` module documents it: the nonce is the sender id, then the
+/// sequence number, in 32 hex digits.
+fn credential(method: &str, path: &str, t: u64, sender: u64, seq: u64) -> String {
+    let nonce = format!("{sender:016x}{seq:016x}");
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{method}\n{path}\n{t}\n{nonce:016x}").as_bytes());
+    mac.update(format!("{method}\n{path}\n{t}\n{nonce}").as_bytes());
     let signature: String = mac
         .finalize()
         .into_bytes()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("t={t},n={nonce:016x},s={signature}")
+    format!("t={t},n={nonce},s={signature}")
 }
 
 const METHODS: [Method; 4] = [Method::GET, Method::DELETE, Method::POST, Method::HEAD];
@@ -157,13 +164,13 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // A fresh, valid credential, and a tampered copy of it.
-    let nonce = h.nonce.fetch_add(1, Relaxed);
+    let seq = h.seq.fetch_add(1, Relaxed);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let path = format!("/_groupcache/users/k{nonce:x}");
-    let good = credential("GET", &path, t, nonce);
+    let path = format!("/_groupcache/users/k{seq:x}");
+    let good = credential("GET", &path, t, h.sender, seq);
     let (at, delete, insert) = match rest {
         [a, b, d, insert @ ..] => (
             usize::from(u16::from_le_bytes([*a, *b])),
