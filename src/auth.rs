@@ -103,7 +103,6 @@ pub(crate) enum Refusal {
 
 impl Refusal {
     /// A short label, to count refusals by reason.
-    #[allow(dead_code, reason = "for the server's refusal counts")]
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Missing => "missing",
@@ -145,10 +144,17 @@ pub(crate) struct PeerAuth {
     keys: Vec<Hmac<Sha256>>,
     /// This signer's id, random per cache.
     sender: u64,
-    /// The sequence number of this signer's next signature.
+    /// The sequence number of this signer's next signature through [`sign`](Self::sign).
+    #[cfg(test)]
     next_seq: AtomicU64,
+    /// The next block of sequence numbers handed out by
+    /// [`sequence_block`](Self::sequence_block).
+    next_block: AtomicU64,
     record: ReplayRecord,
 }
+
+/// The sequence numbers of one block: 2^40, more than a peer entry signs in its life.
+const SEQUENCE_BLOCK_BITS: u32 = 40;
 
 impl fmt::Debug for PeerAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -261,18 +267,36 @@ impl PeerAuth {
             sender: std::collections::hash_map::RandomState::new()
                 .build_hasher()
                 .finish(),
+            #[cfg(test)]
             next_seq: AtomicU64::new(0),
+            next_block: AtomicU64::new(0),
             record: ReplayRecord::default(),
         }
     }
 
     /// The credential header for a request: `t=<unix seconds>,n=<32 hex>,s=<64 hex>`.
+    #[cfg(test)]
     pub(crate) fn sign(&self, method: &str, path: &str) -> HeaderValue {
+        self.sign_seq(method, path, self.next_seq.fetch_add(1, Relaxed))
+    }
+
+    /// The credential header for a request with sequence number `seq`. The peer client counts
+    /// sequence numbers per peer, from a [`sequence_block`](Self::sequence_block) of its own,
+    /// so that each receiver sees a dense run of them whatever this node sends to others.
+    pub(crate) fn sign_seq(&self, method: &str, path: &str, seq: u64) -> HeaderValue {
         let nonce = Nonce {
             sender: self.sender,
-            seq: self.next_seq.fetch_add(1, Relaxed),
+            seq,
         };
         self.credential(unix_now(), nonce, method, path)
+    }
+
+    /// The first sequence number of a block no earlier block overlaps, for a peer entry of
+    /// the client: each block starts above every number handed out before it, so a peer that
+    /// left the ring and came back never sees a number again (its window only moves forward).
+    pub(crate) fn sequence_block(&self) -> u64 {
+        let block = self.next_block.fetch_add(1, Relaxed);
+        block.saturating_mul(1 << SEQUENCE_BLOCK_BITS)
     }
 
     /// The credential for a request signed at `t` with `nonce`.

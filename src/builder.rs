@@ -685,7 +685,7 @@ impl GroupcacheBuilder {
             groups: Groups::new(groups),
             health: PeerHealth::new(self.peer_health, &peers),
             ring_mismatches: AtomicU64::new(0),
-            last_foreign_ring: AtomicU64::new(u64::MAX),
+            noise: Default::default(),
             discovery_errors: AtomicU64::new(0),
             closed: tokio::sync::watch::channel(()).0,
             drain: Arc::default(),

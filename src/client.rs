@@ -3,13 +3,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::HOST;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -20,20 +20,36 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service as _;
 
 use crate::auth::{AUTH_HEADER, PeerAuth};
-use crate::protocol::{GetResponse, push_escaped};
-
-/// The status by which a node of this crate says the data source has no value for the key.
-/// A Go node treats it as any non-200: an error, after which it loads the key itself.
-pub(crate) const NOT_FOUND_STATUS: StatusCode = StatusCode::NO_CONTENT;
-
-/// The header that carries the sender's ring fingerprint (8 hex digits). Go nodes ignore it.
-pub(crate) static RING_HEADER: HeaderName = HeaderName::from_static("x-groupcache-ring");
+use crate::error::ErrorKind;
+use crate::protocol::{
+    ERROR_HEADER, EXTENSIONS_HEADER, GetResponse, MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER,
+    TOO_LARGE, error_kind, push_escaped,
+};
 
 /// What a peer answered.
 #[derive(Debug)]
 pub(crate) enum Fetched {
     Value(GetResponse),
     NotFound,
+    /// The owner's data source failed (a node of this crate says so): asking it again, or
+    /// loading here, would call a failing back end once more.
+    Failed {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+/// Whether a peer speaks this crate's extensions, as its last answer told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Speaks {
+    /// It has not answered yet.
+    Unknown = 0,
+    /// A golang/groupcache node (or anything else without [`EXTENSIONS_HEADER`]): plain gets
+    /// only. It would answer any other method as a get, and load the key.
+    Plain = 1,
+    /// A node of this crate.
+    Extensions = 2,
 }
 
 impl PeerError {
@@ -48,6 +64,8 @@ impl PeerError {
     pub(crate) fn is_peer_fault(&self) -> bool {
         match self {
             Self::Status(status) => matches!(status.as_u16(), 401 | 403 | 502..=504),
+            // A healthy peer with a value larger than this node takes.
+            Self::TooLarge => false,
             _ => true,
         }
     }
@@ -63,6 +81,13 @@ pub(crate) enum PeerError {
     Request(hyper::Error),
     Timeout(Duration),
     Status(StatusCode),
+    /// A `404` without [`EXTENSIONS_HEADER`] and not Go's `no such group`: the router of the
+    /// peer's service answered, not its cache layer (mounted with `route_layer`, or under
+    /// `nest`).
+    NotServed,
+    /// The value is larger than `max_value_bytes`: the owner said so, or it was cut off
+    /// while it streamed in.
+    TooLarge,
     Body(Box<dyn std::error::Error + Send + Sync>),
     Decode(prost::DecodeError),
 }
@@ -92,6 +117,11 @@ impl fmt::Display for PeerError {
             }
             Self::Timeout(t) => write!(f, "no complete answer within {t:?}"),
             Self::Status(s) => write!(f, "server returned: {s}"),
+            Self::NotServed => f.write_str(
+                "server returned 404 from outside its groupcache layer: the layer is not \
+                 reached for the peer path (mounted with `route_layer`, or under `nest`?)",
+            ),
+            Self::TooLarge => f.write_str("the value is larger than max_value_bytes"),
             Self::Body(e) => write!(f, "reading response body: {e}"),
             Self::Decode(e) => write!(f, "decoding response body: {e}"),
         }
@@ -112,6 +142,13 @@ pub(crate) struct ClientConfig {
     pub(crate) max_connections_per_peer: usize,
 }
 
+impl ClientConfig {
+    /// The value of [`MAX_VALUE_HEADER`] on gets.
+    fn max_value_header(&self) -> HeaderValue {
+        HeaderValue::from(self.max_value_bytes as u64)
+    }
+}
+
 #[cfg(feature = "tls")]
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[cfg(not(feature = "tls"))]
@@ -123,6 +160,8 @@ type Sender = http1::SendRequest<Empty<Bytes>>;
 const MAX_IDLE_PER_PEER: usize = 64;
 /// The most of a reply to a `DELETE` that is read (the reply is empty).
 const DELETE_BODY_LIMIT: usize = 64 << 10;
+/// The most of an error reply's text that is read.
+const ERROR_BODY_LIMIT: usize = 4 << 10;
 /// The longest pause between two sweeps of the idle lists.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -143,6 +182,7 @@ pub(crate) struct PeerClient {
     /// Whether the task that closes idle connections runs (it starts with the first one).
     sweeping: AtomicBool,
     config: ClientConfig,
+    max_value_header: HeaderValue,
     auth: Option<Arc<PeerAuth>>,
 }
 
@@ -153,8 +193,8 @@ type Pool = Mutex<FxHashMap<Box<str>, PeerConns>>;
 struct PeerConns {
     /// `scheme://authority`, to connect to.
     target: Uri,
-    /// The `Host` header of requests to it.
-    host: HeaderValue,
+    /// What the requests to it share.
+    info: Arc<PeerInfo>,
     /// Oldest first.
     idle: VecDeque<Idle>,
     /// One permit per connection slot; a request holds one for its whole exchange.
@@ -164,6 +204,44 @@ struct PeerConns {
 struct Idle {
     sender: Sender,
     since: Instant,
+}
+
+/// What the requests to one peer share: its `Host` header, the sequence numbers of their
+/// signatures, and what it speaks.
+struct PeerInfo {
+    host: HeaderValue,
+    /// The next sequence number of a signature to this peer. Each peer counts on its own, so
+    /// the requests one peer receives from this node are numbered densely, and those in flight
+    /// at once (at most its connection slots) are close together: the peer's replay window
+    /// takes them in any order. An entry made anew (the peer left the ring and came back)
+    /// starts a block above every earlier one (see `PeerAuth::sequence_block`).
+    seq: AtomicU64,
+    /// A [`Speaks`], as its discriminant.
+    speaks: AtomicU8,
+}
+
+impl PeerInfo {
+    fn speaks(&self) -> Speaks {
+        match self.speaks.load(Relaxed) {
+            1 => Speaks::Plain,
+            2 => Speaks::Extensions,
+            _ => Speaks::Unknown,
+        }
+    }
+
+    /// Learns what the peer speaks from an answer: [`EXTENSIONS_HEADER`] names a node of this
+    /// crate; a `200` without it, or (`plain_status`) Go's answer to a probe, a plain node.
+    /// Any other answer without it (a proxy's 502, say) tells nothing.
+    fn learn(&self, response: &Response<Incoming>, plain_status: StatusCode) {
+        let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
+            Speaks::Extensions
+        } else if response.status() == StatusCode::OK || response.status() == plain_status {
+            Speaks::Plain
+        } else {
+            return;
+        };
+        self.speaks.store(speaks as u8, Relaxed);
+    }
 }
 
 /// A connection lent to one request, and the slot it takes.
@@ -188,11 +266,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What a peer request names: `{base_path}{group}/{key}`, or `{base_path}{group}` alone.
+/// What a peer request names: `{base_path}{group}/{key}`, `{base_path}{group}` alone, or
+/// the base path alone.
 #[derive(Clone, Copy)]
 struct PeerPath<'a> {
     base_path: &'a str,
-    group: &'a str,
+    group: Option<&'a str>,
     key: Option<&'a str>,
 }
 
@@ -200,13 +279,15 @@ impl PeerPath<'_> {
     /// The escaped origin-form target. Built again for a retry rather than cloned: a clone
     /// of a `Uri` made from a `String` allocates to share its bytes.
     fn uri(&self) -> Result<Uri, PeerError> {
-        let escaped = 3 * (self.group.len() + self.key.map_or(0, str::len)) + 1;
+        let escaped = 3 * (self.group.map_or(0, str::len) + self.key.map_or(0, str::len)) + 1;
         let mut path = String::with_capacity(self.base_path.len() + escaped);
         path.push_str(self.base_path);
-        push_escaped(&mut path, self.group);
-        if let Some(key) = self.key {
-            path.push('/');
-            push_escaped(&mut path, key);
+        if let Some(group) = self.group {
+            push_escaped(&mut path, group);
+            if let Some(key) = self.key {
+                path.push('/');
+                push_escaped(&mut path, key);
+            }
         }
         // From the `String` itself: its bytes become the URI's without a copy.
         Uri::try_from(path).map_err(PeerError::Uri)
@@ -236,6 +317,7 @@ impl PeerClient {
             connector,
             pool: Arc::default(),
             sweeping: AtomicBool::new(false),
+            max_value_header: config.max_value_header(),
             config,
             auth,
         }
@@ -283,7 +365,7 @@ impl PeerClient {
     ) -> Result<Fetched, PeerError> {
         let path = PeerPath {
             base_path,
-            group,
+            group: Some(group),
             key: Some(key),
         };
         let timeout = self.config.timeout;
@@ -292,8 +374,65 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
+    /// What `peer` speaks, as its last answer told; a peer that has not answered yet is
+    /// [probed](Self::probe).
+    pub(crate) async fn speaks(
+        &self,
+        peer: &str,
+        base_path: &str,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<Speaks, PeerError> {
+        let known = lock(&self.pool)
+            .get(peer)
+            .map_or(Speaks::Unknown, |conns| conns.info.speaks());
+        if known != Speaks::Unknown {
+            return Ok(known);
+        }
+        match self.probe(peer, base_path, ring_fingerprint).await? {
+            (Speaks::Unknown, status) => Err(PeerError::Status(status)),
+            (speaks, _) => Ok(speaks),
+        }
+    }
+
+    /// Asks `peer` for `GET {base_path}`, which a node of this crate answers with
+    /// [`EXTENSIONS_HEADER`] and a Go node with `400`, neither loading anything. Returns what
+    /// the answer tells, and its status.
+    pub(crate) async fn probe(
+        &self,
+        peer: &str,
+        base_path: &str,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(Speaks, StatusCode), PeerError> {
+        let path = PeerPath {
+            base_path,
+            group: None,
+            key: None,
+        };
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let (response, lent, info) =
+                self.send(peer, Method::GET, path, ring_fingerprint).await?;
+            info.learn(&response, StatusCode::BAD_REQUEST);
+            let status = response.status();
+            let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
+                Speaks::Extensions
+            } else if matches!(status, StatusCode::OK | StatusCode::BAD_REQUEST) {
+                Speaks::Plain
+            } else {
+                Speaks::Unknown
+            };
+            self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                .await?;
+            Ok((speaks, status))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+
     /// `DELETE {peer}{base_path}{group}/{key}` (drop one key), or `{group}` alone (drop the
-    /// whole source) when `key` is `None`.
+    /// whole source) when `key` is `None`. Only for a peer that [`speaks`](Self::speaks) the
+    /// extensions: any other would take it for a get.
     pub(crate) async fn delete(
         &self,
         peer: &str,
@@ -304,23 +443,21 @@ impl PeerClient {
     ) -> Result<(), PeerError> {
         let path = PeerPath {
             base_path,
-            group,
+            group: Some(group),
             key,
         };
         let timeout = self.config.timeout;
         let exchange = async {
-            let (response, lent) = self
+            let (response, lent, info) = self
                 .send(peer, Method::DELETE, path, ring_fingerprint)
                 .await?;
+            info.learn(&response, StatusCode::OK);
             match response.status() {
                 StatusCode::OK => {
                     // Read to the end (a peer sends nothing here; a few KiB at most are
                     // read), so that the connection can serve the next request.
-                    Limited::new(response.into_body(), DELETE_BODY_LIMIT)
-                        .collect()
-                        .await
-                        .map_err(PeerError::Body)?;
-                    self.release(peer, lent);
+                    self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
+                        .await?;
                     Ok(())
                 }
                 status => Err(PeerError::Status(status)),
@@ -336,16 +473,23 @@ impl PeerClient {
         &self,
         method: Method,
         path: Uri,
-        host: HeaderValue,
+        info: &PeerInfo,
         ring_fingerprint: &HeaderValue,
     ) -> Request<Empty<Bytes>> {
         let mut request = Request::new(Empty::new());
         let headers = request.headers_mut();
-        headers.insert(HOST, host);
+        headers.insert(HOST, info.host.clone());
         if let Some(auth) = &self.auth {
-            headers.insert(AUTH_HEADER.clone(), auth.sign(method.as_str(), path.path()));
+            let seq = info.seq.fetch_add(1, Relaxed);
+            headers.insert(
+                AUTH_HEADER.clone(),
+                auth.sign_seq(method.as_str(), path.path(), seq),
+            );
         }
         headers.insert(RING_HEADER.clone(), ring_fingerprint.clone());
+        if method == Method::GET {
+            headers.insert(MAX_VALUE_HEADER.clone(), self.max_value_header.clone());
+        }
         *request.method_mut() = method;
         *request.uri_mut() = path;
         request
@@ -360,15 +504,15 @@ impl PeerClient {
         method: Method,
         path: PeerPath<'_>,
         ring_fingerprint: &HeaderValue,
-    ) -> Result<(Response<Incoming>, Lent), PeerError> {
-        let (mut lent, host) = self.checkout(peer).await?;
-        let request = self.request(method.clone(), path.uri()?, host.clone(), ring_fingerprint);
+    ) -> Result<(Response<Incoming>, Lent, Arc<PeerInfo>), PeerError> {
+        let (mut lent, info) = self.checkout(peer).await?;
+        let request = self.request(method.clone(), path.uri()?, &info, ring_fingerprint);
         match lent.sender.try_send_request(request).await {
-            Ok(response) => Ok((response, lent)),
+            Ok(response) => Ok((response, lent, info)),
             Err(failed) if lent.reused => {
                 tracing::debug!(%peer, error = %failed.error(), "idle peer connection failed; reconnecting");
                 let mut sender = self.connect(peer).await?;
-                let request = self.request(method, path.uri()?, host, ring_fingerprint);
+                let request = self.request(method, path.uri()?, &info, ring_fingerprint);
                 let response = sender
                     .send_request(request)
                     .await
@@ -380,6 +524,7 @@ impl PeerClient {
                         reused: false,
                         slot: lent.slot,
                     },
+                    info,
                 ))
             }
             Err(failed) => Err(PeerError::Request(failed.into_error())),
@@ -388,23 +533,28 @@ impl PeerClient {
 
     /// A connection slot of the peer, then its most recently used idle connection that is
     /// still open, or a new one. With every slot taken, waits for one to be freed.
-    async fn checkout(&self, peer: &str) -> Result<(Lent, HeaderValue), PeerError> {
+    async fn checkout(&self, peer: &str) -> Result<(Lent, Arc<PeerInfo>), PeerError> {
         let now = Instant::now();
         let idle_timeout = self.config.idle_timeout;
-        let (taken, host) = {
+        let (taken, info) = {
             let mut pool = lock(&self.pool);
             let conns = match pool.get_mut(peer) {
                 Some(conns) => conns,
-                None => pool
-                    .entry(peer.into())
-                    .or_insert(PeerConns::new(peer, self.config.max_connections_per_peer)?),
+                None => {
+                    let first_seq = self.auth.as_ref().map_or(0, |auth| auth.sequence_block());
+                    pool.entry(peer.into()).or_insert(PeerConns::new(
+                        peer,
+                        self.config.max_connections_per_peer,
+                        first_seq,
+                    )?)
+                }
             };
             // The common case: a free slot, and the idle connection, under this one lock.
             let taken = match Arc::clone(&conns.slots).try_acquire_owned() {
                 Ok(slot) => Ok((slot, conns.take_idle(now, idle_timeout))),
                 Err(_) => Err(Arc::clone(&conns.slots)),
             };
-            (taken, conns.host.clone())
+            (taken, conns.info.clone())
         };
         let (slot, idle) = match taken {
             Ok(taken) => taken,
@@ -436,7 +586,7 @@ impl PeerClient {
                         reused: true,
                         slot,
                     },
-                    host,
+                    info,
                 ));
             }
         }
@@ -447,7 +597,7 @@ impl PeerClient {
                 reused: false,
                 slot,
             },
-            host,
+            info,
         ))
     }
 
@@ -456,7 +606,7 @@ impl PeerClient {
     async fn connect(&self, peer: &str) -> Result<Sender, PeerError> {
         let target = match lock(&self.pool).get(peer) {
             Some(conns) => conns.target.clone(),
-            None => PeerConns::new(peer, 1)?.target,
+            None => PeerConns::new(peer, 1, 0)?.target,
         };
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
@@ -506,7 +656,9 @@ impl PeerClient {
         path: PeerPath<'_>,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
-        let (response, lent) = self.send(peer, Method::GET, path, ring_fingerprint).await?;
+        let (response, lent, info) = self.send(peer, Method::GET, path, ring_fingerprint).await?;
+        info.learn(&response, StatusCode::OK);
+        let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
         match response.status() {
             StatusCode::OK => {}
             NOT_FOUND_STATUS => {
@@ -514,17 +666,66 @@ impl PeerClient {
                 self.release(peer, lent);
                 return Ok(Fetched::NotFound);
             }
+            status if extended => {
+                let token = response.headers().get(&ERROR_HEADER).cloned();
+                let body = self
+                    .read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .await?;
+                return match token {
+                    Some(token) if token == TOO_LARGE => Err(PeerError::TooLarge),
+                    Some(token) => Ok(Fetched::Failed {
+                        kind: error_kind(token.as_bytes()),
+                        message: String::from_utf8_lossy(&body).trim_end().to_owned(),
+                    }),
+                    None => Err(PeerError::Status(status)),
+                };
+            }
+            StatusCode::NOT_FOUND => {
+                // Go's `HTTPPool` says `no such group`; anything else came from a router that
+                // does not pass the peer path to the peer's cache layer.
+                let body = self
+                    .read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .await?;
+                return Err(if body.starts_with(b"no such group") {
+                    PeerError::Status(StatusCode::NOT_FOUND)
+                } else {
+                    PeerError::NotServed
+                });
+            }
             status => return Err(PeerError::Status(status)),
         }
         let body: Bytes = Limited::new(response.into_body(), self.config.max_value_bytes)
             .collect()
             .await
-            .map_err(PeerError::Body)?
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    PeerError::TooLarge
+                } else {
+                    PeerError::Body(error)
+                }
+            })?
             .to_bytes();
         self.release(peer, lent);
         GetResponse::decode(body)
             .map(Fetched::Value)
             .map_err(PeerError::Decode)
+    }
+
+    /// Reads an answer's body, at most `limit` bytes, and gives the connection back.
+    async fn read_to_end(
+        &self,
+        peer: &str,
+        response: Response<Incoming>,
+        lent: Lent,
+        limit: usize,
+    ) -> Result<Bytes, PeerError> {
+        let body = Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(PeerError::Body)?
+            .to_bytes();
+        self.release(peer, lent);
+        Ok(body)
     }
 }
 
@@ -551,7 +752,7 @@ impl PeerConns {
         }
     }
 
-    fn new(peer: &str, max_connections: usize) -> Result<Self, PeerError> {
+    fn new(peer: &str, max_connections: usize, first_seq: u64) -> Result<Self, PeerError> {
         let uri = Uri::try_from(peer).map_err(PeerError::Uri)?;
         let authority = uri
             .authority()
@@ -561,7 +762,11 @@ impl PeerConns {
         let host = HeaderValue::try_from(authority).map_err(|_| PeerError::NoAuthority)?;
         Ok(Self {
             target: uri,
-            host,
+            info: Arc::new(PeerInfo {
+                host,
+                seq: AtomicU64::new(first_seq),
+                speaks: AtomicU8::new(Speaks::Unknown as u8),
+            }),
             idle: VecDeque::new(),
             // `Semaphore::new` panics above its maximum, about 2^61 on 64-bit targets.
             slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),

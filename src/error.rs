@@ -252,6 +252,38 @@ mod response_tests {
     }
 }
 
+/// The cause of an error that the key's owner reported: its data source failed there.
+#[derive(Debug)]
+pub(crate) struct OwnerFailed {
+    pub(crate) owner: String,
+    pub(crate) message: String,
+}
+
+impl fmt::Display for OwnerFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the owner {} answered: {}", self.owner, self.message)
+    }
+}
+
+impl StdError for OwnerFailed {}
+
+/// A data source's error that says the key could not be decoded (a typed source's): the get
+/// fails with [`ErrorKind::Codec`], and the inner error is its `source()`.
+#[derive(Debug)]
+pub(crate) struct KeyCodecError(pub(crate) BoxError);
+
+impl fmt::Display for KeyCodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the key does not decode: {}", self.0)
+    }
+}
+
+impl StdError for KeyCodecError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// A configuration error, from [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build) or
 /// [`Groupcache::set_peers`](crate::Groupcache::set_peers).
 #[derive(Debug, Clone, PartialEq, Eq)]

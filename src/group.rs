@@ -144,7 +144,6 @@ impl Default for HotKeys {
 /// The default promotion threshold, in requests per second: about three a minute.
 pub(crate) const DEFAULT_HOT_QPS: f64 = 0.05;
 
-
 /// The data sources of a cache, sorted by name. A lookup compares names, with no hashing: one
 /// by one for the few sources of a typical service, by binary search beyond.
 pub(crate) struct Groups(Box<[Arc<Group>]>);

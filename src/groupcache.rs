@@ -14,21 +14,22 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
-use crate::auth::PeerAuth;
+use crate::auth::{PeerAuth, Refusal};
 use crate::builder::{GroupcacheBuilder, validate_peers};
 use crate::cache::{Entry, Freshness, Tier};
-use crate::client::{Fetched, PeerClient};
+use crate::client::{Fetched, PeerClient, PeerError, Speaks};
 use crate::clock::Clock;
 use crate::discovery::{DnsDiscovery, Resolve};
-use crate::error::{ConfigError, Error, ErrorKind};
+use crate::error::{ConfigError, Error, ErrorKind, KeyCodecError, OwnerFailed};
 use crate::group::{Group, Groups, HotKeys};
-use crate::handle::CacheHandle;
+use crate::handle::{CacheHandle, Removal};
 use crate::health::{PeerHealth, Verdict};
 use crate::layer::GroupcacheLayer;
 use crate::protocol::GetResponse;
 use crate::ring::Ring;
 use crate::singleflight::{Outcome, Ticket};
-use crate::stats::{CacheStats, ClusterStats, Event, SourceSnapshot, Stats};
+use crate::stats::{CacheStats, ClusterStats, Event, RefusalStats, SourceSnapshot, Stats};
+use crate::throttle::LogThrottle;
 
 /// A distributed read-through cache: this node's share of it, and the way to the others.
 ///
@@ -76,9 +77,9 @@ impl Groupcache {
     }
 
     pub(crate) fn from_shared(shared: Shared) -> Self {
-        Self {
-            shared: Arc::new(shared),
-        }
+        let shared = Arc::new(shared);
+        shared.check_own_peer_path();
+        Self { shared }
     }
 
     /// The tower layer that serves the peer path and hands every other request on, with a
@@ -233,8 +234,8 @@ pub(crate) struct Shared {
     pub(crate) groups: Groups,
     pub(crate) health: PeerHealth,
     pub(crate) ring_mismatches: AtomicU64,
-    /// The last foreign fingerprint seen, so a mismatch is logged once per change.
-    pub(crate) last_foreign_ring: AtomicU64,
+    /// Counts and log throttles of what anyone who reaches the peer path can cause.
+    pub(crate) noise: Noise,
     pub(crate) discovery_errors: AtomicU64,
     /// Dropped with the cache: background tasks watching it stop at once.
     pub(crate) closed: tokio::sync::watch::Sender<()>,
@@ -279,6 +280,56 @@ impl Shared {
         self.health.retain_peers(&peers);
         self.ring.store(Arc::new(ring));
         Ok(())
+    }
+
+    /// Checks, in the background, that this node's own peer path is answered by its cache
+    /// layer: a layer added with `route_layer`, or inside `nest`, leaves the peer path to the
+    /// router, which answers it `404`, and every peer then loads this node's keys itself. The
+    /// check asks `{self_url}{base_path}` until it gets an answer (the server may not listen
+    /// yet), for at most a minute, and logs an error if the answer did not come from the
+    /// layer. It stops when the cache is dropped.
+    pub(crate) fn check_own_peer_path(self: &Arc<Self>) {
+        let Some(url) = self.self_url.clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let mut closed = self.closed.subscribe();
+        runtime.spawn(async move {
+            let give_up = tokio::time::Instant::now() + SELF_CHECK_PERIOD;
+            let mut pause = Duration::from_millis(20);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = closed.changed() => return,
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                let fingerprint = shared.ring.load().fingerprint_header().clone();
+                let base_path = &*shared.config.base_path;
+                match shared.client.probe(&url, base_path, &fingerprint).await {
+                    Ok((Speaks::Extensions, _)) => return,
+                    Ok((_, status)) => {
+                        tracing::error!(
+                            %status,
+                            "this node's peer path {url}{base_path} is not served by its \
+                             groupcache layer: its router answered. Add the layer with \
+                             `Router::layer` on the whole router, not with `route_layer` and \
+                             not inside `nest`; until then every peer loads this node's keys \
+                             itself"
+                        );
+                        return;
+                    }
+                    Err(error) if tokio::time::Instant::now() >= give_up => {
+                        tracing::debug!(%error, "could not reach this node's own peer path to check it");
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 
     /// A cluster needs a peer secret, or an explicit choice of an open peer path.
@@ -531,8 +582,12 @@ impl Shared {
         let now = self.clock.now();
         match result {
             Ok(Ok(loaded)) => {
-                counters.add(Event::LocalLoad);
                 let (value, ttl) = loaded.into_parts();
+                counters.add(if value.is_some() {
+                    Event::LocalLoad
+                } else {
+                    Event::LocalNotFound
+                });
                 let entry = match value {
                     Some(value) => group.options.entry(value, ttl, &key, now),
                     None => {
@@ -557,7 +612,12 @@ impl Shared {
             Ok(Err(cause)) => {
                 counters.add(Event::LocalLoadErr);
                 tracing::debug!(source = %group.name, error = %cause, "data source failed");
-                Err(Error::with_cause(ErrorKind::Load, &group.name, Some(cause)))
+                // A typed source that could not decode its key says so with `KeyCodecError`.
+                let (kind, cause) = match cause.downcast::<KeyCodecError>() {
+                    Ok(codec) => (ErrorKind::Codec, codec.0),
+                    Err(cause) => (ErrorKind::Load, cause),
+                };
+                Err(Error::with_cause(kind, &group.name, Some(cause)))
             }
             Err(_panic) => {
                 counters.add(Event::LocalLoadErr);
@@ -629,8 +689,23 @@ impl Shared {
             }
             Ok(Fetched::NotFound) => {
                 self.health.success(peer);
-                counters.add(Event::PeerLoad);
+                counters.add(Event::PeerNotFound);
                 Some(Err(Error::new(ErrorKind::NotFound, &group.name)))
+            }
+            Ok(Fetched::Failed { kind, message }) => {
+                // The owner is healthy; its data source failed. Loading here would call the
+                // failing back end once more, for every get.
+                self.health.success(peer);
+                counters.add(Event::PeerLoadError);
+                let cause = OwnerFailed {
+                    owner: peer.to_owned(),
+                    message,
+                };
+                Some(Err(Error::with_cause(
+                    kind,
+                    &group.name,
+                    Some(cause.into()),
+                )))
             }
             Err(error) => {
                 counters.add(Event::PeerError);
@@ -638,13 +713,27 @@ impl Shared {
                 if !error.is_peer_fault() {
                     self.health.success(peer);
                 }
-                tracing::warn!(
-                    source = %group.name,
-                    %peer,
-                    %error,
-                    skipping,
-                    "peer fetch failed; loading locally"
-                );
+                if matches!(error, PeerError::NotServed) {
+                    if let Some(left_out) = self.noise.not_served.allow() {
+                        tracing::error!(
+                            source = %group.name,
+                            %peer,
+                            left_out,
+                            "the peer's router answered its peer path, not its groupcache layer: \
+                             add the layer with `Router::layer` on the whole router (not \
+                             `route_layer`, not inside `nest`); loading locally"
+                        );
+                    }
+                } else if let Some(left_out) = self.noise.fetch_failed.allow() {
+                    tracing::warn!(
+                        source = %group.name,
+                        %peer,
+                        %error,
+                        skipping,
+                        left_out,
+                        "peer fetch failed; loading locally"
+                    );
+                }
                 None
             }
         }
@@ -681,13 +770,13 @@ impl Shared {
 
     /// Drops `key` of `group` here, then on its owner, then on every other peer. Returns the
     /// peers that did not confirm.
-    pub(crate) async fn remove(&self, group: &Group, key: &str) -> Vec<String> {
+    pub(crate) async fn remove(&self, group: &Group, key: &str) -> Removal {
         group.remove(key);
         let ring = self.ring.load_full();
         let me = self.self_url.as_deref();
         let owner = ring.owner(key).filter(|o| Some(*o) != me);
         // The owner first: once it has dropped its copy, no peer can fetch the old value.
-        let mut unreachable = self.delete_on(group, Some(key), owner, &ring).await;
+        let mut removal = self.delete_on(group, Some(key), owner, &ring).await;
         if owner.is_some() {
             // A get here between the first drop and the owner's may have fetched the old
             // value again: drop it (and revoke such a fetch still under way) once more.
@@ -696,13 +785,15 @@ impl Shared {
         let others = ring
             .peers()
             .filter(|p| Some(*p) != me && Some(*p) != ring.owner(key));
-        unreachable.extend(self.delete_on(group, Some(key), others, &ring).await);
-        unreachable
+        let rest = self.delete_on(group, Some(key), others, &ring).await;
+        removal.unreachable.extend(rest.unreachable);
+        removal.unsupported.extend(rest.unsupported);
+        removal
     }
 
     /// Drops every key of `group` here and on every peer. Returns the peers that did not
     /// confirm.
-    pub(crate) async fn clear(&self, group: &Group) -> Vec<String> {
+    pub(crate) async fn clear(&self, group: &Group) -> Removal {
         group.clear();
         let ring = self.ring.load_full();
         let me = self.self_url.as_deref();
@@ -710,31 +801,43 @@ impl Shared {
         self.delete_on(group, None, others, &ring).await
     }
 
-    /// Sends a `DELETE` of `key` (or of the whole group) to `peers` at once; returns the
-    /// peers that did not confirm.
+    /// Sends a `DELETE` of `key` (or of the whole group) to `peers` at once, each only if it
+    /// speaks this crate's extensions (a Go node would take it for a get, and load the key).
     async fn delete_on<'a>(
         &self,
         group: &Group,
         key: Option<&str>,
         peers: impl IntoIterator<Item = &'a str>,
         ring: &Ring,
-    ) -> Vec<String> {
+    ) -> Removal {
         let fingerprint = ring.fingerprint_header();
+        let base_path = &*self.config.base_path;
         let deletes = peers.into_iter().map(|peer| async move {
-            let result = self
-                .client
-                .delete(peer, &self.config.base_path, &group.name, key, fingerprint)
-                .await;
+            let result = match self.client.speaks(peer, base_path, fingerprint).await {
+                Ok(Speaks::Extensions) => self
+                    .client
+                    .delete(peer, base_path, &group.name, key, fingerprint)
+                    .await
+                    .map(|()| true),
+                Ok(_) => Ok(false),
+                Err(error) => Err(error),
+            };
             (peer, result)
         });
-        let mut unreachable = Vec::new();
+        let mut removal = Removal::default();
         for (peer, result) in futures_util::future::join_all(deletes).await {
-            if let Err(error) = result {
-                tracing::warn!(source = %group.name, %peer, %error, "removal not confirmed by peer");
-                unreachable.push(peer.to_owned());
+            match result {
+                Ok(true) => {}
+                Ok(false) => removal.unsupported.push(peer.to_owned()),
+                Err(error) => {
+                    if let Some(left_out) = self.noise.removal_unconfirmed.allow() {
+                        tracing::warn!(source = %group.name, %peer, %error, left_out, "removal not confirmed by peer");
+                    }
+                    removal.unreachable.push(peer.to_owned());
+                }
             }
         }
-        unreachable
+        removal
     }
 
     /// Notes the ring fingerprint a peer request came with.
@@ -745,11 +848,29 @@ impl Shared {
             return;
         }
         self.ring_mismatches.fetch_add(1, Relaxed);
-        if self.last_foreign_ring.swap(u64::from(foreign), Relaxed) != u64::from(foreign) {
+        // The header is the sender's to choose: one line per interval at most.
+        if let Some(left_out) = self.noise.foreign_ring.allow() {
             tracing::warn!(
                 own = %format_args!("{own:08x}"),
                 peer = %format_args!("{foreign:08x}"),
+                left_out,
                 "a peer's ring differs from this node's: check that every node has the same peer list"
+            );
+        }
+    }
+
+    /// Counts a refused peer request, and logs it (at most once per interval per reason).
+    pub(crate) fn refused(&self, refused: Refused) {
+        let index = refused.index();
+        self.noise.refused[index].fetch_add(1, Relaxed);
+        if matches!(refused, Refused::ShuttingDown) {
+            return;
+        }
+        if let Some(left_out) = self.noise.refused_logs[index].allow() {
+            tracing::warn!(
+                reason = refused.reason(),
+                left_out,
+                "peer request refused: {refused}"
             );
         }
     }
@@ -789,6 +910,7 @@ impl Shared {
                 ring_mismatches: self.ring_mismatches.load(Relaxed),
                 skipped_peers: self.health.skipped(),
                 discovery_errors: self.discovery_errors.load(Relaxed),
+                refused_requests: self.noise.refusals(),
             },
         }
     }
@@ -866,6 +988,90 @@ impl Future for GetEntry {
             }
             Self::Load(load) => load.as_mut().poll(cx),
         }
+    }
+}
+
+/// How long [`Shared::check_own_peer_path`] tries to reach this node's own peer path.
+const SELF_CHECK_PERIOD: Duration = Duration::from_secs(60);
+
+/// A peer request refused before any work.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused {
+    Auth(Refusal),
+    /// No peer secret, and the peer path is closed.
+    Closed,
+    ShuttingDown,
+}
+
+/// The reasons of [`Refused`], in the order of [`RefusalStats::by_reason`].
+const REFUSAL_REASONS: usize = 8;
+
+impl Refused {
+    fn index(self) -> usize {
+        match self {
+            Self::Auth(Refusal::Missing) => 0,
+            Self::Auth(Refusal::Malformed) => 1,
+            Self::Auth(Refusal::Expired) => 2,
+            Self::Auth(Refusal::BadSignature) => 3,
+            Self::Auth(Refusal::Replayed) => 4,
+            Self::Auth(Refusal::ReplayRecordFull) => 5,
+            Self::Closed => 6,
+            Self::ShuttingDown => 7,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Auth(refusal) => refusal.reason(),
+            Self::Closed => "closed",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auth(refusal) => refusal.fmt(f),
+            Self::Closed => f.write_str("this node has no peer secret and its peer path is closed"),
+            Self::ShuttingDown => f.write_str("shutting down"),
+        }
+    }
+}
+
+/// Counts and log throttles of the events anyone who reaches the peer path can cause, or that
+/// a failing peer causes at the request rate: each is counted, and logged at most once per
+/// interval.
+#[derive(Debug, Default)]
+pub(crate) struct Noise {
+    refused: [AtomicU64; REFUSAL_REASONS],
+    refused_logs: [LogThrottle; REFUSAL_REASONS],
+    foreign_ring: LogThrottle,
+    fetch_failed: LogThrottle,
+    not_served: LogThrottle,
+    removal_unconfirmed: LogThrottle,
+}
+
+impl Noise {
+    fn refusals(&self) -> RefusalStats {
+        let count = |i: usize| self.refused[i].load(Relaxed);
+        let mut stats = RefusalStats::default();
+        for (i, slot) in [
+            &mut stats.missing,
+            &mut stats.malformed,
+            &mut stats.expired,
+            &mut stats.bad_signature,
+            &mut stats.replayed,
+            &mut stats.replay_record_full,
+            &mut stats.closed,
+            &mut stats.shutting_down,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            *slot = count(i);
+        }
+        stats
     }
 }
 

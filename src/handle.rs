@@ -77,21 +77,20 @@ impl CacheHandle {
 
     /// Drops `key` from `source` on every node: on this node, then on its owner, then on every
     /// other peer (their hot copies). A load already running when the key is removed does not
-    /// put the old value back. Returns the peers that could not be reached; their copies
-    /// expire by themselves (hot copies live at most
-    /// [`hot_max_staleness`](crate::GroupcacheBuilder::hot_max_staleness)).
+    /// put the old value back. Returns the peers that could not remove it: unreachable ones,
+    /// whose hot copies expire by themselves (they live at most
+    /// [`hot_max_staleness`](crate::GroupcacheBuilder::hot_max_staleness)), and golang/groupcache
+    /// nodes, which have no removal and are sent nothing.
     pub async fn remove(&self, source: &str, key: &str) -> Result<Removal, Error> {
         let group = self.shared.group(source)?.clone();
-        let unreachable = self.shared.remove(&group, key).await;
-        Ok(Removal { unreachable })
+        Ok(self.shared.remove(&group, key).await)
     }
 
-    /// Drops every key of `source` on every node. Returns the peers that could not be
-    /// reached.
+    /// Drops every key of `source` on every node. Returns the peers that could not: as for
+    /// [`remove`](Self::remove).
     pub async fn clear(&self, source: &str) -> Result<Removal, Error> {
         let group = self.shared.group(source)?.clone();
-        let unreachable = self.shared.clear(&group).await;
-        Ok(Removal { unreachable })
+        Ok(self.shared.clear(&group).await)
     }
 
     /// A snapshot of the cache's counters and cluster, as
@@ -132,19 +131,24 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CacheHandle {
     }
 }
 
-/// What [`CacheHandle::remove`] and [`CacheHandle::clear`] could do.
+/// What [`CacheHandle::remove`] and [`CacheHandle::clear`] could do: the peers that may still
+/// hold the old value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Removal {
-    /// Peers that did not confirm the removal (down, timed out, or a Go node, which has no
-    /// removal).
+    /// Peers that did not confirm the removal: down, timed out, refusing this node's
+    /// credentials, or draining.
     pub unreachable: Vec<String>,
+    /// Peers that have no removal: golang/groupcache nodes. Nothing is sent to them (a Go
+    /// node would answer a removal as a get, and load the key); their copies expire by
+    /// themselves (Go keeps hot copies until they are evicted).
+    pub unsupported: Vec<String>,
 }
 
 impl Removal {
     /// Whether every peer confirmed.
     pub fn is_complete(&self) -> bool {
-        self.unreachable.is_empty()
+        self.unreachable.is_empty() && self.unsupported.is_empty()
     }
 }
 

@@ -73,6 +73,7 @@ mod server;
 mod singleflight;
 mod source;
 mod stats;
+mod throttle;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "serde")]
@@ -95,7 +96,7 @@ pub use health::PeerHealthConfig;
 pub use layer::{GroupcacheLayer, GroupcacheService};
 pub use ring::{MAX_REPLICAS, MAX_RING_POINTS, Ring};
 pub use source::{Loaded, Source};
-pub use stats::{CacheStats, ClusterStats, SourceSnapshot, SourceStats, Stats};
+pub use stats::{CacheStats, ClusterStats, RefusalStats, SourceSnapshot, SourceStats, Stats};
 #[cfg(feature = "tls")]
 pub use tls::PeerTls;
 

@@ -14,10 +14,13 @@
 //! | `groupcache_cache_hits_total` | counter | source | gets served from the main or hot cache |
 //! | `groupcache_loads_total` | counter | source | gets that missed the cache |
 //! | `groupcache_loads_deduped_total` | counter | source | loads after deduplication |
-//! | `groupcache_local_loads_total` | counter | source | successful data-source calls here |
+//! | `groupcache_local_loads_total` | counter | source | data-source calls here that returned a value |
+//! | `groupcache_local_not_found_total` | counter | source | data-source calls here that answered *not found* |
 //! | `groupcache_local_load_errors_total` | counter | source | failed or panicked data-source calls |
 //! | `groupcache_peer_loads_total` | counter | source | values fetched from the owner |
+//! | `groupcache_peer_not_found_total` | counter | source | *not found* answers from the owner |
 //! | `groupcache_peer_errors_total` | counter | source | failed peer fetches (each loaded locally) |
+//! | `groupcache_peer_load_errors_total` | counter | source | the owner's data source failed (not loaded again here) |
 //! | `groupcache_peer_skips_total` | counter | source | peer fetches skipped for a failing owner |
 //! | `groupcache_server_requests_total` | counter | source | gets that came from peers |
 //! | `groupcache_stale_served_total` | counter | source | gets answered with an expired value (stale serving) |
@@ -31,12 +34,15 @@
 //! | `groupcache_skipped_peers` | gauge | | peers skipped now for failing |
 //! | `groupcache_ring_mismatches_total` | counter | | peer requests from a node with another ring |
 //! | `groupcache_discovery_errors_total` | counter | | failed DNS discoveries |
+//! | `groupcache_peer_requests_refused_total` | counter | reason | peer requests refused before any work (`missing`, `malformed`, `expired`, `bad_signature`, `replayed`, `replay_record_full`, `closed`, `shutting_down`) |
 //! | `groupcache_load_duration_seconds` | histogram | source | data-source calls, failed ones included |
 //! | `groupcache_peer_fetch_duration_seconds` | histogram | source | peer fetches, failed ones included |
 //!
 //! What to alert on: `peer_errors` or `peer_skips` rising (a node is down or unreachable);
 //! `ring_mismatches` rising (nodes disagree on the peer list, so keys load twice);
-//! `local_load_errors` rising (a back end fails); a hit ratio
+//! `local_load_errors` or `peer_load_errors` rising (a back end fails: the second counts the
+//! owner's failures seen by askers); `peer_requests_refused` rising (a node with another
+//! secret, a skewed clock, or someone probing the peer path); a hit ratio
 //! (`cache_hits / gets`) that falls after a deploy.
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
@@ -63,11 +69,27 @@ pub fn describe_metrics() {
         ),
         (
             "groupcache_local_loads_total",
-            "Successful data-source calls on this node.",
+            "Data-source calls on this node that returned a value.",
+        ),
+        (
+            "groupcache_local_not_found_total",
+            "Data-source calls on this node that answered not found.",
         ),
         (
             "groupcache_local_load_errors_total",
             "Failed or panicked data-source calls on this node.",
+        ),
+        (
+            "groupcache_peer_not_found_total",
+            "Not-found answers from the owning peer.",
+        ),
+        (
+            "groupcache_peer_load_errors_total",
+            "Peer fetches answered with the owner's data-source failure.",
+        ),
+        (
+            "groupcache_peer_requests_refused_total",
+            "Peer requests refused before any work, by reason.",
         ),
         (
             "groupcache_peer_loads_total",
@@ -148,7 +170,10 @@ pub(crate) fn record(stats: &Stats) {
             ("groupcache_loads_total", s.loads),
             ("groupcache_loads_deduped_total", s.loads_deduped),
             ("groupcache_local_loads_total", s.local_loads),
+            ("groupcache_local_not_found_total", s.local_not_found),
             ("groupcache_local_load_errors_total", s.local_load_errs),
+            ("groupcache_peer_not_found_total", s.peer_not_found),
+            ("groupcache_peer_load_errors_total", s.peer_load_errors),
             ("groupcache_peer_loads_total", s.peer_loads),
             ("groupcache_peer_errors_total", s.peer_errors),
             ("groupcache_peer_skips_total", s.peer_skips),
@@ -166,6 +191,9 @@ pub(crate) fn record(stats: &Stats) {
     gauge!("groupcache_skipped_peers").set(cluster.skipped_peers.len() as f64);
     counter!("groupcache_ring_mismatches_total").absolute(cluster.ring_mismatches);
     counter!("groupcache_discovery_errors_total").absolute(cluster.discovery_errors);
+    for (reason, count) in cluster.refused_requests.by_reason() {
+        counter!("groupcache_peer_requests_refused_total", "reason" => reason).absolute(count);
+    }
 }
 
 fn record_cache(source: &str, cache: &'static str, stats: &CacheStats) {

@@ -8,8 +8,64 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode};
 use prost::Message as _;
+
+use crate::error::ErrorKind;
+
+/// The status by which a node of this crate says the data source has no value for the key.
+/// A Go node treats it as any non-200: an error, after which it loads the key itself.
+pub(crate) const NOT_FOUND_STATUS: StatusCode = StatusCode::NO_CONTENT;
+
+/// The header that carries the sender's ring fingerprint (8 hex digits). Go nodes ignore it.
+pub(crate) static RING_HEADER: HeaderName = HeaderName::from_static("x-groupcache-ring");
+
+/// The header on every reply of a node of this crate's peer path: the version of this crate's
+/// extensions it speaks. A Go node never sends it, so its absence on a reply names a peer that
+/// must only ever be sent plain gets.
+pub(crate) static EXTENSIONS_HEADER: HeaderName =
+    HeaderName::from_static("x-groupcache-extensions");
+
+/// The version of the extensions this node speaks: removal (`DELETE`), the data source's
+/// failure told apart from the peer's ([`ERROR_HEADER`]) and the asker's value limit
+/// ([`MAX_VALUE_HEADER`]).
+pub(crate) const EXTENSIONS_VERSION: HeaderValue = HeaderValue::from_static("1");
+
+/// On a `500` or `413` from a node of this crate: what failed. `load`, `panicked`, `codec` or
+/// `recursive` (the data source failed, so asking another node would call it again), or
+/// `too-large` (the value is over the asker's limit).
+pub(crate) static ERROR_HEADER: HeaderName = HeaderName::from_static("x-groupcache-error");
+
+/// On a get: the largest value, in bytes, the asker accepts. A node of this crate refuses a
+/// larger one (`413`) instead of sending it. Go nodes ignore it.
+pub(crate) static MAX_VALUE_HEADER: HeaderName =
+    HeaderName::from_static("x-groupcache-max-value-bytes");
+
+/// The [`ERROR_HEADER`] token of a value over the asker's limit.
+pub(crate) const TOO_LARGE: &str = "too-large";
+
+/// The [`ERROR_HEADER`] token for a failure of the data source, if the error is one.
+pub(crate) fn error_token(kind: ErrorKind) -> Option<&'static str> {
+    match kind {
+        ErrorKind::Load => Some("load"),
+        ErrorKind::LoadPanicked => Some("panicked"),
+        ErrorKind::Codec => Some("codec"),
+        ErrorKind::RecursiveLoad => Some("recursive"),
+        _ => None,
+    }
+}
+
+/// The error kind of an [`ERROR_HEADER`] token; one this node does not know reads as a load
+/// failure.
+pub(crate) fn error_kind(token: &[u8]) -> ErrorKind {
+    match token {
+        b"panicked" => ErrorKind::LoadPanicked,
+        b"codec" => ErrorKind::Codec,
+        b"recursive" => ErrorKind::RecursiveLoad,
+        _ => ErrorKind::Load,
+    }
+}
 
 /// The reply to a peer request, field for field golang/groupcache's `groupcachepb.GetResponse`
 /// plus mailgun/groupcache v2's `expire`.

@@ -1,4 +1,5 @@
-//! The peer server: answers `{base_path}{group}/{key}` as PROTOCOL.md sections 2 and 6 say.
+//! The peer server: answers `{base_path}{group}/{key}` as docs/protocol.md says ("Answers of
+//! a node of this crate").
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,12 +12,14 @@ use http::{Method, Response, StatusCode};
 
 use crate::auth::AUTH_HEADER;
 use crate::cache::Entry;
-use crate::client::{NOT_FOUND_STATUS, RING_HEADER};
 use crate::error::Error;
 use crate::error::ErrorKind;
-use crate::groupcache::{GetEntry, Origin, Shared};
+use crate::groupcache::{GetEntry, Origin, Refused, Shared};
 use crate::layer::PeerBody;
-use crate::protocol::{GetResponse, PathError, parse_path, unescape};
+use crate::protocol::{
+    ERROR_HEADER, EXTENSIONS_HEADER, EXTENSIONS_VERSION, GetResponse, MAX_VALUE_HEADER,
+    NOT_FOUND_STATUS, PathError, RING_HEADER, TOO_LARGE, error_token, parse_path, unescape,
+};
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 
@@ -34,6 +37,8 @@ impl From<Response<PeerBody>> for Reply {
 
 /// Answers one peer request. `path` is the whole request path, still escaped. A cache hit is
 /// answered here and now; only a miss makes a (boxed) future, which waits for the load.
+/// Every answer carries [`EXTENSIONS_HEADER`], so that a peer of this crate knows it may send
+/// this node the extensions.
 pub(crate) fn serve(
     shared: &Arc<Shared>,
     method: &Method,
@@ -41,17 +46,19 @@ pub(crate) fn serve(
     headers: &HeaderMap,
 ) -> Reply {
     if shared.drain.is_draining() {
+        shared.refused(Refused::ShuttingDown);
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into();
     }
     // Authentication comes before any other work, parsing included.
     match &shared.auth {
         Some(auth) => {
             if let Err(refusal) = auth.verify(method.as_str(), path, headers.get(&AUTH_HEADER)) {
-                tracing::warn!(%refusal, "peer request refused");
+                shared.refused(Refused::Auth(refusal));
                 return text(StatusCode::UNAUTHORIZED, refusal.to_string()).into();
             }
         }
         None if !shared.open_peer_path => {
+            shared.refused(Refused::Closed);
             return text(
                 StatusCode::FORBIDDEN,
                 "forbidden: this node has no peer secret and its peer path is closed".into(),
@@ -71,6 +78,11 @@ pub(crate) fn serve(
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
         return response.into();
+    }
+    // The base path alone: what a peer asks to learn whether this node speaks the extensions
+    // (a Go node answers it 400, loading nothing).
+    if rest.is_empty() && *method == Method::GET {
+        return text(StatusCode::OK, "groupcache peer path".into()).into();
     }
     // An escaped key is at most three times as long as the key itself.
     if rest.len()
@@ -92,7 +104,7 @@ pub(crate) fn serve(
         };
         shared.check_ring(ring_fingerprint);
         group.clear();
-        return Response::new(PeerBody::default()).into();
+        return empty(StatusCode::OK).into();
     }
     let (group_name, key) = match parse_path(rest) {
         Ok(parts) => parts,
@@ -108,37 +120,81 @@ pub(crate) fn serve(
     shared.check_ring(ring_fingerprint);
     if *method == Method::DELETE {
         group.remove(&key);
-        return Response::new(PeerBody::default()).into();
+        return empty(StatusCode::OK).into();
     }
     let rate = group.served_rates.hit(&key, shared.clock.now());
+    // The asker's limit on a value's size, if it said (a Go node does not).
+    let limit = headers
+        .get(&MAX_VALUE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
 
     match shared.get_entry(&group_name, &key, Origin::Peer) {
-        GetEntry::Ready(Some(result)) => answer(shared, result, rate).into(),
+        GetEntry::Ready(Some(result)) => answer(shared, result, rate, limit).into(),
         GetEntry::Ready(None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer".into()).into(),
         GetEntry::Load(load) => {
             let shared = shared.clone();
-            Reply::Later(Box::pin(async move { answer(&shared, load.await, rate) }))
+            Reply::Later(Box::pin(
+                async move { answer(&shared, load.await, rate, limit) },
+            ))
         }
     }
 }
 
-/// The reply to a get: the value, 204 for a key the data source does not have, or 500.
-fn answer(shared: &Shared, result: Result<Entry, Error>, rate: f64) -> Response<PeerBody> {
+/// The reply to a get: the value, 204 for a key the data source does not have, 413 for a
+/// value over the asker's limit, or 500 (with what failed in [`ERROR_HEADER`] when it was the
+/// data source).
+fn answer(
+    shared: &Shared,
+    result: Result<Entry, Error>,
+    rate: f64,
+    limit: u64,
+) -> Response<PeerBody> {
     match result {
+        Ok(entry) if entry.value.len() as u64 > limit => {
+            let mut response = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the value is {} bytes, over the asker's limit of {limit}",
+                    entry.value.len()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(ERROR_HEADER.clone(), HeaderValue::from_static(TOO_LARGE));
+            response
+        }
         Ok(entry) => {
             let expire = shared.expire_to_wire(&entry);
             let pieces = GetResponse::encode_pieces(entry.value, Some(rate), expire);
             let mut response = Response::new(PeerBody::new(pieces));
-            response.headers_mut().insert(CONTENT_TYPE, PROTOBUF);
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, PROTOBUF);
+            headers.insert(EXTENSIONS_HEADER.clone(), EXTENSIONS_VERSION);
             response
         }
-        Err(error) if error.kind() == ErrorKind::NotFound => {
-            let mut response = Response::new(PeerBody::default());
-            *response.status_mut() = NOT_FOUND_STATUS;
+        Err(error) if error.kind() == ErrorKind::NotFound => empty(NOT_FOUND_STATUS),
+        Err(error) => {
+            let mut response = text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string());
+            if let Some(token) = error_token(error.kind()) {
+                response
+                    .headers_mut()
+                    .insert(ERROR_HEADER.clone(), HeaderValue::from_static(token));
+            }
             response
         }
-        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     }
+}
+
+/// An answer with no body.
+fn empty(status: StatusCode) -> Response<PeerBody> {
+    let mut response = Response::new(PeerBody::default());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(EXTENSIONS_HEADER.clone(), EXTENSIONS_VERSION);
+    response
 }
 
 /// 404 for a group this node does not have, as Go's `HTTPPool` answers it.
@@ -157,5 +213,6 @@ fn text(status: StatusCode, mut message: String) -> Response<PeerBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(EXTENSIONS_HEADER.clone(), EXTENSIONS_VERSION);
     response
 }

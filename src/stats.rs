@@ -14,17 +14,25 @@ pub struct SourceStats {
     pub gets: u64,
     /// Gets served from the main or hot cache.
     pub cache_hits: u64,
-    /// Values fetched from the owning peer.
+    /// Values fetched from the owning peer (its *not found* answers are `peer_not_found`).
     pub peer_loads: u64,
-    /// Peer fetches that failed (down, timed out, bad status, garbage); each fell back to a
-    /// local load.
+    /// Peer fetches that failed (down, timed out, bad status, garbage, or a value over
+    /// `max_value_bytes`); each fell back to a local load.
     pub peer_errors: u64,
+    /// Peer fetches the owner answered with its data source's failure (a node of this crate
+    /// says so distinctly): the get failed with that error, and the key was not loaded a
+    /// second time here. The owner was healthy.
+    pub peer_load_errors: u64,
+    /// Peer fetches the owner answered with *not found*.
+    pub peer_not_found: u64,
     /// Gets that missed the cache and joined or started a load.
     pub loads: u64,
     /// Loads after deduplication: misses that were not joined to a load already running.
     pub loads_deduped: u64,
-    /// Successful calls of the data source on this node.
+    /// Calls of the data source on this node that returned a value.
     pub local_loads: u64,
+    /// Calls of the data source on this node that answered *not found*.
+    pub local_not_found: u64,
     /// Failed (or panicked) calls of the data source on this node.
     pub local_load_errs: u64,
     /// Gets that came from peers over HTTP.
@@ -49,7 +57,9 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Entries held.
     pub items: u64,
-    /// Lookups.
+    /// Lookups of this cache, which are not gets: a get looks in the main cache, then (on a
+    /// miss) in the hot cache, and a load looks in both once more before it starts. The
+    /// field keeps golang/groupcache's name, `Gets`.
     pub gets: u64,
     /// Lookups that found a live entry.
     pub hits: u64,
@@ -93,6 +103,48 @@ pub struct ClusterStats {
     /// DNS lookups of [`DnsDiscovery`](crate::DnsDiscovery) that failed or found no address;
     /// each kept the last peer list.
     pub discovery_errors: u64,
+    /// Peer requests refused before any work, by reason.
+    pub refused_requests: RefusalStats,
+}
+
+/// Peer requests a node refused before any work, by reason. Refusals are counted, and logged
+/// at most once per ten seconds per reason with the number left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct RefusalStats {
+    /// No credential (`401`).
+    pub missing: u64,
+    /// A credential that does not parse (`401`).
+    pub malformed: u64,
+    /// A credential too far from this node's clock (`401`).
+    pub expired: u64,
+    /// A credential signed with another secret, or over another request (`401`).
+    pub bad_signature: u64,
+    /// A credential already used (`401`).
+    pub replayed: u64,
+    /// A credential of a sender the full replay record could not take (`401`).
+    pub replay_record_full: u64,
+    /// A request to a node without a peer secret whose peer path is closed (`403`).
+    pub closed: u64,
+    /// A request to a node that is shutting down (`503`).
+    pub shutting_down: u64,
+}
+
+impl RefusalStats {
+    /// Every refusal, with its reason as the metrics label.
+    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("missing", self.missing),
+            ("malformed", self.malformed),
+            ("expired", self.expired),
+            ("bad_signature", self.bad_signature),
+            ("replayed", self.replayed),
+            ("replay_record_full", self.replay_record_full),
+            ("closed", self.closed),
+            ("shutting_down", self.shutting_down),
+        ]
+    }
 }
 
 /// A snapshot of a whole cache: every data source, sorted by name, and the cluster.
@@ -127,9 +179,12 @@ pub(crate) enum Event {
     Flight,
     PeerLoad,
     PeerError,
+    PeerLoadError,
+    PeerNotFound,
     Load,
     LoadDeduped,
     LocalLoad,
+    LocalNotFound,
     LocalLoadErr,
     ServerRequest,
     PeerSkip,
@@ -137,7 +192,7 @@ pub(crate) enum Event {
     HotPromotion,
 }
 
-const EVENTS: usize = 15;
+const EVENTS: usize = 18;
 
 /// One thread's counters, on a cache line of their own.
 ///
@@ -214,9 +269,12 @@ impl Totals {
             cache_hits: self.main_hits() + self.hot_hits(),
             peer_loads: self.of(Event::PeerLoad),
             peer_errors: self.of(Event::PeerError),
+            peer_load_errors: self.of(Event::PeerLoadError),
+            peer_not_found: self.of(Event::PeerNotFound),
             loads: self.of(Event::Load),
             loads_deduped: self.of(Event::LoadDeduped),
             local_loads: self.of(Event::LocalLoad),
+            local_not_found: self.of(Event::LocalNotFound),
             local_load_errs: self.of(Event::LocalLoadErr),
             server_requests: self.of(Event::ServerRequest),
             peer_skips: self.of(Event::PeerSkip),

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error, ErrorKind, KeyCodecError};
 use crate::handle::CacheHandle;
 use crate::source::{Loaded, Source};
 
@@ -130,7 +130,12 @@ where
     type Error = BoxError;
 
     fn load(&self, key: &str) -> impl Future<Output = Result<Loaded, BoxError>> + Send {
-        let started = self.codec.decode_key::<K>(key).map(|key| (self.load)(key));
+        // A key that does not decode is the codec's failure, not the data source's.
+        let started = self
+            .codec
+            .decode_key::<K>(key)
+            .map(|key| (self.load)(key))
+            .map_err(|error| -> BoxError { Box::new(KeyCodecError(error)) });
         async move {
             let Some(value) = started?.await.map_err(Into::into)? else {
                 return Ok(Loaded::not_found());

@@ -213,9 +213,9 @@ async fn shutdown_gives_up_on_a_hung_source_after_its_bound() {
     get.abort();
 }
 
-/// A stand-in owner speaking the peer protocol: it answers a get with its current value for
-/// the key (with `expire` as set), and holds each `DELETE` until the test lets it through,
-/// then serves the next value.
+/// A stand-in owner speaking the peer protocol of this crate (it says so with the extensions
+/// header): it answers a get with its current value for the key (with `expire` as set), and
+/// holds each `DELETE` until the test lets it through, then serves the next value.
 #[derive(Clone, Default)]
 struct StandIn {
     state: Arc<std::sync::Mutex<StandInState>>,
@@ -242,11 +242,15 @@ impl StandIn {
         let app = axum::Router::new().fallback(move |request: Request| {
             let this = this.clone();
             async move {
+                let ours = [("x-groupcache-extensions", "1")];
                 if request.method() == axum::http::Method::DELETE {
                     this.state.lock().unwrap().deletes_seen += 1;
                     this.release_delete.notified().await;
                     this.state.lock().unwrap().version += 1;
-                    return (axum::http::StatusCode::OK, Vec::new());
+                    return (axum::http::StatusCode::OK, ours, Vec::new());
+                }
+                if request.uri().path() == "/_groupcache/" {
+                    return (axum::http::StatusCode::OK, ours, Vec::new());
                 }
                 let mut state = this.state.lock().unwrap();
                 state.gets += 1;
@@ -255,7 +259,7 @@ impl StandIn {
                     minute_qps: None,
                     expire: state.expire,
                 };
-                (axum::http::StatusCode::OK, reply.encode_to_vec())
+                (axum::http::StatusCode::OK, ours, reply.encode_to_vec())
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -331,4 +335,247 @@ async fn a_negative_expire_from_a_peer_is_not_cached() {
     }
     let users = cache.stats().source("users").unwrap().clone();
     assert_eq!(users.hot_cache.items + users.main_cache.items, 0);
+}
+
+#[tokio::test]
+async fn an_owners_failing_source_is_not_loaded_again_by_the_asker() {
+    let loads = Loads::default();
+    let nodes = support::cluster(3, &loads, |b| b).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for round in 0..5 {
+        let key = support::key_owned_by(&a.cache, &b.url, &format!("fail:{round}:"));
+        let error = a.handle().get("users", &key).await.unwrap_err();
+        assert!(error.is_load(), "{error:?}");
+        assert_eq!(
+            loads.of(&key),
+            [b.url.as_str()],
+            "the back end is called once"
+        );
+    }
+    let stats = a.stats("users");
+    assert_eq!(stats.peer_errors, 0, "the owner was healthy: {stats:?}");
+    assert_eq!(stats.peer_load_errors, 5, "{stats:?}");
+    assert_eq!(stats.local_load_errs, 0, "{stats:?}");
+    assert!(a.cache.stats().cluster.skipped_peers.is_empty());
+}
+
+#[tokio::test]
+async fn a_value_over_the_askers_limit_does_not_get_a_healthy_owner_skipped() {
+    let loads = Loads::default();
+    let nodes = support::cluster(2, &loads, |b| b.max_value_bytes(100)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for round in 0..5 {
+        // `value-of:<key>`: 200 bytes and more.
+        let prefix = format!("{}:{round}:", "x".repeat(200));
+        let key = support::key_owned_by(&a.cache, &b.url, &prefix);
+        let value = a.handle().get("users", &key).await.unwrap();
+        assert_eq!(value, value_of(&key), "loaded here instead");
+    }
+    assert!(
+        a.cache.stats().cluster.skipped_peers.is_empty(),
+        "{:?}",
+        a.cache.stats().cluster
+    );
+    // The owner is still asked for the next key.
+    let key = support::key_owned_by(&a.cache, &b.url, "small:");
+    let before = a.stats("users").peer_loads;
+    a.handle().get("users", &key).await.unwrap();
+    assert_eq!(a.stats("users").peer_loads, before + 1);
+    assert_eq!(a.stats("users").peer_skips, 0);
+}
+
+#[tokio::test]
+async fn a_typed_key_that_does_not_decode_is_a_codec_error_on_owner_and_asker() {
+    use tower_groupcache::typed::typed;
+    #[derive(serde::Deserialize)]
+    struct Key {
+        #[allow(dead_code)]
+        id: u64,
+    }
+    let listeners = [
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()))
+        .collect();
+    let mut nodes = Vec::new();
+    for (listener, url) in listeners.into_iter().zip(&urls) {
+        let cache = Groupcache::builder()
+            .self_url(url.clone())
+            .peers(urls.clone())
+            .open_peer_path()
+            .source(
+                "users",
+                typed(|key: Key| async move { Ok::<_, std::io::Error>(Some(key.id)) }),
+            )
+            .build()
+            .unwrap();
+        let server = support::serve(listener, support::app(&cache)).await;
+        nodes.push((cache, server));
+    }
+    let (a, b) = (&nodes[0].0, &urls[1]);
+    for owner in [&urls[0], b] {
+        let key = support::key_owned_by(a, owner, "not json ");
+        let error = a.handle().get("users", &key).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Codec, "owner {owner}: {error:?}");
+    }
+    let users = a.stats().source("users").unwrap().stats;
+    assert_eq!(users.peer_errors, 0, "{users:?}");
+}
+
+/// WARN and ERROR lines logged on this thread while the guard lives.
+fn capture_logs() -> (
+    tracing::subscriber::DefaultGuard,
+    Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    #[derive(Clone)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines(Arc::default());
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (tracing::subscriber::set_default(subscriber), lines.0)
+}
+
+fn count_lines(logs: &std::sync::Mutex<Vec<u8>>, needle: &str) -> usize {
+    String::from_utf8_lossy(&logs.lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+#[tokio::test]
+async fn a_flood_of_refused_peer_requests_is_counted_not_logged_line_by_line() {
+    let (_guard, logs) = capture_logs();
+    let loads = Loads::default();
+    let nodes = support::cluster(1, &loads, |b| {
+        b.peer_secret("a secret all nodes share: 32 or more random bytes")
+    })
+    .await;
+    let node = &nodes[0];
+    for i in 0..50 {
+        let uri = format!("{}/_groupcache/users/k{i}", node.url);
+        let (status, _, _) = support::request("GET", &uri).await;
+        assert_eq!(status, 401);
+    }
+    let refused = count_lines(&logs, "refused");
+    assert!(refused <= 1, "{refused} lines for 50 refusals");
+    assert_eq!(node.cache.stats().cluster.refused_requests.missing, 50);
+}
+
+#[tokio::test]
+async fn a_flood_of_foreign_ring_fingerprints_is_counted_not_logged_line_by_line() {
+    let (_guard, logs) = capture_logs();
+    let loads = Loads::default();
+    let nodes = support::cluster(1, &loads, |b| b).await;
+    let node = &nodes[0];
+    for i in 0..50u32 {
+        let req = axum::http::Request::builder()
+            .uri(format!("{}/_groupcache/users/k{i}", node.url))
+            .header("x-groupcache-ring", format!("{:08x}", 0x1000_0000 + i))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = support::client().request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let warned = count_lines(&logs, "ring differs");
+    assert!(warned <= 1, "{warned} lines for 50 foreign rings");
+    assert_eq!(node.cache.stats().cluster.ring_mismatches, 50);
+}
+
+#[tokio::test]
+async fn failing_fetches_and_removals_are_not_logged_one_line_each() {
+    let (_guard, logs) = capture_logs();
+    // A peer that refuses connections: its port was bound, then let go.
+    let dead = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let loads = Loads::default();
+    let nodes = support::cluster(1, &loads, |b| {
+        b.peers([dead.clone()])
+            .peer_health(tower_groupcache::PeerHealthConfig {
+                failure_threshold: 0,
+                ..Default::default()
+            })
+    })
+    .await;
+    let node = &nodes[0];
+    for i in 0..30 {
+        let key = support::key_owned_by(&node.cache, &dead, &format!("k{i}:"));
+        node.handle().get("users", &key).await.unwrap();
+        let removal = node.handle().remove("users", &key).await.unwrap();
+        assert_eq!(removal.unreachable, [dead.as_str()]);
+    }
+    assert_eq!(node.stats("users").peer_errors, 30);
+    let fetches = count_lines(&logs, "peer fetch failed");
+    let removals = count_lines(&logs, "removal not confirmed");
+    assert!(fetches <= 1, "{fetches} lines for 30 failed fetches");
+    assert!(
+        removals <= 1,
+        "{removals} lines for 30 unconfirmed removals"
+    );
+}
+
+#[tokio::test]
+async fn a_layer_that_does_not_reach_the_peer_path_is_reported_at_start() {
+    use axum::routing::get;
+    let (_guard, logs) = capture_logs();
+    let mut bad_urls = Vec::new();
+    let mut servers = Vec::new();
+    let mut caches = Vec::new();
+    for mount in ["route_layer", "nest"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cache = Groupcache::builder()
+            .self_url(url.clone())
+            .peers([url.clone(), "http://127.0.0.1:9".to_owned()])
+            .open_peer_path()
+            .source("users", |key: String| async move {
+                Ok::<_, std::io::Error>(key)
+            })
+            .build()
+            .unwrap();
+        let handler = || async { "ok" };
+        let app = match mount {
+            "route_layer" => axum::Router::new()
+                .route("/get", get(handler))
+                .route_layer(cache.layer()),
+            _ => axum::Router::new().nest(
+                "/api",
+                axum::Router::new()
+                    .route("/get", get(handler))
+                    .layer(cache.layer()),
+            ),
+        };
+        servers.push(support::serve(listener, app).await);
+        // The peer path is not reached: answered by the router, not by the cache.
+        let (status, _, _) = support::request("GET", &format!("{url}/_groupcache/users/k")).await;
+        assert_eq!(status, 404, "{mount}");
+        bad_urls.push(url);
+        caches.push(cache);
+    }
+    eventually("both nodes report their peer path", DEADLINE, || {
+        bad_urls.iter().all(|url| {
+            count_lines(
+                &logs,
+                &format!("peer path {url}/_groupcache/ is not served"),
+            ) >= 1
+        })
+    })
+    .await;
 }

@@ -671,3 +671,45 @@ async fn stand_in_owner_with_extensions(binary: &std::path::Path, checks: &mut C
     checks.passed();
     go.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_never_reaches_a_go_node_and_names_it() {
+    let binary = go_or_skip!("a_removal_never_reaches_a_go_node_and_names_it");
+    let mut checks = Checks::new("a_removal_never_reaches_a_go_node_and_names_it");
+    for (ours, go) in TOPOLOGIES {
+        let c = Mixed::start(&binary, ours, go).await;
+        let our = &c.ours[0];
+        let mut go_urls: Vec<String> = c.go.iter().map(|g| g.url.clone()).collect();
+        go_urls.sort();
+        // A key a Go node owns, and one this node owns: a removal of either reaches every
+        // peer, but a Go node has no removal (it would answer a DELETE as a GET, and load).
+        for owner in [At::Go(0), At::Ours(0)] {
+            let key = c.key_owned_by(owner, "removed.");
+            let removal = our.cache.handle().remove(GROUP, &key).await.unwrap();
+            assert!(!removal.is_complete(), "{removal:?}");
+            let mut unsupported = removal.unsupported.clone();
+            unsupported.sort();
+            assert_eq!(unsupported, go_urls, "the Go nodes are named");
+            assert!(removal.unreachable.is_empty(), "{removal:?}");
+            for go in &c.go {
+                assert_eq!(
+                    go.loads(&key).await,
+                    0,
+                    "a Go node loaded {key} on a removal"
+                );
+            }
+        }
+        let removal = our.cache.handle().clear(GROUP).await.unwrap();
+        let mut unsupported = removal.unsupported.clone();
+        unsupported.sort();
+        assert_eq!(unsupported, go_urls, "{removal:?}");
+        assert!(removal.unreachable.is_empty(), "{removal:?}");
+        for go in &c.go {
+            let stats = go.stats().await;
+            assert_eq!(stats.getter_loads, 0, "{stats:?}");
+        }
+        checks.passed();
+        c.stop().await;
+    }
+    checks.done();
+}

@@ -12,9 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tower_groupcache::Groupcache;
 
-/// `GetResponse { value: "hello" }` as a Go node encodes it.
+/// `GetResponse { value: "hello" }`, from a node of this crate (it names the extensions it
+/// speaks, so that removals are sent to it).
 const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n\
-content-length: 7\r\n\r\n\x0a\x05hello";
+x-groupcache-extensions: 1\r\ncontent-length: 7\r\n\r\n\x0a\x05hello";
 
 /// A peer on 127.0.0.1 that answers every request with [`ANSWER`] on keep-alive
 /// connections. With `close_on` set, a connection that already answered that many requests
@@ -273,15 +274,27 @@ async fn dropping_the_cache_closes_its_peer_connections() {
 
 #[tokio::test]
 async fn an_endless_reply_to_a_delete_is_cut_off() {
-    // Answers every request with a chunked body that never ends.
+    // Answers the probe of the base path as a node of this crate, and every other request
+    // with a chunked body that never ends.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut head = [0u8; 4096];
-                if socket.read(&mut head).await.unwrap_or(0) == 0 {
-                    return;
+                loop {
+                    let n = socket.read(&mut head).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    if !head[..n].starts_with(b"GET /_groupcache/ ") {
+                        break;
+                    }
+                    let probe = b"HTTP/1.1 200 OK\r\nx-groupcache-extensions: 1\r\n\
+                                  content-length: 0\r\n\r\n";
+                    if socket.write_all(probe).await.is_err() {
+                        return;
+                    }
                 }
                 let _ = socket
                     .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
