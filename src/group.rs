@@ -115,7 +115,8 @@ fn jitter(jitter: Duration, key: &str, now: Instant) -> Duration {
     now.hash(&mut hasher);
     let fraction =
         (hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
-    jitter.mul_f64(fraction)
+    // `mul_f64` would panic past `Duration::MAX`; rounding near it falls back to the whole.
+    Duration::try_from_secs_f64(jitter.as_secs_f64() * fraction).unwrap_or(jitter)
 }
 
 /// How a node decides to keep a copy of a key another node owns.
@@ -257,6 +258,15 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_jitter_never_panics() {
+        let now = Instant::now();
+        for i in 0..10_000 {
+            let extra = jitter(Duration::MAX, &format!("k{i}"), now);
+            assert!(extra <= Duration::MAX);
+        }
+    }
 
     #[test]
     fn jitter_spreads_expiries() {
