@@ -124,6 +124,54 @@ async fn stats_and_metrics_follow_the_four_flows() {
     assert_eq!(counter(&s, "groupcache_server_requests_total", &users), 2);
     assert_eq!(counter(&s, "groupcache_local_loads_total", &users), 1);
     assert_eq!(counter(&s, "groupcache_cache_hits_total", &users), 1);
+
+    // Not found, apart from values; the owner's failure, apart from peer errors.
+    let missing = key_owned_by(&a.cache, &b.url, "missing:");
+    assert!(
+        a.handle()
+            .get("users", &missing)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let failing = key_owned_by(&a.cache, &b.url, "fail:");
+    assert!(
+        a.handle()
+            .get("users", &failing)
+            .await
+            .unwrap_err()
+            .is_load()
+    );
+    a.cache.record_metrics();
+    let s = snapshot(&recorder);
+    assert_eq!(counter(&s, "groupcache_peer_not_found_total", &users), 1);
+    assert_eq!(counter(&s, "groupcache_peer_load_errors_total", &users), 1);
+    assert_eq!(counter(&s, "groupcache_peer_loads_total", &users), 1);
+    assert_eq!(counter(&s, "groupcache_peer_errors_total", &users), 0);
+    b.cache.record_metrics();
+    let s = snapshot(&recorder);
+    assert_eq!(counter(&s, "groupcache_local_not_found_total", &users), 1);
+    assert_eq!(counter(&s, "groupcache_local_loads_total", &users), 1);
+    assert_eq!(counter(&s, "groupcache_local_load_errors_total", &users), 1);
+
+    // Refused peer requests, by reason.
+    let (status, _, _) = support::request("GET", &format!("{}/_groupcache/users/k", b.url)).await;
+    assert_eq!(status, 200, "the test nodes' peer path is open");
+    c.cache.shutdown().await;
+    let (status, _, _) = support::request("GET", &format!("{}/_groupcache/users/k", c.url)).await;
+    assert_eq!(status, 503);
+    c.cache.record_metrics();
+    let s = snapshot(&recorder);
+    let refused = |reason: &str| {
+        counter(
+            &s,
+            "groupcache_peer_requests_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(refused("shutting_down"), 1);
+    assert_eq!(refused("missing"), 0);
+    assert_eq!(c.cache.stats().cluster.refused_requests.shutting_down, 1);
 }
 
 #[tokio::test(start_paused = true)]
