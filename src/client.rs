@@ -88,6 +88,8 @@ pub(crate) enum PeerError {
     /// The value is larger than `max_value_bytes`: the owner said so, or it was cut off
     /// while it streamed in.
     TooLarge,
+    /// A removal was answered without [`EXTENSIONS_HEADER`]: the peer has no removal.
+    Unsupported,
     Body(Box<dyn std::error::Error + Send + Sync>),
     Decode(prost::DecodeError),
 }
@@ -122,6 +124,7 @@ impl fmt::Display for PeerError {
                  reached for the peer path (mounted with `route_layer`, or under `nest`?)",
             ),
             Self::TooLarge => f.write_str("the value is larger than max_value_bytes"),
+            Self::Unsupported => f.write_str("the peer does not speak this crate's extensions"),
             Self::Body(e) => write!(f, "reading response body: {e}"),
             Self::Decode(e) => write!(f, "decoding response body: {e}"),
         }
@@ -452,6 +455,11 @@ impl PeerClient {
                 .send(peer, Method::DELETE, path, ring_fingerprint)
                 .await?;
             info.learn(&response, StatusCode::OK);
+            if !response.headers().contains_key(&EXTENSIONS_HEADER) {
+                // The peer changed since it last answered (a Go node took its address): it
+                // took the removal for a get. Nothing was removed.
+                return Err(PeerError::Unsupported);
+            }
             match response.status() {
                 StatusCode::OK => {
                     // Read to the end (a peer sends nothing here; a few KiB at most are

@@ -828,7 +828,9 @@ impl Shared {
         for (peer, result) in futures_util::future::join_all(deletes).await {
             match result {
                 Ok(true) => {}
-                Ok(false) => removal.unsupported.push(peer.to_owned()),
+                Ok(false) | Err(PeerError::Unsupported) => {
+                    removal.unsupported.push(peer.to_owned());
+                }
                 Err(error) => {
                     if let Some(left_out) = self.noise.removal_unconfirmed.allow() {
                         tracing::warn!(source = %group.name, %peer, %error, left_out, "removal not confirmed by peer");

@@ -579,3 +579,26 @@ async fn a_layer_that_does_not_reach_the_peer_path_is_reported_at_start() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_removal_answered_without_the_extensions_is_not_counted_as_confirmed() {
+    // A peer that said it speaks the extensions, then answers the removal as a Go node would
+    // (a Go node took its address): a 200 with a value, without the header.
+    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+        if request.uri().path() == "/_groupcache/" {
+            return ([("x-groupcache-extensions", "1")], Vec::new());
+        }
+        (
+            [("content-type", "application/x-protobuf")],
+            b"\x0a\x01v".to_vec(),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = format!("http://{}", listener.local_addr().unwrap());
+    let _server = support::serve(listener, app).await;
+    let (cache, key, _node) = node_beside(&peer).await;
+    let removal = cache.handle().remove("users", &key).await.unwrap();
+    assert_eq!(removal.unsupported, [peer.as_str()], "{removal:?}");
+    assert!(removal.unreachable.is_empty());
+    assert!(!removal.is_complete());
+}

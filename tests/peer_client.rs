@@ -297,7 +297,10 @@ async fn an_endless_reply_to_a_delete_is_cut_off() {
                     }
                 }
                 let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nx-groupcache-extensions: 1\r\n\
+                          transfer-encoding: chunked\r\n\r\n",
+                    )
                     .await;
                 let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
                 while socket.write_all(chunk.as_bytes()).await.is_ok() {}
