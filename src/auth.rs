@@ -3,9 +3,10 @@
 //!
 //! The header is `x-groupcache-auth: t=<unix seconds>,n=<nonce, 32 hex>,s=<hmac, 64 hex>`.
 //! The nonce is the signer's sender id (16 hex digits, random, chosen when its cache is built)
-//! followed by its sequence number (16 hex digits, a counter from 0, one per signature). The
-//! MAC is over the bytes `METHOD \n PATH \n t \n n` (`PATH` exactly as sent, still escaped,
-//! `t` in decimal, `n` as the 32 lower-case hex digits). A request is refused with `401`
+//! followed by its sequence number (16 hex digits: the peer client counts the requests to each
+//! peer on their own, from a block of 2^40 numbers of that peer's). The MAC is over the bytes
+//! `METHOD \n PATH \n t \n n` (`PATH` exactly as sent, still escaped, `t` in decimal, `n` as
+//! the 32 lower-case hex digits). A request is refused with `401`
 //! before any cache or data-source work when the header is missing or malformed, the
 //! timestamp is more than the validity window away from this node's clock, no accepted secret
 //! gives the same MAC (compared in constant time), or its sequence number was already used or
@@ -17,9 +18,10 @@
 //! A node keeps, for each sender, an anti-replay window as IPsec (RFC 4303, section 3.4.3)
 //! and DTLS do: the highest sequence number accepted and a bitmap of the 4,096 numbers up to
 //! it. A number above the highest moves the window up; one inside the window is accepted
-//! once; one below it is refused. The sequence counts every signature of the sender, to any
-//! peer, so a request is refused when it arrives after one its sender signed 4,096 signatures
-//! later: at 10,000 signed requests a second from one node, a delay of 0.4 s.
+//! once; one below it is refused. A sender numbers its requests to each peer on their own, so
+//! a request is refused when it arrives after one its sender signed for this node 4,096
+//! requests later: at 10,000 signed requests a second from one node to this one, a delay of
+//! 0.4 s.
 //!
 //! A sender gets a window only once its MAC checks, so no one without the secret can add one.
 //! A sender not heard from for twice the validity window (60 s) is forgotten when a new sender

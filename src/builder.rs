@@ -266,7 +266,10 @@ impl GroupcacheBuilder {
     }
 
     /// The largest value accepted from a peer, in bytes. Default [`DEFAULT_MAX_VALUE_BYTES`].
-    /// Above 0 ([`ConfigError::ZeroLimit`]).
+    /// Above 0 ([`ConfigError::ZeroLimit`]). It goes with each get
+    /// (`x-groupcache-max-value-bytes`), so an owner of this crate answers `413` instead of
+    /// sending a larger value; a Go owner sends it all the same, and the body is cut off at
+    /// the limit. Either way the key is loaded here.
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self

@@ -1,4 +1,4 @@
-//! The cache value, its shared state, and the get flow of DESIGN.md.
+//! The cache value, its shared state, and the get flow (docs/guide.md, "The request flow").
 
 use std::fmt;
 use std::future::Future;

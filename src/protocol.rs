@@ -2,7 +2,9 @@
 //! crate's compatible extensions.
 //!
 //! A peer request is `GET {peer}{base_path}{group}/{key}` with the group and key
-//! percent-encoded; the reply is a protobuf [`GetResponse`].
+//! percent-encoded; the reply is a protobuf [`GetResponse`]. What this crate adds (the
+//! `x-groupcache-extensions` header on every reply, removal by `DELETE`, the asker's value
+//! limit and the data source's failure told apart) is in docs/protocol.md.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -115,7 +117,8 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// Percent-encodes a group name or key for a peer URL, as PROTOCOL.md section 6 says.
+/// Percent-encodes a group name or key for a peer URL, as docs/protocol.md says ("A peer
+/// request"): every byte but `A-Z a-z 0-9 - _ . ~`, a space as `%20`, upper-case hex.
 ///
 /// ```
 /// use tower_groupcache::protocol::escape;
@@ -328,7 +331,8 @@ mod tests {
 
     #[test]
     fn reads_go_query_escape() {
-        // Go's url.QueryEscape output for the keys of PROTOCOL.md section 2.
+        // Go's url.QueryEscape output for `a b`, `a+b` and `a//b` (docs/interop.md, "Go's
+        // quirks, and how this crate handles them"), and an escape in lower-case hex.
         assert_eq!(unescape("a+b").unwrap(), "a b");
         assert_eq!(unescape("a%2Bb").unwrap(), "a+b");
         assert_eq!(unescape("a%2F%2Fb").unwrap(), "a//b");

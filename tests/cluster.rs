@@ -1,4 +1,5 @@
-//! The request flows of DESIGN.md over real HTTP between nodes on 127.0.0.1.
+//! The request flows of docs/guide.md ("The request flow") over real HTTP between nodes on
+//! 127.0.0.1.
 
 mod support;
 

@@ -362,7 +362,8 @@ async fn go_defects_are_handled() {
         checks.passed();
 
         // 4. A Go server does not check the method: POST and DELETE are served as GET (a
-        // DELETE removes nothing). Ours answers 405 to a POST.
+        // DELETE removes nothing, which is why our client never sends a Go node one). Ours
+        // answers 405 to a POST.
         let key = c.key_owned_by(At::Go(0), "methods.");
         for method in [Method::POST, Method::DELETE] {
             let reply = c
@@ -563,8 +564,9 @@ async fn our_extensions_do_not_disturb_go() {
     }
 
     // A Go node reading a reply with every field and header this crate may add: `minute_qps`
-    // (field 2), `expire` (field 3) and unknown response headers. Our server does not fill
-    // `minute_qps` yet, so a stand-in peer answers as one that does.
+    // (field 2), `expire` (field 3) and unknown response headers. Our server fills
+    // `minute_qps` with the rate it measured; the stand-in peer sends a fixed one (12.5) and
+    // reply headers of its own.
     stand_in_owner_with_extensions(&binary, &mut checks).await;
     checks.done();
 }

@@ -1,4 +1,4 @@
-//! Stats and metrics move as the request flows of DESIGN.md say.
+//! Stats and metrics move as the request flows of docs/guide.md ("The request flow") say.
 
 mod support;
 
