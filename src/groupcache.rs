@@ -621,7 +621,10 @@ impl Shared {
             }
             Err(_panic) => {
                 counters.add(Event::LocalLoadErr);
-                tracing::error!(source = %group.name, "data source panicked");
+                // A source that panics on every key would write a line per get.
+                if let Some(left_out) = self.noise.panicked.allow() {
+                    tracing::error!(source = %group.name, left_out, "data source panicked");
+                }
                 Err(Error::new(ErrorKind::LoadPanicked, &group.name))
             }
         }
@@ -1052,6 +1055,7 @@ pub(crate) struct Noise {
     fetch_failed: LogThrottle,
     not_served: LogThrottle,
     removal_unconfirmed: LogThrottle,
+    panicked: LogThrottle,
 }
 
 impl Noise {

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use tower_groupcache::protocol::{PathError, escape, parse_path, unescape};
 
-/// PROTOCOL.md section 6, written out byte by byte: `%XX` (either case of hex) is that byte,
+/// The escaping of docs/protocol.md ("A peer request"), written out byte by byte: `%XX` (either case of hex) is that byte,
 /// a literal `+` is a space, every other byte is itself; a `%` without two hex digits is
 /// `BadEscape` (wherever it is), and decoded bytes that are not UTF-8 are `NotUtf8`.
 fn reference_unescape(s: &str) -> Result<String, PathError> {
