@@ -270,25 +270,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What a peer request names: `{base_path}{group}/{key}`, `{base_path}{group}` alone, or
-/// the base path alone.
+/// the base path alone; with `key_in_query`, `{base_path}{group}?key={key}` (a removal: a Go
+/// node reads no key in it, and loads nothing).
 #[derive(Clone, Copy)]
 struct PeerPath<'a> {
     base_path: &'a str,
     group: Option<&'a str>,
     key: Option<&'a str>,
+    key_in_query: bool,
 }
 
 impl PeerPath<'_> {
     /// The escaped origin-form target. Built again for a retry rather than cloned: a clone
     /// of a `Uri` made from a `String` allocates to share its bytes.
     fn uri(&self) -> Result<Uri, PeerError> {
-        let escaped = 3 * (self.group.map_or(0, str::len) + self.key.map_or(0, str::len)) + 1;
+        let escaped = 3 * (self.group.map_or(0, str::len) + self.key.map_or(0, str::len)) + 5;
         let mut path = String::with_capacity(self.base_path.len() + escaped);
         path.push_str(self.base_path);
         if let Some(group) = self.group {
             push_escaped(&mut path, group);
             if let Some(key) = self.key {
-                path.push('/');
+                path.push_str(if self.key_in_query { "?key=" } else { "/" });
                 push_escaped(&mut path, key);
             }
         }
@@ -370,6 +372,7 @@ impl PeerClient {
             base_path,
             group: Some(group),
             key: Some(key),
+            key_in_query: false,
         };
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.get(peer, path, ring_fingerprint))
@@ -410,6 +413,7 @@ impl PeerClient {
             base_path,
             group: None,
             key: None,
+            key_in_query: false,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -433,9 +437,10 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
-    /// `DELETE {peer}{base_path}{group}/{key}` (drop one key), or `{group}` alone (drop the
-    /// whole source) when `key` is `None`. Only for a peer that [`speaks`](Self::speaks) the
-    /// extensions: any other would take it for a get.
+    /// `DELETE {peer}{base_path}{group}?key={key}` (drop one key), or `{group}` alone (drop
+    /// the whole source) when `key` is `None`. Only for a peer that [`speaks`](Self::speaks)
+    /// the extensions; should a Go node have taken its address since, it answers `400`: it
+    /// reads no key in either form, and loads nothing.
     pub(crate) async fn delete(
         &self,
         peer: &str,
@@ -448,6 +453,7 @@ impl PeerClient {
             base_path,
             group: Some(group),
             key,
+            key_in_query: true,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -489,9 +495,11 @@ impl PeerClient {
         headers.insert(HOST, info.host.clone());
         if let Some(auth) = &self.auth {
             let seq = info.seq.fetch_add(1, Relaxed);
+            // Over the path and the query (a removal names its key in the query).
+            let signed = path.path_and_query().map_or(path.path(), |pq| pq.as_str());
             headers.insert(
                 AUTH_HEADER.clone(),
-                auth.sign_seq(method.as_str(), path.path(), seq),
+                auth.sign_seq(method.as_str(), signed, seq),
             );
         }
         headers.insert(RING_HEADER.clone(), ring_fingerprint.clone());

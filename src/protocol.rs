@@ -145,6 +145,8 @@ pub enum PathError {
     BadEscape,
     /// The decoded bytes are not UTF-8.
     NotUtf8,
+    /// A removal's query is not `key={escaped key}`.
+    BadQuery,
 }
 
 impl fmt::Display for PathError {
@@ -153,6 +155,7 @@ impl fmt::Display for PathError {
             Self::MissingKey => "bad request: no key after the group name",
             Self::BadEscape => "bad request: invalid percent escape",
             Self::NotUtf8 => "bad request: group or key is not UTF-8",
+            Self::BadQuery => "bad request: the query of a removal is `key=` and the escaped key",
         })
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response, StatusCode, Uri};
 
 use crate::auth::AUTH_HEADER;
 use crate::cache::Entry;
@@ -35,16 +35,17 @@ impl From<Response<PeerBody>> for Reply {
     }
 }
 
-/// Answers one peer request. `path` is the whole request path, still escaped. A cache hit is
-/// answered here and now; only a miss makes a (boxed) future, which waits for the load.
-/// Every answer carries [`EXTENSIONS_HEADER`], so that a peer of this crate knows it may send
-/// this node the extensions.
+/// Answers one peer request to `uri` (its path under the base path, still escaped). A cache
+/// hit is answered here and now; only a miss makes a (boxed) future, which waits for the
+/// load. Every answer carries [`EXTENSIONS_HEADER`], so that a peer of this crate knows it may
+/// send this node the extensions.
 pub(crate) fn serve(
     shared: &Arc<Shared>,
     method: &Method,
-    path: &str,
+    uri: &Uri,
     headers: &HeaderMap,
 ) -> Reply {
+    let path = uri.path();
     if shared.drain.is_draining() {
         shared.refused(Refused::ShuttingDown);
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into();
@@ -52,7 +53,9 @@ pub(crate) fn serve(
     // Authentication comes before any other work, parsing included.
     match &shared.auth {
         Some(auth) => {
-            if let Err(refusal) = auth.verify(method.as_str(), path, headers.get(&AUTH_HEADER)) {
+            // The signature covers the query too: a removal names its key there.
+            let signed = uri.path_and_query().map_or(path, |pq| pq.as_str());
+            if let Err(refusal) = auth.verify(method.as_str(), signed, headers.get(&AUTH_HEADER)) {
                 shared.refused(Refused::Auth(refusal));
                 return text(StatusCode::UNAUTHORIZED, refusal.to_string()).into();
             }
@@ -94,16 +97,31 @@ pub(crate) fn serve(
     {
         return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
     }
-    // `DELETE {base}{group}` (no key at all) drops the whole source.
+    // `DELETE {base}{group}?key={key}` drops one key, and `DELETE {base}{group}` the whole
+    // source. A Go node answers both 400 and loads nothing: it reads no key in them.
     if *method == Method::DELETE && !rest.contains('/') {
         let Ok(group_name) = unescape(rest) else {
             return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string()).into();
         };
+        let key = match uri.query().map(removal_key) {
+            None => None,
+            Some(Ok(key)) => Some(key),
+            Some(Err(error)) => return text(StatusCode::BAD_REQUEST, error.to_string()).into(),
+        };
+        if key
+            .as_ref()
+            .is_some_and(|key| key.len() > shared.config.max_key_bytes)
+        {
+            return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
+        }
         let Ok(group) = shared.group(&group_name) else {
             return no_such_group(&group_name);
         };
         shared.check_ring(ring_fingerprint);
-        group.clear();
+        match key {
+            Some(key) => group.remove(&key),
+            None => group.clear(),
+        }
         return empty(StatusCode::OK).into();
     }
     let (group_name, key) = match parse_path(rest) {
@@ -119,6 +137,7 @@ pub(crate) fn serve(
 
     shared.check_ring(ring_fingerprint);
     if *method == Method::DELETE {
+        // The form of earlier versions of this crate, still served.
         group.remove(&key);
         return empty(StatusCode::OK).into();
     }
@@ -184,6 +203,14 @@ fn answer(
             }
             response
         }
+    }
+}
+
+/// The key of a removal's query, `key={escaped key}`, and nothing else.
+fn removal_key(query: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    match query.strip_prefix("key=") {
+        Some(key) if !key.contains(['&', '=']) => unescape(key),
+        _ => Err(PathError::BadQuery),
     }
 }
 

@@ -715,3 +715,96 @@ async fn a_removal_never_reaches_a_go_node_and_names_it() {
     }
     checks.done();
 }
+
+/// A TCP proxy on 127.0.0.1 whose target can be switched: the connections to the old target
+/// are closed at the switch, as when a node's address passes to another process.
+struct SwitchingProxy {
+    url: String,
+    target: tokio::sync::watch::Sender<std::net::SocketAddr>,
+}
+
+impl SwitchingProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::watch::channel(target);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut switched = rx.clone();
+                let target = *switched.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = switched.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { url, target: tx }
+    }
+
+    fn switch_to(&self, target: std::net::SocketAddr) {
+        self.target.send_replace(target);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_reaching_a_go_node_by_surprise_makes_it_load_nothing() {
+    let binary = go_or_skip!("a_removal_reaching_a_go_node_by_surprise_makes_it_load_nothing");
+    let mut checks = Checks::new("a_removal_reaching_a_go_node_by_surprise_makes_it_load_nothing");
+    let http = Http::default();
+    // Node B of this crate, reached by node A through a proxy at address P.
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_addr = b_listener.local_addr().unwrap();
+    let proxy = SwitchingProxy::start(b_addr).await;
+    let b = tower_groupcache::Groupcache::builder()
+        .open_peer_path()
+        .source(GROUP, gopeer::OurLoads::default().source("b"))
+        .build()
+        .unwrap();
+    let _b_server = support::serve(b_listener, support::app(&b)).await;
+    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a_url = format!("http://{}", a_listener.local_addr().unwrap());
+    let a = tower_groupcache::Groupcache::builder()
+        .open_peer_path()
+        .self_url(a_url.clone())
+        .peers([a_url.clone(), proxy.url.clone()])
+        .source(GROUP, gopeer::OurLoads::default().source("a"))
+        .build()
+        .unwrap();
+    let _a_server = support::serve(a_listener, support::app(&a)).await;
+    let ring = a.ring();
+    let key = |prefix: &str| {
+        (0..10_000)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| ring.owner(k) == Some(proxy.url.as_str()))
+            .expect("a key of the proxied peer")
+    };
+    // A learns that the peer at P speaks the extensions.
+    let first = key("learnt.");
+    assert_bytes(
+        &a.handle().get(GROUP, &first).await.unwrap(),
+        &value(&first),
+        "via B",
+    );
+
+    // A Go node takes address P; A has not heard from it yet.
+    let mut go = GoNode::start_on_free_port(&binary, &["SELF".into()], &http).await;
+    let go_addr: std::net::SocketAddr = go.url.trim_start_matches("http://").parse().unwrap();
+    proxy.switch_to(go_addr);
+    let removed = key("removed.");
+    let removal = a.handle().remove(GROUP, &removed).await.unwrap();
+    assert_eq!(removal.unsupported, [proxy.url.as_str()], "{removal:?}");
+    assert_eq!(
+        go.loads(&removed).await,
+        0,
+        "the Go node loaded the removed key"
+    );
+    assert_eq!(go.stats().await.getter_loads, 0);
+    checks.passed();
+    go.stop().await;
+    checks.done();
+}

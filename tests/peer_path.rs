@@ -184,6 +184,38 @@ async fn delete_drops_the_key_on_that_node() {
 }
 
 #[tokio::test]
+async fn delete_with_the_key_in_the_query_drops_that_key_alone() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b).await;
+    let a = &nodes[0];
+    for key in ["a b/c", "other"] {
+        a.handle().get("users", key).await.unwrap();
+    }
+    let (status, headers, _) = request(
+        "DELETE",
+        &format!("{}/_groupcache/users?key={}", a.url, escape("a b/c")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-groupcache-extensions"], "1");
+    for key in ["a b/c", "other"] {
+        a.handle().get("users", key).await.unwrap();
+    }
+    assert_eq!(loads.count("a b/c"), 2, "dropped, so loaded again");
+    assert_eq!(loads.count("other"), 1, "left alone");
+    for query in ["k=x", "key=a&key=b", "key=%zz", "key=a=b"] {
+        let uri = format!("{}/_groupcache/users?{query}", a.url);
+        let (status, _, body) = request("DELETE", &uri).await;
+        assert_eq!(status, 400, "{query}: {body:?}");
+    }
+    let long = "x".repeat(9 << 10);
+    let (status, _, _) =
+        request("DELETE", &format!("{}/_groupcache/users?key={long}", a.url)).await;
+    assert_eq!(status, 414);
+    assert_eq!(loads.count("other"), 1, "nothing else was dropped");
+}
+
+#[tokio::test]
 async fn peer_requests_are_never_forwarded() {
     let loads = Loads::default();
     let nodes = cluster(2, &loads, |b| b).await;

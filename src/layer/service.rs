@@ -56,7 +56,7 @@ where
             let reply = server::serve(
                 &self.shared,
                 request.method(),
-                request.uri().path(),
+                request.uri(),
                 request.headers(),
             );
             return ResponseFuture::peer(reply);
