@@ -89,6 +89,27 @@ fn short_key_owned_by(cache: &tower_groupcache::Groupcache, owner: &str) -> Stri
         .expect("some one-byte key lands on every peer")
 }
 
+/// Gets each key of `source` on `cache` in turn: each ends, with the source's value for it
+/// (`users` answers `value-of:<key>`, `forever` the key itself).
+async fn gets_end_with_their_values<'a>(
+    cache: &tower_groupcache::Groupcache,
+    source: &str,
+    keys: impl IntoIterator<Item = &'a String>,
+) {
+    for key in keys {
+        let value = tokio::time::timeout(DEADLINE, cache.handle().get(source, key))
+            .await
+            .expect("the get ends")
+            .unwrap();
+        let expected = if source == "users" {
+            value_of(key)
+        } else {
+            key.clone().into()
+        };
+        assert_eq!(value, expected, "{source} {key}");
+    }
+}
+
 #[tokio::test]
 async fn extreme_settings_do_not_panic() {
     // The largest values: a local get, a get through the second node, a get whose owner is
@@ -104,18 +125,12 @@ async fn extreme_settings_do_not_panic() {
         let local = key_owned_by(&a.cache, &a.url, "local:");
         let remote = key_owned_by(&a.cache, &b.url, "remote:");
         let orphan = key_owned_by(&a.cache, &dead, "orphan:");
-        for key in [&local, &remote, &orphan, &local, &remote, &orphan] {
-            let value = tokio::time::timeout(DEADLINE, a.handle().get(source, key))
-                .await
-                .expect("the get ends")
-                .unwrap();
-            let expected = if source == "users" {
-                value_of(key)
-            } else {
-                key.clone().into()
-            };
-            assert_eq!(value, expected, "{source} {key}");
-        }
+        gets_end_with_their_values(
+            &a.cache,
+            source,
+            [&local, &remote, &orphan, &local, &remote, &orphan],
+        )
+        .await;
     }
     assert_eq!(a.stats("users").peer_loads, 1, "one fetch from B, then hot");
     assert_eq!(a.cache.stats().cluster.skipped_peers, [dead.as_str()]);
@@ -129,18 +144,7 @@ async fn extreme_settings_do_not_panic() {
     for source in ["users", "forever"] {
         let local = short_key_owned_by(&a.cache, &a.url);
         let remote = short_key_owned_by(&a.cache, &b.url);
-        for key in [&local, &remote, &local, &remote] {
-            let value = tokio::time::timeout(DEADLINE, a.handle().get(source, key))
-                .await
-                .expect("the get ends")
-                .unwrap();
-            let expected = if source == "users" {
-                value_of(key)
-            } else {
-                key.clone().into()
-            };
-            assert_eq!(value, expected, "{source} {key}");
-        }
+        gets_end_with_their_values(&a.cache, source, [&local, &remote, &local, &remote]).await;
         let err = a.handle().get(source, "kk").await.unwrap_err();
         assert!(err.to_string().contains("too long"), "{err}");
     }

@@ -344,20 +344,23 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(node.stats().source("users").unwrap().stats.peer_loads, 1);
 }
 
-#[tokio::test]
-async fn concurrent_fetches_open_no_more_connections_than_the_cap() {
-    let mut peer = HoldingPeer::start().await;
-    let node = capped_node(&peer.url, 4, Duration::from_secs(60));
-    let gets: Vec<_> = keys_owned_by(&node, &peer.url, 64)
-        .into_iter()
+/// A get of each key on `node`, each in a task of its own.
+fn spawn_gets(
+    node: &Groupcache,
+    keys: Vec<String>,
+) -> Vec<tokio::task::JoinHandle<Result<bytes::Bytes, tower_groupcache::Error>>> {
+    keys.into_iter()
         .map(|key| {
             let handle = node.handle();
             tokio::spawn(async move { handle.get("users", &key).await })
         })
-        .collect();
-    // The owner holds as many requests as the cap lets through; the other fetches wait.
-    peer.wait_received(4).await;
-    peer.open();
+        .collect()
+}
+
+/// Waits for every get, each of which must give the stand-in's value.
+async fn expect_hello(
+    gets: Vec<tokio::task::JoinHandle<Result<bytes::Bytes, tower_groupcache::Error>>>,
+) {
     for get in gets {
         let got = tokio::time::timeout(Duration::from_secs(60), get)
             .await
@@ -366,6 +369,17 @@ async fn concurrent_fetches_open_no_more_connections_than_the_cap() {
             .unwrap();
         assert_eq!(&got[..], b"hello");
     }
+}
+
+#[tokio::test]
+async fn concurrent_fetches_open_no_more_connections_than_the_cap() {
+    let mut peer = HoldingPeer::start().await;
+    let node = capped_node(&peer.url, 4, Duration::from_secs(60));
+    let gets = spawn_gets(&node, keys_owned_by(&node, &peer.url, 64));
+    // The owner holds as many requests as the cap lets through; the other fetches wait.
+    peer.wait_received(4).await;
+    peer.open();
+    expect_hello(gets).await;
     let stats = node.stats();
     let users = stats.source("users").unwrap();
     assert_eq!((users.stats.peer_loads, users.stats.peer_errors), (64, 0));
@@ -374,21 +388,7 @@ async fn concurrent_fetches_open_no_more_connections_than_the_cap() {
 
     // Again with the owner answering at once, so that fetches end while others wait: each
     // waiting fetch reuses a returned connection rather than opening one.
-    let gets: Vec<_> = keys_owned_by(&node, &peer.url, 256)
-        .into_iter()
-        .map(|key| {
-            let handle = node.handle();
-            tokio::spawn(async move { handle.get("users", &key).await })
-        })
-        .collect();
-    for get in gets {
-        let got = tokio::time::timeout(Duration::from_secs(60), get)
-            .await
-            .expect("every get completes")
-            .unwrap()
-            .unwrap();
-        assert_eq!(&got[..], b"hello");
-    }
+    expect_hello(spawn_gets(&node, keys_owned_by(&node, &peer.url, 256))).await;
     let accepted = peer.accepted.load(SeqCst);
     assert!(accepted <= 4, "{accepted} connections accepted");
 }
