@@ -68,7 +68,9 @@ pub enum ErrorKind {
     Load,
     /// The data source panicked while loading.
     LoadPanicked,
-    /// The load was abandoned before it finished (its runtime shut down).
+    /// The load was abandoned before it finished. A load is driven by whichever of its
+    /// callers is polled, and finished by a task of its own once they are all gone, so this
+    /// version of the crate does not return it; it stays for code that matches on it.
     LoadAbandoned,
     /// A get was called outside a tokio runtime.
     NoRuntime,

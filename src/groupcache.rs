@@ -450,7 +450,7 @@ impl Shared {
             return;
         };
         let key: Arc<str> = key.into();
-        // The load runs as a task of its own; nobody needs to wait for it here.
+        // Its waiter, dropped at once, hands the load to a task of its own.
         drop(self.start_flight(&runtime, group, key, origin));
     }
 
@@ -468,7 +468,6 @@ impl Shared {
         let result = match flight.await {
             Outcome::Done(result) => result,
             Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &group.name)),
-            Outcome::Abandoned => Err(Error::new(ErrorKind::LoadAbandoned, &group.name)),
         };
         match (result, stale) {
             (Err(error), Some(stale))

@@ -1,11 +1,14 @@
 //! One load per key at a time.
 //!
-//! The first caller for a key starts the load as a task of its own; every caller, the first
-//! included, waits for its result on a `watch` channel. So no waiter depends on another one
-//! being polled: a caller that is dropped, or kept but never polled again, holds up nobody,
-//! and the load finishes for the others. A panic in the load is caught and becomes an outcome
-//! for every waiter; the key's slot is freed when the load ends however it ends, so nothing is
-//! poisoned and the next call loads again.
+//! The first caller for a key starts the load and drives it in its own task, with no
+//! hand-off; every later caller joins it. The load is shared, as `futures::future::Shared`
+//! shares a future: each waiter that is polled may drive it, and each is woken when it makes
+//! progress, so no waiter depends on another one being polled. A caller that is dropped, or
+//! kept but never polled again, holds up nobody. When the last waiter is dropped before the
+//! load ends, the rest of the load is spawned as a task of its own, so that it finishes (and
+//! fills the cache) for the callers to come. A panic in the load is caught and becomes an
+//! outcome for every waiter; the key's slot is freed when the load ends however it ends, so
+//! nothing is poisoned and the next call loads again.
 //!
 //! A load can be revoked while it runs (its key was removed): it leaves the map at once, so
 //! the next call starts a new load instead of joining it, and its [`Ticket`] says that its
@@ -14,12 +17,14 @@
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use futures_util::FutureExt as _;
+use futures_util::future::Shared;
 use rustc_hash::FxHashMap;
-use tokio::sync::watch;
 
 /// How a flight ended, as every waiter sees it.
 #[derive(Debug, Clone)]
@@ -28,8 +33,6 @@ pub(crate) enum Outcome<T> {
     Done(T),
     /// The load panicked.
     Panicked,
-    /// The load task was dropped before it finished (its runtime shut down).
-    Abandoned,
 }
 
 /// A load's standing: current until its key is removed (or its source cleared) while it
@@ -53,10 +56,20 @@ impl Ticket {
     }
 }
 
-/// A load in flight: where its outcome will appear, and its ticket.
+type LoadTask<T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send>>;
+
+/// A load in flight: the load itself, which every waiter shares, its ticket, and its
+/// waiters.
 struct Flight<T> {
-    outcome: watch::Receiver<Option<Outcome<T>>>,
+    load: Shared<LoadTask<T>>,
     ticket: Arc<Ticket>,
+    waiters: Arc<Waiters>,
+}
+
+/// The waiters of one load, and where to finish it when none is left.
+struct Waiters {
+    count: AtomicUsize,
+    runtime: tokio::runtime::Handle,
 }
 
 type Flights<K, T> = Arc<Mutex<FxHashMap<K, Flight<T>>>>;
@@ -74,8 +87,8 @@ impl<K, T> Default for Singleflight<K, T> {
     }
 }
 
-/// Frees the key's slot when the load task ends, even if it is dropped half-way, unless the
-/// slot already belongs to a newer load (this one was revoked).
+/// Frees the key's slot when the load ends, even if it is dropped half-way, unless the slot
+/// already belongs to a newer load (this one was revoked).
 struct SlotRelease<K: Hash + Eq, T> {
     flights: Flights<K, T>,
     key: Option<K>,
@@ -85,13 +98,15 @@ struct SlotRelease<K: Hash + Eq, T> {
 impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };
-        let mut flights = lock(&self.flights);
-        if flights
-            .get(&key)
-            .is_some_and(|flight| Arc::ptr_eq(&flight.ticket, &self.ticket))
-        {
-            flights.remove(&key);
-        }
+        let released = {
+            let mut flights = lock(&self.flights);
+            match flights.get(&key) {
+                Some(flight) if Arc::ptr_eq(&flight.ticket, &self.ticket) => flights.remove(&key),
+                _ => None,
+            }
+        };
+        // Dropped outside the lock: it may hold the last handle on a load.
+        drop(released);
     }
 }
 
@@ -100,80 +115,121 @@ fn lock<M>(m: &Mutex<M>) -> std::sync::MutexGuard<'_, M> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// One caller's wait for a load, which it drives whenever it is polled.
+pub(crate) struct Waiter<T: Clone + Send + Sync + 'static> {
+    load: Option<Shared<LoadTask<T>>>,
+    waiters: Arc<Waiters>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Future for Waiter<T> {
+    type Output = Outcome<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        match self.load.as_mut() {
+            Some(load) => load.poll_unpin(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Drop for Waiter<T> {
+    fn drop(&mut self) {
+        let Some(load) = self.load.take() else { return };
+        // The last waiter gone before the load ended: finish it in a task of its own. A
+        // waiter that joins meanwhile drives it too, which `Shared` allows.
+        if self.waiters.count.fetch_sub(1, AcqRel) == 1 && load.peek().is_none() {
+            self.waiters.runtime.spawn(async move {
+                let _ = load.await;
+            });
+        }
+    }
+}
+
 impl<K, T> Singleflight<K, T>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Clone + Send + Sync + 'static,
 {
-    /// Joins the load of `key` in flight, or starts `load(ticket)` as a task on `runtime` if
-    /// there is none. The future waits for the outcome; dropping it cancels nothing.
+    /// Joins the load of `key` in flight, or starts `load(ticket)` if there is none. The
+    /// returned waiter drives the load when polled; dropping it cancels nothing (see the
+    /// module docs).
     pub(crate) fn run<F>(
         &self,
         runtime: &tokio::runtime::Handle,
         key: K,
         load: impl FnOnce(Arc<Ticket>) -> F,
-    ) -> impl Future<Output = Outcome<T>> + Send + 'static
+    ) -> Waiter<T>
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let (outcome, task) = {
-            let mut flights = lock(&self.flights);
-            match flights.get(&key) {
-                Some(flight) => (flight.outcome.clone(), None),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    let ticket = Arc::new(Ticket::new());
-                    flights.insert(
-                        key.clone(),
-                        Flight {
-                            outcome: rx.clone(),
-                            ticket: ticket.clone(),
-                        },
-                    );
-                    let release = SlotRelease {
-                        flights: self.flights.clone(),
-                        key: Some(key),
-                        ticket: ticket.clone(),
-                    };
-                    let fut = load(ticket);
-                    let task = async move {
-                        let result = AssertUnwindSafe(fut).catch_unwind().await;
-                        // Free the slot before publishing: a caller that arrives now finds the
-                        // cache already filled by the load, or starts a fresh load.
-                        drop(release);
-                        tx.send_replace(Some(match result {
-                            Ok(value) => Outcome::Done(value),
-                            Err(_) => Outcome::Panicked,
-                        }));
-                    };
-                    (rx, Some(task))
-                }
-            }
-        };
-        // Spawned outside the lock; the task owns the sender, so if the runtime drops it
-        // before it ends, the waiters see `Abandoned`.
-        if let Some(task) = task {
-            runtime.spawn(task);
+        let mut flights = lock(&self.flights);
+        if let Some(flight) = flights.get(&key) {
+            flight.waiters.count.fetch_add(1, AcqRel);
+            return Waiter {
+                load: Some(flight.load.clone()),
+                waiters: flight.waiters.clone(),
+            };
         }
-        wait(outcome)
+        let ticket = Arc::new(Ticket::new());
+        let release = SlotRelease {
+            flights: self.flights.clone(),
+            key: Some(key.clone()),
+            ticket: ticket.clone(),
+        };
+        let fut = load(ticket.clone());
+        let task: LoadTask<T> = Box::pin(async move {
+            let result = AssertUnwindSafe(fut).catch_unwind().await;
+            // Free the slot before the waiters see the outcome: a caller that arrives now
+            // finds the cache already filled by the load, or starts a fresh load.
+            drop(release);
+            match result {
+                Ok(value) => Outcome::Done(value),
+                Err(_) => Outcome::Panicked,
+            }
+        });
+        let load = task.shared();
+        let waiters = Arc::new(Waiters {
+            count: AtomicUsize::new(1),
+            runtime: runtime.clone(),
+        });
+        flights.insert(
+            key,
+            Flight {
+                load: load.clone(),
+                ticket,
+                waiters: waiters.clone(),
+            },
+        );
+        Waiter {
+            load: Some(load),
+            waiters,
+        }
     }
 
     /// Revokes the loads of `keys` in flight: they leave the map, so the next call for one of
     /// them starts a new load, and their tickets say their results are not to be kept.
     pub(crate) fn revoke(&self, keys: impl IntoIterator<Item = K>) {
-        let mut flights = lock(&self.flights);
-        for key in keys {
-            if let Some(flight) = flights.remove(&key) {
-                flight.ticket.revoke();
+        let mut revoked = Vec::new();
+        {
+            let mut flights = lock(&self.flights);
+            for key in keys {
+                if let Some(flight) = flights.remove(&key) {
+                    flight.ticket.revoke();
+                    revoked.push(flight);
+                }
             }
         }
+        // Dropped outside the lock: one may hold the last handle on its load.
+        drop(revoked);
     }
 
     /// Revokes every load in flight.
     pub(crate) fn revoke_all(&self) {
-        for (_, flight) in lock(&self.flights).drain() {
+        let revoked: Vec<Flight<T>> = lock(&self.flights).drain().map(|(_, f)| f).collect();
+        for flight in &revoked {
             flight.ticket.revoke();
         }
+        drop(revoked);
     }
 
     #[cfg(test)]
@@ -182,19 +238,10 @@ where
     }
 }
 
-/// The outcome of a flight, once it is published.
-async fn wait<T: Clone>(mut outcome: watch::Receiver<Option<Outcome<T>>>) -> Outcome<T> {
-    match outcome.wait_for(Option::is_some).await {
-        Ok(published) => published.clone().unwrap_or(Outcome::Abandoned),
-        Err(_) => Outcome::Abandoned,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
     use tokio::sync::Notify;
 
     type Flights = Singleflight<&'static str, u32>;
@@ -246,14 +293,20 @@ mod tests {
     async fn a_caller_never_polled_again_holds_up_nobody() {
         let flights = Flights::default();
         let rt = tokio::runtime::Handle::current();
-        let mut first = Box::pin(flights.run(&rt, "k", |_| async { 5 }));
-        // Polled once, then kept but never polled again.
+        let gate = Arc::new(Notify::new());
+        let g = gate.clone();
+        let mut first = Box::pin(flights.run(&rt, "k", move |_| async move {
+            g.notified().await;
+            5
+        }));
+        // Polled once (it starts the load), then kept but never polled again.
         let pending =
             std::future::poll_fn(|cx| std::task::Poll::Ready(first.as_mut().poll(cx).is_pending()))
                 .await;
         assert!(pending);
-        let second = flights.run(&rt, "k", |_| async { 6 });
-        assert!(matches!(second.await, Outcome::Done(5)));
+        let second = tokio::spawn(flights.run(&rt, "k", |_| async { 6 }));
+        gate.notify_one();
+        assert!(matches!(second.await.unwrap(), Outcome::Done(5)));
         assert!(matches!(first.await, Outcome::Done(5)));
     }
 
@@ -277,25 +330,47 @@ mod tests {
         assert!(matches!(again.await, Outcome::Done(3)));
     }
 
-    #[test]
-    fn a_load_dropped_with_its_runtime_is_abandoned() {
+    #[tokio::test]
+    async fn the_last_waiter_dropped_hands_the_load_to_a_task() {
         let flights = Flights::default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let first = flights.run(rt.handle(), "k", |_| async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            1
+        let rt = tokio::runtime::Handle::current();
+        let gate = Arc::new(Notify::new());
+        let done = Arc::new(AtomicUsize::new(0));
+        let (g, d) = (gate.clone(), done.clone());
+        let mut only = Box::pin(flights.run(&rt, "k", move |_| async move {
+            g.notified().await;
+            d.fetch_add(1, Ordering::SeqCst);
+            4
+        }));
+        // Started, then dropped by its only caller.
+        let pending =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(only.as_mut().poll(cx).is_pending()))
+                .await;
+        assert!(pending);
+        drop(only);
+        gate.notify_one();
+        while flights.in_flight() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 1, "the load ran to its end");
+    }
+
+    #[tokio::test]
+    async fn the_first_caller_runs_the_load_on_its_own_task() {
+        let flights = Arc::new(Singleflight::<&'static str, Option<tokio::task::Id>>::default());
+        let rt = tokio::runtime::Handle::current();
+        let caller = tokio::spawn(async move {
+            let caller = tokio::task::id();
+            let outcome = flights
+                .run(&rt, "k", |_| async { tokio::task::try_id() })
+                .await;
+            (caller, outcome)
         });
-        let second = flights.run(rt.handle(), "k", |_| async { 2 });
-        drop(rt);
-        assert_eq!(flights.in_flight(), 0, "the slot is freed");
-        let other = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        assert!(matches!(other.block_on(first), Outcome::Abandoned));
-        assert!(matches!(other.block_on(second), Outcome::Abandoned));
+        let (caller, outcome) = caller.await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::Done(Some(id)) if id == caller),
+            "no hand-off to another task"
+        );
     }
 
     #[tokio::test]
@@ -312,13 +387,18 @@ mod tests {
                 value
             }
         };
-        let old = flights.run(&rt, "k", start(1));
-        let other = flights.run(&rt, "other", start(9));
-        tokio::task::yield_now().await;
+        // Each in a task of its own, so that each load starts at once.
+        let old = tokio::spawn(flights.run(&rt, "k", start(1)));
+        let other = tokio::spawn(flights.run(&rt, "other", start(9)));
+        while lock(&tickets).len() < 2 {
+            tokio::task::yield_now().await;
+        }
         flights.revoke(["k"]);
         assert_eq!(flights.in_flight(), 1, "only k left the map");
-        let new = flights.run(&rt, "k", start(2));
-        tokio::task::yield_now().await;
+        let new = tokio::spawn(flights.run(&rt, "k", start(2)));
+        while lock(&tickets).len() < 3 {
+            tokio::task::yield_now().await;
+        }
         {
             let tickets = lock(&tickets);
             assert_eq!(tickets.len(), 3);
@@ -326,9 +406,9 @@ mod tests {
             assert!(tickets[1].is_current() && tickets[2].is_current());
         }
         gate.notify_waiters();
-        assert!(matches!(old.await, Outcome::Done(1)));
-        assert!(matches!(new.await, Outcome::Done(2)));
-        assert!(matches!(other.await, Outcome::Done(9)));
+        assert!(matches!(old.await.unwrap(), Outcome::Done(1)));
+        assert!(matches!(new.await.unwrap(), Outcome::Done(2)));
+        assert!(matches!(other.await.unwrap(), Outcome::Done(9)));
         assert_eq!(flights.in_flight(), 0);
     }
 

@@ -106,8 +106,9 @@ loaded_from!(Bytes, Vec<u8>, String, &'static str, &'static [u8]);
 /// closure `Fn(String) -> impl Future<Output = Result<T, E>>` where `T: Into<Loaded>`, which
 /// implements this trait for you.
 ///
-/// The load runs detached from the caller that started it: if that caller gives up, the load
-/// still finishes for everyone else waiting on the same key. A panic in `load` is caught and
+/// The load is shared by every caller waiting for the key, and any of them drives it: if the
+/// caller that started it gives up, the load still finishes for the others (and in a task of
+/// its own when none is left). A panic in `load` is caught and
 /// reported to every waiter as [`ErrorKind::LoadPanicked`](crate::ErrorKind::LoadPanicked).
 ///
 /// ```
