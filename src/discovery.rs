@@ -22,11 +22,9 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::groupcache::Shared;
+use crate::error::ConfigError;
 
 /// Resolves a DNS name to addresses. [`SystemResolver`] is the default; tests and other
 /// discovery back ends provide their own.
@@ -110,10 +108,13 @@ impl<R: Resolve> DnsDiscovery<R> {
         urls
     }
 
-    /// The watch loop; it ends when the cache is dropped.
+    /// The watch loop: hands each new peer list to `on_peers` (`None` once the cache is gone,
+    /// which ends the loop) and each failure to `on_failure`. It ends when `closed` changes
+    /// or its sender is dropped, with the cache.
     pub(crate) async fn run(
         self,
-        shared: Weak<Shared>,
+        on_peers: impl Fn(Vec<String>) -> Option<Result<(), ConfigError>> + Send + 'static,
+        on_failure: impl Fn(&str, &dyn fmt::Display) + Send + 'static,
         mut closed: tokio::sync::watch::Receiver<()>,
     ) {
         let mut interval = tokio::time::interval(self.interval);
@@ -124,61 +125,38 @@ impl<R: Resolve> DnsDiscovery<R> {
                 _ = interval.tick() => {}
                 _ = closed.changed() => return,
             }
-            let answer = self.resolver.resolve(&self.name).await;
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let urls = match answer {
+            let urls = match self.resolver.resolve(&self.name).await {
                 Ok(addrs) if !addrs.is_empty() => self.peer_urls(&addrs),
                 Ok(_) => {
-                    discovery_failed(&shared, &self.name, &"no addresses");
+                    on_failure(&self.name, &"no addresses");
                     continue;
                 }
                 Err(error) => {
-                    discovery_failed(&shared, &self.name, &error);
+                    on_failure(&self.name, &error);
                     continue;
                 }
             };
             if current.as_ref() == Some(&urls) {
                 continue;
             }
-            match shared.set_peers(urls.clone()) {
-                Ok(()) => {
+            match on_peers(urls.clone()) {
+                None => return,
+                Some(Ok(())) => {
                     tracing::info!(name = %self.name, peers = ?urls, "peers discovered");
                     current = Some(urls);
                 }
-                Err(error) => discovery_failed(&shared, &self.name, &error),
+                Some(Err(error)) => on_failure(&self.name, &error),
             }
         }
     }
-}
-
-fn discovery_failed(shared: &Shared, name: &str, error: &dyn fmt::Display) {
-    shared.discovery_errors.fetch_add(1, Relaxed);
-    tracing::warn!(%name, %error, "peer discovery failed; keeping the last peer list");
-}
-
-/// Starts the watch on the current tokio runtime.
-pub(crate) fn spawn<R: Resolve>(
-    discovery: DnsDiscovery<R>,
-    shared: &Arc<Shared>,
-) -> Result<(), crate::ConfigError> {
-    if shared.auth.is_none() && !shared.open_peer_path {
-        return Err(crate::ConfigError::PeerAuthRequired);
-    }
-    let runtime =
-        tokio::runtime::Handle::try_current().map_err(|_| crate::ConfigError::NoRuntime)?;
-    let closed = shared.closed.subscribe();
-    runtime.spawn(discovery.run(Arc::downgrade(shared), closed));
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Groupcache;
-    use std::sync::Mutex;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
 
     /// Answers what the test says, and counts the questions.
     #[derive(Clone, Default)]
@@ -301,6 +279,6 @@ mod tests {
     fn needs_a_runtime() {
         let cache = Groupcache::builder().open_peer_path().build().unwrap();
         let err = cache.discover(DnsDiscovery::new("n", 80)).unwrap_err();
-        assert_eq!(err, crate::ConfigError::NoRuntime);
+        assert_eq!(err, ConfigError::NoRuntime);
     }
 }

@@ -10,7 +10,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::error::Error;
-use crate::groupcache::Shared;
+use crate::node::{Node, Removal};
 use crate::stats::Stats;
 
 /// Reads values through the cache.
@@ -39,12 +39,12 @@ use crate::stats::Stats;
 /// ```
 #[derive(Clone)]
 pub struct CacheHandle {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
 }
 
 impl CacheHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        Self { node }
     }
 
     /// The value of `key` in the data source `source`: from this node's caches, from the
@@ -69,9 +69,9 @@ impl CacheHandle {
     // more (docs/performance.md).
     #[inline]
     pub async fn get(&self, source: &str, key: &str) -> Result<Bytes, Error> {
-        match self.shared.fresh_hit(source, key) {
+        match self.node.fresh_hit(source, key) {
             Some(value) => Ok(value),
-            None => self.shared.get_value(source, key).await,
+            None => self.node.get_value(source, key).await,
         }
     }
 
@@ -82,28 +82,28 @@ impl CacheHandle {
     /// [`hot_max_staleness`](crate::GroupcacheBuilder::hot_max_staleness)), and golang/groupcache
     /// nodes, which have no removal and are sent nothing.
     pub async fn remove(&self, source: &str, key: &str) -> Result<Removal, Error> {
-        let group = self.shared.group(source)?.clone();
-        Ok(self.shared.remove(&group, key).await)
+        let source = self.node.source(source)?.clone();
+        Ok(self.node.remove(&source, key).await)
     }
 
     /// Drops every key of `source` on every node. Returns the peers that could not: as for
     /// [`remove`](Self::remove).
     pub async fn clear(&self, source: &str) -> Result<Removal, Error> {
-        let group = self.shared.group(source)?.clone();
-        Ok(self.shared.clear(&group).await)
+        let source = self.node.source(source)?.clone();
+        Ok(self.node.clear(&source).await)
     }
 
     /// A snapshot of the cache's counters and cluster, as
     /// [`Groupcache::stats`](crate::Groupcache::stats).
     pub fn stats(&self) -> Stats {
-        self.shared.stats()
+        self.node.stats()
     }
 }
 
 impl fmt::Debug for CacheHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheHandle")
-            .field("self_url", &self.shared.self_url)
+            .field("self_url", &self.node.self_url())
             .finish_non_exhaustive()
     }
 }
@@ -128,27 +128,6 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CacheHandle {
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<CacheHandle>().cloned())
-    }
-}
-
-/// What [`CacheHandle::remove`] and [`CacheHandle::clear`] could do: the peers that may still
-/// hold the old value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Removal {
-    /// Peers that did not confirm the removal: down, timed out, refusing this node's
-    /// credentials, or draining.
-    pub unreachable: Vec<String>,
-    /// Peers that have no removal: golang/groupcache nodes. Nothing is sent to them (a Go
-    /// node would answer a removal as a get, and load the key); their copies expire by
-    /// themselves (Go keeps hot copies until they are evicted).
-    pub unsupported: Vec<String>,
-}
-
-impl Removal {
-    /// Whether every peer confirmed.
-    pub fn is_complete(&self) -> bool {
-        self.unreachable.is_empty() && self.unsupported.is_empty()
     }
 }
 

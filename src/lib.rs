@@ -53,52 +53,47 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod auth;
 mod builder;
-mod cache;
-mod client;
 mod clock;
+mod config;
 mod discovery;
 mod error;
-mod group;
 mod groupcache;
 mod handle;
-mod health;
-pub mod layer;
 pub mod metrics;
-mod popularity;
+pub mod middleware;
+mod node;
+mod peer;
 pub mod protocol;
 mod ring;
-mod server;
-mod singleflight;
 mod source;
 mod stats;
-mod throttle;
-#[cfg(feature = "tls")]
-mod tls;
+mod sync;
 #[cfg(feature = "serde")]
 pub mod typed;
 
-pub use auth::PeerSecret;
 pub use builder::{
     DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOT_CACHE_FRACTION,
     DEFAULT_HOT_MAX_STALENESS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_KEY_BYTES,
     DEFAULT_MAX_VALUE_BYTES, DEFAULT_PEER_IDLE_TIMEOUT, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS,
-    DEFAULT_SHUTDOWN_TIMEOUT, GroupcacheBuilder, MIN_PEER_SECRET_BYTES,
+    DEFAULT_SHUTDOWN_TIMEOUT, GroupcacheBuilder,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::MIN_PEER_SECRET_BYTES;
 pub use discovery::{DnsDiscovery, Resolve, SystemResolver};
 pub use error::{BoxError, ConfigError, Error, ErrorKind};
-pub use group::{HotKeys, SourceOptions};
-pub use groupcache::{Groupcache, Shutdown};
-pub use handle::{CacheHandle, MissingCacheHandle, Removal};
-pub use health::PeerHealthConfig;
-pub use layer::{GroupcacheLayer, GroupcacheService};
+pub use groupcache::Groupcache;
+pub use handle::{CacheHandle, MissingCacheHandle};
+pub use middleware::{GroupcacheLayer, GroupcacheService};
+pub use node::{HotKeys, Removal, Shutdown, SourceOptions};
+pub use peer::auth;
+pub use peer::auth::PeerSecret;
+pub use peer::health::PeerHealthConfig;
+#[cfg(feature = "tls")]
+pub use peer::tls::PeerTls;
 pub use ring::{MAX_REPLICAS, MAX_RING_POINTS, Ring};
 pub use source::{Loaded, Source};
 pub use stats::{CacheStats, ClusterStats, RefusalStats, SourceSnapshot, SourceStats, Stats};
-#[cfg(feature = "tls")]
-pub use tls::PeerTls;
 
 /// The README's code, compiled as doc tests.
 #[cfg(doctest)]

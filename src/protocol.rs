@@ -11,6 +11,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
+use http_body::SizeHint;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode};
 use prost::Message as _;
 
@@ -222,6 +223,52 @@ pub fn unescape(component: &str) -> Result<Cow<'_, str>, PathError> {
 pub fn parse_path(rest: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), PathError> {
     let (group, key) = rest.split_once('/').ok_or(PathError::MissingKey)?;
     Ok((unescape(group)?, unescape(key)?))
+}
+
+/// The body of a peer reply: up to two pieces of bytes sent as they are, so a cached value
+/// goes from the cache to the socket without a copy.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyBody {
+    pieces: [Bytes; 2],
+    next: usize,
+}
+
+impl ReplyBody {
+    pub(crate) fn new(pieces: [Bytes; 2]) -> Self {
+        Self { pieces, next: 0 }
+    }
+
+    pub(crate) fn next_piece(&mut self) -> Option<Bytes> {
+        while self.next < self.pieces.len() {
+            let piece = std::mem::take(&mut self.pieces[self.next]);
+            self.next += 1;
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+        None
+    }
+
+    fn remaining(&self) -> u64 {
+        self.pieces[self.next..]
+            .iter()
+            .map(|p| p.len() as u64)
+            .sum()
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining())
+    }
+}
+
+impl From<Bytes> for ReplyBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::new([bytes, Bytes::new()])
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,6 @@ mod future;
 mod layer;
 mod service;
 
-pub(crate) use body::PeerBody;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::GroupcacheLayer;

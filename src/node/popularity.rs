@@ -2,7 +2,9 @@
 //! memory, for the hot-key policy ([`HotKeys::AboveQps`](crate::HotKeys::AboveQps)).
 
 use std::hash::BuildHasher as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
+
+use crate::sync::lock;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
@@ -57,7 +59,7 @@ impl Rates {
     pub(crate) fn hit(&self, key: &str, now: Instant) -> f64 {
         let hash = self.hasher.hash_one(key);
         let shard = &self.shards[(hash >> 60) as usize % RATE_SHARDS];
-        let mut keys = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = lock(shard);
         if let Some((count, at)) = keys.get_mut(&hash) {
             *count = decay(*count, *at, now) + 1.0;
             *at = now;
@@ -72,10 +74,7 @@ impl Rates {
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 }
 
@@ -108,7 +107,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::group::DEFAULT_HOT_QPS;
+    use crate::node::source::DEFAULT_HOT_QPS;
 
     #[test]
     fn rates_rise_with_requests_and_decay() {

@@ -7,7 +7,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use super::ResponseBody;
-use crate::server::Reply;
+use crate::peer::server::Reply;
 
 pin_project! {
     /// The response future of [`GroupcacheService`](crate::GroupcacheService).

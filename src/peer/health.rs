@@ -6,14 +6,15 @@
 //! fails doubles the cooldown, up to a maximum; any success makes the peer healthy again.
 //! Only the peers on the ring are tracked: a peer that leaves it is forgotten.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
+use crate::sync::lock;
 
 /// Settings of passive peer health; see [`GroupcacheBuilder::peer_health`](crate::GroupcacheBuilder::peer_health).
 ///
@@ -127,7 +128,7 @@ impl PeerHealth {
 
     fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
         // Nothing panics while holding the lock.
-        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.peers)
     }
 
     /// The ring's peers are now `members`: the others are forgotten, and a peer that comes

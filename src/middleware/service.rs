@@ -6,20 +6,20 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::{ResponseBody, ResponseFuture};
-use crate::groupcache::Shared;
 use crate::handle::CacheHandle;
-use crate::server;
+use crate::node::Node;
+use crate::peer::server;
 
 /// The service of [`GroupcacheLayer`](crate::GroupcacheLayer).
 #[derive(Clone)]
 pub struct GroupcacheService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    node: Arc<Node>,
 }
 
 impl<S> GroupcacheService<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn new(inner: S, node: Arc<Node>) -> Self {
+        Self { inner, node }
     }
 
     /// The wrapped service.
@@ -32,7 +32,7 @@ impl<S: fmt::Debug> fmt::Debug for GroupcacheService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupcacheService")
             .field("inner", &self.inner)
-            .field("base_path", &self.shared.config.base_path)
+            .field("base_path", &self.node.config().base_path)
             .finish_non_exhaustive()
     }
 }
@@ -50,11 +50,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let base_path = &*self.shared.config.base_path;
+        let base_path = &*self.node.config().base_path;
         if request.uri().path().starts_with(base_path) {
             // Answered here: at once for a hit, by a boxed future only for a miss.
             let reply = server::serve(
-                &self.shared,
+                &self.node,
                 request.method(),
                 request.uri(),
                 request.headers(),
@@ -63,7 +63,7 @@ where
         }
         request
             .extensions_mut()
-            .insert(CacheHandle::new(self.shared.clone()));
+            .insert(CacheHandle::new(self.node.clone()));
         ResponseFuture::inner(self.inner.call(request))
     }
 }

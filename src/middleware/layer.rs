@@ -4,26 +4,26 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::GroupcacheService;
-use crate::groupcache::Shared;
+use crate::node::Node;
 
 /// Serves the peer path and gives every other request a [`CacheHandle`](crate::CacheHandle).
 ///
-/// Made by [`Groupcache::layer`](crate::Groupcache::layer); see the [module docs](crate::layer).
+/// Made by [`Groupcache::layer`](crate::Groupcache::layer); see the [module docs](crate::middleware).
 #[derive(Clone)]
 pub struct GroupcacheLayer {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
 }
 
 impl GroupcacheLayer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        Self { node }
     }
 }
 
 impl fmt::Debug for GroupcacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupcacheLayer")
-            .field("base_path", &self.shared.config.base_path)
+            .field("base_path", &self.node.config().base_path)
             .finish_non_exhaustive()
     }
 }
@@ -32,6 +32,6 @@ impl<S> Layer<S> for GroupcacheLayer {
     type Service = GroupcacheService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GroupcacheService::new(inner, self.shared.clone())
+        GroupcacheService::new(inner, self.node.clone())
     }
 }

@@ -5,8 +5,10 @@
 //! the peer path. Each is counted in the stats; its log line is written at most once per
 //! interval, with the number of lines left out since the last one.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::sync::lock;
 
 /// How often a line of one kind may be written.
 pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -31,7 +33,7 @@ impl LogThrottle {
     }
 
     fn allow_at(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = lock(&self.state);
         let due = state
             .last
             .is_none_or(|last| now.saturating_duration_since(last) >= LOG_INTERVAL);

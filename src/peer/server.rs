@@ -10,12 +10,10 @@ use http::HeaderMap;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Response, StatusCode, Uri};
 
-use crate::auth::AUTH_HEADER;
-use crate::cache::Entry;
-use crate::error::Error;
-use crate::error::ErrorKind;
-use crate::groupcache::{GetEntry, Origin, Refused, Shared};
-use crate::layer::PeerBody;
+use super::auth::AUTH_HEADER;
+use crate::error::{Error, ErrorKind};
+use crate::node::{Entry, Get, Node, Origin};
+use crate::protocol::ReplyBody;
 use crate::protocol::{
     ERROR_HEADER, EXTENSIONS_HEADER, EXTENSIONS_VERSION, GetResponse, MAX_VALUE_HEADER,
     NOT_FOUND_STATUS, PathError, RING_HEADER, TOO_LARGE, error_token, parse_path, unescape,
@@ -25,12 +23,12 @@ const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf")
 
 /// The answer to a peer request: at once (a hit, or a refusal), or after a load.
 pub(crate) enum Reply {
-    Ready(Response<PeerBody>),
-    Later(Pin<Box<dyn Future<Output = Response<PeerBody>> + Send>>),
+    Ready(Response<ReplyBody>),
+    Later(Pin<Box<dyn Future<Output = Response<ReplyBody>> + Send>>),
 }
 
-impl From<Response<PeerBody>> for Reply {
-    fn from(response: Response<PeerBody>) -> Self {
+impl From<Response<ReplyBody>> for Reply {
+    fn from(response: Response<ReplyBody>) -> Self {
         Self::Ready(response)
     }
 }
@@ -39,38 +37,16 @@ impl From<Response<PeerBody>> for Reply {
 /// hit is answered here and now; only a miss makes a (boxed) future, which waits for the
 /// load. Every answer carries [`EXTENSIONS_HEADER`], so that a peer of this crate knows it may
 /// send this node the extensions.
-pub(crate) fn serve(
-    shared: &Arc<Shared>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Reply {
+pub(crate) fn serve(node: &Arc<Node>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Reply {
     let path = uri.path();
-    if shared.drain.is_draining() {
-        shared.refused(Refused::ShuttingDown);
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into();
+    // Admission (the drain, then the credential) comes before any other work, parsing
+    // included. The signature covers the query too: a removal names its key there.
+    let signed = uri.path_and_query().map_or(path, |pq| pq.as_str());
+    if let Err(refused) = node.admit(method.as_str(), signed, headers.get(&AUTH_HEADER)) {
+        return text(refused.status(), refused.to_string()).into();
     }
-    // Authentication comes before any other work, parsing included.
-    match &shared.auth {
-        Some(auth) => {
-            // The signature covers the query too: a removal names its key there.
-            let signed = uri.path_and_query().map_or(path, |pq| pq.as_str());
-            if let Err(refusal) = auth.verify(method.as_str(), signed, headers.get(&AUTH_HEADER)) {
-                shared.refused(Refused::Auth(refusal));
-                return text(StatusCode::UNAUTHORIZED, refusal.to_string()).into();
-            }
-        }
-        None if !shared.open_peer_path => {
-            shared.refused(Refused::Closed);
-            return text(
-                StatusCode::FORBIDDEN,
-                "forbidden: this node has no peer secret and its peer path is closed".into(),
-            )
-            .into();
-        }
-        None => {}
-    }
-    let rest = &path[shared.config.base_path.len()..];
+    let config = node.config();
+    let rest = &path[config.base_path.len()..];
     let ring_fingerprint = headers
         .get(&RING_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -88,19 +64,13 @@ pub(crate) fn serve(
         return text(StatusCode::OK, "groupcache peer path".into()).into();
     }
     // An escaped key is at most three times as long as the key itself.
-    if rest.len()
-        > shared
-            .config
-            .max_key_bytes
-            .saturating_mul(3)
-            .saturating_add(1024)
-    {
+    if rest.len() > config.max_key_bytes.saturating_mul(3).saturating_add(1024) {
         return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
     }
     // `DELETE {base}{group}?key={key}` drops one key, and `DELETE {base}{group}` the whole
     // source. A Go node answers both 400 and loads nothing: it reads no key in them.
     if *method == Method::DELETE && !rest.contains('/') {
-        let Ok(group_name) = unescape(rest) else {
+        let Ok(source_name) = unescape(rest) else {
             return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string()).into();
         };
         let key = match uri.query().map(removal_key) {
@@ -110,38 +80,39 @@ pub(crate) fn serve(
         };
         if key
             .as_ref()
-            .is_some_and(|key| key.len() > shared.config.max_key_bytes)
+            .is_some_and(|key| key.len() > config.max_key_bytes)
         {
             return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
         }
-        let Ok(group) = shared.group(&group_name) else {
-            return no_such_group(&group_name);
+        let Ok(source) = node.source(&source_name) else {
+            return no_such_source(&source_name);
         };
-        shared.check_ring(ring_fingerprint);
+        node.check_ring(ring_fingerprint);
         match key {
-            Some(key) => group.remove(&key),
-            None => group.clear(),
+            Some(key) => source.remove(&key),
+            None => source.clear(),
         }
         return empty(StatusCode::OK).into();
     }
-    let (group_name, key) = match parse_path(rest) {
+    // The wire's "group" is a data source.
+    let (source_name, key) = match parse_path(rest) {
         Ok(parts) => parts,
         Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()).into(),
     };
-    if key.len() > shared.config.max_key_bytes {
+    if key.len() > config.max_key_bytes {
         return text(StatusCode::URI_TOO_LONG, "key too long".into()).into();
     }
-    let Ok(group) = shared.group(&group_name) else {
-        return no_such_group(&group_name);
+    let Ok(source) = node.source(&source_name) else {
+        return no_such_source(&source_name);
     };
 
-    shared.check_ring(ring_fingerprint);
+    node.check_ring(ring_fingerprint);
     if *method == Method::DELETE {
         // The form of earlier versions of this crate, still served.
-        group.remove(&key);
+        source.remove(&key);
         return empty(StatusCode::OK).into();
     }
-    let rate = group.served_rates.hit(&key, shared.clock.now());
+    let rate = source.served(&key, node.clock().now());
     // The asker's limit on a value's size, if it said (a Go node does not).
     let limit = headers
         .get(&MAX_VALUE_HEADER)
@@ -149,13 +120,13 @@ pub(crate) fn serve(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(u64::MAX);
 
-    match shared.get_entry(&group_name, &key, Origin::Peer) {
-        GetEntry::Ready(Some(result)) => answer(shared, result, rate, limit).into(),
-        GetEntry::Ready(None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer".into()).into(),
-        GetEntry::Load(load) => {
-            let shared = shared.clone();
+    match node.get_entry(&source_name, &key, Origin::Peer) {
+        Get::Ready(Some(result)) => answer(node, result, rate, limit).into(),
+        Get::Ready(None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer".into()).into(),
+        Get::Load(load) => {
+            let node = node.clone();
             Reply::Later(Box::pin(
-                async move { answer(&shared, load.await, rate, limit) },
+                async move { answer(&node, load.await, rate, limit) },
             ))
         }
     }
@@ -164,12 +135,7 @@ pub(crate) fn serve(
 /// The reply to a get: the value, 204 for a key the data source does not have, 413 for a
 /// value over the asker's limit, or 500 (with what failed in [`ERROR_HEADER`] when it was the
 /// data source).
-fn answer(
-    shared: &Shared,
-    result: Result<Entry, Error>,
-    rate: f64,
-    limit: u64,
-) -> Response<PeerBody> {
+fn answer(node: &Node, result: Result<Entry, Error>, rate: f64, limit: u64) -> Response<ReplyBody> {
     match result {
         Ok(entry) if entry.value.len() as u64 > limit => {
             let mut response = text(
@@ -185,9 +151,9 @@ fn answer(
             response
         }
         Ok(entry) => {
-            let expire = shared.expire_to_wire(&entry);
+            let expire = node.expire_to_wire(&entry);
             let pieces = GetResponse::encode_pieces(entry.value, Some(rate), expire);
-            let mut response = Response::new(PeerBody::new(pieces));
+            let mut response = Response::new(ReplyBody::new(pieces));
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, PROTOBUF);
             headers.insert(EXTENSIONS_HEADER.clone(), EXTENSIONS_VERSION);
@@ -215,8 +181,8 @@ fn removal_key(query: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
 }
 
 /// An answer with no body.
-fn empty(status: StatusCode) -> Response<PeerBody> {
-    let mut response = Response::new(PeerBody::default());
+fn empty(status: StatusCode) -> Response<ReplyBody> {
+    let mut response = Response::new(ReplyBody::default());
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -224,15 +190,15 @@ fn empty(status: StatusCode) -> Response<PeerBody> {
     response
 }
 
-/// 404 for a group this node does not have, as Go's `HTTPPool` answers it.
-fn no_such_group(name: &str) -> Reply {
+/// 404 for a source this node does not have, as Go's `HTTPPool` answers an unknown group.
+fn no_such_source(name: &str) -> Reply {
     text(StatusCode::NOT_FOUND, format!("no such group: {name}")).into()
 }
 
 /// A plain-text reply in the form of Go's `http.Error`.
-fn text(status: StatusCode, mut message: String) -> Response<PeerBody> {
+fn text(status: StatusCode, mut message: String) -> Response<ReplyBody> {
     message.push('\n');
-    let mut response = Response::new(PeerBody::from(Bytes::from(message)));
+    let mut response = Response::new(ReplyBody::from(Bytes::from(message)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,12 +19,13 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service as _;
 
-use crate::auth::{AUTH_HEADER, PeerAuth};
+use super::auth::{AUTH_HEADER, PeerAuth};
 use crate::error::ErrorKind;
 use crate::protocol::{
     ERROR_HEADER, EXTENSIONS_HEADER, GetResponse, MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER,
     TOO_LARGE, error_kind, push_escaped,
 };
+use crate::sync::lock;
 
 /// What a peer answered.
 #[derive(Debug)]
@@ -262,11 +263,6 @@ impl fmt::Debug for PeerClient {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // No code panics while holding this lock, so a poisoned lock holds consistent data.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a peer request names: `{base_path}{group}/{key}`, `{base_path}{group}` alone, or

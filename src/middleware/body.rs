@@ -6,6 +6,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::protocol::ReplyBody;
+
 pin_project! {
     /// The response body of [`GroupcacheService`](crate::GroupcacheService): the inner
     /// service's body, or a peer reply.
@@ -19,7 +21,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Peer { body: PeerBody },
+        Peer { body: ReplyBody },
     }
 }
 
@@ -30,7 +32,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn peer(body: PeerBody) -> Self {
+    pub(crate) fn peer(body: ReplyBody) -> Self {
         Self {
             kind: Kind::Peer { body },
         }
@@ -81,52 +83,6 @@ where
     }
 }
 
-/// The body of a peer reply: up to two pieces of bytes sent as they are, so a cached value
-/// goes from the cache to the socket without a copy.
-#[derive(Debug, Default)]
-pub(crate) struct PeerBody {
-    pieces: [Bytes; 2],
-    next: usize,
-}
-
-impl PeerBody {
-    pub(crate) fn new(pieces: [Bytes; 2]) -> Self {
-        Self { pieces, next: 0 }
-    }
-
-    fn next_piece(&mut self) -> Option<Bytes> {
-        while self.next < self.pieces.len() {
-            let piece = std::mem::take(&mut self.pieces[self.next]);
-            self.next += 1;
-            if !piece.is_empty() {
-                return Some(piece);
-            }
-        }
-        None
-    }
-
-    fn remaining(&self) -> u64 {
-        self.pieces[self.next..]
-            .iter()
-            .map(|p| p.len() as u64)
-            .sum()
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining() == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining())
-    }
-}
-
-impl From<Bytes> for PeerBody {
-    fn from(bytes: Bytes) -> Self {
-        Self::new([bytes, Bytes::new()])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +91,7 @@ mod tests {
     #[tokio::test]
     async fn pieces_are_sent_as_they_are() {
         let value = Bytes::from(vec![1u8; 1000]);
-        let body = PeerBody::new([Bytes::from_static(b"ab"), value.clone()]);
+        let body = ReplyBody::new([Bytes::from_static(b"ab"), value.clone()]);
         assert_eq!(body.size_hint().exact(), Some(1002));
         let mut body = ResponseBody::<http_body_util::Empty<Bytes>>::peer(body);
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();

@@ -2,18 +2,19 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-
-use crate::auth::{PeerAuth, PeerSecret};
-use crate::client::{ClientConfig, PeerClient};
 use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    check_peer_auth, check_secret_length, normalize_url, peer_auth, validate_base_path,
+    validate_peers,
+};
 use crate::error::ConfigError;
-use crate::group::{Group, Groups, HotKeys, SourceOptions};
-use crate::groupcache::{Groupcache, NodeConfig, Shared};
-use crate::health::{PeerHealth, PeerHealthConfig};
+use crate::groupcache::Groupcache;
+use crate::node::{HotKeys, Node, NodeConfig, NodeParts, SourceOptions};
+use crate::peer::auth::PeerSecret;
+use crate::peer::client::{ClientConfig, PeerClient};
+use crate::peer::health::{PeerHealth, PeerHealthConfig};
 use crate::ring::Ring;
 use crate::source::{DynSource, Source};
 
@@ -41,10 +42,6 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 << 20;
 
 /// The default bound on [`Groupcache::shutdown`]: 15 seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
-/// The shortest peer secret accepted, in bytes: 32, the output size of the HMAC-SHA256 that
-/// signs peer requests.
-pub const MIN_PEER_SECRET_BYTES: usize = 32;
-
 /// The default share of cache bytes for the hot cache: an eighth.
 pub const DEFAULT_HOT_CACHE_FRACTION: f64 = 0.125;
 /// The default longest life of a hot copy: 60 seconds.
@@ -99,7 +96,7 @@ pub struct GroupcacheBuilder {
     previous_peer_secrets: Vec<PeerSecret>,
     open_peer_path: bool,
     #[cfg(feature = "tls")]
-    peer_tls: Option<crate::tls::PeerTls>,
+    peer_tls: Option<crate::peer::tls::PeerTls>,
     sources: Vec<(String, Arc<dyn DynSource>, SourceOptions)>,
 }
 
@@ -348,7 +345,7 @@ impl GroupcacheBuilder {
     /// (HMAC-SHA256 over the method, path, a timestamp and a nonce; see the
     /// [`auth`](crate::auth) module). Every node of a cluster needs the same secret. Use
     /// random bytes: [`build`](Self::build) refuses a secret shorter than
-    /// [`MIN_PEER_SECRET_BYTES`] (32) with [`ConfigError::ShortPeerSecret`]. A second call
+    /// [`MIN_PEER_SECRET_BYTES`](crate::MIN_PEER_SECRET_BYTES) (32) with [`ConfigError::ShortPeerSecret`]. A second call
     /// replaces the first.
     pub fn peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.peer_secret = Some(PeerSecret::new(secret));
@@ -359,7 +356,7 @@ impl GroupcacheBuilder {
     /// docs/security.md). Each call adds one. It goes with a current secret set by
     /// [`peer_secret`](Self::peer_secret): [`build`](Self::build) refuses a previous secret
     /// alone ([`ConfigError::PreviousPeerSecretOnly`]), and one shorter than
-    /// [`MIN_PEER_SECRET_BYTES`].
+    /// [`MIN_PEER_SECRET_BYTES`](crate::MIN_PEER_SECRET_BYTES).
     pub fn previous_peer_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         let secret = PeerSecret::new(secret);
         if !self.previous_peer_secrets.contains(&secret) {
@@ -380,7 +377,7 @@ impl GroupcacheBuilder {
     /// TLS for https peers: the roots to trust and, for mutual TLS, this node's client
     /// certificate. Needed for `https://` peer URLs. See [`PeerTls`](crate::PeerTls).
     #[cfg(feature = "tls")]
-    pub fn peer_tls(mut self, tls: crate::tls::PeerTls) -> Self {
+    pub fn peer_tls(mut self, tls: crate::peer::tls::PeerTls) -> Self {
         self.peer_tls = Some(tls);
         self
     }
@@ -413,7 +410,7 @@ impl GroupcacheBuilder {
     /// Values are trimmed. Unset variables keep their defaults. A value that is not Unicode,
     /// does not parse or is out of range is a [`ConfigError::Env`] that names the variable:
     /// `REPLICAS` from 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), timeouts above 0, secrets
-    /// of [`MIN_PEER_SECRET_BYTES`] or more, a `BASE_PATH` that
+    /// of [`MIN_PEER_SECRET_BYTES`](crate::MIN_PEER_SECRET_BYTES) or more, a `BASE_PATH` that
     /// [`base_path`](Self::base_path) accepts. [`build`](Self::build) checks the rest: the
     /// URLs, and what depends on other settings (the ring's size, a connect timeout above the
     /// peer timeout, a previous secret without a current one). Data sources are added to the
@@ -610,43 +607,29 @@ impl GroupcacheBuilder {
         let peers = validate_peers(self_url.as_deref(), self.peers, https)?;
         let ring = Ring::try_new(self.replicas, &peers)?;
         let auth = peer_auth(self.peer_secret, self.previous_peer_secrets)?;
-        let others = peers
-            .iter()
-            .any(|p| Some(p.as_str()) != self_url.as_deref());
-        if others && auth.is_none() {
-            if !self.open_peer_path {
-                return Err(ConfigError::PeerAuthRequired);
-            }
+        let has_others = check_peer_auth(
+            &peers,
+            self_url.as_deref(),
+            auth.is_some(),
+            self.open_peer_path,
+        )?;
+        if has_others && auth.is_none() {
             tracing::warn!(
                 "the peer path is open: peer requests are not authenticated; \
                  restrict it to the cluster's network"
             );
         }
 
-        // Expiries in the stores are kept relative to the clock's time now.
-        let now = self.clock.now();
-        let mut groups: Vec<Arc<Group>> = Vec::with_capacity(self.sources.len());
+        let mut sources: Vec<(String, Arc<dyn DynSource>, SourceOptions)> =
+            Vec::with_capacity(self.sources.len());
         for (name, source, options) in self.sources {
             if name.is_empty() || name.contains('/') {
                 return Err(ConfigError::InvalidSourceName(name));
             }
-            if groups.iter().any(|g| *g.name == *name) {
+            if sources.iter().any(|(n, _, _)| *n == name) {
                 return Err(ConfigError::DuplicateSource(name));
             }
-            // Nodes start their hot-cache dice at different places, from their own URL.
-            let seed = u64::from(crc32fast::hash(
-                format!("{}{name}", self_url.as_deref().unwrap_or_default()).as_bytes(),
-            ));
-            let group = Group::new(
-                &name,
-                source,
-                options,
-                self.cache_bytes,
-                self.hot_cache_fraction,
-                seed,
-                now,
-            );
-            groups.push(Arc::new(group));
+            sources.push((name, source, options));
         }
 
         #[cfg(feature = "tls")]
@@ -672,9 +655,9 @@ impl GroupcacheBuilder {
             #[cfg(feature = "tls")]
             tls,
         );
-        Ok(Groupcache::from_shared(Shared {
-            self_url: self_url.map(Into::into),
-            ring: ArcSwap::from_pointee(ring),
+        Ok(Groupcache::from_node(Node::new(NodeParts {
+            self_url,
+            ring,
             config: NodeConfig {
                 base_path: self.base_path.into(),
                 replicas: self.replicas,
@@ -685,166 +668,16 @@ impl GroupcacheBuilder {
                 shutdown_timeout: self.shutdown_timeout,
             },
             client,
-            groups: Groups::new(groups),
+            sources,
+            cache_bytes: self.cache_bytes,
+            hot_cache_fraction: self.hot_cache_fraction,
             health: PeerHealth::new(self.peer_health, &peers),
-            ring_mismatches: AtomicU64::new(0),
-            noise: Default::default(),
-            discovery_errors: AtomicU64::new(0),
-            closed: tokio::sync::watch::channel(()).0,
-            drain: Arc::default(),
-            metrics_described: AtomicBool::new(false),
             clock: self.clock,
             auth,
             open_peer_path: self.open_peer_path,
             https,
-        }))
+        })))
     }
-}
-
-/// The signer and checker of peer requests: the current secret signs, and it and the
-/// previous ones are accepted. `None` without secrets.
-fn peer_auth(
-    current: Option<PeerSecret>,
-    previous: Vec<PeerSecret>,
-) -> Result<Option<Arc<PeerAuth>>, ConfigError> {
-    let Some(current) = current else {
-        if previous.is_empty() {
-            return Ok(None);
-        }
-        return Err(ConfigError::PreviousPeerSecretOnly);
-    };
-    check_secret_length(&current, false)?;
-    for secret in &previous {
-        check_secret_length(secret, true)?;
-    }
-    let mut secrets = vec![current];
-    for secret in previous {
-        if !secrets.contains(&secret) {
-            secrets.push(secret);
-        }
-    }
-    Ok(Some(Arc::new(PeerAuth::new(secrets))))
-}
-
-/// A secret of at least [`MIN_PEER_SECRET_BYTES`].
-fn check_secret_length(secret: &PeerSecret, previous: bool) -> Result<(), ConfigError> {
-    if secret.len() < MIN_PEER_SECRET_BYTES {
-        return Err(ConfigError::ShortPeerSecret {
-            previous,
-            len: secret.len(),
-        });
-    }
-    Ok(())
-}
-
-/// Checks every peer URL and spells it as [`normalize_url`] does, and adds `self_url` (already
-/// normalized) if it is missing. With a self URL this node is always on the ring, so an empty
-/// list gives a ring of one; without one, an empty list is single-node mode and any other is
-/// refused.
-pub(crate) fn validate_peers(
-    self_url: Option<&str>,
-    peers: Vec<String>,
-    https: bool,
-) -> Result<Vec<String>, ConfigError> {
-    let mut peers = peers
-        .iter()
-        .map(|peer| normalize_url(peer, https))
-        .collect::<Result<Vec<_>, _>>()?;
-    match self_url {
-        Some(me) if !peers.iter().any(|p| p == me) => peers.push(me.to_owned()),
-        Some(_) => {}
-        None if peers.is_empty() => {}
-        None => return Err(ConfigError::MissingSelfUrl),
-    }
-    Ok(peers)
-}
-
-/// Checks a self or peer URL, and returns it with its scheme and host in lower case: the ring
-/// compares URLs as strings, and `HTTP://Node-1:8080` is the same node as
-/// `http://node-1:8080`.
-fn normalize_url(url: &str, https: bool) -> Result<String, ConfigError> {
-    let invalid = |reason| ConfigError::InvalidUrl {
-        url: url.to_owned(),
-        reason,
-    };
-    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
-    match scheme.as_deref() {
-        Some("http") => {}
-        Some("https") if https => {}
-        Some("https") => {
-            return Err(invalid(
-                "https peers need the `tls` feature and `peer_tls(..)` on the builder",
-            ));
-        }
-        Some(_) => return Err(invalid("the scheme must be http")),
-        None => {
-            return Err(invalid(
-                "an absolute URL is needed, e.g. http://10.0.0.1:8080",
-            ));
-        }
-    }
-    let authority = match uri.authority() {
-        Some(a) if !a.host().is_empty() => a.as_str(),
-        _ => return Err(invalid("the URL has no host")),
-    };
-    // What follows the last `:` outside an IPv6 literal's brackets is the port.
-    let after_host = authority
-        .rsplit_once(']')
-        .map_or(authority, |(_, rest)| rest);
-    let port_ok = match after_host.rsplit_once(':') {
-        Some((_, port)) => port.parse::<u16>().is_ok(),
-        None => true,
-    };
-    if !port_ok {
-        return Err(invalid("the port is not a number from 0 to 65535"));
-    }
-    if authority.contains('@') {
-        return Err(invalid("user information is not allowed in a peer URL"));
-    }
-    let scheme = scheme.unwrap_or_default();
-    if url.len() != scheme.len() + 3 + authority.len() {
-        return Err(invalid("a peer URL has no path, query or trailing `/`"));
-    }
-    // The authority is the host and port alone (no user information): all of it may be
-    // lowered. A host name is case-insensitive, and so are an IPv6 literal's hex digits.
-    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
-}
-
-fn validate_base_path(path: &str) -> Result<(), ConfigError> {
-    let invalid = |reason| ConfigError::InvalidBasePath {
-        path: path.to_owned(),
-        reason,
-    };
-    if path == "/" {
-        return Err(invalid(
-            "every request would be a peer request; use a path of its own, e.g. /_groupcache/",
-        ));
-    }
-    if path.len() < 2 || !path.starts_with('/') || !path.ends_with('/') {
-        return Err(invalid("it must start and end with `/`"));
-    }
-    let plain = path
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
-    if !plain {
-        return Err(invalid(
-            "it may hold visible ASCII characters only, and no `?`, `#` or `%`",
-        ));
-    }
-    // Between the leading and trailing `/`.
-    for segment in path[1..path.len() - 1].split('/') {
-        match segment {
-            "" => return Err(invalid("it has an empty segment (`//`)")),
-            "." | ".." => {
-                return Err(invalid(
-                    "it has a `.` or `..` segment, which a client or proxy may resolve away",
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

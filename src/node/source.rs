@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
 
-use crate::cache::{Caches, Entry, Tier};
+use super::cache::{Caches, Entry, Tier};
+use super::popularity::Rates;
+use super::singleflight::{Singleflight, Ticket};
 use crate::error::Error;
-use crate::popularity::Rates;
-use crate::singleflight::{Singleflight, Ticket};
 use crate::source::DynSource;
 use crate::stats::Counters;
 
@@ -147,16 +147,16 @@ pub(crate) const DEFAULT_HOT_QPS: f64 = 0.05;
 
 /// The data sources of a cache, sorted by name. A lookup compares names, with no hashing: one
 /// by one for the few sources of a typical service, by binary search beyond.
-pub(crate) struct Groups(Box<[Arc<Group>]>);
+pub(crate) struct Sources(Box<[Arc<CachedSource>]>);
 
-impl Groups {
-    pub(crate) fn new(mut groups: Vec<Arc<Group>>) -> Self {
-        groups.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Self(groups.into())
+impl Sources {
+    pub(crate) fn new(mut sources: Vec<Arc<CachedSource>>) -> Self {
+        sources.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Self(sources.into())
     }
 
     #[inline]
-    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Group>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<CachedSource>> {
         if self.0.len() <= 8 {
             return self.0.iter().find(|g| *g.name == *name);
         }
@@ -165,7 +165,7 @@ impl Groups {
     }
 
     /// Every source, by name.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Group>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<CachedSource>> {
         self.0.iter()
     }
 }
@@ -176,7 +176,7 @@ impl Groups {
 pub(crate) type FlightKey = (Arc<str>, bool);
 
 /// One data source and its caches, counters and loads in flight.
-pub(crate) struct Group {
+pub(crate) struct CachedSource {
     pub(crate) name: Arc<str>,
     pub(crate) source: Arc<dyn DynSource>,
     pub(crate) options: SourceOptions,
@@ -190,7 +190,7 @@ pub(crate) struct Group {
     hot_dice: AtomicU64,
 }
 
-impl Group {
+impl CachedSource {
     pub(crate) fn new(
         name: &str,
         source: Arc<dyn DynSource>,
@@ -247,8 +247,14 @@ impl Group {
         }
     }
 
+    /// Counts a peer's request for `key` now; returns the key's rate, as sent to the peer
+    /// (`minute_qps`).
+    pub(crate) fn served(&self, key: &str, now: Instant) -> f64 {
+        self.served_rates.hit(key, now)
+    }
+
     /// golang/groupcache's admission: one fetched value in ten. A counter scrambled by a
-    /// multiplicative hash stands in for Go's `rand.Intn(10)`, with no shared random state.
+    /// multiplicative hash stands in for Go's `rand.Intn(10)`, with no node random state.
     pub(crate) fn one_in_ten(&self) -> bool {
         let n = self.hot_dice.fetch_add(1, Relaxed);
         (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 10 == 0

@@ -19,12 +19,14 @@ use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 use rustc_hash::FxHashMap;
+
+use crate::sync::lock;
 
 /// How a flight ended, as every waiter sees it.
 #[derive(Debug, Clone)]
@@ -46,7 +48,7 @@ impl Ticket {
     }
 
     /// Whether the load's result may still be kept. SeqCst pairs a store with the removal
-    /// that revokes it: see `Group::store`.
+    /// that revokes it: see `CachedSource::store`.
     pub(crate) fn is_current(&self) -> bool {
         self.0.load(SeqCst)
     }
@@ -108,11 +110,6 @@ impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
         // Dropped outside the lock: it may hold the last handle on a load.
         drop(released);
     }
-}
-
-fn lock<M>(m: &Mutex<M>) -> std::sync::MutexGuard<'_, M> {
-    // No code panics while holding this lock, so a poisoned lock holds consistent data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One caller's wait for a load, which it drives whenever it is polled.

@@ -39,14 +39,16 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use http::{HeaderName, HeaderValue};
 use rustc_hash::FxHashMap;
 use sha2::Sha256;
+
+use crate::sync::lock;
 
 /// The header that carries the credential.
 pub(crate) static AUTH_HEADER: HeaderName = HeaderName::from_static("x-groupcache-auth");
@@ -383,9 +385,7 @@ impl ReplayRecord {
         // Sender ids are random, and only a holder of the secret can make one: their top bits
         // spread senders evenly over the shards.
         let shard = (nonce.sender >> (u64::BITS - SHARD_BITS)) as usize;
-        let mut senders = self.shards[shard]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut senders = lock(&self.shards[shard]);
         if let Some(window) = senders.get_mut(&nonce.sender) {
             if !window.accept(nonce.seq) {
                 return Err(Refusal::Replayed);

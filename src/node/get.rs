@@ -1,0 +1,325 @@
+//! The get flow: the caches, then one load per key at a time (docs/guide.md, "The request
+//! flow").
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tracing::Instrument as _;
+
+use super::Node;
+use super::cache::{Entry, Freshness, Tier};
+use super::singleflight::Outcome;
+use super::source::CachedSource;
+use crate::error::{Error, ErrorKind};
+use crate::stats::Event;
+
+/// Whether a get came from this node's callers or from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Local,
+    Peer,
+}
+
+impl Node {
+    /// The get flow: cache, then one load per key, from the owning peer or the data source.
+    ///
+    /// The cache is looked up before any future is made; a hit returns a small ready future,
+    /// and only a miss allocates the (large) future of a load.
+    pub(crate) fn get_entry(self: &Arc<Self>, name: &str, key: &str, origin: Origin) -> Get<Entry> {
+        self.get(name, key, origin)
+    }
+
+    /// The value of `key` when one of this node's caches holds it fresh: one lookup, one
+    /// counter, no future. `None` leaves every other case, and its counting, to
+    /// [`get_value`](Self::get_value).
+    #[inline(always)]
+    pub(crate) fn fresh_hit(&self, name: &str, key: &str) -> Option<Bytes> {
+        let source = self.sources.get(name)?;
+        if key.len() > self.config.max_key_bytes {
+            return None;
+        }
+        let (value, tier) = source.caches.fresh_value(key, &*self.clock)?;
+        source.counters.add(tier.hit_event());
+        Some(value)
+    }
+
+    /// [`get_entry`](Self::get_entry) for a caller that wants only the value.
+    pub(crate) fn get_value(self: &Arc<Self>, name: &str, key: &str) -> Get<Bytes> {
+        self.get(name, key, Origin::Local)
+    }
+
+    #[inline]
+    fn get<T: FromEntry>(self: &Arc<Self>, name: &str, key: &str, origin: Origin) -> Get<T> {
+        match self.lookup(name, key, origin) {
+            Ok(Lookup::Hit(entry)) => Get::Ready(Some(Ok(T::from_entry(entry)))),
+            Ok(Lookup::Miss(cached, stale)) => {
+                Get::Load(self.load_boxed(cached, key, origin, stale))
+            }
+            Err(error) => Get::Ready(Some(Err(error))),
+        }
+    }
+
+    fn load_boxed(
+        self: &Arc<Self>,
+        source: Arc<CachedSource>,
+        key: &str,
+        origin: Origin,
+        stale: Option<Entry>,
+    ) -> BoxedLoad {
+        Box::pin(self.clone().load_entry(source, key.into(), origin, stale))
+    }
+
+    /// The synchronous part of a get: checks, counters, and the caches.
+    fn lookup(self: &Arc<Self>, name: &str, key: &str, origin: Origin) -> Result<Lookup, Error> {
+        let source = self.source(name)?;
+        if key.len() > self.config.max_key_bytes {
+            return Err(Error::new(ErrorKind::KeyTooLong, name));
+        }
+        let counters = source.counters.stripe();
+        if origin == Origin::Peer {
+            counters.add(Event::ServerRequest);
+        }
+        let mut stale = None;
+        if let Some((entry, freshness, tier)) = source.caches.get(key, &*self.clock) {
+            if freshness == Freshness::Fresh || self.may_serve_stale(source, &entry) {
+                counters.add(tier.hit_event());
+                if freshness == Freshness::Stale {
+                    counters.add(Event::StaleServed);
+                    self.refresh(source, key, origin);
+                }
+                return entry_result(entry, name).map(Lookup::Hit);
+            }
+            stale = Some(entry);
+        }
+        counters.add(Event::Load);
+        Ok(Lookup::Miss(source.clone(), stale))
+    }
+
+    /// Whether a stale entry is inside its stale-while-revalidate grace.
+    fn may_serve_stale(&self, source: &CachedSource, entry: &Entry) -> bool {
+        let grace = source.options.stale_while_revalidate;
+        !grace.is_zero()
+            && entry
+                .expires
+                .and_then(|at| at.checked_add(grace))
+                .is_some_and(|until| self.clock.now() < until)
+    }
+
+    /// Starts one background load of `key` (joined by any load already running).
+    fn refresh(self: &Arc<Self>, source: &Arc<CachedSource>, key: &str, origin: Origin) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key: Arc<str> = key.into();
+        // Its waiter, dropped at once, hands the load to a task of its own.
+        drop(self.start_flight(&runtime, source, key, origin));
+    }
+
+    /// A miss: joins or starts the one load of the key.
+    async fn load_entry(
+        self: Arc<Self>,
+        source: Arc<CachedSource>,
+        key: Arc<str>,
+        origin: Origin,
+        stale: Option<Entry>,
+    ) -> Result<Entry, Error> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::new(ErrorKind::NoRuntime, &source.name))?;
+        let flight = self.start_flight(&runtime, &source, key, origin)?;
+        let result = match flight.await {
+            Outcome::Done(result) => result,
+            Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &source.name)),
+        };
+        match (result, stale) {
+            (Err(error), Some(stale))
+                if error.is_load() && self.within_stale_if_error(&source, &stale) =>
+            {
+                source.counters.add(Event::StaleServed);
+                tracing::debug!(source = %source.name, %error, "load failed; serving the stale value");
+                Ok(stale)
+            }
+            (result, _) => result.and_then(|entry| entry_result(entry, &source.name)),
+        }
+    }
+
+    fn within_stale_if_error(&self, source: &CachedSource, entry: &Entry) -> bool {
+        let window = source.options.stale_if_error;
+        !window.is_zero()
+            && !entry.negative
+            && entry
+                .expires
+                .and_then(|at| at.checked_add(window))
+                .is_some_and(|until| self.clock.now() < until)
+    }
+
+    /// Joins or starts the flight of `key`.
+    fn start_flight(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        source: &Arc<CachedSource>,
+        key: Arc<str>,
+        origin: Origin,
+    ) -> Result<impl Future<Output = Outcome<Result<Entry, Error>>> + Send + 'static, Error> {
+        // A data source that reads, through this cache, a key that it (or a load it waits for)
+        // is loading would wait for itself forever.
+        let loading = LoadChain::current();
+        if loading
+            .as_ref()
+            .is_some_and(|chain| chain.contains(source, &key))
+        {
+            return Err(Error::new(ErrorKind::RecursiveLoad, &source.name));
+        }
+        // A peer request is never forwarded: it is served from here even where this node's
+        // ring names another owner, so rings that disagree cannot make requests loop.
+        let owner = match origin {
+            Origin::Local => self.remote_owner(&key),
+            Origin::Peer => None,
+        };
+        let span = tracing::debug_span!(
+            "groupcache.get",
+            source = %source.name,
+            from_peer = origin == Origin::Peer,
+            owner = owner.as_deref(),
+            key = tracing::field::Empty,
+        );
+        if self.config.log_keys {
+            span.record("key", &*key);
+        }
+        let flight_key = (key.clone(), owner.is_some());
+        Ok(source.flights.run(runtime, flight_key, move |ticket| {
+            let (node, source) = (self.clone(), source.clone());
+            let chain = LoadChain::push(loading, &source, key.clone());
+            // Counted from the moment the flight exists, so a shutdown that starts now waits
+            // for it.
+            let drain = node.drain.begin();
+            LOAD_CHAIN
+                .scope(chain, async move {
+                    let _counted = drain;
+                    node.load(&source, key, owner, &ticket).await
+                })
+                .instrument(span)
+        }))
+    }
+}
+
+impl Tier {
+    fn hit_event(self) -> Event {
+        match self {
+            Tier::Main => Event::MainHit,
+            Tier::Hot => Event::HotHit,
+        }
+    }
+
+    pub(super) fn flight_hit_event(self) -> Event {
+        match self {
+            Tier::Main => Event::FlightMainHit,
+            Tier::Hot => Event::FlightHotHit,
+        }
+    }
+}
+
+enum Lookup {
+    Hit(Entry),
+    /// A miss, with the entry that expired, if one is kept for stale-if-error.
+    Miss(Arc<CachedSource>, Option<Entry>),
+}
+
+/// A cached *not found* answers as one.
+fn entry_result(entry: Entry, name: &str) -> Result<Entry, Error> {
+    if entry.negative {
+        Err(Error::new(ErrorKind::NotFound, name))
+    } else {
+        Ok(entry)
+    }
+}
+
+type BoxedLoad = Pin<Box<dyn Future<Output = Result<Entry, Error>> + Send>>;
+
+/// What a get gives: the whole entry (the peer server sends its expiry), or the value alone.
+pub(crate) trait FromEntry {
+    fn from_entry(entry: Entry) -> Self;
+}
+
+impl FromEntry for Entry {
+    fn from_entry(entry: Entry) -> Self {
+        entry
+    }
+}
+
+impl FromEntry for Bytes {
+    #[inline]
+    fn from_entry(entry: Entry) -> Self {
+        entry.value
+    }
+}
+
+/// The future of a get: ready at once on a hit, a boxed load on a miss.
+pub(crate) enum Get<T> {
+    Ready(Option<Result<T, Error>>),
+    Load(BoxedLoad),
+}
+
+impl<T: FromEntry + Unpin> Future for Get<T> {
+    type Output = Result<T, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(result) => {
+                Poll::Ready(result.take().expect("Get polled after it completed"))
+            }
+            Self::Load(load) => load
+                .as_mut()
+                .poll(cx)
+                .map(|result| result.map(T::from_entry)),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The keys that the loads running on this task's call path are loading: set around each
+    /// load, so a get made from inside a data source can tell that it waits for itself.
+    static LOAD_CHAIN: Option<Arc<LoadChain>>;
+}
+
+/// One load on a call path, and the load that waits for it.
+pub(crate) struct LoadChain {
+    /// The source's address, which tells a source of this cache from one of another cache
+    /// in the process. Compared only; the load holds the source alive.
+    source: usize,
+    key: Arc<str>,
+    parent: Option<Arc<LoadChain>>,
+}
+
+impl LoadChain {
+    /// The loads the current task runs inside, if any.
+    fn current() -> Option<Arc<LoadChain>> {
+        LOAD_CHAIN.try_with(Clone::clone).ok().flatten()
+    }
+
+    fn push(
+        parent: Option<Arc<LoadChain>>,
+        source: &Arc<CachedSource>,
+        key: Arc<str>,
+    ) -> Option<Arc<Self>> {
+        Some(Arc::new(Self {
+            source: Arc::as_ptr(source) as usize,
+            key,
+            parent,
+        }))
+    }
+
+    fn contains(&self, source: &Arc<CachedSource>, key: &str) -> bool {
+        let mut link = Some(self);
+        while let Some(chain) = link {
+            if chain.source == Arc::as_ptr(source) as usize && *chain.key == *key {
+                return true;
+            }
+            link = chain.parent.as_deref();
+        }
+        false
+    }
+}

@@ -1,0 +1,11 @@
+//! The peer side: the client that asks other nodes, its connections, the server that answers
+//! them, peer authentication and peer health. The wire format itself is in
+//! [`protocol`](crate::protocol).
+
+pub mod auth;
+pub(crate) mod client;
+pub(crate) mod health;
+
+pub(crate) mod server;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
