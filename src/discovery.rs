@@ -194,14 +194,19 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn follows_the_answers_and_keeps_the_last_list_on_failure() {
+    /// The node at 10.0.0.1:8080, and a resolver the test scripts.
+    fn node_and_resolver() -> (Groupcache, Scripted) {
         let cache = Groupcache::builder()
             .open_peer_path()
             .self_url("http://10.0.0.1:8080")
             .build()
             .unwrap();
-        let resolver = Scripted::default();
+        (cache, Scripted::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_the_answers_and_keeps_the_last_list_on_failure() {
+        let (cache, resolver) = node_and_resolver();
         resolver.set(Ok(vec!["10.0.0.2", "10.0.0.1", "fd00::3", "10.0.0.2"]));
         cache
             .discover(
@@ -249,12 +254,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stops_when_the_cache_is_dropped() {
-        let cache = Groupcache::builder()
-            .open_peer_path()
-            .self_url("http://10.0.0.1:8080")
-            .build()
-            .unwrap();
-        let resolver = Scripted::default();
+        let (cache, resolver) = node_and_resolver();
         resolver.set(Ok(vec!["10.0.0.1"]));
         cache
             .discover(DnsDiscovery::new("n", 80).resolver(resolver.clone()))

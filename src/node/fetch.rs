@@ -35,10 +35,10 @@ impl Node {
             _ => 0.0,
         };
         let started = std::time::Instant::now();
-        let span = tracing::debug_span!("groupcache.peer_fetch", source = %source.name, %peer, key = tracing::field::Empty);
-        if self.config.log_keys {
-            span.record("key", key);
-        }
+        let span = self.with_key(
+            tracing::debug_span!("groupcache.peer_fetch", source = %source.name, %peer, key = tracing::field::Empty),
+            key,
+        );
         let fetched = self
             .client
             .fetch(

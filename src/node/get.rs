@@ -185,9 +185,7 @@ impl Node {
             owner = owner.as_deref(),
             key = tracing::field::Empty,
         );
-        if self.config.log_keys {
-            span.record("key", &*key);
-        }
+        let span = self.with_key(span, &key);
         let flight_key = (key.clone(), owner.is_some());
         Ok(source.flights.run(runtime, flight_key, move |ticket| {
             let (node, source) = (self.clone(), source.clone());

@@ -49,10 +49,10 @@ impl Node {
 
         let load = source.source.clone().load_owned(key.clone());
         let started = std::time::Instant::now();
-        let span = tracing::debug_span!("groupcache.load", source = %source.name, key = tracing::field::Empty);
-        if self.config.log_keys {
-            span.record("key", &*key);
-        }
+        let span = self.with_key(
+            tracing::debug_span!("groupcache.load", source = %source.name, key = tracing::field::Empty),
+            &key,
+        );
         let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
         metrics::histogram!("groupcache_load_duration_seconds", "source" => metrics::SharedString::from(source.name.clone()))
             .record(started.elapsed());

@@ -188,6 +188,15 @@ impl Node {
         !self.metrics_described.swap(true, Relaxed)
     }
 
+    /// `span` with the key in its `key` field, if keys may be logged (`log_keys`): they often
+    /// hold personal data.
+    fn with_key(&self, span: tracing::Span, key: &str) -> tracing::Span {
+        if self.config.log_keys {
+            span.record("key", key);
+        }
+        span
+    }
+
     /// The data source `name`.
     pub(crate) fn source(&self, name: &str) -> Result<&Arc<CachedSource>, Error> {
         self.sources

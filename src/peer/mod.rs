@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub(crate) mod client;
+mod error;
 pub(crate) mod health;
+mod pool;
 
 pub(crate) mod server;
 #[cfg(feature = "tls")]
