@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::builder::GroupcacheBuilder;
 use crate::discovery::{DnsDiscovery, Resolve};
 use crate::error::ConfigError;
 use crate::handle::CacheHandle;
@@ -52,12 +51,6 @@ pub struct Groupcache {
 }
 
 impl Groupcache {
-    /// Starts a builder with the defaults: single-node mode, base path `/_groupcache/`, 64 MiB
-    /// per data source, 50 ring replicas.
-    pub fn builder() -> GroupcacheBuilder {
-        GroupcacheBuilder::default()
-    }
-
     pub(crate) fn from_node(node: Arc<Node>) -> Self {
         Self { node }
     }

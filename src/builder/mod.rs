@@ -164,6 +164,16 @@ impl fmt::Debug for GroupcacheBuilder {
     }
 }
 
+// Here rather than beside `Groupcache`: the builder depends on the cache it builds, and not
+// the other way round.
+impl Groupcache {
+    /// Starts a builder with the defaults: single-node mode, base path `/_groupcache/`, 64 MiB
+    /// per data source, 50 ring replicas.
+    pub fn builder() -> GroupcacheBuilder {
+        GroupcacheBuilder::default()
+    }
+}
+
 impl GroupcacheBuilder {
     /// This node's URL as its peers reach it, e.g. `http://10.0.0.1:8080`: scheme, host and
     /// port, no path. It must be spelled as in the other nodes' peer lists, since the ring

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt as _;
-use futures_util::future::Shared;
+use futures_util::future::{FusedFuture as _, Shared};
 use rustc_hash::FxHashMap;
 
 use crate::sync::lock;
@@ -133,8 +133,13 @@ impl<T: Clone + Send + Sync + 'static> Drop for Waiter<T> {
     fn drop(&mut self) {
         let Some(load) = self.load.take() else { return };
         // The last waiter gone before the load ended: finish it in a task of its own. A
-        // waiter that joins meanwhile drives it too, which `Shared` allows.
-        if self.waiters.count.fetch_sub(1, AcqRel) == 1 && load.peek().is_none() {
+        // waiter that joins meanwhile drives it too, which `Shared` allows. A handle that
+        // gave its waiter the outcome is spent (`peek` says `None` on it, and polling it
+        // again panics): its load has ended.
+        if self.waiters.count.fetch_sub(1, AcqRel) == 1
+            && !load.is_terminated()
+            && load.peek().is_none()
+        {
             self.waiters.runtime.spawn(async move {
                 let _ = load.await;
             });
@@ -350,6 +355,22 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(done.load(Ordering::SeqCst), 1, "the load ran to its end");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_saw_the_outcome_leaves_no_task_behind() {
+        let flights = Flights::default();
+        let rt = tokio::runtime::Handle::current();
+        let first = flights.run(&rt, "k", |_| async { 8 });
+        let second = flights.run(&rt, "k", |_| async { 9 });
+        // `.await` drops each waiter once it has its outcome; the second is the last.
+        assert!(matches!(first.await, Outcome::Done(8)));
+        assert!(matches!(second.await, Outcome::Done(8)));
+        assert_eq!(
+            rt.metrics().num_alive_tasks(),
+            0,
+            "the load ended: nothing to finish in a task"
+        );
     }
 
     #[tokio::test]
