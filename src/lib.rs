@@ -49,7 +49,8 @@
 //! # Compatibility
 //!
 //! The ring, the peer URL and the `GetResponse` message are golang/groupcache's, so Go nodes
-//! and nodes of this crate can form one cluster. See [`protocol`] for what this crate adds.
+//! and nodes of this crate can form one cluster. docs/protocol.md in the repository
+//! says what this crate adds, byte for byte.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -64,6 +65,8 @@ pub mod metrics;
 pub mod middleware;
 mod node;
 mod peer;
+// Public for the fuzz targets and the interop tests, not part of the stable API.
+#[doc(hidden)]
 pub mod protocol;
 mod ring;
 mod source;

@@ -5,6 +5,9 @@
 //! percent-encoded; the reply is a protobuf [`GetResponse`]. What this crate adds (the
 //! `x-groupcache-extensions` header on every reply, removal by `DELETE`, the asker's value
 //! limit and the data source's failure told apart) is in docs/protocol.md.
+//!
+//! The module is public, and hidden from the docs, for the fuzz targets and the interop tests:
+//! it is not part of the crate's stable API.
 
 use std::borrow::Cow;
 use std::fmt;

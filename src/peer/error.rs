@@ -34,7 +34,7 @@ pub(crate) enum PeerError {
     Request(hyper::Error),
     Timeout(Duration),
     Status(StatusCode),
-    /// A `404` without [`EXTENSIONS_HEADER`](crate::protocol::EXTENSIONS_HEADER) and not Go's `no such group`: the router of the
+    /// A `404` without the extensions header and not Go's `no such group`: the router of the
     /// peer's service answered, not its cache layer (mounted with `route_layer`, or under
     /// `nest`).
     NotServed,

@@ -1,6 +1,6 @@
 //! The peer side: the client that asks other nodes, its connections, the server that answers
 //! them, peer authentication and peer health. The wire format itself is in
-//! [`protocol`](crate::protocol).
+//! `crate::protocol`.
 
 pub mod auth;
 pub(crate) mod client;
