@@ -1,11 +1,9 @@
 //! The request flows of docs/guide.md ("The request flow") over real HTTP between nodes on
 //! 127.0.0.1.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Loads, cluster, eventually, key_owned_by, request, value_of};
+use crate::support::{Loads, cluster, eventually, key_owned_by, request, value_of};
 use tower_groupcache::{ErrorKind, Groupcache, Ring};
 
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -2,12 +2,10 @@
 //! that do not depend on another caller's polling, a data source that reads its own key, a
 //! bounded shutdown, and a peer's expiry read safely.
 
-mod support;
-
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use support::{Loads, eventually, value_of};
+use crate::support::{self, Loads, eventually, value_of};
 use tower_groupcache::{ErrorKind, Groupcache};
 
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -1,16 +1,14 @@
 //! The peer path: bad input, escaping, and peers that fail in every way.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::{self, Loads, cluster, key_owned_by, request, serve, value_of};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
 use prost::Message as _;
-use support::{Loads, cluster, key_owned_by, request, serve, value_of};
 use tokio::net::TcpListener;
 use tower_groupcache::Groupcache;
 use tower_groupcache::protocol::{GetResponse, escape};

@@ -1,5 +1,9 @@
-//! Real nodes on 127.0.0.1 for the integration tests, and a data source that counts its loads.
-#![allow(dead_code, unreachable_pub)]
+//! Real nodes on 127.0.0.1 for the integration tests, and a data source that counts its loads;
+//! Go nodes beside them in `gopeer`, and node processes in `node_process`.
+
+pub(crate) mod gopeer;
+#[cfg(all(unix, feature = "serde"))]
+pub(crate) mod node_process;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +25,7 @@ use tokio::sync::Semaphore;
 use tower_groupcache::{CacheHandle, Groupcache, GroupcacheBuilder, Loaded};
 
 /// The value the test source gives for `key`.
-pub fn value_of(key: &str) -> Bytes {
+pub(crate) fn value_of(key: &str) -> Bytes {
     Bytes::from(format!("value-of:{key}"))
 }
 
@@ -29,7 +33,7 @@ pub fn value_of(key: &str) -> Bytes {
 ///
 /// Keys starting with `fail:` fail, `panic:` panic, `missing:` are not found.
 #[derive(Clone, Default)]
-pub struct Loads {
+pub(crate) struct Loads {
     inner: Arc<LoadsInner>,
 }
 
@@ -41,18 +45,18 @@ struct LoadsInner {
 
 impl Loads {
     /// Holds every later load until [`open`](Loads::open).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         *self.inner.gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
     }
 
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         if let Some(gate) = self.inner.gate.lock().unwrap().take() {
             gate.add_permits(Semaphore::MAX_PERMITS / 2);
         }
     }
 
     /// The nodes that loaded `key`, in order.
-    pub fn of(&self, key: &str) -> Vec<String> {
+    pub(crate) fn of(&self, key: &str) -> Vec<String> {
         self.inner
             .by_key
             .lock()
@@ -62,11 +66,11 @@ impl Loads {
             .unwrap_or_default()
     }
 
-    pub fn count(&self, key: &str) -> usize {
+    pub(crate) fn count(&self, key: &str) -> usize {
         self.of(key).len()
     }
 
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.inner
             .by_key
             .lock()
@@ -76,7 +80,7 @@ impl Loads {
             .sum()
     }
 
-    pub fn total_by(&self, node: &str) -> usize {
+    pub(crate) fn total_by(&self, node: &str) -> usize {
         self.inner
             .by_key
             .lock()
@@ -88,7 +92,7 @@ impl Loads {
     }
 
     /// The data source of node `node`: it records `node` as the loader of each key.
-    pub fn source(
+    pub(crate) fn source(
         &self,
         node: &str,
     ) -> impl Fn(
@@ -130,7 +134,7 @@ impl Loads {
 }
 
 /// A node of a test cluster: its cache, its URL, and its server task.
-pub struct Node {
+pub(crate) struct Node {
     pub url: String,
     pub addr: SocketAddr,
     pub cache: Groupcache,
@@ -138,11 +142,11 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn handle(&self) -> CacheHandle {
+    pub(crate) fn handle(&self) -> CacheHandle {
         self.cache.handle()
     }
 
-    pub fn stats(&self, source: &str) -> tower_groupcache::SourceStats {
+    pub(crate) fn stats(&self, source: &str) -> tower_groupcache::SourceStats {
         self.cache
             .stats()
             .source(source)
@@ -151,12 +155,12 @@ impl Node {
     }
 
     /// Stops serving, as a killed process would: the listener and every connection close.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.server.abort();
     }
 
     /// Whether the server task has ended (after [`stop`](Node::stop)).
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.server.is_finished()
     }
 }
@@ -168,7 +172,7 @@ impl Drop for Node {
 }
 
 /// The front route of every test node: `GET /get?source=S&key=K`, through the extractor.
-pub fn app(cache: &Groupcache) -> Router {
+pub(crate) fn app(cache: &Groupcache) -> Router {
     async fn front(
         cache: CacheHandle,
         Query(q): Query<HashMap<String, String>>,
@@ -193,7 +197,7 @@ pub fn app(cache: &Groupcache) -> Router {
 
 /// Serves `app` on `listener`. Aborting the returned task closes the listener and every open
 /// connection at once, as a killed process would.
-pub async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+pub(crate) async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
     tokio::spawn(async move {
@@ -215,7 +219,7 @@ pub async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandl
 }
 
 /// Starts one node on `listener` with the given peer list.
-pub async fn start_node(
+pub(crate) async fn start_node(
     listener: TcpListener,
     peers: &[String],
     loads: &Loads,
@@ -241,7 +245,7 @@ pub async fn start_node(
 
 /// Starts `n` nodes on 127.0.0.1 sharing one peer list and one [`Loads`] record; `configure`
 /// adds settings to each node's builder.
-pub async fn cluster(
+pub(crate) async fn cluster(
     n: usize,
     loads: &Loads,
     configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
@@ -266,7 +270,7 @@ pub async fn cluster(
 }
 
 /// A key that the ring places on `owner`, made from `prefix`.
-pub fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> String {
+pub(crate) fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> String {
     let ring = cache.ring();
     (0..100_000)
         .map(|i| format!("{prefix}{i}"))
@@ -275,7 +279,7 @@ pub fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> String {
 }
 
 /// Polls `check` until it holds, or panics after `deadline` with `what`.
-pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
     let give_up = tokio::time::Instant::now() + deadline;
     while !check() {
         assert!(
@@ -287,12 +291,12 @@ pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() 
 }
 
 /// A plain HTTP client for requests a test makes by hand.
-pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+pub(crate) fn client() -> Client<HttpConnector, Empty<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// Sends `method` to `uri` (an already-escaped URI) and returns the status, headers and body.
-pub async fn request(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+pub(crate) async fn request(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
     let req = axum::http::Request::builder()
         .method(method)
         .uri(uri)

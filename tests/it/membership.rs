@@ -1,14 +1,12 @@
 //! Membership and failure on loopback: a node joining, a node killed and restarted under load,
 //! peer health, ring fingerprints, graceful shutdown.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{Loads, cluster, eventually, key_owned_by, start_node, value_of};
+use crate::support::{self, Loads, cluster, eventually, key_owned_by, start_node, value_of};
 use tokio::net::TcpListener;
 use tower_groupcache::{PeerHealthConfig, Ring};
 

@@ -1,13 +1,11 @@
 //! Hot keys by popularity, TTL on the wire, remove and clear, negative caching and stale
 //! serving, on real nodes over loopback with a clock moved by hand.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{Loads, cluster, eventually, key_owned_by, value_of};
+use crate::support::{Loads, cluster, eventually, key_owned_by, value_of};
 use tower_groupcache::{Groupcache, HotKeys, Loaded, ManualClock, SourceOptions};
 
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -1,11 +1,9 @@
 //! Stats and metrics move as the request flows of docs/guide.md ("The request flow") say.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::{self, Loads, cluster, key_owned_by, value_of};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use support::{Loads, cluster, key_owned_by, value_of};
 
 type Snapshot = HashMap<(String, Vec<(String, String)>), DebugValue>;
 

@@ -1,11 +1,9 @@
 //! Settings and membership changes at their limits, on real nodes over 127.0.0.1: whatever
 //! `build()` accepts, a get, a peer fetch, the stats and the metrics work with it.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Loads, cluster, key_owned_by, value_of};
+use crate::support::{Loads, cluster, key_owned_by, value_of};
 use tokio::net::TcpListener;
 use tower_groupcache::{GroupcacheBuilder, HotKeys, MAX_REPLICAS, PeerHealthConfig, SourceOptions};
 
