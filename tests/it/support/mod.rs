@@ -1,9 +1,11 @@
-//! Real nodes on 127.0.0.1 for the integration tests, and a data source that counts its loads;
-//! Go nodes beside them in `gopeer`, and node processes in `node_process`.
+//! Real nodes on 127.0.0.1 for the integration tests, a data source that counts its loads, and
+//! a capture of the log lines of a test; Go nodes beside them in `gopeer`, node processes in
+//! `node_process`, and a stand-in owner that holds removals in `stand_in`.
 
 pub(crate) mod gopeer;
 #[cfg(all(unix, feature = "serde"))]
 pub(crate) mod node_process;
+pub(crate) mod stand_in;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -306,4 +308,52 @@ pub(crate) async fn request(method: &str, uri: &str) -> (StatusCode, axum::http:
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body is read").to_bytes();
     (parts.status, parts.headers, body)
+}
+
+/// A URL where nothing listens: a port bound, then released.
+pub(crate) async fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A node without peers whose `users` source is `loads`' (recorded as node `single`).
+pub(crate) fn single_node(loads: &Loads) -> Groupcache {
+    Groupcache::builder()
+        .source("users", loads.source("single"))
+        .build()
+        .expect("a valid single node")
+}
+
+/// WARN and ERROR lines logged on this thread while the guard lives.
+pub(crate) fn capture_logs() -> (
+    tracing::subscriber::DefaultGuard,
+    Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    #[derive(Clone)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines(Arc::default());
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (tracing::subscriber::set_default(subscriber), lines.0)
+}
+
+/// How many of the captured lines contain `needle`.
+pub(crate) fn count_lines(logs: &std::sync::Mutex<Vec<u8>>, needle: &str) -> usize {
+    String::from_utf8_lossy(&logs.lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
 }

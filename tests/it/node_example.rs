@@ -43,7 +43,7 @@ fn three_node_processes_pass_the_script() {
         finished.describe()
     );
     node_process::stderr_line(&format!(
-        "node_script: scripts/three-nodes.sh passed in {:.1?}",
+        "node_example: scripts/three-nodes.sh passed in {:.1?}",
         finished.elapsed
     ));
 }
