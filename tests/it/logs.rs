@@ -1,6 +1,6 @@
 //! Log lines under floods: refused peer requests, foreign ring fingerprints, failed fetches
 //! and unconfirmed removals are counted, and logged at most once per throttling period rather
-//! than once each.
+//! than once each; and the capture of a test's lines, which these tests rely on.
 
 use crate::support::{self, Loads, capture_logs, count_lines};
 
@@ -75,4 +75,17 @@ async fn failing_fetches_and_removals_are_not_logged_one_line_each() {
         removals <= 1,
         "{removals} lines for 30 unconfirmed removals"
     );
+}
+
+/// The capture the tests above rely on, in a process where other tests run at the same time: a
+/// line that a thread without a subscriber reached first is still captured on this thread.
+#[test]
+fn a_line_another_thread_reached_first_is_still_captured() {
+    fn warn() {
+        tracing::warn!("a line only this test writes");
+    }
+    let (_guard, logs) = capture_logs();
+    std::thread::spawn(warn).join().unwrap();
+    warn();
+    assert_eq!(count_lines(&logs, "a line only this test writes"), 1);
 }

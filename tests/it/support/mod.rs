@@ -324,11 +324,20 @@ pub(crate) fn single_node(loads: &Loads) -> Groupcache {
         .expect("a valid single node")
 }
 
+/// Captures the log lines of one test; see [`capture_logs`].
+pub(crate) struct LogsGuard {
+    _default: tracing::subscriber::DefaultGuard,
+    _anchor: tracing::Dispatch,
+}
+
 /// WARN and ERROR lines logged on this thread while the guard lives.
-pub(crate) fn capture_logs() -> (
-    tracing::subscriber::DefaultGuard,
-    Arc<std::sync::Mutex<Vec<u8>>>,
-) {
+///
+/// tracing decides once, for the whole process, whether a log line is wanted: when a thread
+/// first reaches it. While at most one subscriber is registered it asks that thread's
+/// subscriber alone, so a test on another thread, with none, would have the line dropped here
+/// too. The guard also holds a second subscriber, which wants nothing, so that every live
+/// subscriber is asked, this thread's included.
+pub(crate) fn capture_logs() -> (LogsGuard, Arc<std::sync::Mutex<Vec<u8>>>) {
     #[derive(Clone)]
     struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Lines {
@@ -347,7 +356,14 @@ pub(crate) fn capture_logs() -> (
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    (tracing::subscriber::set_default(subscriber), lines.0)
+    // Registered first: the capture's own registration then decides again for every line
+    // reached so far, with both subscribers.
+    let anchor = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let guard = LogsGuard {
+        _default: tracing::subscriber::set_default(subscriber),
+        _anchor: anchor,
+    };
+    (guard, lines.0)
 }
 
 /// How many of the captured lines contain `needle`.
