@@ -10,6 +10,7 @@ pub(crate) mod stand_in;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,6 +142,7 @@ pub(crate) struct Node {
     pub addr: SocketAddr,
     pub cache: Groupcache,
     server: tokio::task::JoinHandle<()>,
+    base_path_answers: Arc<AtomicUsize>,
 }
 
 impl Node {
@@ -164,6 +166,13 @@ impl Node {
     /// Whether the server task has ended (after [`stop`](Node::stop)).
     pub(crate) fn is_stopped(&self) -> bool {
         self.server.is_finished()
+    }
+
+    /// How many `GET`s of the bare peer path (`/_groupcache/`) the node has answered: the
+    /// check of its own peer path that a node makes once, soon after it starts, and the probes
+    /// of peers that learn whether it speaks the extensions.
+    pub(crate) fn base_path_answers(&self) -> usize {
+        self.base_path_answers.load(Ordering::SeqCst)
     }
 }
 
@@ -236,12 +245,29 @@ pub(crate) async fn start_node(
         .open_peer_path()
         .source("users", loads.source(&url));
     let cache = configure(builder).build().expect("valid test config");
-    let server = serve(listener, app(&cache)).await;
+    let base_path_answers = Arc::new(AtomicUsize::new(0));
+    let answers = base_path_answers.clone();
+    // Counted once answered, so that a test that sees the count knows the answer was given.
+    let app = app(&cache).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let answers = answers.clone();
+            async move {
+                let base_path = request.uri().path() == "/_groupcache/";
+                let response = next.run(request).await;
+                if base_path {
+                    answers.fetch_add(1, Ordering::SeqCst);
+                }
+                response
+            }
+        },
+    ));
+    let server = serve(listener, app).await;
     Node {
         url,
         addr,
         cache,
         server,
+        base_path_answers,
     }
 }
 
