@@ -1,5 +1,5 @@
 //! A standalone cache node, one process per node, configured from the environment: the node
-//! that `deploy/` packages and `scripts/three-nodes.sh` and `tests/multihost.rs` run.
+//! that `deploy/` packages and `scripts/three-nodes.sh` and `tests/it/multihost.rs` run.
 //!
 //! ```sh
 //! cargo build --example node

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! The certificate must name the node's address (as in its self URL) and allow both server
-//! and client authentication. `tests/tls.rs` makes such certificates with rcgen.
+//! and client authentication. `tests/it/tls.rs` makes such certificates with rcgen.
 
 use std::error::Error;
 use std::sync::Arc;

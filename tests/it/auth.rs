@@ -1,15 +1,13 @@
 //! Peer authentication over real HTTP: the credential format of the `auth` module, and every
 //! way a credential can be wrong.
 
-mod support;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::support::{self, Loads, cluster, key_owned_by, value_of};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt as _, Empty};
 use sha2::Sha256;
-use support::{Loads, cluster, key_owned_by, value_of};
 use tower_groupcache::{ConfigError, Groupcache};
 
 const SECRET: &str = "test secret, 32 bytes or more, shared";

@@ -1,9 +1,6 @@
 //! Helpers for the tests that run the node example (`examples/node.rs`) as real processes:
 //! finding (building) its binary, running commands with a deadline, signalling processes,
 //! and writing past the test harness's output capture.
-//!
-//! Included by `tests/node_script.rs` and `tests/multihost.rs` with `mod node_process;`.
-#![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write as _};
 use std::os::unix::process::CommandExt as _;
@@ -15,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// The longest `cargo build --example node` may take: long, since on a cold target
 /// directory it compiles the crate and its dependencies on a loaded machine.
-pub const BUILD_DEADLINE: Duration = Duration::from_secs(900);
+pub(crate) const BUILD_DEADLINE: Duration = Duration::from_secs(900);
 
 /// How long a process group gets between SIGTERM and SIGKILL when its deadline passed.
 const TERM_GRACE: Duration = Duration::from_secs(10);
@@ -27,12 +24,12 @@ const PIPE_GRACE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 
 /// The crate's directory.
-pub fn manifest_dir() -> &'static Path {
+pub(crate) fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The cargo target directory: `CARGO_TARGET_DIR` if set, else `<crate>/target`.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
@@ -47,12 +44,12 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Whether `program` is an executable file in a directory of `PATH`.
-pub fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     find_on_path(program).is_some()
 }
 
 /// The first executable file named `program` in a directory of `PATH`.
-pub fn find_on_path(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
@@ -66,12 +63,12 @@ fn is_executable(path: &Path) -> bool {
 
 /// Writes a line straight to the process's stderr: `eprintln!` in a test is captured by
 /// the harness (and shown only on failure); this is not.
-pub fn stderr_line(line: &str) {
+pub(crate) fn stderr_line(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Appends `line` to `path`, creating the file and its directory.
-pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+pub(crate) fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -87,7 +84,7 @@ pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
 
 /// What a command printed, and how it ended.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// `None` when the deadline passed and the command was killed.
     pub status: Option<ExitStatus>,
     pub stdout: String,
@@ -97,12 +94,12 @@ pub struct Finished {
 
 impl Finished {
     /// Whether it ended in time with status 0.
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
     /// The status and both outputs, for an assertion message.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let status = match self.status {
             Some(status) => status.to_string(),
             None => format!("killed after its deadline ({:.1?})", self.elapsed),
@@ -139,7 +136,10 @@ fn collect(rx: &Receiver<String>) -> String {
 /// collected. When `deadline` passes, the whole group gets SIGTERM (so a script's trap can
 /// clean up), then SIGKILL after a grace period; `status` is then `None`. `Err` only when
 /// the command cannot be started.
-pub fn run_with_deadline(mut command: Command, deadline: Duration) -> std::io::Result<Finished> {
+pub(crate) fn run_with_deadline(
+    mut command: Command,
+    deadline: Duration,
+) -> std::io::Result<Finished> {
     let started = Instant::now();
     let mut child = command
         .stdin(Stdio::null())
@@ -170,7 +170,7 @@ pub fn run_with_deadline(mut command: Command, deadline: Duration) -> std::io::R
 }
 
 /// Waits for `child` until `deadline`; `None` if it is still running then.
-pub fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+pub(crate) fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
@@ -187,7 +187,7 @@ pub fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 
 /// Sends `SIGsignal` (`"TERM"`, `"KILL"`) to the process `pid`, through `kill(1)`. Returns
 /// whether `kill` reported success.
-pub fn signal(pid: u32, signal: &str) -> bool {
+pub(crate) fn signal(pid: u32, signal: &str) -> bool {
     signal_raw(&pid.to_string(), signal)
 }
 
@@ -211,7 +211,7 @@ fn signal_raw(target: &str, signal: &str) -> bool {
 /// test` builds the examples anyway). If cargo cannot be run at all, the binary that is
 /// already at `<target>/{debug,release}/examples/node` is used. A build that fails is a
 /// test failure.
-pub fn node_binary() -> PathBuf {
+pub(crate) fn node_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(build_node).clone()
 }

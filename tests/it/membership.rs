@@ -1,16 +1,15 @@
-//! Membership and failure on loopback: a node joining, a node killed and restarted under load,
-//! peer health, ring fingerprints, graceful shutdown.
-
-mod support;
+//! Membership on loopback: a node joining, a node killed and restarted under load, the peer
+//! list replaced at runtime, and nodes whose peer lists differ noticing it by the ring
+//! fingerprint.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{Loads, cluster, eventually, key_owned_by, start_node, value_of};
+use crate::support::{Loads, cluster, eventually, key_owned_by, start_node, value_of};
 use tokio::net::TcpListener;
-use tower_groupcache::{PeerHealthConfig, Ring};
+use tower_groupcache::Ring;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -219,77 +218,6 @@ async fn a_node_killed_and_restarted_under_load() {
 }
 
 #[tokio::test]
-async fn a_dead_peer_is_skipped_instead_of_waited_for() {
-    // A peer that accepts connections and never answers: each fetch costs the whole timeout.
-    let black_hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}", black_hole.local_addr().unwrap());
-    let _hole = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = black_hole.accept().await {
-            held.push(socket);
-        }
-    });
-    let loads = Loads::default();
-    let health = PeerHealthConfig {
-        failure_threshold: 2,
-        cooldown: Duration::from_secs(3_600),
-        max_cooldown: Duration::from_secs(3_600),
-    };
-    let nodes = cluster(1, &loads, |b| {
-        b.peers([hole_url.clone()])
-            .peer_timeout(Duration::from_millis(200))
-            .peer_health(health)
-    })
-    .await;
-    let a = &nodes[0];
-    for i in 0..2 {
-        let key = key_owned_by(&a.cache, &hole_url, &format!("slow{i}:"));
-        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
-    }
-    assert_eq!(a.stats("users").peer_errors, 2);
-    assert_eq!(a.cache.stats().cluster.skipped_peers, [hole_url.as_str()]);
-    // From now on its keys load at once: no fetch is tried, so no timeout is waited for.
-    for i in 0..20 {
-        let key = key_owned_by(&a.cache, &hole_url, &format!("fast{i}:"));
-        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
-    }
-    let s = a.stats("users");
-    assert_eq!((s.peer_errors, s.peer_skips, s.local_loads), (2, 20, 22));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_skipped_peer_is_probed_and_comes_back() {
-    let loads = Loads::default();
-    let nodes = cluster(2, &loads, |b| {
-        b.peer_health(PeerHealthConfig {
-            failure_threshold: 1,
-            cooldown: Duration::from_secs(10),
-            max_cooldown: Duration::from_secs(10),
-        })
-    })
-    .await;
-    let (a, b) = (&nodes[0], &nodes[1]);
-    b.cache.shutdown().await; // answers 503 from now on
-    let key = key_owned_by(&a.cache, &b.url, "x:");
-    a.handle().get("users", &key).await.unwrap();
-    assert_eq!(a.cache.stats().cluster.skipped_peers, [b.url.as_str()]);
-    // Paused time: jump past the cooldown; the next get probes B (still 503) and skips again.
-    tokio::time::advance(Duration::from_secs(10)).await;
-    let key = key_owned_by(&a.cache, &b.url, "y:");
-    a.handle().get("users", &key).await.unwrap();
-    let s = a.stats("users");
-    assert_eq!((s.peer_errors, s.peer_skips), (2, 0));
-    let key = key_owned_by(&a.cache, &b.url, "z:");
-    a.handle().get("users", &key).await.unwrap();
-    assert_eq!(a.stats("users").peer_skips, 1);
-    assert_eq!(
-        b.stats("users").local_loads,
-        0,
-        "a draining node loads nothing for peers"
-    );
-}
-
-#[tokio::test]
 async fn nodes_with_different_peer_lists_both_notice() {
     let loads = Loads::default();
     let nodes = cluster(2, &loads, |b| b).await;
@@ -317,32 +245,23 @@ async fn nodes_with_different_peer_lists_both_notice() {
 }
 
 #[tokio::test]
-async fn shutdown_waits_for_loads_and_refuses_peers() {
+async fn set_peers_swaps_the_ring() {
     let loads = Loads::default();
     let nodes = cluster(2, &loads, |b| b).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let key = key_owned_by(&a.cache, &a.url, "user:");
-    loads.close();
-    let handle = a.handle();
-    let k = key.clone();
-    let get = tokio::spawn(async move { handle.get("users", &k).await });
-    eventually("the load started", DEADLINE, || loads.count(&key) == 1).await;
-    let cache = a.cache.clone();
-    let shutdown = tokio::spawn(async move { cache.shutdown().await });
-    eventually("shutdown began", DEADLINE, || a.cache.is_shutting_down()).await;
-    assert!(!shutdown.is_finished(), "a load is still running");
-    // Peers are refused now.
-    let (status, _, _) = support::request("GET", &format!("{}/_groupcache/users/k", a.url)).await;
-    assert_eq!(status, 503);
-    loads.open();
-    assert_eq!(get.await.unwrap().unwrap(), value_of(&key));
-    assert!(shutdown.await.unwrap().is_complete());
-    // B, refused by A, loads A's keys itself.
-    let other = key_owned_by(&b.cache, &a.url, "user:other:");
+    let key = key_owned_by(&a.cache, &b.url, "user:");
+    a.cache.set_peers([a.url.as_str()]).unwrap();
+    assert_eq!(a.cache.ring().owner(&key), Some(&*a.url));
+    assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
     assert_eq!(
-        b.handle().get("users", &other).await.unwrap(),
-        value_of(&other)
+        loads.of(&key),
+        [a.url.as_str()],
+        "loaded locally once B left the ring"
     );
-    assert_eq!(loads.of(&other), [b.url.as_str()]);
-    assert_eq!(b.stats("users").peer_errors, 1);
+    assert!(a.cache.set_peers(["not a url"]).is_err());
+    assert_eq!(
+        a.cache.stats().cluster.peers,
+        [a.url.as_str()],
+        "a bad list changes nothing"
+    );
 }

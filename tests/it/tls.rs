@@ -1,11 +1,10 @@
 //! Three nodes over mutual TLS on 127.0.0.1, with certificates made at test time.
 #![cfg(feature = "tls")]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::support::{self, Loads, key_owned_by, value_of};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -14,7 +13,6 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use support::{Loads, key_owned_by, value_of};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower_groupcache::{Groupcache, PeerTls};

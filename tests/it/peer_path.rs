@@ -1,16 +1,10 @@
-//! The peer path: bad input, escaping, and peers that fail in every way.
+//! The peer path as a node serves it: bad requests, escaping (this crate's and Go's), keys of
+//! every shape, `DELETE`, no forwarding, and replies that carry the cached bytes themselves.
 
-mod support;
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use axum::Router;
+use crate::support::{self, Loads, cluster, key_owned_by, request, serve, value_of};
 use axum::http::StatusCode;
-use axum::routing::get;
 use bytes::Bytes;
 use prost::Message as _;
-use support::{Loads, cluster, key_owned_by, request, serve, value_of};
 use tokio::net::TcpListener;
 use tower_groupcache::Groupcache;
 use tower_groupcache::protocol::{GetResponse, escape};
@@ -232,156 +226,6 @@ async fn peer_requests_are_never_forwarded() {
     assert_eq!(loads.of(&key), [a.url.as_str()]);
     assert_eq!(b.stats("users").server_requests, 0);
     assert_eq!(a.stats("users").peer_loads, 0);
-}
-
-/// What a fake peer does with every request.
-#[derive(Clone, Copy, Debug)]
-enum Misbehaviour {
-    Down,
-    Hangs,
-    Status500,
-    TruncatedProtobuf,
-    Garbage,
-    Redirect,
-}
-
-async fn fake_peer(
-    misbehaviour: Misbehaviour,
-) -> (SocketAddr, Option<tokio::task::JoinHandle<()>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = move || async move {
-        match misbehaviour {
-            Misbehaviour::Status500 => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from("boom")),
-            Misbehaviour::TruncatedProtobuf => {
-                (StatusCode::OK, Bytes::from_static(b"\x0a\x10short"))
-            }
-            Misbehaviour::Garbage => (StatusCode::OK, Bytes::from_static(b"\xff\xff\xff\xff")),
-            Misbehaviour::Redirect => (StatusCode::MOVED_PERMANENTLY, Bytes::new()),
-            Misbehaviour::Down | Misbehaviour::Hangs => unreachable!(),
-        }
-    };
-    match misbehaviour {
-        Misbehaviour::Down => {
-            drop(listener);
-            (addr, None)
-        }
-        Misbehaviour::Hangs => {
-            // Accepts connections and never answers.
-            let task = tokio::spawn(async move {
-                let mut held = Vec::new();
-                while let Ok((socket, _)) = listener.accept().await {
-                    held.push(socket);
-                }
-            });
-            (addr, Some(task))
-        }
-        _ => {
-            let app = Router::new().route("/{*rest}", get(answer));
-            (addr, Some(serve(listener, app).await))
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_failing_peer_costs_a_local_load_not_a_failed_get() {
-    for misbehaviour in [
-        Misbehaviour::Down,
-        Misbehaviour::Hangs,
-        Misbehaviour::Status500,
-        Misbehaviour::TruncatedProtobuf,
-        Misbehaviour::Garbage,
-        Misbehaviour::Redirect,
-    ] {
-        let (fake_addr, fake_task) = fake_peer(misbehaviour).await;
-        let fake = format!("http://{fake_addr}");
-        let loads = Loads::default();
-        let nodes = cluster(1, &loads, |b| {
-            b.peers([fake.clone()])
-                .peer_timeout(Duration::from_millis(300))
-        })
-        .await;
-        let a = &nodes[0];
-        let key = key_owned_by(&a.cache, &fake, "user:");
-        let got = a.handle().get("users", &key).await;
-        assert_eq!(got.unwrap(), value_of(&key), "{misbehaviour:?}");
-        let s = a.stats("users");
-        assert_eq!(
-            (s.peer_errors, s.peer_loads, s.local_loads),
-            (1, 0, 1),
-            "{misbehaviour:?}"
-        );
-        // The fallback value is kept in the main cache: the next get is a hit.
-        a.handle().get("users", &key).await.unwrap();
-        assert_eq!(loads.count(&key), 1, "{misbehaviour:?}");
-        assert_eq!(a.stats("users").peer_errors, 1, "{misbehaviour:?}");
-        if let Some(task) = fake_task {
-            task.abort();
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_peer_value_over_the_limit_is_refused() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let big = Groupcache::builder()
-        .open_peer_path()
-        .self_url(format!("http://{addr}"))
-        .source("users", |_k: String| async {
-            Ok::<_, std::io::Error>(vec![7u8; 100_000])
-        })
-        .build()
-        .unwrap();
-    let _server = serve(listener, support::app(&big)).await;
-    let peer = format!("http://{addr}");
-    let loads = Loads::default();
-    let nodes = cluster(1, &loads, |b| {
-        b.peers([peer.clone()]).max_value_bytes(10_000)
-    })
-    .await;
-    let a = &nodes[0];
-    let key = key_owned_by(&a.cache, &peer, "user:");
-    assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
-    assert_eq!(a.stats("users").peer_errors, 1);
-}
-
-#[tokio::test]
-async fn a_peer_that_sends_an_endless_body_is_cut_off() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
-    let endless = move || {
-        let counter = counter.clone();
-        async move {
-            let chunks = futures_util::stream::repeat_with(move || {
-                counter.fetch_add(64 << 10, Ordering::Relaxed);
-                Ok::<_, std::convert::Infallible>(Bytes::from_static(&[0x0a; 64 << 10]))
-            });
-            axum::body::Body::from_stream(chunks)
-        }
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = format!("http://{}", listener.local_addr().unwrap());
-    let _server = serve(listener, Router::new().route("/{*rest}", get(endless))).await;
-
-    let loads = Loads::default();
-    let nodes = cluster(1, &loads, |b| {
-        b.peers([peer.clone()]).max_value_bytes(1 << 20)
-    })
-    .await;
-    let a = &nodes[0];
-    let key = key_owned_by(&a.cache, &peer, "user:");
-    assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
-    assert_eq!(a.stats("users").peer_errors, 1);
-    // The client stopped reading at the limit; the socket buffers hold at most a few MiB more.
-    let sent = sent.load(Ordering::Relaxed);
-    assert!(
-        sent < 64 << 20,
-        "{sent} bytes were produced before the client hung up"
-    );
 }
 
 #[tokio::test]

@@ -1,10 +1,6 @@
 //! Real golang/groupcache nodes (`tests/interop/gopeer`) as child processes on 127.0.0.1,
 //! nodes of this crate beside them, and a data source that gives the same bytes as the Go
 //! getter, so that a value is the same whichever node loads it.
-//!
-//! Included by `tests/interop.rs` with `#[path = "support/gopeer.rs"] mod gopeer;`, next to
-//! `mod support;`.
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,19 +26,19 @@ use tower_groupcache::{Groupcache, Loaded, SourceStats};
 use crate::support;
 
 /// The group (data source) every node of a mixed cluster serves.
-pub const GROUP: &str = "users";
+pub(crate) const GROUP: &str = "users";
 
 /// How long a Go node may take to print `READY`, and an HTTP exchange to complete.
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// The time to live our data source gives to keys starting with `ttl:`.
-pub const TTL: Duration = Duration::from_secs(3600);
+pub(crate) const TTL: Duration = Duration::from_secs(3600);
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites, build, skip, marker
 
 /// The cargo target directory: `CARGO_TARGET_DIR` if set, else `<crate>/target`.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
@@ -50,7 +46,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The file each interop test appends a line to when it really ran; `.ci/run` checks it.
-pub fn marker_path() -> PathBuf {
+pub(crate) fn marker_path() -> PathBuf {
     target_dir().join("interop-ran")
 }
 
@@ -128,7 +124,7 @@ fn build() -> Result<PathBuf, String> {
 
 /// The Go peer binary, or `None` after printing `SKIPPED: ...` when Go is missing. With
 /// `GROUPCACHE_REQUIRE_GO=1` (set by `.ci/run`) a missing Go is a failure instead.
-pub fn binary_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn binary_or_skip(test: &str) -> Option<PathBuf> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BINARY.get_or_init(build) {
         Ok(path) => Some(path.clone()),
@@ -148,23 +144,23 @@ pub fn binary_or_skip(test: &str) -> Option<PathBuf> {
 
 /// Counts the checks of one test and, when it ends, records that it really ran.
 #[derive(Debug)]
-pub struct Checks {
+pub(crate) struct Checks {
     test: &'static str,
     count: usize,
 }
 
 impl Checks {
-    pub fn new(test: &'static str) -> Self {
+    pub(crate) fn new(test: &'static str) -> Self {
         Self { test, count: 0 }
     }
 
     /// One more check passed.
-    pub fn passed(&mut self) {
+    pub(crate) fn passed(&mut self) {
         self.count += 1;
     }
 
     /// Appends `interop: <test>: ran N mixed-cluster checks` to the marker file.
-    pub fn done(self) {
+    pub(crate) fn done(self) {
         assert!(self.count > 0, "{}: no check ran", self.test);
         let line = format!(
             "interop: {}: ran {} mixed-cluster checks",
@@ -191,7 +187,7 @@ impl Checks {
 /// The value the Go getter (`valueFor` in main.go) gives for `key`, or its error: `fail:...`
 /// fails; `size:N:...` is `value-of:<key>` repeated and cut to N bytes; anything else is
 /// `value-of:<key>`.
-pub fn go_value(key: &str) -> Result<Bytes, String> {
+pub(crate) fn go_value(key: &str) -> Result<Bytes, String> {
     const MAX_SIZED_VALUE: usize = 256 << 20;
     if key.starts_with("fail:") {
         return Err(format!("getter failed for key {key:?}"));
@@ -220,13 +216,13 @@ type LoadFuture = Pin<Box<dyn Future<Output = Result<Loaded, std::io::Error>> + 
 /// On top of the Go getter: `missing:...` is *not found* (our 204 extension), and `ttl:...`
 /// gets a time to live of [`TTL`] (our `expire` extension); the bytes stay the Go getter's.
 #[derive(Clone, Default)]
-pub struct OurLoads {
+pub(crate) struct OurLoads {
     by_key: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl OurLoads {
     /// The nodes of ours that loaded `key`, in order.
-    pub fn of(&self, key: &str) -> Vec<String> {
+    pub(crate) fn of(&self, key: &str) -> Vec<String> {
         self.by_key
             .lock()
             .unwrap()
@@ -235,7 +231,10 @@ impl OurLoads {
             .unwrap_or_default()
     }
 
-    pub fn source(&self, node: &str) -> impl Fn(String) -> LoadFuture + Send + Sync + 'static {
+    pub(crate) fn source(
+        &self,
+        node: &str,
+    ) -> impl Fn(String) -> LoadFuture + Send + Sync + 'static {
         let (by_key, node) = (self.by_key.clone(), node.to_owned());
         move |key: String| {
             by_key
@@ -262,7 +261,7 @@ impl OurLoads {
 
 /// Panics with a short message (not 1 MiB of bytes) if `actual` is not `expected`.
 #[track_caller]
-pub fn assert_bytes(actual: &[u8], expected: &[u8], what: &str) {
+pub(crate) fn assert_bytes(actual: &[u8], expected: &[u8], what: &str) {
     if actual == expected {
         return;
     }
@@ -289,7 +288,7 @@ pub fn assert_bytes(actual: &[u8], expected: &[u8], what: &str) {
 
 /// A status, headers and body.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -297,7 +296,7 @@ pub struct Reply {
 
 /// One pooled HTTP/1.1 client for the requests a test makes by hand.
 #[derive(Clone)]
-pub struct Http {
+pub(crate) struct Http {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
@@ -311,7 +310,7 @@ impl Default for Http {
 
 impl Http {
     /// Sends `method` to `uri` (already escaped) with extra `headers`, bounded by a deadline.
-    pub async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)]) -> Reply {
         let mut request = Request::builder().method(method.clone()).uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -334,7 +333,7 @@ impl Http {
         }
     }
 
-    pub async fn get(&self, uri: &str) -> Reply {
+    pub(crate) async fn get(&self, uri: &str) -> Reply {
         self.send(Method::GET, uri, &[]).await
     }
 }
@@ -344,7 +343,7 @@ impl Http {
 
 /// golang/groupcache's counters of one group, from gopeer's `/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GoStats {
+pub(crate) struct GoStats {
     pub gets: u64,
     pub cache_hits: u64,
     pub peer_loads: u64,
@@ -373,13 +372,12 @@ fn json_number(json: &str, field: &str) -> u64 {
 }
 
 /// A `gopeer` child process. Dropping it kills the process (SIGKILL to its PID).
-pub struct GoNode {
+pub(crate) struct GoNode {
     pub url: String,
     pub pid: u32,
     child: Child,
     /// Kept open so that the child never writes to a closed pipe.
     _stdout: BufReader<ChildStdout>,
-    stderr: Arc<Mutex<String>>,
     http: Http,
 }
 
@@ -395,7 +393,7 @@ impl fmt::Debug for GoNode {
 impl GoNode {
     /// Starts a Go node on a free port of 127.0.0.1 with `peers`, where `SELF` stands for
     /// its own URL.
-    pub async fn start_on_free_port(binary: &Path, peers: &[String], http: &Http) -> Self {
+    pub(crate) async fn start_on_free_port(binary: &Path, peers: &[String], http: &Http) -> Self {
         Self::start(binary, None, "127.0.0.1:0", peers, http)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
@@ -487,19 +485,13 @@ impl GoNode {
             pid,
             child,
             _stdout: stdout,
-            stderr,
             http: http.clone(),
         })
     }
 
-    /// What the process has written to stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
     /// Kills the process (SIGKILL to its PID) and waits until it is gone: its port is closed
     /// when this returns.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.child.start_kill();
         tokio::time::timeout(DEADLINE, self.child.wait())
             .await
@@ -509,7 +501,7 @@ impl GoNode {
 
     /// `group.Get` through the Go node's front, `GET /get?key=K`: the value, or the
     /// status and error text.
-    pub async fn try_get(&self, key: &str) -> Result<Bytes, (StatusCode, String)> {
+    pub(crate) async fn try_get(&self, key: &str) -> Result<Bytes, (StatusCode, String)> {
         let reply = self
             .http
             .get(&format!(
@@ -528,14 +520,14 @@ impl GoNode {
         }
     }
 
-    pub async fn get(&self, key: &str) -> Bytes {
+    pub(crate) async fn get(&self, key: &str) -> Bytes {
         self.try_get(key)
             .await
             .unwrap_or_else(|e| panic!("Go node {}: get {key:?}: {e:?}", self.url))
     }
 
     /// How often the Go getter ran for `key` on this node.
-    pub async fn loads(&self, key: &str) -> u64 {
+    pub(crate) async fn loads(&self, key: &str) -> u64 {
         let reply = self
             .http
             .get(&format!(
@@ -552,7 +544,7 @@ impl GoNode {
     }
 
     /// The owner of `key` on the Go node's own `consistenthash` ring.
-    pub async fn owner(&self, key: &str) -> String {
+    pub(crate) async fn owner(&self, key: &str) -> String {
         let reply = self
             .http
             .get(&format!("{}/owner?key={}", self.url, escape(key)))
@@ -561,7 +553,7 @@ impl GoNode {
         String::from_utf8(reply.body.to_vec()).expect("a URL")
     }
 
-    pub async fn stats(&self) -> GoStats {
+    pub(crate) async fn stats(&self) -> GoStats {
         let reply = self
             .http
             .get(&format!("{}/stats?group={GROUP}", self.url))
@@ -593,14 +585,14 @@ impl Drop for GoNode {
 // Our node
 
 /// A node of this crate, serving `support::app` (the front `/get` and the peer path).
-pub struct OurNode {
+pub(crate) struct OurNode {
     pub url: String,
     pub cache: Groupcache,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl OurNode {
-    pub async fn get(&self, key: &str) -> Bytes {
+    pub(crate) async fn get(&self, key: &str) -> Bytes {
         self.cache
             .handle()
             .get(GROUP, key)
@@ -608,7 +600,7 @@ impl OurNode {
             .unwrap_or_else(|e| panic!("our node {}: get {key:?}: {e}", self.url))
     }
 
-    pub fn stats(&self) -> SourceStats {
+    pub(crate) fn stats(&self) -> SourceStats {
         self.cache.stats().source(GROUP).expect("the group").stats
     }
 }
@@ -624,15 +616,9 @@ impl Drop for OurNode {
 
 /// One node of a mixed cluster, by kind and index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum At {
+pub(crate) enum At {
     Ours(usize),
     Go(usize),
-}
-
-impl At {
-    pub fn is_go(self) -> bool {
-        matches!(self, At::Go(_))
-    }
 }
 
 impl fmt::Display for At {
@@ -646,7 +632,7 @@ impl fmt::Display for At {
 
 /// Nodes of ours and Go nodes on 127.0.0.1 with one peer list: ours first, then the Go
 /// nodes, in the same order everywhere.
-pub struct Mixed {
+pub(crate) struct Mixed {
     pub ours: Vec<OurNode>,
     pub go: Vec<GoNode>,
     pub peers: Vec<String>,
@@ -663,7 +649,7 @@ impl Mixed {
     /// its URL in the first one's list: its port is reserved by binding 127.0.0.1:0 and
     /// released just before that node starts. If another process takes the port in that
     /// instant, the node fails to bind and the whole cluster is started again (3 attempts).
-    pub async fn start(binary: &Path, ours: usize, go: usize) -> Self {
+    pub(crate) async fn start(binary: &Path, ours: usize, go: usize) -> Self {
         let mut last = String::new();
         for _attempt in 0..3 {
             match Self::try_start(binary, ours, go).await {
@@ -750,21 +736,21 @@ impl Mixed {
 
     /// Kills every Go node and waits for each to exit (reaped, not left as a zombie), then
     /// stops ours. Dropping the cluster kills the Go nodes too, without waiting.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for node in &mut self.go {
             node.stop().await;
         }
     }
 
     /// Every node: ours, then the Go nodes.
-    pub fn all(&self) -> Vec<At> {
+    pub(crate) fn all(&self) -> Vec<At> {
         (0..self.ours.len())
             .map(At::Ours)
             .chain((0..self.go.len()).map(At::Go))
             .collect()
     }
 
-    pub fn url(&self, at: At) -> &str {
+    pub(crate) fn url(&self, at: At) -> &str {
         match at {
             At::Ours(i) => &self.ours[i].url,
             At::Go(i) => &self.go[i].url,
@@ -772,7 +758,7 @@ impl Mixed {
     }
 
     /// The owner of `key` on our ring.
-    pub fn owner(&self, key: &str) -> String {
+    pub(crate) fn owner(&self, key: &str) -> String {
         self.ours[0]
             .cache
             .ring()
@@ -782,7 +768,7 @@ impl Mixed {
     }
 
     /// `base` itself if `owner` owns it, else the first `base<i>` that `owner` owns.
-    pub fn key_owned_by(&self, owner: At, base: &str) -> String {
+    pub(crate) fn key_owned_by(&self, owner: At, base: &str) -> String {
         let ring = self.ours[0].cache.ring();
         let owner = self.url(owner);
         std::iter::once(base.to_owned())
@@ -792,7 +778,7 @@ impl Mixed {
     }
 
     /// A get through node `at`: `CacheHandle::get` on ours, the front `/get` on a Go node.
-    pub async fn get(&self, at: At, key: &str) -> Bytes {
+    pub(crate) async fn get(&self, at: At, key: &str) -> Bytes {
         match at {
             At::Ours(i) => self.ours[i].get(key).await,
             At::Go(i) => self.go[i].get(key).await,
@@ -800,7 +786,7 @@ impl Mixed {
     }
 
     /// Every node that ran its data source for `key`, once per load, sorted.
-    pub async fn loaders(&self, key: &str) -> Vec<String> {
+    pub(crate) async fn loaders(&self, key: &str) -> Vec<String> {
         let mut loaders = self.loads.of(key);
         for node in &self.go {
             for _ in 0..node.loads(key).await {

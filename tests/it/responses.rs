@@ -1,8 +1,7 @@
 //! A handler written as the README's answers each outcome of a get with its HTTP status, and
 //! the body names the data source but never the key nor the data source's own error.
 
-mod support;
-
+use crate::support;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::Path;

@@ -6,10 +6,10 @@
 //! script as `NODE_BIN`, so the script does not run cargo itself.
 #![cfg(all(unix, feature = "serde"))]
 
-mod node_process;
-
 use std::process::Command;
 use std::time::Duration;
+
+use crate::support::node_process;
 
 /// The whole script: its own deadlines are 120 s per node to get ready and 60 s per node
 /// to stop, and 30 keys take a few seconds; this leaves room for a loaded machine.
@@ -43,7 +43,7 @@ fn three_node_processes_pass_the_script() {
         finished.describe()
     );
     node_process::stderr_line(&format!(
-        "node_script: scripts/three-nodes.sh passed in {:.1?}",
+        "node_example: scripts/three-nodes.sh passed in {:.1?}",
         finished.elapsed
     ));
 }

@@ -1,9 +1,16 @@
-//! Real nodes on 127.0.0.1 for the integration tests, and a data source that counts its loads.
-#![allow(dead_code, unreachable_pub)]
+//! Real nodes on 127.0.0.1 for the integration tests, a data source that counts its loads, and
+//! a capture of the log lines of a test; Go nodes beside them in `gopeer`, node processes in
+//! `node_process`, and a stand-in owner that holds removals in `stand_in`.
+
+pub(crate) mod gopeer;
+#[cfg(all(unix, feature = "serde"))]
+pub(crate) mod node_process;
+pub(crate) mod stand_in;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +28,7 @@ use tokio::sync::Semaphore;
 use tower_groupcache::{CacheHandle, Groupcache, GroupcacheBuilder, Loaded};
 
 /// The value the test source gives for `key`.
-pub fn value_of(key: &str) -> Bytes {
+pub(crate) fn value_of(key: &str) -> Bytes {
     Bytes::from(format!("value-of:{key}"))
 }
 
@@ -29,7 +36,7 @@ pub fn value_of(key: &str) -> Bytes {
 ///
 /// Keys starting with `fail:` fail, `panic:` panic, `missing:` are not found.
 #[derive(Clone, Default)]
-pub struct Loads {
+pub(crate) struct Loads {
     inner: Arc<LoadsInner>,
 }
 
@@ -41,18 +48,18 @@ struct LoadsInner {
 
 impl Loads {
     /// Holds every later load until [`open`](Loads::open).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         *self.inner.gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
     }
 
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         if let Some(gate) = self.inner.gate.lock().unwrap().take() {
             gate.add_permits(Semaphore::MAX_PERMITS / 2);
         }
     }
 
     /// The nodes that loaded `key`, in order.
-    pub fn of(&self, key: &str) -> Vec<String> {
+    pub(crate) fn of(&self, key: &str) -> Vec<String> {
         self.inner
             .by_key
             .lock()
@@ -62,11 +69,11 @@ impl Loads {
             .unwrap_or_default()
     }
 
-    pub fn count(&self, key: &str) -> usize {
+    pub(crate) fn count(&self, key: &str) -> usize {
         self.of(key).len()
     }
 
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.inner
             .by_key
             .lock()
@@ -76,7 +83,7 @@ impl Loads {
             .sum()
     }
 
-    pub fn total_by(&self, node: &str) -> usize {
+    pub(crate) fn total_by(&self, node: &str) -> usize {
         self.inner
             .by_key
             .lock()
@@ -88,7 +95,7 @@ impl Loads {
     }
 
     /// The data source of node `node`: it records `node` as the loader of each key.
-    pub fn source(
+    pub(crate) fn source(
         &self,
         node: &str,
     ) -> impl Fn(
@@ -130,19 +137,20 @@ impl Loads {
 }
 
 /// A node of a test cluster: its cache, its URL, and its server task.
-pub struct Node {
+pub(crate) struct Node {
     pub url: String,
     pub addr: SocketAddr,
     pub cache: Groupcache,
     server: tokio::task::JoinHandle<()>,
+    base_path_answers: Arc<AtomicUsize>,
 }
 
 impl Node {
-    pub fn handle(&self) -> CacheHandle {
+    pub(crate) fn handle(&self) -> CacheHandle {
         self.cache.handle()
     }
 
-    pub fn stats(&self, source: &str) -> tower_groupcache::SourceStats {
+    pub(crate) fn stats(&self, source: &str) -> tower_groupcache::SourceStats {
         self.cache
             .stats()
             .source(source)
@@ -151,13 +159,20 @@ impl Node {
     }
 
     /// Stops serving, as a killed process would: the listener and every connection close.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.server.abort();
     }
 
     /// Whether the server task has ended (after [`stop`](Node::stop)).
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.server.is_finished()
+    }
+
+    /// How many `GET`s of the bare peer path (`/_groupcache/`) the node has answered: the
+    /// check of its own peer path that a node makes once, soon after it starts, and the probes
+    /// of peers that learn whether it speaks the extensions.
+    pub(crate) fn base_path_answers(&self) -> usize {
+        self.base_path_answers.load(Ordering::SeqCst)
     }
 }
 
@@ -168,7 +183,7 @@ impl Drop for Node {
 }
 
 /// The front route of every test node: `GET /get?source=S&key=K`, through the extractor.
-pub fn app(cache: &Groupcache) -> Router {
+pub(crate) fn app(cache: &Groupcache) -> Router {
     async fn front(
         cache: CacheHandle,
         Query(q): Query<HashMap<String, String>>,
@@ -193,7 +208,7 @@ pub fn app(cache: &Groupcache) -> Router {
 
 /// Serves `app` on `listener`. Aborting the returned task closes the listener and every open
 /// connection at once, as a killed process would.
-pub async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+pub(crate) async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
     tokio::spawn(async move {
@@ -215,7 +230,7 @@ pub async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandl
 }
 
 /// Starts one node on `listener` with the given peer list.
-pub async fn start_node(
+pub(crate) async fn start_node(
     listener: TcpListener,
     peers: &[String],
     loads: &Loads,
@@ -230,18 +245,35 @@ pub async fn start_node(
         .open_peer_path()
         .source("users", loads.source(&url));
     let cache = configure(builder).build().expect("valid test config");
-    let server = serve(listener, app(&cache)).await;
+    let base_path_answers = Arc::new(AtomicUsize::new(0));
+    let answers = base_path_answers.clone();
+    // Counted once answered, so that a test that sees the count knows the answer was given.
+    let app = app(&cache).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let answers = answers.clone();
+            async move {
+                let base_path = request.uri().path() == "/_groupcache/";
+                let response = next.run(request).await;
+                if base_path {
+                    answers.fetch_add(1, Ordering::SeqCst);
+                }
+                response
+            }
+        },
+    ));
+    let server = serve(listener, app).await;
     Node {
         url,
         addr,
         cache,
         server,
+        base_path_answers,
     }
 }
 
 /// Starts `n` nodes on 127.0.0.1 sharing one peer list and one [`Loads`] record; `configure`
 /// adds settings to each node's builder.
-pub async fn cluster(
+pub(crate) async fn cluster(
     n: usize,
     loads: &Loads,
     configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
@@ -266,7 +298,7 @@ pub async fn cluster(
 }
 
 /// A key that the ring places on `owner`, made from `prefix`.
-pub fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> String {
+pub(crate) fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> String {
     let ring = cache.ring();
     (0..100_000)
         .map(|i| format!("{prefix}{i}"))
@@ -275,7 +307,7 @@ pub fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> String {
 }
 
 /// Polls `check` until it holds, or panics after `deadline` with `what`.
-pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
     let give_up = tokio::time::Instant::now() + deadline;
     while !check() {
         assert!(
@@ -287,12 +319,12 @@ pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() 
 }
 
 /// A plain HTTP client for requests a test makes by hand.
-pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+pub(crate) fn client() -> Client<HttpConnector, Empty<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// Sends `method` to `uri` (an already-escaped URI) and returns the status, headers and body.
-pub async fn request(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+pub(crate) async fn request(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
     let req = axum::http::Request::builder()
         .method(method)
         .uri(uri)
@@ -302,4 +334,68 @@ pub async fn request(method: &str, uri: &str) -> (StatusCode, axum::http::Header
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body is read").to_bytes();
     (parts.status, parts.headers, body)
+}
+
+/// A URL where nothing listens: a port bound, then released.
+pub(crate) async fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A node without peers whose `users` source is `loads`' (recorded as node `single`).
+pub(crate) fn single_node(loads: &Loads) -> Groupcache {
+    Groupcache::builder()
+        .source("users", loads.source("single"))
+        .build()
+        .expect("a valid single node")
+}
+
+/// Captures the log lines of one test; see [`capture_logs`].
+pub(crate) struct LogsGuard {
+    _default: tracing::subscriber::DefaultGuard,
+    _anchor: tracing::Dispatch,
+}
+
+/// WARN and ERROR lines logged on this thread while the guard lives.
+///
+/// tracing decides once, for the whole process, whether a log line is wanted: when a thread
+/// first reaches it. While at most one subscriber is registered it asks that thread's
+/// subscriber alone, so a test on another thread, with none, would have the line dropped here
+/// too. The guard also holds a second subscriber, which wants nothing, so that every live
+/// subscriber is asked, this thread's included.
+pub(crate) fn capture_logs() -> (LogsGuard, Arc<std::sync::Mutex<Vec<u8>>>) {
+    #[derive(Clone)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines(Arc::default());
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Registered first: the capture's own registration then decides again for every line
+    // reached so far, with both subscribers.
+    let anchor = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let guard = LogsGuard {
+        _default: tracing::subscriber::set_default(subscriber),
+        _anchor: anchor,
+    };
+    (guard, lines.0)
+}
+
+/// How many of the captured lines contain `needle`.
+pub(crate) fn count_lines(logs: &std::sync::Mutex<Vec<u8>>, needle: &str) -> usize {
+    String::from_utf8_lossy(&logs.lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
 }

@@ -25,8 +25,6 @@
 //! ends printed).
 #![cfg(all(target_os = "linux", feature = "serde"))]
 
-mod node_process;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read as _;
@@ -34,7 +32,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node_process::{Finished, append_line, run_with_deadline, stderr_line, target_dir};
+use crate::support::node_process::{
+    self, Finished, append_line, run_with_deadline, stderr_line, target_dir,
+};
 use serde_json::Value;
 use tower_groupcache::Ring;
 

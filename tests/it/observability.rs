@@ -1,11 +1,12 @@
 //! Stats and metrics move as the request flows of docs/guide.md ("The request flow") say.
 
-mod support;
-
 use std::collections::HashMap;
+use std::time::Duration;
 
+use crate::support::{self, Loads, cluster, eventually, key_owned_by, value_of};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use support::{Loads, cluster, key_owned_by, value_of};
+
+const DEADLINE: Duration = Duration::from_secs(30);
 
 type Snapshot = HashMap<(String, Vec<(String, String)>), DebugValue>;
 
@@ -157,6 +158,14 @@ async fn stats_and_metrics_follow_the_four_flows() {
     // Refused peer requests, by reason.
     let (status, _, _) = support::request("GET", &format!("{}/_groupcache/users/k", b.url)).await;
     assert_eq!(status, 200, "the test nodes' peer path is open");
+    // C checks its own peer path once, soon after it starts: answered after the shutdown, that
+    // check would be one more refused request.
+    eventually(
+        "C answered the check of its own peer path",
+        DEADLINE,
+        || c.base_path_answers() > 0,
+    )
+    .await;
     c.cache.shutdown().await;
     let (status, _, _) = support::request("GET", &format!("{}/_groupcache/users/k", c.url)).await;
     assert_eq!(status, 503);

@@ -10,18 +10,16 @@
 //! Our data source gives the Go getter's bytes (`value-of:<key>`, `size:N:` keys N bytes), so
 //! a value is the same whichever node loads it, and loads are counted on both sides.
 
-mod support;
-
-#[path = "support/gopeer.rs"]
-mod gopeer;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support;
+use crate::support::gopeer::{
+    self, At, Checks, GROUP, GoNode, Http, Mixed, TTL, assert_bytes, go_value,
+};
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use gopeer::{At, Checks, GROUP, GoNode, Http, Mixed, TTL, assert_bytes, go_value};
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tower_groupcache::Ring;

@@ -1,14 +1,14 @@
-//! Hot keys by popularity, TTL on the wire, remove and clear, negative caching and stale
-//! serving, on real nodes over loopback with a clock moved by hand.
-
-mod support;
+//! How long a value is kept, on real nodes over loopback with a clock moved by hand: a TTL
+//! that travels with the value to the hot copies, a default TTL, errors never kept and *not
+//! found* kept only where negative caching is configured, and stale values served while a
+//! refresh loads or when the load fails.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{Loads, cluster, eventually, key_owned_by, value_of};
-use tower_groupcache::{Groupcache, HotKeys, Loaded, ManualClock, SourceOptions};
+use crate::support::{Loads, cluster, eventually, key_owned_by};
+use tower_groupcache::{ErrorKind, Groupcache, HotKeys, Loaded, ManualClock, SourceOptions};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -37,87 +37,6 @@ impl Versioned {
             }
         }
     }
-}
-
-#[tokio::test]
-async fn a_popular_key_is_promoted_and_then_served_without_peer_traffic() {
-    let loads = Loads::default();
-    let clock = ManualClock::new();
-    let c = clock.clone();
-    let nodes = cluster(3, &loads, move |b| {
-        b.clock(c.clone()).hot_keys(HotKeys::AboveQps(0.05))
-    })
-    .await;
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let key = key_owned_by(&a.cache, &b.url, "popular:");
-    // 0.05 requests per second over a one-minute window: the third fetch within the minute.
-    for _ in 0..3 {
-        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
-    }
-    let served = b.stats("users").server_requests;
-    assert_eq!(served, 3);
-    for _ in 0..50 {
-        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
-    }
-    assert_eq!(
-        b.stats("users").server_requests,
-        served,
-        "served from A's hot cache"
-    );
-    let a_stats = a.cache.stats();
-    let users = a_stats.source("users").unwrap();
-    assert_eq!(users.stats.hot_promotions, 1);
-    assert_eq!(users.hot_cache.hits, 50);
-
-    // Keys read once are not promoted.
-    for i in 0..20 {
-        let once = key_owned_by(&a.cache, &b.url, &format!("once{i}:"));
-        a.handle().get("users", &once).await.unwrap();
-    }
-    assert_eq!(a.cache.stats().source("users").unwrap().hot_cache.items, 1);
-    assert_eq!(loads.count(&key), 1);
-}
-
-#[tokio::test]
-async fn the_owners_measured_rate_promotes_on_a_node_that_asked_once() {
-    let loads = Loads::default();
-    let clock = ManualClock::new();
-    let c = clock.clone();
-    let nodes = cluster(3, &loads, move |b| {
-        b.clock(c.clone()).hot_keys(HotKeys::AboveQps(0.05))
-    })
-    .await;
-    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let key = key_owned_by(&a.cache, &b.url, "shared:");
-    // C asks B twice, then A once: B has seen 3 requests for the key and says so.
-    c.handle().get("users", &key).await.unwrap();
-    c.handle().get("users", &key).await.unwrap();
-    assert_eq!(c.cache.stats().source("users").unwrap().hot_cache.items, 0);
-    a.handle().get("users", &key).await.unwrap();
-    assert_eq!(a.cache.stats().source("users").unwrap().hot_cache.items, 1);
-}
-
-#[tokio::test]
-async fn the_hot_cache_stays_within_its_share() {
-    const BUDGET: u64 = 64 << 10;
-    let loads = Loads::default();
-    let nodes = cluster(2, &loads, |b| {
-        b.cache_bytes(BUDGET)
-            .hot_cache_fraction(0.25)
-            .hot_keys(HotKeys::AboveQps(0.0))
-    })
-    .await;
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let big = "x".repeat(1_000);
-    for i in 0..300 {
-        let key = key_owned_by(&a.cache, &b.url, &format!("{big}{i}:"));
-        a.handle().get("users", &key).await.unwrap();
-    }
-    let stats = a.cache.stats();
-    let users = stats.source("users").unwrap();
-    assert!(users.hot_cache.bytes <= BUDGET / 4, "{:?}", users.hot_cache);
-    assert!(users.hot_cache.evictions > 0);
-    assert!(users.main_cache.bytes + users.hot_cache.bytes <= BUDGET);
 }
 
 #[tokio::test]
@@ -185,77 +104,35 @@ async fn a_default_ttl_applies_when_the_source_gives_none() {
 }
 
 #[tokio::test]
-async fn remove_during_an_in_flight_load_leaves_no_stale_value() {
+async fn errors_and_not_found_are_not_cached() {
     let loads = Loads::default();
-    let nodes = cluster(3, &loads, |b| b.hot_keys(HotKeys::AboveQps(0.0))).await;
-    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let key = key_owned_by(&a.cache, &b.url, "user:");
-    // Warm a hot copy on C.
-    c.handle().get("users", &key).await.unwrap();
-    assert_eq!(c.cache.stats().source("users").unwrap().hot_cache.items, 1);
-    b.handle().remove("users", &key).await.unwrap();
-    assert_eq!(loads.count(&key), 1);
+    let nodes = cluster(3, &loads, |b| b).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
 
-    // A asks for the key; B's load is held; meanwhile the key is removed.
-    loads.close();
-    let handle = a.handle();
-    let k = key.clone();
-    let get = tokio::spawn(async move { handle.get("users", &k).await });
-    eventually("B is loading", DEADLINE, || loads.count(&key) == 2).await;
-    let removal = a.handle().remove("users", &key).await.unwrap();
-    assert!(removal.is_complete(), "{removal:?}");
-    loads.open();
-    // The caller that asked before the remove gets the value of its load...
-    assert_eq!(get.await.unwrap().unwrap(), value_of(&key));
-    // ...but no node keeps it.
-    for node in &nodes {
-        let stats = node.cache.stats();
-        let users = stats.source("users").unwrap();
-        assert_eq!(
-            users.main_cache.items + users.hot_cache.items,
-            0,
-            "{}",
-            node.url
-        );
+    // A local load error, twice: two loads.
+    let key = key_owned_by(&a.cache, &a.url, "fail:");
+    for round in 1..=2 {
+        let err = a.handle().get("users", &key).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Load);
+        let cause = std::error::Error::source(&err).expect("the source's error is kept");
+        assert!(cause.to_string().contains("back end refused"), "{cause}");
+        assert_eq!(loads.count(&key), round);
     }
-    a.handle().get("users", &key).await.unwrap();
-    assert_eq!(loads.count(&key), 3, "the next get loads again");
-}
+    assert_eq!(a.stats("users").local_load_errs, 2);
 
-#[tokio::test]
-async fn remove_reports_unreachable_peers_and_clear_empties_every_node() {
-    let loads = Loads::default();
-    let nodes = cluster(3, &loads, |b| b.hot_keys(HotKeys::AboveQps(0.0))).await;
-    for i in 0..30 {
-        let key = format!("user:{i}");
-        for node in &nodes {
-            node.handle().get("users", &key).await.unwrap();
-        }
-    }
-    let removal = nodes[0].handle().clear("users").await.unwrap();
-    assert!(removal.is_complete());
-    for node in &nodes {
-        let stats = node.cache.stats();
-        let users = stats.source("users").unwrap();
-        assert_eq!(
-            users.main_cache.items + users.hot_cache.items,
-            0,
-            "{}",
-            node.url
-        );
-    }
-    nodes[2].stop();
-    eventually("C is down", DEADLINE, || nodes[2].is_stopped()).await;
-    let removal = nodes[0].handle().remove("users", "user:1").await.unwrap();
-    assert_eq!(removal.unreachable, [nodes[2].url.as_str()]);
-    assert!(
-        nodes[0]
-            .handle()
-            .remove("nope", "k")
-            .await
-            .unwrap_err()
-            .is_unknown_source()
-    );
+    // Not found on the owner: the requester does not load it again itself.
+    let key = key_owned_by(&a.cache, &b.url, "missing:");
+    let err = a.handle().get("users", &key).await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert_eq!(loads.of(&key), [b.url.as_str()]);
+    let sa = a.stats("users");
+    assert_eq!((sa.peer_errors, sa.local_loads), (0, 0));
+    a.handle().get("users", &key).await.unwrap_err();
+    assert_eq!(loads.count(&key), 2, "not found is not cached");
+
+    // An unknown source is a typed error, before any I/O.
+    let err = a.handle().get("nope", "k").await.unwrap_err();
+    assert!(err.is_unknown_source());
 }
 
 #[tokio::test]

@@ -1,0 +1,29 @@
+//! The integration tests, as one crate: real nodes on 127.0.0.1 (and, for `interop`,
+//! `multihost` and `node_example`, real processes), one module per
+//! concern, with the code they share in `support`.
+
+mod support;
+
+mod auth;
+mod cache_bytes;
+mod config;
+mod expiry;
+mod hot_keys;
+mod interop;
+mod layer_mounting;
+mod loads;
+mod logs;
+mod membership;
+mod multihost;
+mod node_example;
+mod observability;
+mod owner_failures;
+mod peer_client;
+mod peer_health;
+mod peer_path;
+mod removal;
+mod request_flows;
+mod responses;
+mod shutdown;
+mod tls;
+mod typed;
