@@ -4,6 +4,7 @@
 
 mod support;
 
+mod architecture;
 mod auth;
 mod cache_bytes;
 mod config;
