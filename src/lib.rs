@@ -57,6 +57,7 @@
 mod builder;
 mod clock;
 mod config;
+pub mod defaults;
 mod discovery;
 mod error;
 mod groupcache;
@@ -75,12 +76,7 @@ mod sync;
 #[cfg(feature = "serde")]
 pub mod typed;
 
-pub use builder::{
-    DEFAULT_BASE_PATH, DEFAULT_CACHE_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOT_CACHE_FRACTION,
-    DEFAULT_HOT_MAX_STALENESS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_KEY_BYTES,
-    DEFAULT_MAX_VALUE_BYTES, DEFAULT_PEER_IDLE_TIMEOUT, DEFAULT_PEER_TIMEOUT, DEFAULT_REPLICAS,
-    DEFAULT_SHUTDOWN_TIMEOUT, GroupcacheBuilder,
-};
+pub use builder::GroupcacheBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::MIN_PEER_SECRET_BYTES;
 pub use discovery::{DnsDiscovery, Resolve, SystemResolver};

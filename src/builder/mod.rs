@@ -11,6 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{
     check_peer_auth, normalize_url, peer_auth, validate_base_path, validate_peers,
 };
+use crate::defaults;
 use crate::error::ConfigError;
 use crate::groupcache::Groupcache;
 use crate::node::{HotKeys, Node, NodeConfig, NodeParts, SourceOptions};
@@ -19,35 +20,6 @@ use crate::peer::client::{ClientConfig, PeerClient};
 use crate::peer::health::{PeerHealth, PeerHealthConfig};
 use crate::ring::Ring;
 use crate::source::{DynSource, Source};
-
-/// The default base path of the peer protocol, as in golang/groupcache.
-pub const DEFAULT_BASE_PATH: &str = "/_groupcache/";
-/// The default bytes per data source, main and hot cache together: 64 MiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
-/// The default number of ring points per peer, as in golang/groupcache.
-pub const DEFAULT_REPLICAS: usize = 50;
-/// The default bound on a whole peer fetch, connection included: 5 seconds. A fetch that
-/// takes longer counts as a peer error and the key is loaded locally.
-pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
-/// The default bound on opening a connection to a peer: 1 second.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The default longest time a connection to a peer is kept idle for reuse: 90 seconds.
-pub const DEFAULT_PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The default most connections open to one peer, in use and idle: 64, as many as a peer's
-/// idle list keeps, so that every connection opened can be kept for reuse.
-pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
-/// The default longest key, in bytes: 8 KiB. Longer keys are refused (`414` on the peer path).
-pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
-/// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is
-/// refused while it streams in, and the key is loaded locally.
-pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 << 20;
-
-/// The default bound on [`Groupcache::shutdown`]: 15 seconds.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
-/// The default share of cache bytes for the hot cache: an eighth.
-pub const DEFAULT_HOT_CACHE_FRACTION: f64 = 0.125;
-/// The default longest life of a hot copy: 60 seconds.
-pub const DEFAULT_HOT_MAX_STALENESS: Duration = Duration::from_secs(60);
 
 /// Builds a [`Groupcache`]. Every setter takes and returns the builder; nothing is checked
 /// until [`build`](GroupcacheBuilder::build), which returns a [`ConfigError`] instead of
@@ -79,7 +51,7 @@ pub struct GroupcacheBuilder {
     cache_bytes: u64,
     replicas: usize,
     peer_timeout: Duration,
-    /// `None`: [`DEFAULT_CONNECT_TIMEOUT`], or the peer timeout if that is shorter.
+    /// `None`: [`defaults::CONNECT_TIMEOUT`], or the peer timeout if that is shorter.
     connect_timeout: Option<Duration>,
     peer_idle_timeout: Duration,
     max_connections_per_peer: usize,
@@ -107,21 +79,21 @@ impl Default for GroupcacheBuilder {
         Self {
             self_url: None,
             peers: Vec::new(),
-            base_path: DEFAULT_BASE_PATH.to_owned(),
-            cache_bytes: DEFAULT_CACHE_BYTES,
-            replicas: DEFAULT_REPLICAS,
-            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            base_path: defaults::BASE_PATH.to_owned(),
+            cache_bytes: defaults::CACHE_BYTES,
+            replicas: defaults::REPLICAS,
+            peer_timeout: defaults::PEER_TIMEOUT,
             connect_timeout: None,
-            peer_idle_timeout: DEFAULT_PEER_IDLE_TIMEOUT,
-            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
-            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
-            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            peer_idle_timeout: defaults::PEER_IDLE_TIMEOUT,
+            max_connections_per_peer: defaults::MAX_CONNECTIONS_PER_PEER,
+            max_key_bytes: defaults::MAX_KEY_BYTES,
+            max_value_bytes: defaults::MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
             log_keys: false,
             hot_keys: HotKeys::default(),
-            hot_cache_fraction: DEFAULT_HOT_CACHE_FRACTION,
-            hot_max_staleness: DEFAULT_HOT_MAX_STALENESS,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            hot_cache_fraction: defaults::HOT_CACHE_FRACTION,
+            hot_max_staleness: defaults::HOT_MAX_STALENESS,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             clock: Arc::new(SystemClock),
             peer_secret: None,
             previous_peer_secrets: Vec::new(),
@@ -201,7 +173,7 @@ impl GroupcacheBuilder {
         self
     }
 
-    /// The path under which the layer answers peers. Default [`DEFAULT_BASE_PATH`]. Every
+    /// The path under which the layer answers peers. Default [`defaults::BASE_PATH`]. Every
     /// node of a cluster must use the same. [`build`](Self::build) refuses
     /// ([`ConfigError::InvalidBasePath`], with the reason) a path that does not start and end
     /// with `/`, `/` itself (every request would be a peer request), one with an empty
@@ -214,14 +186,14 @@ impl GroupcacheBuilder {
     }
 
     /// The bytes of keys and values each data source may hold, main and hot cache together
-    /// (the hot cache takes at most an eighth). Default [`DEFAULT_CACHE_BYTES`]; 0 turns
+    /// (the hot cache takes at most an eighth). Default [`defaults::CACHE_BYTES`]; 0 turns
     /// caching off, as in golang/groupcache. Any value is accepted.
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = bytes;
         self
     }
 
-    /// Points per peer on the ring. Default [`DEFAULT_REPLICAS`], as golang/groupcache; every
+    /// Points per peer on the ring. Default [`defaults::REPLICAS`], as golang/groupcache; every
     /// node of a cluster must use the same.
     ///
     /// From 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), and peers × replicas at most
@@ -233,7 +205,7 @@ impl GroupcacheBuilder {
     }
 
     /// The longest a peer fetch may take, from connecting to the last byte. Default
-    /// [`DEFAULT_PEER_TIMEOUT`]. Past it the get loads the key locally. Above 0
+    /// [`defaults::PEER_TIMEOUT`]. Past it the get loads the key locally. Above 0
     /// ([`ConfigError::ZeroLimit`]); `Duration::MAX` waits as long as the peer takes.
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
         self.peer_timeout = timeout;
@@ -241,7 +213,7 @@ impl GroupcacheBuilder {
     }
 
     /// The longest opening a connection to a peer may take. Default
-    /// [`DEFAULT_CONNECT_TIMEOUT`], or the [`peer_timeout`](Self::peer_timeout) if that is
+    /// [`defaults::CONNECT_TIMEOUT`], or the [`peer_timeout`](Self::peer_timeout) if that is
     /// shorter. The peer timeout bounds the whole fetch, the connection included, so
     /// [`build`](Self::build) refuses a connect timeout set above it
     /// ([`ConfigError::ConnectTimeoutAbovePeerTimeout`]).
@@ -252,7 +224,7 @@ impl GroupcacheBuilder {
 
     /// How long a connection to a peer may stay idle before it is closed. Each peer keeps at
     /// most 64 idle connections for reuse; a background task closes the ones idle longer than
-    /// this. Default [`DEFAULT_PEER_IDLE_TIMEOUT`]. Above 0 ([`ConfigError::ZeroLimit`]).
+    /// this. Default [`defaults::PEER_IDLE_TIMEOUT`]. Above 0 ([`ConfigError::ZeroLimit`]).
     pub fn peer_idle_timeout(mut self, timeout: Duration) -> Self {
         self.peer_idle_timeout = timeout;
         self
@@ -261,20 +233,20 @@ impl GroupcacheBuilder {
     /// The most connections this node keeps open to one peer, in use and idle. Each peer
     /// request, a fetch or a removal, takes one for its whole exchange; when all are taken, a
     /// request waits for one, and the wait counts toward [`peer_timeout`](Self::peer_timeout).
-    /// Default [`DEFAULT_MAX_CONNECTIONS_PER_PEER`]; 0 is refused.
+    /// Default [`defaults::MAX_CONNECTIONS_PER_PEER`]; 0 is refused.
     pub fn max_connections_per_peer(mut self, max: usize) -> Self {
         self.max_connections_per_peer = max;
         self
     }
 
-    /// The longest key accepted, in bytes. Default [`DEFAULT_MAX_KEY_BYTES`]. Above 0
+    /// The longest key accepted, in bytes. Default [`defaults::MAX_KEY_BYTES`]. Above 0
     /// ([`ConfigError::ZeroLimit`]).
     pub fn max_key_bytes(mut self, bytes: usize) -> Self {
         self.max_key_bytes = bytes;
         self
     }
 
-    /// The largest value accepted from a peer, in bytes. Default [`DEFAULT_MAX_VALUE_BYTES`].
+    /// The largest value accepted from a peer, in bytes. Default [`defaults::MAX_VALUE_BYTES`].
     /// Above 0 ([`ConfigError::ZeroLimit`]). It goes with each get
     /// (`x-groupcache-max-value-bytes`), so an owner of this crate answers `413` instead of
     /// sending a larger value; a Go owner sends it all the same, and the body is cut off at
@@ -330,14 +302,14 @@ impl GroupcacheBuilder {
 
     /// The share of cache bytes the hot cache may hold, from 0 to 1; anything else, NaN
     /// included, is refused ([`ConfigError::InvalidHotCacheFraction`]). Default
-    /// [`DEFAULT_HOT_CACHE_FRACTION`] (an eighth, golang/groupcache's balance).
+    /// [`defaults::HOT_CACHE_FRACTION`] (an eighth, golang/groupcache's balance).
     pub fn hot_cache_fraction(mut self, fraction: f64) -> Self {
         self.hot_cache_fraction = fraction;
         self
     }
 
     /// The longest a hot copy is served before it is fetched from its owner again, even if
-    /// the value has no TTL. Default [`DEFAULT_HOT_MAX_STALENESS`]. Any value is accepted; 0
+    /// the value has no TTL. Default [`defaults::HOT_MAX_STALENESS`]. Any value is accepted; 0
     /// keeps no hot copy.
     pub fn hot_max_staleness(mut self, staleness: Duration) -> Self {
         self.hot_max_staleness = staleness;
@@ -345,7 +317,7 @@ impl GroupcacheBuilder {
     }
 
     /// The longest [`Groupcache::shutdown`] waits for the loads in flight. Default
-    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]. Keep it below the time the platform gives a stopping
+    /// [`defaults::SHUTDOWN_TIMEOUT`]. Keep it below the time the platform gives a stopping
     /// process (Kubernetes' `terminationGracePeriodSeconds`), with room for the HTTP server to
     /// stop after it.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -429,7 +401,7 @@ impl GroupcacheBuilder {
                 });
             }
             Some(connect) => connect,
-            None => DEFAULT_CONNECT_TIMEOUT.min(self.peer_timeout),
+            None => defaults::CONNECT_TIMEOUT.min(self.peer_timeout),
         };
         validate_base_path(&self.base_path)?;
         self.peer_health.check()?;

@@ -23,7 +23,20 @@ use crate::sync::lock;
 /// with [`ConfigError::InvalidPeerHealth`]. Any longer duration is accepted, up to
 /// `Duration::MAX`: a cooldown too long for the clock to count ends in about thirty years,
 /// that is, never.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_groupcache::PeerHealthConfig;
+///
+/// let health = PeerHealthConfig::default()
+///     .failure_threshold(5)
+///     .cooldown(Duration::from_millis(500))
+///     .max_cooldown(Duration::from_secs(60));
+/// assert_eq!(health.failure_threshold, 5);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
 pub struct PeerHealthConfig {
     /// Failures in a row after which a peer is skipped. 0 turns skipping off.
     pub failure_threshold: u32,
@@ -34,6 +47,24 @@ pub struct PeerHealthConfig {
 }
 
 impl PeerHealthConfig {
+    /// Failures in a row after which a peer is skipped; 0 turns skipping off.
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// The first cooldown.
+    pub fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// The longest cooldown, reached by doubling while probes keep failing.
+    pub fn max_cooldown(mut self, max_cooldown: Duration) -> Self {
+        self.max_cooldown = max_cooldown;
+        self
+    }
+
     /// Whether the settings can be used; see the type's documentation.
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
         if self.failure_threshold == 0 {

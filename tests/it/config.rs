@@ -23,11 +23,12 @@ fn largest(b: GroupcacheBuilder) -> GroupcacheBuilder {
         .peer_idle_timeout(Duration::MAX)
         .max_key_bytes(usize::MAX)
         .max_value_bytes(usize::MAX)
-        .peer_health(PeerHealthConfig {
-            failure_threshold: 1,
-            cooldown: Duration::MAX,
-            max_cooldown: Duration::MAX,
-        })
+        .peer_health(
+            PeerHealthConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::MAX)
+                .max_cooldown(Duration::MAX),
+        )
         .log_keys(true)
         .hot_keys(HotKeys::AboveQps(0.0))
         .hot_cache_fraction(1.0)
@@ -56,11 +57,12 @@ fn smallest(b: GroupcacheBuilder) -> GroupcacheBuilder {
         .peer_idle_timeout(Duration::from_nanos(1))
         .max_key_bytes(1)
         .max_value_bytes(1)
-        .peer_health(PeerHealthConfig {
-            failure_threshold: u32::MAX,
-            cooldown: Duration::from_nanos(1),
-            max_cooldown: Duration::from_nanos(1),
-        })
+        .peer_health(
+            PeerHealthConfig::default()
+                .failure_threshold(u32::MAX)
+                .cooldown(Duration::from_nanos(1))
+                .max_cooldown(Duration::from_nanos(1)),
+        )
         .hot_keys(HotKeys::AboveQps(f64::MAX))
         .hot_cache_fraction(0.0)
         .hot_max_staleness(Duration::ZERO)

@@ -54,10 +54,7 @@ async fn failing_fetches_and_removals_are_not_logged_one_line_each() {
     let loads = Loads::default();
     let nodes = support::cluster(1, &loads, |b| {
         b.peers([dead.clone()])
-            .peer_health(tower_groupcache::PeerHealthConfig {
-                failure_threshold: 0,
-                ..Default::default()
-            })
+            .peer_health(tower_groupcache::PeerHealthConfig::default().failure_threshold(0))
     })
     .await;
     let node = &nodes[0];

@@ -19,11 +19,10 @@ async fn a_dead_peer_is_skipped_instead_of_waited_for() {
         }
     });
     let loads = Loads::default();
-    let health = PeerHealthConfig {
-        failure_threshold: 2,
-        cooldown: Duration::from_secs(3_600),
-        max_cooldown: Duration::from_secs(3_600),
-    };
+    let health = PeerHealthConfig::default()
+        .failure_threshold(2)
+        .cooldown(Duration::from_secs(3_600))
+        .max_cooldown(Duration::from_secs(3_600));
     let nodes = cluster(1, &loads, |b| {
         b.peers([hole_url.clone()])
             .peer_timeout(Duration::from_millis(200))
@@ -50,11 +49,12 @@ async fn a_dead_peer_is_skipped_instead_of_waited_for() {
 async fn a_skipped_peer_is_probed_and_comes_back() {
     let loads = Loads::default();
     let nodes = cluster(2, &loads, |b| {
-        b.peer_health(PeerHealthConfig {
-            failure_threshold: 1,
-            cooldown: Duration::from_secs(10),
-            max_cooldown: Duration::from_secs(10),
-        })
+        b.peer_health(
+            PeerHealthConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::from_secs(10))
+                .max_cooldown(Duration::from_secs(10)),
+        )
     })
     .await;
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -82,11 +82,12 @@ async fn a_skipped_peer_is_probed_and_comes_back() {
 async fn a_removed_peer_leaves_the_skipped_list() {
     let loads = Loads::default();
     let nodes = cluster(2, &loads, |b| {
-        b.peer_health(PeerHealthConfig {
-            failure_threshold: 1,
-            cooldown: Duration::from_secs(3600),
-            max_cooldown: Duration::from_secs(3600),
-        })
+        b.peer_health(
+            PeerHealthConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::from_secs(3600))
+                .max_cooldown(Duration::from_secs(3600)),
+        )
     })
     .await;
     let (a, b) = (&nodes[0], &nodes[1]);
