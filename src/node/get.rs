@@ -321,3 +321,52 @@ impl LoadChain {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::SourceOptions;
+
+    fn cached(name: &str) -> Arc<CachedSource> {
+        let source = |key: String| async move { Ok::<_, std::io::Error>(key) };
+        Arc::new(CachedSource::new(
+            name,
+            Arc::new(source),
+            SourceOptions::new(),
+            1 << 20,
+            0.125,
+            0,
+            std::time::Instant::now(),
+        ))
+    }
+
+    #[test]
+    fn a_load_chain_knows_each_key_it_waits_for_and_nothing_else() {
+        let (users, orders) = (cached("users"), cached("orders"));
+        let outer = LoadChain::push(None, &users, "k".into());
+        let inner = LoadChain::push(outer, &orders, "o".into()).unwrap();
+        assert!(inner.contains(&orders, "o"), "its own key");
+        assert!(
+            inner.contains(&users, "k"),
+            "the key of the load it runs inside"
+        );
+        assert!(
+            !inner.contains(&users, "o"),
+            "another source's key of that name"
+        );
+        assert!(!inner.contains(&orders, "k"));
+        // Another cache's source of the same name is another source.
+        assert!(!inner.contains(&cached("users"), "k"));
+    }
+
+    #[tokio::test]
+    async fn the_chain_of_a_task_is_the_one_its_load_runs_in() {
+        let users = cached("users");
+        assert!(LoadChain::current().is_none(), "outside any load");
+        let chain = LoadChain::push(None, &users, "k".into());
+        let seen = LOAD_CHAIN
+            .scope(chain, async { LoadChain::current() })
+            .await;
+        assert!(seen.is_some_and(|chain| chain.contains(&users, "k")));
+    }
+}

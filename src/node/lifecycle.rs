@@ -119,3 +119,31 @@ impl Drop for DrainCount {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_waits_for_the_loads_before_it_and_no_later_one() {
+        let drain = Arc::new(Drain::default());
+        let before = drain.begin();
+        drain.start();
+        assert!(drain.is_draining());
+        let after = drain.begin();
+        assert_eq!(
+            drain.running(),
+            1,
+            "only the load from before the drain counts"
+        );
+        let finished = tokio::time::timeout(Duration::from_secs(1), drain.finished());
+        assert!(finished.await.is_err(), "it waits for the load from before");
+        drop(before);
+        tokio::time::timeout(Duration::from_secs(1), drain.finished())
+            .await
+            .expect("done once that load ends, with the later one still running");
+        drop(after);
+        assert_eq!(drain.running(), 0);
+    }
+}

@@ -158,9 +158,9 @@ impl Sources {
     #[inline]
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<CachedSource>> {
         if self.0.len() <= 8 {
-            return self.0.iter().find(|g| *g.name == *name);
+            return self.0.iter().find(|s| *s.name == *name);
         }
-        let index = self.0.binary_search_by(|g| (*g.name).cmp(name)).ok()?;
+        let index = self.0.binary_search_by(|s| (*s.name).cmp(name)).ok()?;
         self.0.get(index)
     }
 
