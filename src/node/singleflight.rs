@@ -1,9 +1,9 @@
 //! One load per key at a time.
 //!
 //! The first caller for a key starts the load and drives it in its own task, with no
-//! hand-off; every later caller joins it. The load is shared, as `futures::future::Shared`
-//! shares a future: each waiter that is polled may drive it, and each is woken when it makes
-//! progress, so no waiter depends on another one being polled. A caller that is dropped, or
+//! hand-off; every later caller joins it. The load is shared, much as
+//! `futures::future::Shared` shares a future: each waiter that is polled may drive it, and
+//! each is woken when it makes progress, so no waiter depends on another one being polled. A caller that is dropped, or
 //! kept but never polled again, holds up nobody. When the last waiter is dropped before the
 //! load ends, the rest of the load is spawned as a task of its own, so that it finishes (and
 //! fills the cache) for the callers to come. A panic in the load is caught and becomes an
@@ -20,10 +20,9 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::FutureExt as _;
-use futures_util::future::{FusedFuture as _, Shared};
 use rustc_hash::FxHashMap;
 
 use crate::sync::lock;
@@ -60,10 +59,123 @@ impl Ticket {
 
 type LoadTask<T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send>>;
 
+/// A load shared by its waiters, as `futures::future::Shared` shares a future, but for one
+/// thing: the waiter that drives it to its end is not woken by its own completion. (`Shared`
+/// wakes every waker it holds, the finishing caller's own included, so every miss cost its
+/// task a second, spurious turn on the scheduler: a sequential remote hit took up to 3x a raw
+/// round trip in docs/performance.md.)
+struct SharedLoad<T> {
+    state: Mutex<LoadState<T>>,
+    /// The waker the load is polled with: it wakes every waiter that waits.
+    notifier: Arc<Notifier>,
+}
+
+enum LoadState<T> {
+    /// Nobody polls the load now; here it is.
+    Idle(LoadTask<T>),
+    /// A waiter polls it now.
+    Polling,
+    Done(Outcome<T>),
+}
+
+/// The wakers of the waiters, one slot each.
+#[derive(Default)]
+struct Notifier {
+    wakers: Mutex<Vec<Option<Waker>>>,
+}
+
+impl Notifier {
+    /// Keeps `waker` in the waiter's slot (made on its first call).
+    fn register(&self, slot: &mut Option<usize>, waker: &Waker) {
+        let mut wakers = lock(&self.wakers);
+        match slot {
+            Some(i) => match &mut wakers[*i] {
+                Some(old) if old.will_wake(waker) => {}
+                entry => *entry = Some(waker.clone()),
+            },
+            None => {
+                *slot = Some(wakers.len());
+                wakers.push(Some(waker.clone()));
+            }
+        }
+    }
+
+    /// Wakes every waiting waker but the one in `except`; each is taken (a woken waiter
+    /// registers again when it is polled).
+    fn wake_all(&self, except: Option<usize>) {
+        let woken: Vec<Waker> = lock(&self.wakers)
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, waker)| {
+                let waker = waker.take()?;
+                (Some(i) != except).then_some(waker)
+            })
+            .collect();
+        for waker in woken {
+            waker.wake();
+        }
+    }
+}
+
+impl Wake for Notifier {
+    fn wake(self: Arc<Self>) {
+        self.wake_all(None);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all(None);
+    }
+}
+
+impl<T: Clone> SharedLoad<T> {
+    fn new(task: LoadTask<T>) -> Self {
+        Self {
+            state: Mutex::new(LoadState::Idle(task)),
+            notifier: Arc::default(),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(*lock(&self.state), LoadState::Done(_))
+    }
+
+    /// Polls the load for the waiter with the waker `slot`: drives it if nobody else does,
+    /// else waits to be woken.
+    fn poll(&self, slot: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        // Registered first, so that a wake while another waiter polls reaches this one.
+        self.notifier.register(slot, cx.waker());
+        let mut task = {
+            let mut state = lock(&self.state);
+            match std::mem::replace(&mut *state, LoadState::Polling) {
+                LoadState::Idle(task) => task,
+                LoadState::Polling => return Poll::Pending,
+                LoadState::Done(outcome) => {
+                    *state = LoadState::Done(outcome.clone());
+                    return Poll::Ready(outcome);
+                }
+            }
+        };
+        // Polled outside the lock, with the waker of every waiter.
+        let waker = Waker::from(self.notifier.clone());
+        match task.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Pending => {
+                *lock(&self.state) = LoadState::Idle(task);
+                Poll::Pending
+            }
+            Poll::Ready(outcome) => {
+                *lock(&self.state) = LoadState::Done(outcome.clone());
+                drop(task);
+                self.notifier.wake_all(*slot);
+                Poll::Ready(outcome)
+            }
+        }
+    }
+}
+
 /// A load in flight: the load itself, which every waiter shares, its ticket, and its
 /// waiters.
 struct Flight<T> {
-    load: Shared<LoadTask<T>>,
+    load: Arc<SharedLoad<T>>,
     ticket: Arc<Ticket>,
     waiters: Arc<Waiters>,
 }
@@ -114,34 +226,47 @@ impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
 
 /// One caller's wait for a load, which it drives whenever it is polled.
 pub(crate) struct Waiter<T: Clone + Send + Sync + 'static> {
-    load: Option<Shared<LoadTask<T>>>,
+    load: Arc<SharedLoad<T>>,
+    /// This waiter's slot for its waker in the load's notifier.
+    slot: Option<usize>,
+    /// Whether it got the outcome.
+    done: bool,
     waiters: Arc<Waiters>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Waiter<T> {
+    fn new(load: Arc<SharedLoad<T>>, waiters: Arc<Waiters>) -> Self {
+        Self {
+            load,
+            slot: None,
+            done: false,
+            waiters,
+        }
+    }
 }
 
 impl<T: Clone + Send + Sync + 'static> Future for Waiter<T> {
     type Output = Outcome<T>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
-        match self.load.as_mut() {
-            Some(load) => load.poll_unpin(cx),
-            None => Poll::Pending,
-        }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        let this = self.get_mut();
+        let outcome = this.load.poll(&mut this.slot, cx);
+        this.done = outcome.is_ready();
+        outcome
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> Drop for Waiter<T> {
     fn drop(&mut self) {
-        let Some(load) = self.load.take() else { return };
         // The last waiter gone before the load ended: finish it in a task of its own. A
-        // waiter that joins meanwhile drives it too, which `Shared` allows. A handle that
-        // gave its waiter the outcome is spent (`peek` says `None` on it, and polling it
-        // again panics): its load has ended.
-        if self.waiters.count.fetch_sub(1, AcqRel) == 1
-            && !load.is_terminated()
-            && load.peek().is_none()
-        {
+        // waiter that joins meanwhile drives it too.
+        // The task is no waiter: dropped unfinished (its runtime shut down), it hands nothing
+        // on, and the load waits in its slot for the next caller of its key.
+        if self.waiters.count.fetch_sub(1, AcqRel) == 1 && !self.done && !self.load.is_done() {
+            let load = self.load.clone();
             self.waiters.runtime.spawn(async move {
-                let _ = load.await;
+                let mut slot = None;
+                std::future::poll_fn(|cx| load.poll(&mut slot, cx)).await
             });
         }
     }
@@ -167,10 +292,7 @@ where
         let mut flights = lock(&self.flights);
         if let Some(flight) = flights.get(&key) {
             flight.waiters.count.fetch_add(1, AcqRel);
-            return Waiter {
-                load: Some(flight.load.clone()),
-                waiters: flight.waiters.clone(),
-            };
+            return Waiter::new(flight.load.clone(), flight.waiters.clone());
         }
         let ticket = Arc::new(Ticket::new());
         let release = SlotRelease {
@@ -189,7 +311,7 @@ where
                 Err(_) => Outcome::Panicked,
             }
         });
-        let load = task.shared();
+        let load = Arc::new(SharedLoad::new(task));
         let waiters = Arc::new(Waiters {
             count: AtomicUsize::new(1),
             runtime: runtime.clone(),
@@ -202,10 +324,7 @@ where
                 waiters: waiters.clone(),
             },
         );
-        Waiter {
-            load: Some(load),
-            waiters,
-        }
+        Waiter::new(load, waiters)
     }
 
     /// Revokes the loads of `keys` in flight: they leave the map, so the next call for one of
@@ -373,6 +492,58 @@ mod tests {
         );
     }
 
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_waiter_that_finishes_a_load_is_not_woken_by_it_and_the_others_are() {
+        /// Pending on its first poll (waking nobody), ready on its second.
+        struct Twice(bool);
+        impl Future for Twice {
+            type Output = u32;
+            fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
+                if std::mem::replace(&mut self.0, true) {
+                    Poll::Ready(3)
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+        let flights = Flights::default();
+        let rt = tokio::runtime::Handle::current();
+        let mut first = Box::pin(flights.run(&rt, "k", |_| Twice(false)));
+        let mut second = Box::pin(flights.run(&rt, "k", |_| Twice(false)));
+        let (first_wakes, second_wakes) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+        let first_waker = Waker::from(first_wakes.clone());
+        let second_waker = Waker::from(second_wakes.clone());
+        assert!(
+            first
+                .as_mut()
+                .poll(&mut Context::from_waker(&first_waker))
+                .is_pending()
+        );
+        // The second drives the load to its end: the first is woken for it, the second not.
+        let ended = second
+            .as_mut()
+            .poll(&mut Context::from_waker(&second_waker));
+        assert!(matches!(ended, Poll::Ready(Outcome::Done(3))));
+        assert_eq!(
+            second_wakes.0.load(Ordering::SeqCst),
+            0,
+            "no wake of its own"
+        );
+        assert_eq!(first_wakes.0.load(Ordering::SeqCst), 1);
+        let seen = first.as_mut().poll(&mut Context::from_waker(&first_waker));
+        assert!(matches!(seen, Poll::Ready(Outcome::Done(3))));
+    }
+
     #[tokio::test]
     async fn the_first_caller_runs_the_load_on_its_own_task() {
         let flights = Arc::new(Singleflight::<&'static str, Option<tokio::task::Id>>::default());
@@ -389,6 +560,26 @@ mod tests {
             matches!(outcome, Outcome::Done(Some(id)) if id == caller),
             "no hand-off to another task"
         );
+    }
+
+    #[test]
+    fn a_load_left_by_a_runtime_that_shut_down_waits_for_the_next_caller() {
+        let flights = Flights::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let only = flights.run(&rt.handle().clone(), "k", |_| async { 7 });
+        drop(rt);
+        // The last waiter hands the load to a task the dead runtime drops at once: nothing
+        // more is handed on from there.
+        drop(only);
+        assert_eq!(flights.in_flight(), 1, "the load waits in its slot");
+        let other = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let again = flights.run(other.handle(), "k", |_| async { 8 });
+        assert!(matches!(other.block_on(again), Outcome::Done(7)));
+        assert_eq!(flights.in_flight(), 0);
     }
 
     #[tokio::test]
