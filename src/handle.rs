@@ -75,6 +75,41 @@ impl CacheHandle {
         }
     }
 
+    /// The values of many keys of `source` at once: one result per key, in the order of
+    /// `keys`, each as [`get`](Self::get) would give it.
+    ///
+    /// Hits are answered from this node's caches. The misses this node owns are loaded in one
+    /// call of the data source ([`Source::load_many`](crate::Source::load_many)); a key that
+    /// is already loading on this node, for a get or another `get_many`, joins that load
+    /// instead. The misses other nodes own are asked of their owners. A key that appears
+    /// twice in `keys` is fetched once. Fails as a whole only for a source that does not
+    /// exist ([`ErrorKind::UnknownSource`](crate::ErrorKind::UnknownSource)).
+    ///
+    /// ```
+    /// # async fn demo(cache: tower_groupcache::CacheHandle) -> Result<(), tower_groupcache::Error> {
+    /// let ids = ["1", "2", "3"];
+    /// for (id, user) in ids.iter().zip(cache.get_many("users", &ids).await?) {
+    ///     match user {
+    ///         Ok(user) => println!("{id}: {} bytes", user.len()),
+    ///         Err(error) if error.is_not_found() => println!("{id}: no such user"),
+    ///         Err(error) => return Err(error),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_many<K: AsRef<str>>(
+        &self,
+        source: &str,
+        keys: &[K],
+    ) -> Result<Vec<Result<Bytes, Error>>, Error> {
+        let entries = self.node.get_many(source, keys).await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| entry.map(|entry| entry.value))
+            .collect())
+    }
+
     /// Drops `key` from `source` on every node: on this node, then on its owner, then on every
     /// other peer (their hot copies). A load already running when the key is removed does not
     /// put the old value back. Returns the peers that could not remove it: unreachable ones,

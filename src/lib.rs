@@ -91,7 +91,7 @@ pub use peer::health::PeerHealthConfig;
 #[cfg(feature = "tls")]
 pub use peer::tls::PeerTls;
 pub use ring::{MAX_REPLICAS, MAX_RING_POINTS, Ring};
-pub use source::{Loaded, Source};
+pub use source::{BatchFn, Loaded, LoadedMany, Source, batch_fn};
 pub use stats::{CacheStats, ClusterStats, RefusalStats, SourceSnapshot, SourceStats, Stats};
 
 /// The README's code, compiled as doc tests.

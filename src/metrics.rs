@@ -14,9 +14,9 @@
 //! | `groupcache_cache_hits_total` | counter | source | gets served from the main or hot cache |
 //! | `groupcache_loads_total` | counter | source | gets that missed the cache |
 //! | `groupcache_loads_deduped_total` | counter | source | loads after deduplication |
-//! | `groupcache_local_loads_total` | counter | source | data-source calls here that returned a value |
-//! | `groupcache_local_not_found_total` | counter | source | data-source calls here that answered *not found* |
-//! | `groupcache_local_load_errors_total` | counter | source | failed or panicked data-source calls |
+//! | `groupcache_local_loads_total` | counter | source | keys the data source here returned a value for |
+//! | `groupcache_local_not_found_total` | counter | source | keys the data source here answered *not found* |
+//! | `groupcache_local_load_errors_total` | counter | source | keys whose data-source load here failed or panicked |
 //! | `groupcache_peer_loads_total` | counter | source | values fetched from the owner |
 //! | `groupcache_peer_not_found_total` | counter | source | *not found* answers from the owner |
 //! | `groupcache_peer_errors_total` | counter | source | failed peer fetches (each loaded locally) |
@@ -35,7 +35,7 @@
 //! | `groupcache_ring_mismatches_total` | counter | | peer requests from a node with another ring |
 //! | `groupcache_discovery_errors_total` | counter | | failed DNS discoveries |
 //! | `groupcache_peer_requests_refused_total` | counter | reason | peer requests refused before any work (`missing`, `malformed`, `expired`, `bad_signature`, `replayed`, `replay_record_full`, `closed`, `shutting_down`) |
-//! | `groupcache_load_duration_seconds` | histogram | source | data-source calls, failed ones included |
+//! | `groupcache_load_duration_seconds` | histogram | source | data-source calls (a batch is one), failed ones included |
 //! | `groupcache_peer_fetch_duration_seconds` | histogram | source | peer fetches, failed ones included |
 //!
 //! What to alert on: `peer_errors` or `peer_skips` rising (a node is down or unreachable);
@@ -69,15 +69,15 @@ pub fn describe_metrics() {
         ),
         (
             "groupcache_local_loads_total",
-            "Data-source calls on this node that returned a value.",
+            "Keys the data source on this node returned a value for.",
         ),
         (
             "groupcache_local_not_found_total",
-            "Data-source calls on this node that answered not found.",
+            "Keys the data source on this node answered not found.",
         ),
         (
             "groupcache_local_load_errors_total",
-            "Failed or panicked data-source calls on this node.",
+            "Keys whose data-source load on this node failed or panicked.",
         ),
         (
             "groupcache_peer_not_found_total",

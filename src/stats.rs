@@ -29,11 +29,12 @@ pub struct SourceStats {
     pub loads: u64,
     /// Loads after deduplication: misses that were not joined to a load already running.
     pub loads_deduped: u64,
-    /// Calls of the data source on this node that returned a value.
+    /// Keys the data source on this node returned a value for (a batch load counts each of
+    /// its keys).
     pub local_loads: u64,
-    /// Calls of the data source on this node that answered *not found*.
+    /// Keys the data source on this node answered *not found*.
     pub local_not_found: u64,
-    /// Failed (or panicked) calls of the data source on this node.
+    /// Keys whose load from the data source on this node failed (or panicked).
     pub local_load_errs: u64,
     /// Gets that came from peers over HTTP.
     pub server_requests: u64,

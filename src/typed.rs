@@ -183,6 +183,32 @@ impl<K: Serialize, V: DeserializeOwned, C: Codec> TypedHandle<K, V, C> {
         self.codec.decode_value(&bytes).map_err(codec_error)
     }
 
+    /// The values of many keys at once, decoded: one result per key, in the order of `keys`,
+    /// as [`CacheHandle::get_many`] gives them. A key that cannot be encoded, or a value that
+    /// cannot be decoded, fails its own key with [`ErrorKind::Codec`].
+    pub async fn get_many(&self, keys: &[K]) -> Result<Vec<Result<V, Error>>, Error> {
+        let codec_error = |cause| Error::with_cause(ErrorKind::Codec, &self.source, Some(cause));
+        let encoded: Vec<Result<String, Error>> = keys
+            .iter()
+            .map(|key| self.codec.encode_key(key).map_err(codec_error))
+            .collect();
+        let good: Vec<&str> = encoded
+            .iter()
+            .filter_map(|key| key.as_deref().ok())
+            .collect();
+        let mut values = self.handle.get_many(&self.source, &good).await?.into_iter();
+        Ok(encoded
+            .into_iter()
+            .map(|key| {
+                key?;
+                let bytes = values
+                    .next()
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &self.source)))?;
+                self.codec.decode_value(&bytes).map_err(codec_error)
+            })
+            .collect())
+    }
+
     /// The same handle with another codec.
     pub fn with_codec<C2: Codec>(self, codec: C2) -> TypedHandle<K, V, C2> {
         TypedHandle {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
+use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
 
 use super::Node;
 use super::cache::{Entry, Freshness, Tier};
-use super::singleflight::Outcome;
+use super::singleflight::{Outcome, Ticket};
 use super::source::CachedSource;
 use crate::error::{Error, ErrorKind};
 use crate::stats::Event;
@@ -129,13 +131,24 @@ impl Node {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::new(ErrorKind::NoRuntime, &source.name))?;
         let flight = self.start_flight(&runtime, &source, key, origin)?;
-        let result = match flight.await {
+        self.settle(&source, flight.await, stale)
+    }
+
+    /// A flight's outcome as the get's result: a cached *not found* as one, and the stale
+    /// value instead of a failed load within stale-if-error.
+    fn settle(
+        &self,
+        source: &CachedSource,
+        outcome: Outcome<Result<Entry, Error>>,
+        stale: Option<Entry>,
+    ) -> Result<Entry, Error> {
+        let result = match outcome {
             Outcome::Done(result) => result,
             Outcome::Panicked => Err(Error::new(ErrorKind::LoadPanicked, &source.name)),
         };
         match (result, stale) {
             (Err(error), Some(stale))
-                if error.is_load() && self.within_stale_if_error(&source, &stale) =>
+                if error.is_load() && self.within_stale_if_error(source, &stale) =>
             {
                 source.counters.add(Event::StaleServed);
                 tracing::debug!(source = %source.name, %error, "load failed; serving the stale value");
@@ -143,6 +156,146 @@ impl Node {
             }
             (result, _) => result.and_then(|entry| entry_result(entry, &source.name)),
         }
+    }
+
+    /// Many keys of one source at once (docs/guide.md, "Many keys at once"): each key's
+    /// result, in the order of `keys`. Hits are answered from the caches; the misses this node
+    /// owns are loaded in one call of the data source, each joining a load of the key already
+    /// in flight instead; the others are asked of their owners. A key that appears twice is
+    /// looked up and fetched once.
+    pub(crate) async fn get_many<Q: AsRef<str>>(
+        self: &Arc<Self>,
+        name: &str,
+        keys: &[Q],
+    ) -> Result<Vec<Result<Entry, Error>>, Error> {
+        let source = self.source(name)?.clone();
+        // Each distinct key once; `slots[i]` is the place of `keys[i]` among them.
+        let mut places: FxHashMap<&str, usize> = FxHashMap::default();
+        let mut distinct: Vec<&str> = Vec::new();
+        let slots: Vec<usize> = keys
+            .iter()
+            .map(|key| {
+                let key = key.as_ref();
+                *places.entry(key).or_insert_with(|| {
+                    distinct.push(key);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+
+        let mut results: Vec<Option<Result<Entry, Error>>> = vec![None; distinct.len()];
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for (place, key) in distinct.iter().enumerate() {
+            match self.lookup(name, key, Origin::Local) {
+                Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
+                Ok(Lookup::Miss(_, stale)) => {
+                    let key: Arc<str> = (*key).into();
+                    if self.remote_owner(&key).is_some() {
+                        remote.push((place, key, stale));
+                    } else {
+                        local.push((place, key, stale));
+                    }
+                }
+                Err(error) => results[place] = Some(Err(error)),
+            }
+        }
+
+        let remote =
+            futures_util::future::join_all(remote.into_iter().map(|(place, key, stale)| {
+                let load = self
+                    .clone()
+                    .load_entry(source.clone(), key, Origin::Local, stale);
+                async move { (place, load.await) }
+            }));
+        let local = self.load_many_local(&source, local);
+        let (remote, local) = futures_util::future::join(remote, local).await;
+        for (place, result) in remote.into_iter().chain(local) {
+            results[place] = Some(result);
+        }
+        Ok(slots
+            .into_iter()
+            .map(|place| {
+                results[place]
+                    .clone()
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, name)))
+            })
+            .collect())
+    }
+
+    /// The misses of [`get_many`](Self::get_many) that this node owns: one flight per key,
+    /// joined where one is running, and the new ones loaded together.
+    async fn load_many_local(
+        self: &Arc<Self>,
+        source: &Arc<CachedSource>,
+        keys: Vec<(usize, Arc<str>, Option<Entry>)>,
+    ) -> Vec<(usize, Result<Entry, Error>)> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let error = Error::new(ErrorKind::NoRuntime, &source.name);
+            return keys
+                .into_iter()
+                .map(|(place, _, _)| (place, Err(error.clone())))
+                .collect();
+        };
+        // A data source that reads, through this cache, a key that it (or a load it waits
+        // for) is loading would wait for itself forever.
+        let loading = LoadChain::current();
+        let (recursive, keys): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(_, key, _)| {
+            loading
+                .as_ref()
+                .is_some_and(|chain| chain.contains(source, key))
+        });
+        let flight_keys = keys.iter().map(|(_, key, _)| (key.clone(), false));
+        let waiters = source.flights.run_many(&runtime, flight_keys, |new| {
+            let batch: Vec<(Arc<str>, Arc<Ticket>)> =
+                new.into_iter().map(|((key, _), ticket)| (key, ticket)).collect();
+            let chain = LoadChain::push_many(
+                loading.clone(),
+                source,
+                batch.iter().map(|(key, _)| key.clone()).collect(),
+            );
+            let keys: Vec<Arc<str>> = batch.iter().map(|(key, _)| key.clone()).collect();
+            let span = tracing::debug_span!("groupcache.get_many", source = %source.name, keys = keys.len());
+            let (node, loaded_from) = (self.clone(), source.clone());
+            let shared = LOAD_CHAIN
+                .scope(chain, async move {
+                    Arc::new(node.load_batch(&loaded_from, batch).await)
+                })
+                .instrument(span)
+                .shared();
+            keys.into_iter()
+                .map(|key| {
+                    let shared = shared.clone();
+                    // Counted from the moment the flight exists, so a shutdown that starts
+                    // now waits for it.
+                    let drain = self.drain.begin();
+                    let name = source.name.clone();
+                    async move {
+                        let _counted = drain;
+                        shared
+                            .await
+                            .get(&key)
+                            .cloned()
+                            .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &name)))
+                    }
+                })
+                .collect()
+        });
+        let outcomes = futures_util::future::join_all(waiters).await;
+        let recursive = recursive.into_iter().map(|(place, _, _)| {
+            (
+                place,
+                Err(Error::new(ErrorKind::RecursiveLoad, &source.name)),
+            )
+        });
+        keys.into_iter()
+            .zip(outcomes)
+            .map(|((place, _, stale), outcome)| (place, self.settle(source, outcome, stale)))
+            .chain(recursive)
+            .collect()
     }
 
     fn within_stale_if_error(&self, source: &CachedSource, entry: &Entry) -> bool {
@@ -288,7 +441,8 @@ pub(crate) struct LoadChain {
     /// The source's address, which tells a source of this cache from one of another cache
     /// in the process. Compared only; the load holds the source alive.
     source: usize,
-    key: Arc<str>,
+    /// The key of the load, or the keys of a batch.
+    keys: Box<[Arc<str>]>,
     parent: Option<Arc<LoadChain>>,
 }
 
@@ -303,9 +457,17 @@ impl LoadChain {
         source: &Arc<CachedSource>,
         key: Arc<str>,
     ) -> Option<Arc<Self>> {
+        Self::push_many(parent, source, Box::new([key]))
+    }
+
+    fn push_many(
+        parent: Option<Arc<LoadChain>>,
+        source: &Arc<CachedSource>,
+        keys: Box<[Arc<str>]>,
+    ) -> Option<Arc<Self>> {
         Some(Arc::new(Self {
             source: Arc::as_ptr(source) as usize,
-            key,
+            keys,
             parent,
         }))
     }
@@ -313,7 +475,9 @@ impl LoadChain {
     fn contains(&self, source: &Arc<CachedSource>, key: &str) -> bool {
         let mut link = Some(self);
         while let Some(chain) = link {
-            if chain.source == Arc::as_ptr(source) as usize && *chain.key == *key {
+            if chain.source == Arc::as_ptr(source) as usize
+                && chain.keys.iter().any(|k| **k == *key)
+            {
                 return true;
             }
             link = chain.parent.as_deref();

@@ -3,9 +3,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
+use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
 
 use super::Node;
@@ -13,8 +15,9 @@ use super::cache::{Entry, Freshness, Tier};
 use super::fetch::ProbeSlot;
 use super::singleflight::Ticket;
 use super::source::CachedSource;
-use crate::error::{Error, ErrorKind, KeyCodecError};
+use crate::error::{BoxError, Error, ErrorKind, KeyCodecError};
 use crate::peer::health::Verdict;
+use crate::source::Loaded;
 use crate::stats::Event;
 
 impl Node {
@@ -58,7 +61,89 @@ impl Node {
             .record(started.elapsed());
         let now = self.clock.now();
         match result {
-            Ok(Ok(loaded)) => {
+            Ok(result) => self.settle_load(source, &key, result, ticket, now),
+            Err(_panic) => Err(self.load_panicked(source)),
+        }
+    }
+
+    /// A batch of keys this node owns, loaded in one call of the data source
+    /// ([`Source::load_many`](crate::Source::load_many)): the body of every flight of the
+    /// batch. Each key is counted, kept and failed as a load of its own would be.
+    pub(super) async fn load_batch(
+        &self,
+        source: &CachedSource,
+        keys: Vec<(Arc<str>, Arc<Ticket>)>,
+    ) -> FxHashMap<Arc<str>, Result<Entry, Error>> {
+        let counters = &source.counters;
+        let mut results = FxHashMap::default();
+        let mut to_load = Vec::with_capacity(keys.len());
+        for (key, ticket) in keys {
+            counters.add(Event::Flight);
+            if let Some((entry, Freshness::Fresh, tier)) = source.caches.get(&key, &*self.clock) {
+                counters.add(tier.flight_hit_event());
+                results.insert(key, Ok(entry));
+                continue;
+            }
+            counters.add(Event::LoadDeduped);
+            to_load.push((key, ticket));
+        }
+        if to_load.is_empty() {
+            return results;
+        }
+        let names = to_load.iter().map(|(key, _)| key.to_string()).collect();
+        let load = source.source.clone().load_many_owned(names);
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!("groupcache.load_many", source = %source.name, keys = to_load.len());
+        let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
+        metrics::histogram!("groupcache_load_duration_seconds", "source" => metrics::SharedString::from(source.name.clone()))
+            .record(started.elapsed());
+        let now = self.clock.now();
+        match result {
+            Ok(Ok(mut many)) => {
+                for (key, ticket) in to_load {
+                    // A key the source left out is *not found*.
+                    let loaded = many.remove(&key).unwrap_or_else(|| Ok(Loaded::not_found()));
+                    let result = self.settle_load(source, &key, loaded, &ticket, now);
+                    results.insert(key, result);
+                }
+            }
+            Ok(Err(cause)) => {
+                // One failure for every key of the call: one error, shared.
+                let error = self.load_failed(source, cause, to_load.len());
+                results.extend(
+                    to_load
+                        .into_iter()
+                        .map(|(key, _)| (key, Err(error.clone()))),
+                );
+            }
+            Err(_panic) => {
+                for _ in 1..to_load.len() {
+                    counters.add(Event::LocalLoadErr);
+                }
+                let error = self.load_panicked(source);
+                results.extend(
+                    to_load
+                        .into_iter()
+                        .map(|(key, _)| (key, Err(error.clone()))),
+                );
+            }
+        }
+        results
+    }
+
+    /// What the data source said of `key`: counted, kept in the main cache (unless its load
+    /// was revoked), and returned as the get's result.
+    fn settle_load(
+        &self,
+        source: &CachedSource,
+        key: &str,
+        result: Result<Loaded, BoxError>,
+        ticket: &Ticket,
+        now: Instant,
+    ) -> Result<Entry, Error> {
+        let counters = &source.counters;
+        match result {
+            Ok(loaded) => {
                 let (value, ttl) = loaded.into_parts();
                 counters.add(if value.is_some() {
                     Event::LocalLoad
@@ -66,7 +151,7 @@ impl Node {
                     Event::LocalNotFound
                 });
                 let entry = match value {
-                    Some(value) => source.options.entry(value, ttl, &key, now),
+                    Some(value) => source.options.entry(value, ttl, key, now),
                     None => {
                         let Some(expires) =
                             source.options.negative_ttl.and_then(|t| now.checked_add(t))
@@ -82,28 +167,35 @@ impl Node {
                     }
                 };
                 if !entry.is_expired(now) {
-                    source.store(Tier::Main, &key, entry.clone(), ticket);
+                    source.store(Tier::Main, key, entry.clone(), ticket);
                 }
                 Ok(entry)
             }
-            Ok(Err(cause)) => {
-                counters.add(Event::LocalLoadErr);
-                tracing::debug!(source = %source.name, error = %cause, "data source failed");
-                // A typed source that could not decode its key says so with `KeyCodecError`.
-                let (kind, cause) = match cause.downcast::<KeyCodecError>() {
-                    Ok(codec) => (ErrorKind::Codec, codec.0),
-                    Err(cause) => (ErrorKind::Load, cause),
-                };
-                Err(Error::with_cause(kind, &source.name, Some(cause)))
-            }
-            Err(_panic) => {
-                counters.add(Event::LocalLoadErr);
-                // A source that panics on every key would write a line per get.
-                if let Some(left_out) = self.noise.panicked.allow() {
-                    tracing::error!(source = %source.name, left_out, "data source panicked");
-                }
-                Err(Error::new(ErrorKind::LoadPanicked, &source.name))
-            }
+            Err(cause) => Err(self.load_failed(source, cause, 1)),
         }
+    }
+
+    /// The error of a failed load of `keys` keys, counted.
+    fn load_failed(&self, source: &CachedSource, cause: BoxError, keys: usize) -> Error {
+        for _ in 0..keys {
+            source.counters.add(Event::LocalLoadErr);
+        }
+        tracing::debug!(source = %source.name, error = %cause, keys, "data source failed");
+        // A typed source that could not decode its key says so with `KeyCodecError`.
+        let (kind, cause) = match cause.downcast::<KeyCodecError>() {
+            Ok(codec) => (ErrorKind::Codec, codec.0),
+            Err(cause) => (ErrorKind::Load, cause),
+        };
+        Error::with_cause(kind, &source.name, Some(cause))
+    }
+
+    /// The error of a load that panicked, counted once and logged (at most once in a while:
+    /// a source that panics on every key would write a line per get).
+    fn load_panicked(&self, source: &CachedSource) -> Error {
+        source.counters.add(Event::LocalLoadErr);
+        if let Some(left_out) = self.noise.panicked.allow() {
+            tracing::error!(source = %source.name, left_out, "data source panicked");
+        }
+        Error::new(ErrorKind::LoadPanicked, &source.name)
     }
 }

@@ -295,16 +295,75 @@ where
             return Waiter::new(flight.load.clone(), flight.waiters.clone());
         }
         let ticket = Arc::new(Ticket::new());
+        let fut = load(ticket.clone());
+        self.start(&mut flights, runtime, key, ticket, fut)
+    }
+
+    /// [`run`](Self::run) for many keys under one lock: joins the flights of `keys` that are
+    /// running, and starts one for each of the others, whose bodies `load` makes. `load` is
+    /// called once, under the lock, with the new keys and their tickets in the order of
+    /// `keys`, and returns one future per new key, in the same order. The waiters come back in
+    /// the order of `keys`, which must not repeat a key.
+    pub(crate) fn run_many<F>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        keys: impl IntoIterator<Item = K>,
+        load: impl FnOnce(Vec<(K, Arc<Ticket>)>) -> Vec<F>,
+    ) -> Vec<Waiter<T>>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let mut flights = lock(&self.flights);
+        let mut waiters = Vec::new();
+        let mut new = Vec::new();
+        for key in keys {
+            match flights.get(&key) {
+                Some(flight) => {
+                    flight.waiters.count.fetch_add(1, AcqRel);
+                    waiters.push(Some(Waiter::new(
+                        flight.load.clone(),
+                        flight.waiters.clone(),
+                    )));
+                }
+                None => {
+                    new.push((waiters.len(), key, Arc::new(Ticket::new())));
+                    waiters.push(None);
+                }
+            }
+        }
+        if !new.is_empty() {
+            let bodies = load(
+                new.iter()
+                    .map(|(_, key, ticket)| (key.clone(), ticket.clone()))
+                    .collect(),
+            );
+            debug_assert_eq!(bodies.len(), new.len(), "one body per new key");
+            for ((index, key, ticket), fut) in new.into_iter().zip(bodies) {
+                waiters[index] = Some(self.start(&mut flights, runtime, key, ticket, fut));
+            }
+        }
+        waiters.into_iter().flatten().collect()
+    }
+
+    /// Starts the flight of `key` with the body `fut`; the lock is held.
+    fn start<F>(
+        &self,
+        flights: &mut FxHashMap<K, Flight<T>>,
+        runtime: &tokio::runtime::Handle,
+        key: K,
+        ticket: Arc<Ticket>,
+        fut: F,
+    ) -> Waiter<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
         let release = SlotRelease {
             flights: self.flights.clone(),
             key: Some(key.clone()),
             ticket: ticket.clone(),
         };
-        let fut = load(ticket.clone());
         let task: LoadTask<T> = Box::pin(async move {
             let result = AssertUnwindSafe(fut).catch_unwind().await;
-            // Free the slot before the waiters see the outcome: a caller that arrives now
-            // finds the cache already filled by the load, or starts a fresh load.
             drop(release);
             match result {
                 Ok(value) => Outcome::Done(value),
@@ -390,6 +449,44 @@ mod tests {
             assert!(matches!(w.await, Outcome::Done(7)));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn run_many_joins_the_running_flights_and_starts_one_body_per_new_key() {
+        let flights = Flights::default();
+        let rt = tokio::runtime::Handle::current();
+        let gate = Arc::new(Notify::new());
+        let g = gate.clone();
+        let running = flights.run(&rt, "b", move |_| async move {
+            g.notified().await;
+            20
+        });
+        let mut asked = Vec::new();
+        let waiters = flights.run_many(&rt, ["a", "b", "c"], |new| {
+            asked = new.iter().map(|(key, _)| *key).collect();
+            new.iter()
+                .map(|(key, ticket)| {
+                    let (value, ticket) = (if *key == "a" { 10 } else { 30 }, ticket.clone());
+                    async move {
+                        assert!(ticket.is_current());
+                        value
+                    }
+                })
+                .collect()
+        });
+        assert_eq!(asked, ["a", "c"], "the running flight of b is joined");
+        assert_eq!(flights.in_flight(), 3);
+        gate.notify_one();
+        let mut outcomes = Vec::new();
+        for waiter in waiters {
+            outcomes.push(match waiter.await {
+                Outcome::Done(value) => value,
+                Outcome::Panicked => 0,
+            });
+        }
+        assert_eq!(outcomes, [10, 20, 30], "in the order of the keys");
+        assert!(matches!(running.await, Outcome::Done(20)));
         assert_eq!(flights.in_flight(), 0);
     }
 

@@ -14,6 +14,7 @@ mod interop;
 mod layer_mounting;
 mod loads;
 mod logs;
+mod many;
 mod membership;
 mod multihost;
 mod node_example;

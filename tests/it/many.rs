@@ -1,0 +1,510 @@
+//! Many keys at once: `get_many` answers each key as `get` would, in order; the misses a node
+//! owns go to its data source in one batch, the others to their owners; keys already loading
+//! are joined, duplicates fetched once; a batch's failure, panic or removal touches only its
+//! own keys; the closure form and typed gets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tower_groupcache::{
+    CacheHandle, ErrorKind, Groupcache, Loaded, LoadedMany, ManualClock, Source, SourceOptions,
+    batch_fn,
+};
+
+use crate::support::{Loads, cluster, eventually, key_owned_by, value_of};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A data source that records each call, with the keys it was given: `load_many` calls and
+/// single `load`s alike. Keys starting with `fail:` fail alone, `missing:` are left out (not
+/// found), `ttl:` live 10 s; a batch with a `batchfail:` key fails whole, one with a
+/// `panic:` key panics. A closed gate holds every call.
+#[derive(Clone, Default)]
+struct Batches {
+    calls: Arc<Mutex<Vec<Vec<String>>>>,
+    gate: Arc<Mutex<Option<Arc<Semaphore>>>>,
+}
+
+impl Batches {
+    fn close(&self) {
+        *self.gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
+    }
+
+    fn open(&self) {
+        if let Some(gate) = self.gate.lock().unwrap().take() {
+            gate.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Every call so far, each with its keys sorted.
+    fn calls(&self) -> Vec<Vec<String>> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// How many times `key` was given to the source.
+    fn loads_of(&self, key: &str) -> usize {
+        self.calls().iter().flatten().filter(|k| *k == key).count()
+    }
+
+    async fn call(&self, keys: &[String]) -> Result<LoadedMany, std::io::Error> {
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        self.calls.lock().unwrap().push(sorted);
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            let _permit = gate.acquire().await;
+        }
+        if keys.iter().any(|k| k.starts_with("panic:")) {
+            panic!("data source bug in a batch of {}", keys.len());
+        }
+        if keys.iter().any(|k| k.starts_with("batchfail:")) {
+            return Err(std::io::Error::other("the back end refused the batch"));
+        }
+        let mut many = LoadedMany::new();
+        for key in keys {
+            if key.starts_with("missing:") {
+                continue;
+            } else if key.starts_with("fail:") {
+                many.fail(key.clone(), format!("no row for {key}"));
+            } else if key.starts_with("ttl:") {
+                many.insert(
+                    key.clone(),
+                    Loaded::new(value_of(key)).with_ttl(Duration::from_secs(10)),
+                );
+            } else {
+                many.insert(key.clone(), value_of(key));
+            }
+        }
+        Ok(many)
+    }
+}
+
+impl Source for Batches {
+    type Error = std::io::Error;
+
+    async fn load(&self, key: &str) -> Result<Loaded, Self::Error> {
+        // A single get is a batch of one here.
+        match self.call(&[key.to_owned()]).await?.remove(key) {
+            None => Ok(Loaded::not_found()),
+            Some(Ok(loaded)) => Ok(loaded),
+            Some(Err(error)) => Err(std::io::Error::other(error)),
+        }
+    }
+
+    async fn load_many(&self, keys: &[String]) -> Result<LoadedMany, Self::Error> {
+        self.call(keys).await
+    }
+}
+
+fn node(batches: &Batches) -> Groupcache {
+    Groupcache::builder()
+        .source("users", batches.clone())
+        .build()
+        .expect("a valid single node")
+}
+
+fn values(results: &[Result<bytes::Bytes, tower_groupcache::Error>]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| match r {
+            Ok(value) => String::from_utf8_lossy(value).into_owned(),
+            Err(error) => format!("{:?}", error.kind()),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_key_answered_in_place_duplicates_fetched_once_in_one_batch() {
+    let batches = Batches::default();
+    let cache = node(&batches);
+    let handle = cache.handle();
+    let keys = ["a", "b", "a", "missing:c", "fail:d", "a", ""];
+    let results = handle.get_many("users", &keys).await.unwrap();
+    assert_eq!(
+        values(&results),
+        [
+            "value-of:a",
+            "value-of:b",
+            "value-of:a",
+            "NotFound",
+            "Load",
+            "value-of:a",
+            "value-of:"
+        ]
+    );
+    assert_eq!(
+        batches.calls(),
+        [vec!["", "a", "b", "fail:d", "missing:c"]],
+        "one call of the source, each key once"
+    );
+    let error = results[4].as_ref().unwrap_err();
+    assert!(error.is_load());
+    assert!(
+        format!("{error:?}").contains("no row for fail:d"),
+        "the key's own cause is kept: {error:?}"
+    );
+    let stats = cache.stats().sources[0].stats;
+    assert_eq!(
+        (
+            stats.local_loads,
+            stats.local_not_found,
+            stats.local_load_errs
+        ),
+        (3, 1, 1),
+        "each key counted as a load of its own"
+    );
+
+    // Hits now, apart from the not-found and the failure, which are not cached.
+    let again = handle.get_many("users", &keys).await.unwrap();
+    assert_eq!(values(&again), values(&results));
+    assert_eq!(batches.calls().len(), 2);
+    assert_eq!(batches.calls()[1], ["fail:d", "missing:c"]);
+
+    assert!(
+        handle
+            .get_many::<&str>("users", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(batches.calls().len(), 2, "no call for no keys");
+}
+
+#[tokio::test]
+async fn the_call_fails_whole_only_for_an_unknown_source_and_a_long_key_fails_alone() {
+    let batches = Batches::default();
+    let cache = Groupcache::builder()
+        .max_key_bytes(8)
+        .source("users", batches.clone())
+        .build()
+        .unwrap();
+    let handle = cache.handle();
+    let error = handle.get_many("nope", &["a"]).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::UnknownSource);
+    let results = handle
+        .get_many("users", &["a", "a-key-longer-than-eight"])
+        .await
+        .unwrap();
+    assert_eq!(values(&results), ["value-of:a", "KeyTooLong"]);
+    assert_eq!(batches.calls(), [vec!["a"]]);
+}
+
+#[tokio::test]
+async fn on_three_nodes_a_nodes_own_misses_go_in_one_batch_and_the_rest_to_their_owners() {
+    let batches = Batches::default();
+    let loads = Loads::default();
+    let nodes = cluster(3, &loads, |b| b.source("accounts", batches.clone())).await;
+    let me = &nodes[0];
+    let keys: Vec<String> = (0..60).map(|i| format!("account:{i}")).collect();
+    let mine: Vec<&String> = keys
+        .iter()
+        .filter(|k| me.cache.ring().owner(k) == Some(me.url.as_str()))
+        .collect();
+    assert!(
+        !mine.is_empty() && mine.len() < keys.len(),
+        "keys on every side"
+    );
+
+    let results = me.handle().get_many("accounts", &keys).await.unwrap();
+    let expected: Vec<String> = keys
+        .iter()
+        .map(|k| String::from_utf8_lossy(&value_of(k)).into_owned())
+        .collect();
+    assert_eq!(values(&results), expected);
+    for key in &keys {
+        assert_eq!(batches.loads_of(key), 1, "{key} loaded once in the cluster");
+    }
+    let mut mine_sorted: Vec<String> = mine.iter().map(|k| (*k).clone()).collect();
+    mine_sorted.sort();
+    let calls = batches.calls();
+    assert!(
+        calls.contains(&mine_sorted),
+        "this node's misses in one call: {calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.len() > 1).count(),
+        1,
+        "the owners loaded the others one by one, as peer gets: {calls:?}"
+    );
+    let stats = me.stats("accounts");
+    assert_eq!(stats.peer_errors, 0);
+    assert_eq!(stats.peer_loads as usize, keys.len() - mine.len());
+
+    // Every node answers every key, with no new load.
+    for node in &nodes {
+        let results = node.handle().get_many("accounts", &keys).await.unwrap();
+        assert_eq!(values(&results), expected);
+    }
+    assert_eq!(batches.calls().len(), calls.len());
+}
+
+#[tokio::test]
+async fn a_key_already_loading_is_joined_not_put_in_the_batch() {
+    let batches = Batches::default();
+    let cache = node(&batches);
+    batches.close();
+    let handle = cache.handle();
+    let single = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.get("users", "k1").await }
+    });
+    eventually("the single get's load started", DEADLINE, || {
+        batches.calls().len() == 1
+    })
+    .await;
+    let first = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.get_many("users", &["k1", "k2", "k3"]).await }
+    });
+    eventually("the batch started", DEADLINE, || batches.calls().len() == 2).await;
+    // A second get_many of overlapping keys joins both loads.
+    let second = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.get_many("users", &["k3", "k2", "k4", "k1"]).await }
+    });
+    eventually("the second batch started", DEADLINE, || {
+        batches.calls().len() == 3
+    })
+    .await;
+    batches.open();
+    assert_eq!(single.await.unwrap().unwrap(), value_of("k1"));
+    assert_eq!(
+        values(&first.await.unwrap().unwrap()),
+        ["value-of:k1", "value-of:k2", "value-of:k3"]
+    );
+    assert_eq!(
+        values(&second.await.unwrap().unwrap()),
+        ["value-of:k3", "value-of:k2", "value-of:k4", "value-of:k1"]
+    );
+    assert_eq!(
+        batches.calls(),
+        [vec!["k1"], vec!["k2", "k3"], vec!["k4"]],
+        "each key loaded once"
+    );
+    let stats = cache.stats().sources[0].stats;
+    assert_eq!(stats.loads_deduped, 4);
+}
+
+#[tokio::test]
+async fn a_failed_batch_fails_its_own_keys_only_and_nothing_is_cached() {
+    let batches = Batches::default();
+    let cache = node(&batches);
+    let handle = cache.handle();
+    assert!(handle.get("users", "warm").await.is_ok());
+    let results = handle
+        .get_many("users", &["warm", "batchfail:x", "y"])
+        .await
+        .unwrap();
+    assert_eq!(values(&results), ["value-of:warm", "Load", "Load"]);
+    let error = results[2].as_ref().unwrap_err();
+    assert!(
+        format!("{error:?}").contains("refused the batch"),
+        "the call's cause: {error:?}"
+    );
+    assert_eq!(cache.stats().sources[0].stats.local_load_errs, 2);
+    // Not cached: a get of `y` alone loads it.
+    assert_eq!(handle.get("users", "y").await.unwrap(), value_of("y"));
+    assert_eq!(batches.loads_of("y"), 2);
+}
+
+#[tokio::test]
+async fn a_panicking_batch_fails_its_keys_with_load_panicked_and_poisons_nothing() {
+    let batches = Batches::default();
+    let cache = node(&batches);
+    let handle = cache.handle();
+    let results = handle.get_many("users", &["panic:x", "y"]).await.unwrap();
+    assert_eq!(values(&results), ["LoadPanicked", "LoadPanicked"]);
+    assert_eq!(cache.stats().sources[0].stats.local_load_errs, 2);
+    let results = handle.get_many("users", &["y", "z"]).await.unwrap();
+    assert_eq!(values(&results), ["value-of:y", "value-of:z"]);
+}
+
+#[tokio::test]
+async fn a_removal_during_the_batch_keeps_its_value_of_that_key_out_of_the_cache() {
+    let batches = Batches::default();
+    let cache = node(&batches);
+    batches.close();
+    let handle = cache.handle();
+    let batch = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.get_many("users", &["k1", "k2"]).await }
+    });
+    eventually("the batch started", DEADLINE, || batches.calls().len() == 1).await;
+    handle.remove("users", "k1").await.unwrap();
+    batches.open();
+    assert_eq!(
+        values(&batch.await.unwrap().unwrap()),
+        ["value-of:k1", "value-of:k2"]
+    );
+    // k2 was kept; k1's load was revoked, so the next get loads it again.
+    handle.get_many("users", &["k1", "k2"]).await.unwrap();
+    assert_eq!(batches.calls(), [vec!["k1", "k2"], vec!["k1"]]);
+}
+
+#[tokio::test]
+async fn ttl_and_negative_caching_per_key_as_for_get() {
+    let batches = Batches::default();
+    let clock = ManualClock::new();
+    let cache = Groupcache::builder()
+        .clock(clock.clone())
+        .source_with(
+            "users",
+            batches.clone(),
+            SourceOptions::new().negative_ttl(Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap();
+    let handle = cache.handle();
+    let keys = ["ttl:a", "b", "missing:c"];
+    let first = handle.get_many("users", &keys).await.unwrap();
+    assert_eq!(values(&first), ["value-of:ttl:a", "value-of:b", "NotFound"]);
+    handle.get_many("users", &keys).await.unwrap();
+    assert_eq!(
+        batches.calls().len(),
+        1,
+        "all three cached, the not-found too"
+    );
+    clock.advance(Duration::from_secs(11));
+    handle.get_many("users", &keys).await.unwrap();
+    assert_eq!(
+        batches.calls(),
+        [vec!["b", "missing:c", "ttl:a"], vec!["ttl:a"]],
+        "only the key whose TTL ran out is loaded again"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_that_gets_its_own_keys_fails_those_gets_instead_of_waiting_forever() {
+    let handle: Arc<OnceLock<CacheHandle>> = Arc::default();
+    let inner = handle.clone();
+    let cache = Groupcache::builder()
+        .source(
+            "users",
+            batch_fn(move |keys: Vec<String>| {
+                let inner = inner.clone();
+                async move {
+                    let cache = inner.get().expect("set before the first get").clone();
+                    let nested = cache.get_many("users", &keys).await?;
+                    let kinds: Vec<String> = nested
+                        .iter()
+                        .map(|r| format!("{:?}", r.as_ref().map_err(|e| e.kind())))
+                        .collect();
+                    Ok::<_, tower_groupcache::Error>(keys.into_iter().zip(kinds).collect::<HashMap<
+                        String,
+                        String,
+                    >>(
+                    ))
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    handle.set(cache.handle()).unwrap();
+    let results = tokio::time::timeout(DEADLINE, cache.handle().get_many("users", &["a", "b"]))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    assert_eq!(
+        values(&results),
+        ["Err(RecursiveLoad)", "Err(RecursiveLoad)"]
+    );
+}
+
+#[tokio::test]
+async fn the_closure_form_serves_single_gets_and_batches() {
+    let calls: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let seen = calls.clone();
+    let cache = Groupcache::builder()
+        .source(
+            "users",
+            batch_fn(move |ids: Vec<String>| {
+                seen.lock().unwrap().push(ids.len());
+                async move {
+                    if ids.iter().any(|id| id == "down") {
+                        return Err(std::io::Error::other("database down"));
+                    }
+                    // Rows for the ids that exist; the others are left out.
+                    Ok(ids
+                        .into_iter()
+                        .filter(|id| id != "nobody")
+                        .map(|id| (id.clone(), format!("user {id}")))
+                        .collect::<Vec<_>>())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let handle = cache.handle();
+    assert_eq!(handle.get("users", "1").await.unwrap(), "user 1");
+    assert!(
+        handle
+            .get("users", "nobody")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(handle.get("users", "down").await.unwrap_err().is_load());
+    let results = handle
+        .get_many("users", &["1", "2", "3", "nobody"])
+        .await
+        .unwrap();
+    assert_eq!(values(&results), ["user 1", "user 2", "user 3", "NotFound"]);
+    assert_eq!(*calls.lock().unwrap(), [1, 1, 1, 3]);
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn typed_get_many_decodes_each_value_and_fails_a_bad_one_alone() {
+    use tower_groupcache::typed::typed;
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct User {
+        id: u32,
+    }
+    let cache =
+        Groupcache::builder()
+            .source(
+                "users",
+                typed(|id: u32| async move {
+                    Ok::<_, std::io::Error>((id != 404).then_some(User { id }))
+                }),
+            )
+            .source(
+                "raw",
+                batch_fn(|keys: Vec<String>| async move {
+                    Ok::<_, std::io::Error>(
+                        keys.into_iter()
+                            .map(|k| (k, "not json"))
+                            .collect::<Vec<_>>(),
+                    )
+                }),
+            )
+            .build()
+            .unwrap();
+    let users = cache.handle().typed::<u32, User>("users");
+    let results = users.get_many(&[1, 404, 2]).await.unwrap();
+    assert_eq!(results[0].as_ref().unwrap(), &User { id: 1 });
+    assert!(results[1].as_ref().unwrap_err().is_not_found());
+    assert_eq!(results[2].as_ref().unwrap(), &User { id: 2 });
+    let raw = cache.handle().typed::<String, User>("raw");
+    let results = raw.get_many(&["x".to_owned()]).await.unwrap();
+    assert_eq!(results[0].as_ref().unwrap_err().kind(), ErrorKind::Codec);
+}
+
+#[tokio::test]
+async fn remote_keys_of_a_failing_owner_are_loaded_here() {
+    let batches = Batches::default();
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b.source("accounts", batches.clone())).await;
+    let (me, other) = (&nodes[0], &nodes[1]);
+    let theirs = key_owned_by(&me.cache, &other.url, "account:");
+    other.stop();
+    let results = me
+        .handle()
+        .get_many("accounts", &[theirs.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(values(&results), [format!("value-of:{theirs}")]);
+    assert_eq!(me.stats("accounts").peer_errors, 1);
+}
