@@ -4,7 +4,7 @@
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 #   SECONDS   how long libFuzzer runs each target (-max_total_time), 60 by default; the
 #             build comes before and is not counted
-#   TARGET    peer_path, get_response, auth_header (all by default: `cargo fuzz list`)
+#   TARGET    peer_path, get_response, get_many, auth_header (all by default: `cargo fuzz list`)
 #   FUZZ_RSS_LIMIT_MB=2048   libFuzzer's memory limit per target
 #   FUZZ_MAX_LEN=4096        the longest input libFuzzer makes
 #   FUZZ_ARGS="..."          more libFuzzer flags, e.g. "-jobs=2 -workers=2" or "-seed=1"

@@ -23,6 +23,11 @@ pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
 /// The default longest key, in bytes: 8 KiB. Longer keys are refused (`414` on the peer path).
 pub const MAX_KEY_BYTES: usize = 8 << 10;
+/// The default most keys in one batched peer request: 1,000. An asker splits a larger batch;
+/// an owner refuses a request with more (`413`).
+pub const MAX_BATCH_KEYS: usize = 1_000;
+/// The most keys in one batched peer request that can be configured.
+pub const MAX_BATCH_KEYS_LIMIT: usize = 100_000;
 /// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is
 /// refused while it streams in, and the key is loaded locally.
 pub const MAX_VALUE_BYTES: usize = 32 << 20;

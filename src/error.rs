@@ -326,6 +326,9 @@ pub enum ConfigError {
     },
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
+    /// [`max_batch_keys`](crate::GroupcacheBuilder::max_batch_keys) is above
+    /// [`defaults::MAX_BATCH_KEYS_LIMIT`](crate::defaults::MAX_BATCH_KEYS_LIMIT).
+    TooManyBatchKeys(usize),
     /// A connect timeout was set above the peer timeout, which bounds the whole peer fetch,
     /// the connection included.
     ConnectTimeoutAbovePeerTimeout {
@@ -386,6 +389,11 @@ impl fmt::Display for ConfigError {
                 write!(f, "invalid base path `{path}`: {reason}")
             }
             Self::ZeroReplicas => write!(f, "ring replicas must be at least 1"),
+            Self::TooManyBatchKeys(keys) => write!(
+                f,
+                "max batch keys {keys} is above the maximum of {}",
+                crate::defaults::MAX_BATCH_KEYS_LIMIT
+            ),
             Self::TooManyReplicas(replicas) => write!(
                 f,
                 "ring replicas {replicas} is above the maximum of {}",

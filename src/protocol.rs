@@ -44,7 +44,8 @@ pub(crate) const EXTENSIONS_VERSION: HeaderValue = HeaderValue::from_static("1")
 pub(crate) static ERROR_HEADER: HeaderName = HeaderName::from_static("x-groupcache-error");
 
 /// On a get: the largest value, in bytes, the asker accepts. A node of this crate refuses a
-/// larger one (`413`) instead of sending it. Go nodes ignore it.
+/// larger one (`413`) instead of sending it. Go nodes ignore it. On a batched get, the most
+/// the whole reply may hold.
 pub(crate) static MAX_VALUE_HEADER: HeaderName =
     HeaderName::from_static("x-groupcache-max-value-bytes");
 
@@ -113,6 +114,83 @@ impl GetResponse {
         [Bytes::from(head), value]
     }
 }
+
+/// A batched get, this crate's extension: `POST {base_path}{group}` with this message as the
+/// body asks for many keys of one group. Sent only to nodes that speak the extensions; a Go
+/// node would answer it `400` (its path names no key) and load nothing.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetManyRequest {
+    /// The keys, as they are (not escaped).
+    #[prost(string, repeated, tag = "1")]
+    pub keys: Vec<String>,
+}
+
+/// The reply to a [`GetManyRequest`]: one result per key, in the request's order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetManyResponse {
+    /// One per requested key, in order.
+    #[prost(message, repeated, tag = "1")]
+    pub results: Vec<KeyResult>,
+}
+
+/// One key's answer in a [`GetManyResponse`]: a value with the fields of [`GetResponse`], or
+/// an error token and its message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyResult {
+    /// The value; set exactly when `error` is not.
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub value: Option<Bytes>,
+    /// As in [`GetResponse`].
+    #[prost(double, optional, tag = "2")]
+    pub minute_qps: Option<f64>,
+    /// As in [`GetResponse`].
+    #[prost(int64, optional, tag = "3")]
+    pub expire: Option<i64>,
+    /// Why there is no value: `not-found`, `too-large`, `reply-full`, `unavailable`, or the
+    /// token of a failure of the data source (`load`, `panicked`, `codec`, `recursive`), as
+    /// on a single get's `x-groupcache-error`.
+    #[prost(string, optional, tag = "4")]
+    pub error: Option<String>,
+    /// The failure's message, for an error.
+    #[prost(string, optional, tag = "5")]
+    pub message: Option<String>,
+}
+
+/// What the credential of a batched get signs in place of its path: the path, `#sha256=` and
+/// the body's SHA-256 in lower-case hex, so that the keys asked for are signed too.
+pub(crate) fn batch_signed_target(path: &str, body_sha256: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut signed = String::with_capacity(path.len() + 8 + 2 * body_sha256.len());
+    signed.push_str(path);
+    signed.push_str("#sha256=");
+    for byte in body_sha256 {
+        let _ = write!(signed, "{byte:02x}");
+    }
+    signed
+}
+
+/// The [`KeyResult::error`] of a key the owner could not answer for a reason of its own, not
+/// its data source's (it is shutting down, say): the asker loads the key itself.
+pub(crate) const UNAVAILABLE: &str = "unavailable";
+
+impl KeyResult {
+    /// A result with no value: `error` and its message.
+    pub(crate) fn failed(error: &str, message: Option<String>) -> Self {
+        Self {
+            value: None,
+            minute_qps: None,
+            expire: None,
+            error: Some(error.to_owned()),
+            message,
+        }
+    }
+}
+
+/// The [`KeyResult::error`] of a key its data source does not have.
+pub(crate) const NOT_FOUND: &str = "not-found";
+/// The [`KeyResult::error`] of a key whose value did not fit in what was left of the asker's
+/// limit on the reply ([`MAX_VALUE_HEADER`]), though it fits alone: ask for it on its own.
+pub(crate) const REPLY_FULL: &str = "reply-full";
 
 /// Every byte but `A-Z a-z 0-9 - _ . ~` is percent-encoded; a space becomes `%20`, never `+`.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -302,6 +380,44 @@ mod tests {
         assert_eq!(
             hex(&msg(Some(b"hello"), Some(1.5)).encode_to_vec()),
             "0a 05 68 65 6c 6c 6f 11 00 00 00 00 00 00 f8 3f"
+        );
+    }
+
+    #[test]
+    fn batched_get_test_vectors() {
+        // docs/protocol.md, "Batched gets".
+        let request = GetManyRequest {
+            keys: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(hex(&request.encode_to_vec()), "0a 01 61 0a 01 62");
+        let reply = GetManyResponse {
+            results: vec![
+                KeyResult {
+                    value: Some(Bytes::from_static(b"hi")),
+                    minute_qps: None,
+                    expire: None,
+                    error: None,
+                    message: None,
+                },
+                KeyResult::failed(NOT_FOUND, None),
+            ],
+        };
+        assert_eq!(
+            hex(&reply.encode_to_vec()),
+            "0a 04 0a 02 68 69 0a 0b 22 09 6e 6f 74 2d 66 6f 75 6e 64"
+        );
+        assert_eq!(
+            GetManyResponse::decode(&reply.encode_to_vec()[..]).unwrap(),
+            reply
+        );
+        let failed = KeyResult::failed("load", Some("db down".into()));
+        assert_eq!(
+            hex(&failed.encode_to_vec()),
+            "22 04 6c 6f 61 64 2a 07 64 62 20 64 6f 77 6e"
+        );
+        assert_eq!(
+            batch_signed_target("/_groupcache/users", &[0xab, 0x01]),
+            "/_groupcache/users#sha256=ab01"
         );
     }
 

@@ -23,6 +23,7 @@ impl GroupcacheBuilder {
     /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds, above 0 | `90000` |
     /// | `SHUTDOWN_TIMEOUT_MS` | [`shutdown_timeout`](Self::shutdown_timeout) in milliseconds | `15000` |
     /// | `MAX_CONNECTIONS_PER_PEER` | [`max_connections_per_peer`](Self::max_connections_per_peer), above 0 | `64` |
+    /// | `MAX_BATCH_KEYS` | [`max_batch_keys`](Self::max_batch_keys), 1 to 100,000 | `1000` |
     /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret), 32 bytes or more | 64 random hex digits |
     /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation, 32 bytes or more | |
     /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` (`1`, `yes`); `false`, `0`, `no` or empty leave it closed | `false` |
@@ -144,6 +145,9 @@ impl GroupcacheBuilder {
         }
         if let Some(v) = var("MAX_CONNECTIONS_PER_PEER")? {
             self.max_connections_per_peer = number(&v)?;
+        }
+        if let Some(v) = var("MAX_BATCH_KEYS")? {
+            self.max_batch_keys = number(&v)?;
         }
         if let Some(v) = var("PEER_SECRET")? {
             let secret = PeerSecret::new(v.1.trim());

@@ -55,6 +55,7 @@ pub struct GroupcacheBuilder {
     connect_timeout: Option<Duration>,
     peer_idle_timeout: Duration,
     max_connections_per_peer: usize,
+    max_batch_keys: usize,
     max_key_bytes: usize,
     max_value_bytes: usize,
     peer_health: PeerHealthConfig,
@@ -86,6 +87,7 @@ impl Default for GroupcacheBuilder {
             connect_timeout: None,
             peer_idle_timeout: defaults::PEER_IDLE_TIMEOUT,
             max_connections_per_peer: defaults::MAX_CONNECTIONS_PER_PEER,
+            max_batch_keys: defaults::MAX_BATCH_KEYS,
             max_key_bytes: defaults::MAX_KEY_BYTES,
             max_value_bytes: defaults::MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
@@ -117,6 +119,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("peer_idle_timeout", &self.peer_idle_timeout)
             .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field("max_batch_keys", &self.max_batch_keys)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("peer_health", &self.peer_health)
@@ -236,6 +239,17 @@ impl GroupcacheBuilder {
     /// Default [`defaults::MAX_CONNECTIONS_PER_PEER`]; 0 is refused.
     pub fn max_connections_per_peer(mut self, max: usize) -> Self {
         self.max_connections_per_peer = max;
+        self
+    }
+
+    /// The most keys in one batched peer request
+    /// ([`CacheHandle::get_many`](crate::CacheHandle::get_many) asks each owner of this crate
+    /// for its keys in batches of at most this many), and the most this node answers in one
+    /// (more get `413`). Default [`defaults::MAX_BATCH_KEYS`]; from 1 to
+    /// [`defaults::MAX_BATCH_KEYS_LIMIT`] ([`ConfigError::ZeroLimit`],
+    /// [`ConfigError::TooManyBatchKeys`]).
+    pub fn max_batch_keys(mut self, max: usize) -> Self {
+        self.max_batch_keys = max;
         self
     }
 
@@ -387,11 +401,15 @@ impl GroupcacheBuilder {
                 self.max_connections_per_peer == 0,
             ),
             ("max key bytes", self.max_key_bytes == 0),
+            ("max batch keys", self.max_batch_keys == 0),
             ("max value bytes", self.max_value_bytes == 0),
         ] {
             if zero {
                 return Err(ConfigError::ZeroLimit(what));
             }
+        }
+        if self.max_batch_keys > defaults::MAX_BATCH_KEYS_LIMIT {
+            return Err(ConfigError::TooManyBatchKeys(self.max_batch_keys));
         }
         let connect_timeout = match self.connect_timeout {
             Some(connect) if connect > self.peer_timeout => {
@@ -484,6 +502,7 @@ impl GroupcacheBuilder {
                 base_path: self.base_path.into(),
                 replicas: self.replicas,
                 max_key_bytes: self.max_key_bytes,
+                max_batch_keys: self.max_batch_keys,
                 log_keys: self.log_keys,
                 hot_keys: self.hot_keys,
                 hot_max_staleness: self.hot_max_staleness,

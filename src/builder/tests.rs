@@ -70,6 +70,26 @@ fn refuses_bad_settings() {
         ConfigError::ZeroLimit("max connections per peer")
     );
     b().max_connections_per_peer(usize::MAX).build().unwrap();
+    assert_eq!(
+        b().max_batch_keys(0).build().unwrap_err(),
+        ConfigError::ZeroLimit("max batch keys")
+    );
+    assert_eq!(
+        b().max_batch_keys(100_001).build().unwrap_err(),
+        ConfigError::TooManyBatchKeys(100_001)
+    );
+    assert_eq!(
+        b().max_batch_keys(usize::MAX)
+            .build()
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "max batch keys {} is above the maximum of 100000",
+            usize::MAX
+        )
+    );
+    b().max_batch_keys(1).build().unwrap();
+    b().max_batch_keys(100_000).build().unwrap();
     for path in [
         "",
         "/",
@@ -196,6 +216,16 @@ fn reads_the_environment() {
     )
     .unwrap();
     assert_eq!(builder.max_connections_per_peer, 8);
+    let builder =
+        GroupcacheBuilder::from_env_lookup("PARSEC", env(&[("PARSEC_MAX_BATCH_KEYS", "250")]))
+            .unwrap();
+    assert_eq!(builder.max_batch_keys, 250);
+    let err =
+        GroupcacheBuilder::from_env_lookup("PARSEC", env(&[("PARSEC_MAX_BATCH_KEYS", "200000")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+    assert_eq!(err, ConfigError::TooManyBatchKeys(200_000));
     let err = GroupcacheBuilder::from_env_lookup(
         "PARSEC",
         env(&[("PARSEC_MAX_CONNECTIONS_PER_PEER", "0")]),

@@ -2,10 +2,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use tower_service::Service;
 
 use super::{ResponseBody, ResponseFuture};
+use crate::error::BoxError;
 use crate::handle::CacheHandle;
 use crate::node::Node;
 use crate::peer::server;
@@ -50,6 +51,9 @@ impl<S: fmt::Debug> fmt::Debug for GroupcacheService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GroupcacheService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -62,6 +66,11 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let base_path = &*self.node.config().base_path;
         if request.uri().path().starts_with(base_path) {
+            if request.method() == Method::POST {
+                // A batched get: its body is read first.
+                let (parts, body) = request.into_parts();
+                return ResponseFuture::peer(server::serve_batch(&self.node, parts, body));
+            }
             // Answered here: at once for a hit, by a boxed future only for a miss.
             let reply = server::serve(
                 &self.node,

@@ -1,7 +1,10 @@
 //! Peer fetches: asking the owner for a key, reading its answer, and keeping a hot copy of
 //! the popular ones.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+
+use rustc_hash::FxHashMap;
 
 use tracing::Instrument as _;
 
@@ -11,8 +14,8 @@ use super::singleflight::Ticket;
 use super::source::{CachedSource, HotKeys};
 use crate::error::{Error, ErrorKind, OwnerFailed};
 use crate::peer::client::{Fetched, PeerError};
-use crate::peer::health::PeerHealth;
-use crate::protocol::GetResponse;
+use crate::peer::health::{PeerHealth, Verdict};
+use crate::protocol::{GetResponse, NOT_FOUND, REPLY_FULL, TOO_LARGE, UNAVAILABLE, error_kind};
 use crate::stats::Event;
 
 impl Node {
@@ -27,13 +30,7 @@ impl Node {
     ) -> Option<Result<Entry, Error>> {
         let counters = &source.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();
-        // Counted only where it can matter: a popularity policy and a hot cache to fill.
-        let local_rate = match self.config.hot_keys {
-            HotKeys::AboveQps(_) if source.caches.hot.is_some() => {
-                source.fetch_rates.hit(key, self.clock.now())
-            }
-            _ => 0.0,
-        };
+        let local_rate = self.fetch_rate(source, key);
         let started = std::time::Instant::now();
         let span = self.with_key(
             tracing::debug_span!("groupcache.peer_fetch", source = %source.name, %peer, key = tracing::field::Empty),
@@ -58,29 +55,7 @@ impl Node {
         match fetched {
             Ok(Fetched::Value(response)) => {
                 self.health.success(peer);
-                counters.add(Event::PeerLoad);
-                let owner_rate = response.minute_qps.unwrap_or(0.0);
-                let entry = self.entry_from_wire(response);
-                let admit = match self.config.hot_keys {
-                    HotKeys::Never => false,
-                    HotKeys::OneInTen => source.one_in_ten(),
-                    HotKeys::AboveQps(threshold) => owner_rate.max(local_rate) >= threshold,
-                };
-                if admit {
-                    // A hot copy is never older than the maximum staleness.
-                    let mut hot = entry.clone();
-                    let limit = self.clock.now().checked_add(self.config.hot_max_staleness);
-                    hot.expires = match (hot.expires, limit) {
-                        (Some(at), Some(limit)) => Some(at.min(limit)),
-                        (at, limit) => at.or(limit),
-                    };
-                    hot.keeps_stale = false;
-                    if !hot.is_expired(self.clock.now()) {
-                        source.store(Tier::Hot, key, hot, ticket);
-                        counters.add(Event::HotPromotion);
-                    }
-                }
-                Some(Ok(entry))
+                Some(Ok(self.fetched(source, key, response, local_rate, ticket)))
             }
             Ok(Fetched::NotFound) => {
                 self.health.success(peer);
@@ -131,6 +106,209 @@ impl Node {
                 }
                 None
             }
+        }
+    }
+
+    /// The rate of this node's fetches of `key`, counted now; counted only where it can
+    /// matter: a popularity policy and a hot cache to fill.
+    fn fetch_rate(&self, source: &CachedSource, key: &str) -> f64 {
+        match self.config.hot_keys {
+            HotKeys::AboveQps(_) if source.caches.hot.is_some() => {
+                source.fetch_rates.hit(key, self.clock.now())
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// A value the owner sent: counted, and kept as a hot copy when the key is popular.
+    fn fetched(
+        &self,
+        source: &CachedSource,
+        key: &str,
+        response: GetResponse,
+        local_rate: f64,
+        ticket: &Ticket,
+    ) -> Entry {
+        let counters = &source.counters;
+        counters.add(Event::PeerLoad);
+        let owner_rate = response.minute_qps.unwrap_or(0.0);
+        let entry = self.entry_from_wire(response);
+        let admit = match self.config.hot_keys {
+            HotKeys::Never => false,
+            HotKeys::OneInTen => source.one_in_ten(),
+            HotKeys::AboveQps(threshold) => owner_rate.max(local_rate) >= threshold,
+        };
+        if admit {
+            // A hot copy is never older than the maximum staleness.
+            let mut hot = entry.clone();
+            let limit = self.clock.now().checked_add(self.config.hot_max_staleness);
+            hot.expires = match (hot.expires, limit) {
+                (Some(at), Some(limit)) => Some(at.min(limit)),
+                (at, limit) => at.or(limit),
+            };
+            hot.keeps_stale = false;
+            if !hot.is_expired(self.clock.now()) {
+                source.store(Tier::Hot, key, hot, ticket);
+                counters.add(Event::HotPromotion);
+            }
+        }
+        entry
+    }
+
+    /// The body of a batch of flights for keys `peer` owns (a node of this crate): asked in
+    /// batched gets of at most `max_batch_keys`, each key counted and kept as
+    /// [`fetch_from`](Self::fetch_from) does. The keys a fetch could not get (the peer is
+    /// skipped, failed, or sent no value for its own reasons) are loaded here, in one batch,
+    /// as [`load`](Self::load) would load each.
+    pub(super) async fn fetch_batch(
+        &self,
+        peer: &str,
+        source: &CachedSource,
+        keys: Vec<(Arc<str>, Arc<Ticket>)>,
+    ) -> FxHashMap<Arc<str>, Result<Entry, Error>> {
+        let counters = &source.counters;
+        let (mut results, to_fetch) = self.start_batch(source, keys);
+        let mut local = Vec::new();
+        let verdict = self.health.verdict(peer);
+        if verdict == Verdict::Skip {
+            for _ in &to_fetch {
+                counters.add(Event::PeerSkip);
+            }
+            local = to_fetch;
+        } else {
+            // Frees the probe slot however the fetch ends, even if it is dropped.
+            let _probe = (verdict == Verdict::Probe).then(|| ProbeSlot(&self.health, peer));
+            let mut rest = to_fetch;
+            while !rest.is_empty() {
+                let chunk: Vec<_> = rest
+                    .drain(..rest.len().min(self.config.max_batch_keys))
+                    .collect();
+                self.fetch_chunk(peer, source, chunk, &mut results, &mut local)
+                    .await;
+            }
+        }
+        results.extend(self.load_from_source(source, local).await);
+        results
+    }
+
+    /// One batched get of `chunk` from `peer`: each key's result into `results`, or the key
+    /// into `local` to be loaded here.
+    async fn fetch_chunk(
+        &self,
+        peer: &str,
+        source: &CachedSource,
+        chunk: Vec<(Arc<str>, Arc<Ticket>)>,
+        results: &mut FxHashMap<Arc<str>, Result<Entry, Error>>,
+        local: &mut Vec<(Arc<str>, Arc<Ticket>)>,
+    ) {
+        let counters = &source.counters;
+        let fingerprint = self.ring.load().fingerprint_header().clone();
+        let rates: Vec<f64> = chunk
+            .iter()
+            .map(|(key, _)| self.fetch_rate(source, key))
+            .collect();
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!("groupcache.peer_fetch_many", source = %source.name, %peer, keys = chunk.len());
+        let fetched = self
+            .client
+            .fetch_many(
+                peer,
+                &self.config.base_path,
+                &source.name,
+                chunk.iter().map(|(key, _)| key.to_string()).collect(),
+                &fingerprint,
+            )
+            .instrument(span)
+            .await;
+        metrics::histogram!(
+            "groupcache_peer_fetch_duration_seconds",
+            "source" => metrics::SharedString::from(source.name.clone())
+        )
+        .record(started.elapsed());
+        let answers = match fetched {
+            Ok(answers) => answers,
+            Err(PeerError::Status(http::StatusCode::METHOD_NOT_ALLOWED)) => {
+                // A node of an earlier version of this crate, which has no batched get: asked
+                // key by key, as a get asks it.
+                self.health.success(peer);
+                for (key, ticket) in chunk {
+                    match self.fetch_from(peer, source, &key, &ticket).await {
+                        Some(result) => {
+                            results.insert(key, result);
+                        }
+                        None => local.push((key, ticket)),
+                    }
+                }
+                return;
+            }
+            Err(error) => {
+                for _ in &chunk {
+                    counters.add(Event::PeerError);
+                }
+                let skipping = error.is_peer_fault() && self.health.failure(peer);
+                if !error.is_peer_fault() {
+                    self.health.success(peer);
+                }
+                if let Some(left_out) = self.noise.fetch_failed.allow() {
+                    tracing::warn!(
+                        source = %source.name,
+                        %peer,
+                        %error,
+                        skipping,
+                        left_out,
+                        keys = chunk.len(),
+                        "batched peer fetch failed; loading locally"
+                    );
+                }
+                local.extend(chunk);
+                return;
+            }
+        };
+        self.health.success(peer);
+        for (((key, ticket), answer), local_rate) in chunk.into_iter().zip(answers).zip(rates) {
+            let result = match answer.error.as_deref() {
+                None => {
+                    let response = GetResponse {
+                        value: answer.value,
+                        minute_qps: answer.minute_qps,
+                        expire: answer.expire,
+                    };
+                    Ok(self.fetched(source, &key, response, local_rate, &ticket))
+                }
+                Some(NOT_FOUND) => {
+                    counters.add(Event::PeerNotFound);
+                    Err(Error::new(ErrorKind::NotFound, &source.name))
+                }
+                Some(REPLY_FULL) => {
+                    // It fits alone: asked on its own.
+                    match self.fetch_from(peer, source, &key, &ticket).await {
+                        Some(result) => result,
+                        None => {
+                            local.push((key, ticket));
+                            continue;
+                        }
+                    }
+                }
+                Some(TOO_LARGE | UNAVAILABLE) => {
+                    counters.add(Event::PeerError);
+                    local.push((key, ticket));
+                    continue;
+                }
+                Some(token) => {
+                    // The owner's data source failed: loading here would call it once more.
+                    counters.add(Event::PeerLoadError);
+                    let cause = OwnerFailed {
+                        owner: peer.to_owned(),
+                        message: answer.message.unwrap_or_default(),
+                    };
+                    Err(Error::with_cause(
+                        error_kind(token.as_bytes()),
+                        &source.name,
+                        Some(cause.into()),
+                    ))
+                }
+            };
+            results.insert(key, result);
         }
     }
 

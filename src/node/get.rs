@@ -16,6 +16,7 @@ use super::cache::{Entry, Freshness, Tier};
 use super::singleflight::{Outcome, Ticket};
 use super::source::CachedSource;
 use crate::error::{Error, ErrorKind};
+use crate::peer::client::Speaks;
 use crate::stats::Event;
 
 /// Whether a get came from this node's callers or from a peer.
@@ -167,6 +168,7 @@ impl Node {
         self: &Arc<Self>,
         name: &str,
         keys: &[Q],
+        origin: Origin,
     ) -> Result<Vec<Result<Entry, Error>>, Error> {
         let source = self.source(name)?.clone();
         // Each distinct key once; `slots[i]` is the place of `keys[i]` among them.
@@ -185,32 +187,30 @@ impl Node {
 
         let mut results: Vec<Option<Result<Entry, Error>>> = vec![None; distinct.len()];
         let mut local = Vec::new();
-        let mut remote = Vec::new();
+        let mut remote: FxHashMap<Arc<str>, Vec<_>> = FxHashMap::default();
         for (place, key) in distinct.iter().enumerate() {
-            match self.lookup(name, key, Origin::Local) {
+            match self.lookup(name, key, origin) {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
                 Ok(Lookup::Miss(_, stale)) => {
                     let key: Arc<str> = (*key).into();
-                    if self.remote_owner(&key).is_some() {
-                        remote.push((place, key, stale));
-                    } else {
-                        local.push((place, key, stale));
+                    // A peer's request is served here, never forwarded (as for a get).
+                    match self.remote_owner(&key).filter(|_| origin == Origin::Local) {
+                        Some(owner) => remote.entry(owner).or_default().push((place, key, stale)),
+                        None => local.push((place, key, stale)),
                     }
                 }
                 Err(error) => results[place] = Some(Err(error)),
             }
         }
 
-        let remote =
-            futures_util::future::join_all(remote.into_iter().map(|(place, key, stale)| {
-                let load = self
-                    .clone()
-                    .load_entry(source.clone(), key, Origin::Local, stale);
-                async move { (place, load.await) }
-            }));
-        let local = self.load_many_local(&source, local);
+        let remote = futures_util::future::join_all(
+            remote
+                .into_iter()
+                .map(|(owner, keys)| self.load_many_remote(&source, owner, keys)),
+        );
+        let local = self.load_many_flights(&source, local, None);
         let (remote, local) = futures_util::future::join(remote, local).await;
-        for (place, result) in remote.into_iter().chain(local) {
+        for (place, result) in remote.into_iter().flatten().chain(local) {
             results[place] = Some(result);
         }
         Ok(slots
@@ -223,12 +223,40 @@ impl Node {
             .collect())
     }
 
-    /// The misses of [`get_many`](Self::get_many) that this node owns: one flight per key,
-    /// joined where one is running, and the new ones loaded together.
-    async fn load_many_local(
+    /// The misses of [`get_many`](Self::get_many) that `owner` owns. A node of this crate
+    /// is asked for them in batches; a golang/groupcache node (or one not reached to learn
+    /// what it speaks) gets one get per key, as for [`get`](Self::get_value).
+    async fn load_many_remote(
+        self: &Arc<Self>,
+        source: &Arc<CachedSource>,
+        owner: Arc<str>,
+        keys: Vec<(usize, Arc<str>, Option<Entry>)>,
+    ) -> Vec<(usize, Result<Entry, Error>)> {
+        let fingerprint = self.ring.load().fingerprint_header().clone();
+        let speaks = self
+            .client
+            .speaks(&owner, &self.config.base_path, &fingerprint)
+            .await;
+        if matches!(speaks, Ok(Speaks::Extensions)) && keys.len() > 1 {
+            return self.load_many_flights(source, keys, Some(owner)).await;
+        }
+        let gets = keys.into_iter().map(|(place, key, stale)| {
+            let load = self
+                .clone()
+                .load_entry(source.clone(), key, Origin::Local, stale);
+            async move { (place, load.await) }
+        });
+        futures_util::future::join_all(gets).await
+    }
+
+    /// Misses of [`get_many`](Self::get_many): one flight per key, joined where one is
+    /// running, and the new ones loaded together, from the data source here (no `owner`) or
+    /// from `owner`.
+    async fn load_many_flights(
         self: &Arc<Self>,
         source: &Arc<CachedSource>,
         keys: Vec<(usize, Arc<str>, Option<Entry>)>,
+        owner: Option<Arc<str>>,
     ) -> Vec<(usize, Result<Entry, Error>)> {
         if keys.is_empty() {
             return Vec::new();
@@ -248,7 +276,8 @@ impl Node {
                 .as_ref()
                 .is_some_and(|chain| chain.contains(source, key))
         });
-        let flight_keys = keys.iter().map(|(_, key, _)| (key.clone(), false));
+        let remote = owner.is_some();
+        let flight_keys = keys.iter().map(|(_, key, _)| (key.clone(), remote));
         let waiters = source.flights.run_many(&runtime, flight_keys, |new| {
             let batch: Vec<(Arc<str>, Arc<Ticket>)> =
                 new.into_iter().map(|((key, _), ticket)| (key, ticket)).collect();
@@ -259,10 +288,13 @@ impl Node {
             );
             let keys: Vec<Arc<str>> = batch.iter().map(|(key, _)| key.clone()).collect();
             let span = tracing::debug_span!("groupcache.get_many", source = %source.name, keys = keys.len());
-            let (node, loaded_from) = (self.clone(), source.clone());
+            let (node, loaded_from, owner) = (self.clone(), source.clone(), owner.clone());
             let shared = LOAD_CHAIN
                 .scope(chain, async move {
-                    Arc::new(node.load_batch(&loaded_from, batch).await)
+                    Arc::new(match owner {
+                        Some(owner) => node.fetch_batch(&owner, &loaded_from, batch).await,
+                        None => node.load_batch(&loaded_from, batch).await,
+                    })
                 })
                 .instrument(span)
                 .shared();

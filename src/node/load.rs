@@ -74,6 +74,23 @@ impl Node {
         source: &CachedSource,
         keys: Vec<(Arc<str>, Arc<Ticket>)>,
     ) -> FxHashMap<Arc<str>, Result<Entry, Error>> {
+        let (mut results, to_load) = self.start_batch(source, keys);
+        results.extend(self.load_from_source(source, to_load).await);
+        results
+    }
+
+    /// The start of every flight of a batch, counted as [`load`](Self::load) counts its
+    /// own: the keys a load that just ended put in the cache meanwhile, and the others, which
+    /// are to be loaded.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn start_batch(
+        &self,
+        source: &CachedSource,
+        keys: Vec<(Arc<str>, Arc<Ticket>)>,
+    ) -> (
+        FxHashMap<Arc<str>, Result<Entry, Error>>,
+        Vec<(Arc<str>, Arc<Ticket>)>,
+    ) {
         let counters = &source.counters;
         let mut results = FxHashMap::default();
         let mut to_load = Vec::with_capacity(keys.len());
@@ -87,6 +104,17 @@ impl Node {
             counters.add(Event::LoadDeduped);
             to_load.push((key, ticket));
         }
+        (results, to_load)
+    }
+
+    /// Loads `to_load` from the data source in one call.
+    pub(super) async fn load_from_source(
+        &self,
+        source: &CachedSource,
+        to_load: Vec<(Arc<str>, Arc<Ticket>)>,
+    ) -> FxHashMap<Arc<str>, Result<Entry, Error>> {
+        let counters = &source.counters;
+        let mut results = FxHashMap::default();
         if to_load.is_empty() {
             return results;
         }

@@ -52,6 +52,8 @@ pub(crate) struct NodeConfig {
     pub(crate) base_path: Box<str>,
     pub(crate) replicas: usize,
     pub(crate) max_key_bytes: usize,
+    /// The most keys answered in one batched peer request.
+    pub(crate) max_batch_keys: usize,
     pub(crate) log_keys: bool,
     pub(crate) hot_keys: HotKeys,
     pub(crate) hot_max_staleness: Duration,

@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use prost::Message as _;
+use sha2::{Digest as _, Sha256};
 
 use super::auth::{AUTH_HEADER, PeerAuth};
 pub(crate) use super::error::PeerError;
@@ -19,8 +20,9 @@ pub(crate) use super::pool::Speaks;
 use super::pool::{Lent, PeerInfo, Pool};
 use crate::error::ErrorKind;
 use crate::protocol::{
-    ERROR_HEADER, EXTENSIONS_HEADER, GetResponse, MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER,
-    TOO_LARGE, error_kind, push_escaped,
+    ERROR_HEADER, EXTENSIONS_HEADER, GetManyRequest, GetManyResponse, GetResponse, KeyResult,
+    MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER, TOO_LARGE, batch_signed_target, error_kind,
+    push_escaped,
 };
 
 /// What a peer answered.
@@ -162,6 +164,76 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
+    /// `POST {peer}{base_path}{group}` with `keys` (a [`GetManyRequest`]): one result per key,
+    /// in order. Only for a peer that [`speaks`](Self::speaks) the extensions. Bounded by the
+    /// request timeout as a whole; the reply by this node's value limit, which goes with the
+    /// request.
+    pub(crate) async fn fetch_many(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        keys: Vec<String>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<Vec<KeyResult>, PeerError> {
+        let asked = keys.len();
+        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
+        let path = PeerPath {
+            base_path,
+            group: Some(group),
+            key: None,
+            key_in_query: false,
+        };
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let (response, lent, info) = self
+                .send(peer, Method::POST, path, &body, ring_fingerprint)
+                .await?;
+            info.learn(&response, StatusCode::OK);
+            if !response.headers().contains_key(&EXTENSIONS_HEADER) {
+                // A Go node took the peer's address since it last answered; it loaded nothing.
+                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .await?;
+                return Err(PeerError::Unsupported);
+            }
+            let status = response.status();
+            if status != StatusCode::OK {
+                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .await?;
+                return Err(PeerError::Status(status));
+            }
+            // The reply holds at most this node's value limit in values, plus each key's
+            // few bytes of framing.
+            let limit = self
+                .config
+                .max_value_bytes
+                .saturating_add(asked.saturating_mul(64));
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        PeerError::TooLarge
+                    } else {
+                        PeerError::Body(error)
+                    }
+                })?
+                .to_bytes();
+            self.pool.release(peer, lent);
+            let reply = GetManyResponse::decode(body).map_err(PeerError::Decode)?;
+            if reply.results.len() != asked {
+                return Err(PeerError::BatchMismatch {
+                    asked,
+                    answered: reply.results.len(),
+                });
+            }
+            Ok(reply.results)
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+
     /// What `peer` speaks, as its last answer told; a peer that has not answered yet is
     /// [probed](Self::probe).
     pub(crate) async fn speaks(
@@ -197,8 +269,9 @@ impl PeerClient {
         };
         let timeout = self.config.timeout;
         let exchange = async {
-            let (response, lent, info) =
-                self.send(peer, Method::GET, path, ring_fingerprint).await?;
+            let (response, lent, info) = self
+                .send(peer, Method::GET, path, &Bytes::new(), ring_fingerprint)
+                .await?;
             info.learn(&response, StatusCode::BAD_REQUEST);
             let status = response.status();
             let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
@@ -238,7 +311,7 @@ impl PeerClient {
         let timeout = self.config.timeout;
         let exchange = async {
             let (response, lent, info) = self
-                .send(peer, Method::DELETE, path, ring_fingerprint)
+                .send(peer, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
                 .await?;
             info.learn(&response, StatusCode::OK);
             if !response.headers().contains_key(&EXTENSIONS_HEADER) {
@@ -269,21 +342,28 @@ impl PeerClient {
         path: Uri,
         info: &PeerInfo,
         ring_fingerprint: &HeaderValue,
-    ) -> Request<Empty<Bytes>> {
-        let mut request = Request::new(Empty::new());
+        body: &Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body.clone()));
         let headers = request.headers_mut();
         headers.insert(HOST, info.host.clone());
         if let Some(auth) = &self.auth {
             let seq = info.seq.fetch_add(1, Relaxed);
-            // Over the path and the query (a removal names its key in the query).
-            let signed = path.path_and_query().map_or(path.path(), |pq| pq.as_str());
+            // Over the path and the query (a removal names its key in the query), and over
+            // the body of a batched get.
+            let target = path.path_and_query().map_or(path.path(), |pq| pq.as_str());
+            let signed = if method == Method::POST {
+                batch_signed_target(target, &Sha256::digest(body))
+            } else {
+                target.to_owned()
+            };
             headers.insert(
                 AUTH_HEADER.clone(),
-                auth.sign_seq(method.as_str(), signed, seq),
+                auth.sign_seq(method.as_str(), &signed, seq),
             );
         }
         headers.insert(RING_HEADER.clone(), ring_fingerprint.clone());
-        if method == Method::GET {
+        if method == Method::GET || method == Method::POST {
             headers.insert(MAX_VALUE_HEADER.clone(), self.max_value_header.clone());
         }
         *request.method_mut() = method;
@@ -299,17 +379,18 @@ impl PeerClient {
         peer: &str,
         method: Method,
         path: PeerPath<'_>,
+        body: &Bytes,
         ring_fingerprint: &HeaderValue,
     ) -> Result<(Response<Incoming>, Lent, Arc<PeerInfo>), PeerError> {
         let first_seq = || self.auth.as_ref().map_or(0, |auth| auth.sequence_block());
         let (mut lent, info) = self.pool.checkout(peer, first_seq).await?;
-        let request = self.request(method.clone(), path.uri()?, &info, ring_fingerprint);
+        let request = self.request(method.clone(), path.uri()?, &info, ring_fingerprint, body);
         match lent.sender.try_send_request(request).await {
             Ok(response) => Ok((response, lent, info)),
             Err(failed) if lent.reused => {
                 tracing::debug!(%peer, error = %failed.error(), "idle peer connection failed; reconnecting");
                 let mut sender = self.pool.connect(peer).await?;
-                let request = self.request(method, path.uri()?, &info, ring_fingerprint);
+                let request = self.request(method, path.uri()?, &info, ring_fingerprint, body);
                 let response = sender
                     .send_request(request)
                     .await
@@ -334,7 +415,9 @@ impl PeerClient {
         path: PeerPath<'_>,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
-        let (response, lent, info) = self.send(peer, Method::GET, path, ring_fingerprint).await?;
+        let (response, lent, info) = self
+            .send(peer, Method::GET, path, &Bytes::new(), ring_fingerprint)
+            .await?;
         info.learn(&response, StatusCode::OK);
         let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
         match response.status() {

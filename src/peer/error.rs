@@ -45,6 +45,11 @@ pub(crate) enum PeerError {
     Unsupported,
     Body(Box<dyn std::error::Error + Send + Sync>),
     Decode(prost::DecodeError),
+    /// A batched get was answered with another number of results than keys asked.
+    BatchMismatch {
+        asked: usize,
+        answered: usize,
+    },
 }
 
 impl fmt::Display for PeerError {
@@ -64,6 +69,9 @@ impl fmt::Display for PeerError {
             Self::Unsupported => f.write_str("the peer does not speak this crate's extensions"),
             Self::Body(e) => write!(f, "reading response body: {e}"),
             Self::Decode(e) => write!(f, "decoding response body: {e}"),
+            Self::BatchMismatch { asked, answered } => {
+                write!(f, "asked for {asked} keys, answered {answered}")
+            }
         }
     }
 }

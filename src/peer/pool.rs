@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -38,7 +38,8 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[cfg(not(feature = "tls"))]
 type Connector = HttpConnector;
 
-pub(super) type Sender = http1::SendRequest<Empty<Bytes>>;
+/// A request's body: empty but for a batched get's.
+pub(super) type Sender = http1::SendRequest<Full<Bytes>>;
 
 /// Idle connections kept per peer; more are closed when they come back.
 const MAX_IDLE_PER_PEER: usize = 64;

@@ -11,12 +11,17 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Response, StatusCode, Uri};
 
 use super::auth::AUTH_HEADER;
-use crate::error::{Error, ErrorKind};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{BoxError, Error, ErrorKind};
 use crate::node::{Entry, Get, Node, Origin};
 use crate::protocol::ReplyBody;
 use crate::protocol::{
-    ERROR_HEADER, EXTENSIONS_HEADER, EXTENSIONS_VERSION, GetResponse, MAX_VALUE_HEADER,
-    NOT_FOUND_STATUS, PathError, RING_HEADER, TOO_LARGE, error_token, parse_path, unescape,
+    ERROR_HEADER, EXTENSIONS_HEADER, EXTENSIONS_VERSION, GetManyRequest, GetManyResponse,
+    GetResponse, KeyResult, MAX_VALUE_HEADER, NOT_FOUND, NOT_FOUND_STATUS, PathError, REPLY_FULL,
+    RING_HEADER, TOO_LARGE, UNAVAILABLE, batch_signed_target, error_token, parse_path, unescape,
 };
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
@@ -52,11 +57,7 @@ pub(crate) fn serve(node: &Arc<Node>, method: &Method, uri: &Uri, headers: &Head
         .and_then(|v| v.to_str().ok())
         .and_then(|v| u32::from_str_radix(v, 16).ok());
     if *method != Method::GET && *method != Method::DELETE {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
-        return response.into();
+        return method_not_allowed().into();
     }
     // The base path alone: what a peer asks to learn whether this node speaks the extensions
     // (a Go node answers it 400, loading nothing).
@@ -130,6 +131,166 @@ pub(crate) fn serve(node: &Arc<Node>, method: &Method, uri: &Uri, headers: &Head
             ))
         }
     }
+}
+
+/// Answers a batched get, `POST {base_path}{group}` with a [`GetManyRequest`] body
+/// (docs/protocol.md, "Batched gets"): reads the body (bounded), checks the credential over
+/// the path and the body, and answers every key in one [`GetManyResponse`].
+pub(crate) fn serve_batch<B>(node: &Arc<Node>, parts: http::request::Parts, body: B) -> Reply
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let node = node.clone();
+    Reply::Later(Box::pin(
+        async move { answer_batch(&node, parts, body).await },
+    ))
+}
+
+async fn answer_batch<B>(
+    node: &Arc<Node>,
+    parts: http::request::Parts,
+    body: B,
+) -> Response<ReplyBody>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let config = node.config();
+    let path = parts.uri.path();
+    let rest = &path[config.base_path.len()..];
+    if rest.is_empty() || rest.contains('/') {
+        // A batched get names its group alone.
+        return method_not_allowed();
+    }
+    // Bounded before it is read: every key at its longest, with a few bytes of framing.
+    let limit = config
+        .max_batch_keys
+        .saturating_mul(config.max_key_bytes.saturating_add(8));
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a batched get is at most {limit} bytes"),
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read".into(),
+            );
+        }
+    };
+    let target = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
+    let signed = batch_signed_target(target, &Sha256::digest(&bytes));
+    if let Err(refused) = node.admit("POST", &signed, parts.headers.get(&AUTH_HEADER)) {
+        return text(refused.status(), refused.to_string());
+    }
+    let Ok(source_name) = unescape(rest) else {
+        return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
+    };
+    let Ok(request) = GetManyRequest::decode(bytes) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the body is not a GetManyRequest".into(),
+        );
+    };
+    if request.keys.len() > config.max_batch_keys {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} keys in one batch, over this node's limit of {}",
+                request.keys.len(),
+                config.max_batch_keys
+            ),
+        );
+    }
+    if request
+        .keys
+        .iter()
+        .any(|key| key.len() > config.max_key_bytes)
+    {
+        return text(StatusCode::URI_TOO_LONG, "key too long".into());
+    }
+    let Ok(source) = node.source(&source_name) else {
+        return match no_such_source(&source_name) {
+            Reply::Ready(response) => response,
+            Reply::Later(later) => later.await,
+        };
+    };
+    node.check_ring(
+        parts
+            .headers
+            .get(&RING_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u32::from_str_radix(v, 16).ok()),
+    );
+    // The asker's limit on the whole reply's values.
+    let limit = parts
+        .headers
+        .get(&MAX_VALUE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    let now = node.clock().now();
+    let rates: Vec<f64> = request
+        .keys
+        .iter()
+        .map(|key| source.served(key, now))
+        .collect();
+    let results = match node
+        .get_many(&source_name, &request.keys, Origin::Peer)
+        .await
+    {
+        Ok(results) => results,
+        Err(error) => return answer(node, Err(error), 0.0, limit),
+    };
+    let mut left = limit;
+    let results = results
+        .into_iter()
+        .zip(rates)
+        .map(|(result, rate)| match result {
+            Ok(entry) => {
+                let len = entry.value.len() as u64;
+                if len > limit {
+                    KeyResult::failed(TOO_LARGE, None)
+                } else if len > left {
+                    KeyResult::failed(REPLY_FULL, None)
+                } else {
+                    left -= len;
+                    KeyResult {
+                        expire: node.expire_to_wire(&entry),
+                        value: Some(entry.value),
+                        minute_qps: Some(rate),
+                        error: None,
+                        message: None,
+                    }
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => KeyResult::failed(NOT_FOUND, None),
+            Err(error) => KeyResult::failed(
+                error_token(error.kind()).unwrap_or(UNAVAILABLE),
+                Some(error.to_string()),
+            ),
+        })
+        .collect();
+    let body = GetManyResponse { results }.encode_to_vec();
+    let mut response = Response::new(ReplyBody::from(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, PROTOBUF);
+    headers.insert(EXTENSIONS_HEADER.clone(), EXTENSIONS_VERSION);
+    response
+}
+
+/// `405` with the methods the peer path answers.
+fn method_not_allowed() -> Response<ReplyBody> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, DELETE, POST"));
+    response
 }
 
 /// The reply to a get: the value, 204 for a key the data source does not have, 413 for a

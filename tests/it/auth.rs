@@ -241,3 +241,70 @@ async fn a_closed_peer_path_answers_403() {
     .await;
     assert_eq!((status, &body[..]), (200, &b"k"[..]));
 }
+
+#[tokio::test]
+async fn a_batched_get_is_signed_over_its_body() {
+    use prost::Message as _;
+    use sha2::Digest as _;
+    use tower_groupcache::protocol::{GetManyRequest, GetManyResponse};
+
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b.peer_secret(SECRET)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Through the cache: a's batch to b is signed, and answered.
+    let keys: Vec<String> = (0..1_000)
+        .map(|i| format!("user:{i}"))
+        .filter(|k| a.cache.ring().owner(k) == Some(b.url.as_str()))
+        .take(5)
+        .collect();
+    let results = a.handle().get_many("users", &keys).await.unwrap();
+    for (key, result) in keys.iter().zip(&results) {
+        assert_eq!(result.as_ref().unwrap(), &value_of(key));
+        assert_eq!(
+            loads.of(key),
+            std::slice::from_ref(&b.url),
+            "{key} loaded by its owner"
+        );
+    }
+    assert_eq!(a.stats("users").peer_errors, 0);
+
+    // By hand: the credential signs the path, then `#sha256=` and the body's hash.
+    let body = |key: &str| {
+        GetManyRequest {
+            keys: vec![key.to_owned()],
+        }
+        .encode_to_vec()
+    };
+    let signed = |body: &[u8]| {
+        let hash: String = sha2::Sha256::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("/_groupcache/users#sha256={hash}")
+    };
+    let uri = format!("{}/_groupcache/users", b.url);
+    let good = credential(SECRET, "POST", &signed(&body("user:x")), now(), 1);
+    let (status, _, reply) =
+        support::post(&uri, &[("x-groupcache-auth", &good)], body("user:x")).await;
+    assert_eq!(status, 200, "{reply:?}");
+    let reply = GetManyResponse::decode(reply).unwrap();
+    assert_eq!(
+        reply.results[0].value.as_deref(),
+        Some(&value_of("user:x")[..])
+    );
+
+    // The same kind of credential over one body, sent with another: refused, nothing loaded.
+    let for_x = credential(SECRET, "POST", &signed(&body("user:x")), now(), 2);
+    let (status, _, _) =
+        support::post(&uri, &[("x-groupcache-auth", &for_x)], body("user:y")).await;
+    assert_eq!(status, 401);
+    // A credential over the path alone does not do either.
+    let path_only = credential(SECRET, "POST", "/_groupcache/users", now(), 3);
+    let (status, _, _) =
+        support::post(&uri, &[("x-groupcache-auth", &path_only)], body("user:y")).await;
+    assert_eq!(status, 401);
+    assert!(
+        loads.of("user:y").is_empty(),
+        "a refused batch loads nothing"
+    );
+}

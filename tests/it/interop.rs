@@ -806,3 +806,42 @@ async fn a_removal_reaching_a_go_node_by_surprise_makes_it_load_nothing() {
     go.stop().await;
     checks.done();
 }
+
+/// `get_many` through a node of ours: a Go owner gets one plain get per key it owns and loads
+/// exactly those keys, once; the keys of our nodes come in batches; every value is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_asks_a_go_node_key_by_key_and_loads_each_key_once() {
+    let binary = go_or_skip!("get_many_asks_a_go_node_key_by_key_and_loads_each_key_once");
+    let mut checks = Checks::new("get_many_asks_a_go_node_key_by_key_and_loads_each_key_once");
+    for (ours, go) in TOPOLOGIES {
+        let c = Mixed::start(&binary, ours, go).await;
+        let our = &c.ours[0];
+        let mut keys: Vec<String> = (0..40).map(|i| format!("many:{i}")).collect();
+        keys.push("many:0".into());
+        let results = our.cache.handle().get_many(GROUP, &keys).await.unwrap();
+        for (key, result) in keys.iter().zip(&results) {
+            let got = result.as_ref().unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_bytes(got, &value(key), key);
+        }
+        for key in &keys[..40] {
+            assert_eq!(
+                c.loaders(key).await,
+                [c.owner(key)],
+                "{ours}+{go}: {key} is loaded once, by its owner"
+            );
+        }
+        for node in &c.go {
+            let owned = keys[..40].iter().filter(|k| c.owner(k) == node.url).count() as u64;
+            let stats = node.stats().await;
+            assert_eq!(
+                stats.server_requests, owned,
+                "{ours}+{go}: one plain get per key it owns: {stats:?}"
+            );
+            assert_eq!(stats.getter_loads, owned, "{stats:?}");
+        }
+        assert_eq!(our.stats().peer_errors, 0);
+        checks.passed();
+        c.stop().await;
+    }
+    checks.done();
+}

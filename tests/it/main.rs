@@ -6,6 +6,7 @@ mod support;
 
 mod architecture;
 mod auth;
+mod batch_requests;
 mod cache_bytes;
 mod config;
 mod expiry;

@@ -192,7 +192,7 @@ async fn the_call_fails_whole_only_for_an_unknown_source_and_a_long_key_fails_al
 }
 
 #[tokio::test]
-async fn on_three_nodes_a_nodes_own_misses_go_in_one_batch_and_the_rest_to_their_owners() {
+async fn on_three_nodes_each_owner_loads_its_keys_in_one_batch() {
     let batches = Batches::default();
     let loads = Loads::default();
     let nodes = cluster(3, &loads, |b| b.source("accounts", batches.clone())).await;
@@ -216,21 +216,34 @@ async fn on_three_nodes_a_nodes_own_misses_go_in_one_batch_and_the_rest_to_their
     for key in &keys {
         assert_eq!(batches.loads_of(key), 1, "{key} loaded once in the cluster");
     }
-    let mut mine_sorted: Vec<String> = mine.iter().map(|k| (*k).clone()).collect();
-    mine_sorted.sort();
-    let calls = batches.calls();
-    assert!(
-        calls.contains(&mine_sorted),
-        "this node's misses in one call: {calls:?}"
-    );
-    assert_eq!(
-        calls.iter().filter(|c| c.len() > 1).count(),
-        1,
-        "the owners loaded the others one by one, as peer gets: {calls:?}"
-    );
+    // One call of the data source per node, with exactly the keys it owns: this node's own
+    // misses in one batch, and each other owner's keys in one batched peer request.
+    let mut calls = batches.calls();
+    calls.sort();
+    let mut by_owner: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|node| {
+            let mut owned: Vec<String> = keys
+                .iter()
+                .filter(|k| me.cache.ring().owner(k) == Some(node.url.as_str()))
+                .cloned()
+                .collect();
+            owned.sort();
+            owned
+        })
+        .collect();
+    by_owner.sort();
+    assert_eq!(calls, by_owner);
     let stats = me.stats("accounts");
     assert_eq!(stats.peer_errors, 0);
     assert_eq!(stats.peer_loads as usize, keys.len() - mine.len());
+    for node in &nodes[1..] {
+        let owned = keys
+            .iter()
+            .filter(|k| me.cache.ring().owner(k) == Some(node.url.as_str()))
+            .count();
+        assert_eq!(node.stats("accounts").server_requests as usize, owned);
+    }
 
     // Every node answers every key, with no new load.
     for node in &nodes {
@@ -507,4 +520,107 @@ async fn remote_keys_of_a_failing_owner_are_loaded_here() {
         .unwrap();
     assert_eq!(values(&results), [format!("value-of:{theirs}")]);
     assert_eq!(me.stats("accounts").peer_errors, 1);
+}
+
+#[tokio::test]
+async fn batches_to_an_owner_are_split_at_max_batch_keys_and_a_full_reply_sends_the_rest_alone() {
+    let batches = Batches::default();
+    let loads = Loads::default();
+    // Values of 14 bytes (`value-of:k:NNN`); the asker takes 40 bytes of values per reply.
+    let nodes = cluster(2, &loads, |b| {
+        b.source("accounts", batches.clone())
+            .max_batch_keys(4)
+            .max_value_bytes(40)
+    })
+    .await;
+    let (me, other) = (&nodes[0], &nodes[1]);
+    let keys: Vec<String> = (0..1_000)
+        .map(|i| format!("k:{i:03}"))
+        .filter(|k| me.cache.ring().owner(k) == Some(other.url.as_str()))
+        .take(10)
+        .collect();
+    let results = me.handle().get_many("accounts", &keys).await.unwrap();
+    let expected: Vec<String> = keys
+        .iter()
+        .map(|k| String::from_utf8_lossy(&value_of(k)).into_owned())
+        .collect();
+    assert_eq!(values(&results), expected);
+    for key in &keys {
+        assert_eq!(batches.loads_of(key), 1, "{key} loaded once, by its owner");
+    }
+    let calls = batches.calls();
+    assert!(
+        calls.iter().all(|c| c.len() <= 4),
+        "at most 4 keys per batch: {calls:?}"
+    );
+    let stats = me.stats("accounts");
+    assert_eq!(stats.peer_loads, 10);
+    assert_eq!(stats.peer_errors, 0);
+    assert_eq!(stats.local_loads, 0, "nothing loaded here");
+    // Batches of 4, 4 and 2 keys; of each batch of 4, two 14-byte values fit in the 40 bytes
+    // and the other two are asked for alone: 10 keys in batches, and 4 single gets.
+    assert_eq!(other.stats("accounts").server_requests, 14);
+}
+
+#[tokio::test]
+async fn an_owner_without_batched_gets_is_asked_key_by_key() {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse as _;
+    use tokio::net::TcpListener;
+
+    // Node B stands for a node of an earlier version of this crate: the extensions header on
+    // every answer, and `405` to a `POST`.
+    let (la, lb) = (
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let urls = [
+        format!("http://{}", la.local_addr().unwrap()),
+        format!("http://{}", lb.local_addr().unwrap()),
+    ];
+    let batches = Batches::default();
+    let build = |url: &str| {
+        Groupcache::builder()
+            .self_url(url)
+            .peers(urls.clone())
+            .open_peer_path()
+            .source("users", batches.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(&urls[0]), build(&urls[1]));
+    let old = crate::support::app(&b).layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if request.method() == Method::POST {
+                let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+                response
+                    .headers_mut()
+                    .insert("x-groupcache-extensions", "1".parse().unwrap());
+                return response;
+            }
+            next.run(request).await
+        },
+    ));
+    let _servers = (
+        crate::support::serve(la, crate::support::app(&a)).await,
+        crate::support::serve(lb, old).await,
+    );
+    let keys: Vec<String> = (0..1_000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| a.ring().owner(k) == Some(urls[1].as_str()))
+        .take(6)
+        .collect();
+    let results = a.handle().get_many("users", &keys).await.unwrap();
+    let expected: Vec<String> = keys
+        .iter()
+        .map(|k| String::from_utf8_lossy(&value_of(k)).into_owned())
+        .collect();
+    assert_eq!(values(&results), expected);
+    let stats = a.stats().sources[0].stats;
+    assert_eq!(stats.peer_loads, 6, "each key fetched from its owner");
+    assert_eq!(stats.local_loads, 0, "none loaded here");
+    assert_eq!(stats.peer_errors, 0);
+    for key in &keys {
+        assert_eq!(batches.loads_of(key), 1, "{key}");
+    }
 }

@@ -336,6 +336,27 @@ pub(crate) async fn request(method: &str, uri: &str) -> (StatusCode, axum::http:
     (parts.status, parts.headers, body)
 }
 
+/// `POST`s `body` to `uri` with `headers`, and returns the status, headers and body.
+pub(crate) async fn post(
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+    let mut req = axum::http::Request::builder().method("POST").uri(uri);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(http_body_util::Full::new(body.into()))
+        .expect("valid test request");
+    let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let res = client.request(req).await.expect("request is answered");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body is read").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
 /// A URL where nothing listens: a port bound, then released.
 pub(crate) async fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,123 @@
+//! Batched gets on the peer path, byte for byte as docs/protocol.md ("Batched gets") says:
+//! each key answered in order with its own outcome, and every bad request refused with a
+//! clear status before anything is loaded.
+
+use prost::Message as _;
+use tower_groupcache::protocol::{GetManyRequest, GetManyResponse};
+
+use crate::support::{Loads, cluster, post, value_of};
+
+fn request(keys: &[&str]) -> Vec<u8> {
+    GetManyRequest {
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_batched_get_answers_each_key_in_order_with_its_own_outcome() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b).await;
+    let uri = format!("{}/_groupcache/users", nodes[0].url);
+    let keys = ["a", "missing:b", "fail:c", "a", "ü €/+%"];
+    let (status, headers, body) = post(&uri, &[], request(&keys)).await;
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(headers["x-groupcache-extensions"], "1");
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    let reply = GetManyResponse::decode(body).unwrap();
+    assert_eq!(reply.results.len(), keys.len());
+    let r = &reply.results;
+    assert_eq!(r[0].value.as_deref(), Some(&value_of("a")[..]));
+    assert_eq!(r[0].error, None);
+    assert!(r[0].minute_qps.is_some_and(|qps| qps > 0.0));
+    assert_eq!(r[1].error.as_deref(), Some("not-found"));
+    assert_eq!(r[1].value, None);
+    assert_eq!(r[2].error.as_deref(), Some("load"));
+    assert!(
+        r[2].message
+            .as_deref()
+            .is_some_and(|m| m.contains("data source")),
+        "{:?}",
+        r[2].message
+    );
+    assert_eq!(r[3].value.as_deref(), Some(&value_of("a")[..]));
+    assert_eq!(r[4].value.as_deref(), Some(&value_of("ü €/+%")[..]));
+    assert_eq!(loads.count("a"), 1, "a duplicate key is loaded once");
+    assert_eq!(loads.total(), 4);
+
+    // An empty batch is an empty answer.
+    let (status, _, body) = post(&uri, &[], request(&[])).await;
+    assert_eq!(status, 200);
+    assert!(GetManyResponse::decode(body).unwrap().results.is_empty());
+}
+
+#[tokio::test]
+async fn bad_batched_gets_get_clear_statuses_and_load_nothing() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b.max_batch_keys(3).max_key_bytes(16)).await;
+    let base = format!("{}/_groupcache", nodes[0].url);
+    let users = format!("{base}/users");
+    let valid = request(&["a", "b"]);
+    let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
+        (
+            users.clone(),
+            b"\xff\xff\xff".to_vec(),
+            400,
+            "not a GetManyRequest",
+        ),
+        (
+            users.clone(),
+            valid[..valid.len() - 1].to_vec(),
+            400,
+            "not a GetManyRequest",
+        ),
+        (
+            users.clone(),
+            request(&["a", "b", "c", "d"]),
+            413,
+            "over this node's limit of 3",
+        ),
+        (
+            users.clone(),
+            vec![b'x'; 100_000],
+            413,
+            "a batched get is at most",
+        ),
+        (
+            users.clone(),
+            request(&["a", &"k".repeat(17)]),
+            414,
+            "key too long",
+        ),
+        (
+            format!("{base}/nope"),
+            valid.clone(),
+            404,
+            "no such group: nope",
+        ),
+        (
+            format!("{base}/users/a"),
+            valid.clone(),
+            405,
+            "method not allowed",
+        ),
+        (format!("{base}/"), valid.clone(), 405, "method not allowed"),
+        (
+            format!("{base}/us%zzers"),
+            valid.clone(),
+            400,
+            "invalid percent escape",
+        ),
+    ];
+    for (uri, body, status, text) in cases {
+        let (got, headers, reply) = post(&uri, &[], body).await;
+        let reply = String::from_utf8_lossy(&reply);
+        assert_eq!(got.as_u16(), status, "POST {uri}: {reply}");
+        assert!(reply.contains(text), "POST {uri}: {reply}");
+        assert_eq!(headers["x-groupcache-extensions"], "1");
+        if status == 405 {
+            assert_eq!(headers["allow"], "GET, DELETE, POST");
+        }
+    }
+    assert_eq!(loads.total(), 0, "no bad request reached the data source");
+}
