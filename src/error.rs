@@ -81,6 +81,15 @@ pub enum ErrorKind {
     /// The data source asked this cache for the key it was loading (directly, or through
     /// loads that wait for each other): that get would have waited for itself forever.
     RecursiveLoad,
+    /// A write ([`CacheHandle::set`](crate::CacheHandle::set)) whose key a golang/groupcache
+    /// node owns, which has no writes. Nothing was written; this node keeps no copy of the
+    /// key.
+    Unsupported,
+    /// A write whose key's owner could not be reached, or refused it. The peer's error is
+    /// `source()`. Nothing is known to be written; this node keeps no copy of the key.
+    Peer,
+    /// A written value is larger than the configured maximum value size.
+    ValueTooLarge,
 }
 
 impl Error {
@@ -149,7 +158,10 @@ impl Error {
             | ErrorKind::UnknownSource
             | ErrorKind::NoRuntime
             | ErrorKind::Codec
-            | ErrorKind::RecursiveLoad => StatusCode::INTERNAL_SERVER_ERROR,
+            | ErrorKind::RecursiveLoad
+            | ErrorKind::Unsupported => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Peer => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::ValueTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }
@@ -201,6 +213,14 @@ impl fmt::Display for Error {
                 f,
                 "data source `{name}` asked the cache for a key it is loading itself"
             ),
+            ErrorKind::Unsupported => write!(
+                f,
+                "the owner of the key of `{name}` is a golang/groupcache node, which has no writes"
+            ),
+            ErrorKind::Peer => write!(f, "the owner of the key of `{name}` did not take the write"),
+            ErrorKind::ValueTooLarge => {
+                write!(f, "value for data source `{name}` is over max_value_bytes")
+            }
         }
     }
 }
@@ -218,7 +238,7 @@ impl StdError for Error {
 mod response_tests {
     use super::*;
 
-    const KINDS: [(ErrorKind, StatusCode); 9] = [
+    const KINDS: [(ErrorKind, StatusCode); 12] = [
         (ErrorKind::UnknownSource, StatusCode::INTERNAL_SERVER_ERROR),
         (ErrorKind::NotFound, StatusCode::NOT_FOUND),
         (ErrorKind::Load, StatusCode::BAD_GATEWAY),
@@ -228,6 +248,9 @@ mod response_tests {
         (ErrorKind::Codec, StatusCode::INTERNAL_SERVER_ERROR),
         (ErrorKind::KeyTooLong, StatusCode::URI_TOO_LONG),
         (ErrorKind::RecursiveLoad, StatusCode::INTERNAL_SERVER_ERROR),
+        (ErrorKind::Unsupported, StatusCode::INTERNAL_SERVER_ERROR),
+        (ErrorKind::Peer, StatusCode::SERVICE_UNAVAILABLE),
+        (ErrorKind::ValueTooLarge, StatusCode::PAYLOAD_TOO_LARGE),
     ];
 
     #[tokio::test]

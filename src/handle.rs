@@ -121,6 +121,39 @@ impl CacheHandle {
         Ok(self.node.remove(&source, key).await)
     }
 
+    /// Writes `value` as the value of `key` in `source`, after the service has updated its
+    /// back end (a write-through): the key's owner keeps it in its main cache, for `ttl` or
+    /// the source's default TTL, and every other copy is dropped, here and on every other
+    /// peer, as [`remove`](Self::remove) drops them. A load of the key that started before
+    /// the write cannot put its older value back. Returns the peers whose hot copies could not
+    /// be dropped; they expire within
+    /// [`hot_max_staleness`](crate::GroupcacheBuilder::hot_max_staleness).
+    ///
+    /// Fails, having written nothing and with no copy of the key left on this node, when a
+    /// golang/groupcache node owns the key ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
+    /// it has no writes), when the owner cannot be reached or refuses
+    /// ([`ErrorKind::Peer`](crate::ErrorKind::Peer)), or for a value over
+    /// [`max_value_bytes`](crate::GroupcacheBuilder::max_value_bytes).
+    ///
+    /// ```
+    /// # async fn demo(cache: tower_groupcache::CacheHandle) -> Result<(), tower_groupcache::Error> {
+    /// // UPDATE users SET name = 'Ada' WHERE id = 7; then:
+    /// cache.set("users", "7", "Ada", None).await?;
+    /// assert_eq!(cache.get("users", "7").await?, "Ada");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set(
+        &self,
+        source: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Removal, Error> {
+        let source = self.node.source(source)?.clone();
+        self.node.set(&source, key, value.into(), ttl).await
+    }
+
     /// Drops every key of `source` on every node. Returns the peers that could not: as for
     /// [`remove`](Self::remove).
     pub async fn clear(&self, source: &str) -> Result<Removal, Error> {

@@ -503,6 +503,7 @@ impl GroupcacheBuilder {
                 replicas: self.replicas,
                 max_key_bytes: self.max_key_bytes,
                 max_batch_keys: self.max_batch_keys,
+                max_value_bytes: self.max_value_bytes,
                 log_keys: self.log_keys,
                 hot_keys: self.hot_keys,
                 hot_max_staleness: self.hot_max_staleness,

@@ -66,10 +66,10 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let base_path = &*self.node.config().base_path;
         if request.uri().path().starts_with(base_path) {
-            if request.method() == Method::POST {
-                // A batched get: its body is read first.
+            if request.method() == Method::POST || request.method() == Method::PUT {
+                // A batched get or a write: its body is read first.
                 let (parts, body) = request.into_parts();
-                return ResponseFuture::peer(server::serve_batch(&self.node, parts, body));
+                return ResponseFuture::peer(server::serve_with_body(&self.node, parts, body));
             }
             // Answered here: at once for a hit, by a boxed future only for a miss.
             let reply = server::serve(

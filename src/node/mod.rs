@@ -54,6 +54,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_key_bytes: usize,
     /// The most keys answered in one batched peer request.
     pub(crate) max_batch_keys: usize,
+    /// The largest value taken from a peer, a written one included.
+    pub(crate) max_value_bytes: usize,
     pub(crate) log_keys: bool,
     pub(crate) hot_keys: HotKeys,
     pub(crate) hot_max_staleness: Duration,

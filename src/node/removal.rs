@@ -1,7 +1,12 @@
 //! Removal: dropping a key, or a whole source, here and on every peer that can.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+
 use super::Node;
 use super::source::CachedSource;
+use crate::error::{Error, ErrorKind};
 use crate::peer::client::{PeerError, Speaks};
 use crate::ring::Ring;
 
@@ -49,6 +54,87 @@ impl Node {
         removal.unreachable.extend(rest.unreachable);
         removal.unsupported.extend(rest.unsupported);
         removal
+    }
+
+    /// Writes `value` as the value of `key` (docs/protocol.md, "Writes"): into its owner's
+    /// main cache, here or on a peer of this crate, and drops every other copy, here and on
+    /// every other peer. Returns the peers whose hot copies could not be dropped.
+    ///
+    /// This node's own copies are dropped first, and once more after the owner took the
+    /// value (a get in between may have fetched the old one). A key a Go node owns is not
+    /// written ([`ErrorKind::Unsupported`]), nor one whose owner fails
+    /// ([`ErrorKind::Peer`]); either way this node keeps no copy.
+    pub(crate) async fn set(
+        &self,
+        source: &CachedSource,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<Removal, Error> {
+        if key.len() > self.config.max_key_bytes {
+            return Err(Error::new(ErrorKind::KeyTooLong, &source.name));
+        }
+        if value.len() > self.config.max_value_bytes {
+            return Err(Error::new(ErrorKind::ValueTooLarge, &source.name));
+        }
+        let ring = self.ring.load_full();
+        let me = self.self_url.as_deref();
+        let owner = ring.owner(key).filter(|o| Some(*o) != me);
+        match owner {
+            None => self.write_here(source, key, value, ttl),
+            Some(owner) => {
+                source.remove(key);
+                let fingerprint = ring.fingerprint_header();
+                let base_path = &*self.config.base_path;
+                let written = match self.client.speaks(owner, base_path, fingerprint).await {
+                    Ok(Speaks::Extensions) => {
+                        self.client
+                            .put(owner, base_path, &source.name, key, value, ttl, fingerprint)
+                            .await
+                    }
+                    Ok(_) => Err(PeerError::Unsupported),
+                    Err(error) => Err(error),
+                };
+                // A get here meanwhile may have fetched the old value: drop it, and revoke
+                // such a fetch still under way.
+                source.remove(key);
+                match written {
+                    Ok(()) => {}
+                    Err(PeerError::Unsupported) => {
+                        return Err(Error::new(ErrorKind::Unsupported, &source.name));
+                    }
+                    Err(error) => {
+                        return Err(Error::with_cause(
+                            ErrorKind::Peer,
+                            &source.name,
+                            Some(Box::new(error)),
+                        ));
+                    }
+                }
+            }
+        }
+        let others = ring
+            .peers()
+            .filter(|p| Some(*p) != me && Some(*p) != ring.owner(key));
+        Ok(self.delete_on(source, Some(key), others, &ring).await)
+    }
+
+    /// Keeps `value` as the value of `key` in the main cache here, for `ttl` (or the source's
+    /// default). Every copy of the key here is dropped and its load under way revoked first,
+    /// so that a load that started before the write cannot put an older value back.
+    pub(crate) fn write_here(
+        &self,
+        source: &CachedSource,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) {
+        source.remove(key);
+        let now = self.clock.now();
+        let entry = source.options.entry(value, ttl, key, now);
+        if !entry.is_expired(now) {
+            source.caches.insert_main(key, entry);
+        }
     }
 
     /// Drops every key of `source` here and on every peer. Returns the peers that did not

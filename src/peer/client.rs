@@ -97,6 +97,8 @@ struct PeerPath<'a> {
     group: Option<&'a str>,
     key: Option<&'a str>,
     key_in_query: bool,
+    /// A write's time to live, in the query after the key.
+    ttl_ms: Option<u64>,
 }
 
 impl PeerPath<'_> {
@@ -111,6 +113,10 @@ impl PeerPath<'_> {
             if let Some(key) = self.key {
                 path.push_str(if self.key_in_query { "?key=" } else { "/" });
                 push_escaped(&mut path, key);
+                if let Some(ttl_ms) = self.ttl_ms {
+                    path.push_str("&ttl_ms=");
+                    path.push_str(&ttl_ms.to_string());
+                }
             }
         }
         // From the `String` itself: its bytes become the URI's without a copy.
@@ -157,6 +163,7 @@ impl PeerClient {
             group: Some(group),
             key: Some(key),
             key_in_query: false,
+            ttl_ms: None,
         };
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.get(peer, path, ring_fingerprint))
@@ -183,6 +190,7 @@ impl PeerClient {
             group: Some(group),
             key: None,
             key_in_query: false,
+            ttl_ms: None,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -234,6 +242,50 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
+    /// `PUT {peer}{base_path}{group}?key={key}[&ttl_ms={ttl}]` with `value` as the body: the
+    /// owner keeps it as the key's value. Only for a peer that [`speaks`](Self::speaks) the
+    /// extensions.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(), PeerError> {
+        let path = PeerPath {
+            base_path,
+            group: Some(group),
+            key: Some(key),
+            key_in_query: true,
+            ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let (response, lent, info) = self
+                .send(peer, Method::PUT, path, &value, ring_fingerprint)
+                .await?;
+            info.learn(&response, StatusCode::OK);
+            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
+            let status = response.status();
+            self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                .await?;
+            match status {
+                _ if !extended => Err(PeerError::Unsupported),
+                StatusCode::OK => Ok(()),
+                // A node of an earlier version of this crate, which has no writes.
+                StatusCode::METHOD_NOT_ALLOWED => Err(PeerError::Unsupported),
+                status => Err(PeerError::Status(status)),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+
     /// What `peer` speaks, as its last answer told; a peer that has not answered yet is
     /// [probed](Self::probe).
     pub(crate) async fn speaks(
@@ -266,6 +318,7 @@ impl PeerClient {
             group: None,
             key: None,
             key_in_query: false,
+            ttl_ms: None,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -307,6 +360,7 @@ impl PeerClient {
             group: Some(group),
             key,
             key_in_query: true,
+            ttl_ms: None,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -352,7 +406,7 @@ impl PeerClient {
             // Over the path and the query (a removal names its key in the query), and over
             // the body of a batched get.
             let target = path.path_and_query().map_or(path.path(), |pq| pq.as_str());
-            let signed = if method == Method::POST {
+            let signed = if method == Method::POST || method == Method::PUT {
                 batch_signed_target(target, &Sha256::digest(body))
             } else {
                 target.to_owned()

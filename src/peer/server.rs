@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -133,19 +134,129 @@ pub(crate) fn serve(node: &Arc<Node>, method: &Method, uri: &Uri, headers: &Head
     }
 }
 
-/// Answers a batched get, `POST {base_path}{group}` with a [`GetManyRequest`] body
-/// (docs/protocol.md, "Batched gets"): reads the body (bounded), checks the credential over
-/// the path and the body, and answers every key in one [`GetManyResponse`].
-pub(crate) fn serve_batch<B>(node: &Arc<Node>, parts: http::request::Parts, body: B) -> Reply
+/// Answers a peer request with a body: a batched get, `POST {base_path}{group}` with a
+/// [`GetManyRequest`] (docs/protocol.md, "Batched gets"), or a write,
+/// `PUT {base_path}{group}?key={key}` with the value ("Writes"). The body is read (bounded)
+/// and the credential checked over the path and the body before anything else.
+pub(crate) fn serve_with_body<B>(node: &Arc<Node>, parts: http::request::Parts, body: B) -> Reply
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     let node = node.clone();
-    Reply::Later(Box::pin(
-        async move { answer_batch(&node, parts, body).await },
-    ))
+    Reply::Later(Box::pin(async move {
+        if parts.method == Method::PUT {
+            answer_write(&node, parts, body).await
+        } else {
+            answer_batch(&node, parts, body).await
+        }
+    }))
+}
+
+/// Reads a request's body, at most `limit` bytes, then checks its credential (over the path,
+/// the query and the body). The refusal is the answer to send.
+async fn read_signed<B>(
+    node: &Node,
+    parts: &http::request::Parts,
+    body: B,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, Response<ReplyBody>>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{what} is at most {limit} bytes"),
+            ));
+        }
+        Err(_) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read".into(),
+            ));
+        }
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |pq| pq.as_str());
+    let signed = batch_signed_target(target, &Sha256::digest(&bytes));
+    node.admit(
+        parts.method.as_str(),
+        &signed,
+        parts.headers.get(&AUTH_HEADER),
+    )
+    .map_err(|refused| text(refused.status(), refused.to_string()))?;
+    Ok(bytes)
+}
+
+/// A write: keeps the body as the key's value here, revoking any load of the key under way.
+async fn answer_write<B>(
+    node: &Arc<Node>,
+    parts: http::request::Parts,
+    body: B,
+) -> Response<ReplyBody>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let config = node.config();
+    let rest = &parts.uri.path()[config.base_path.len()..];
+    if rest.is_empty() || rest.contains('/') {
+        // A write names its group in the path and its key in the query.
+        return method_not_allowed();
+    }
+    let value = match read_signed(node, &parts, body, config.max_value_bytes, "a value").await {
+        Ok(value) => value,
+        Err(refused) => return refused,
+    };
+    let Ok(source_name) = unescape(rest) else {
+        return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
+    };
+    let (key, ttl) = match parts.uri.query().map(write_query) {
+        Some(Ok(parsed)) => parsed,
+        Some(Err(error)) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+        None => return text(StatusCode::BAD_REQUEST, PathError::BadQuery.to_string()),
+    };
+    if key.len() > config.max_key_bytes {
+        return text(StatusCode::URI_TOO_LONG, "key too long".into());
+    }
+    let Ok(source) = node.source(&source_name) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no such group: {source_name}"),
+        );
+    };
+    node.check_ring(
+        parts
+            .headers
+            .get(&RING_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u32::from_str_radix(v, 16).ok()),
+    );
+    node.write_here(source, &key, value, ttl);
+    empty(StatusCode::OK)
+}
+
+/// The query of a write: `key={escaped key}`, then `&ttl_ms={milliseconds}` or nothing.
+fn write_query(query: &str) -> Result<(std::borrow::Cow<'_, str>, Option<Duration>), PathError> {
+    let (key, ttl) = match query.split_once('&') {
+        Some((key, ttl)) => (key, Some(ttl)),
+        None => (query, None),
+    };
+    let key = removal_key(key)?;
+    let ttl = match ttl.map(|ttl| ttl.strip_prefix("ttl_ms=").map(str::parse::<u64>)) {
+        None => None,
+        Some(Some(Ok(ms))) => Some(Duration::from_millis(ms)),
+        Some(_) => return Err(PathError::BadQuery),
+    };
+    Ok((key, ttl))
 }
 
 async fn answer_batch<B>(
@@ -168,26 +279,10 @@ where
     let limit = config
         .max_batch_keys
         .saturating_mul(config.max_key_bytes.saturating_add(8));
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<LengthLimitError>() => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a batched get is at most {limit} bytes"),
-            );
-        }
-        Err(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read".into(),
-            );
-        }
+    let bytes = match read_signed(node, &parts, body, limit, "a batched get").await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
-    let target = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
-    let signed = batch_signed_target(target, &Sha256::digest(&bytes));
-    if let Err(refused) = node.admit("POST", &signed, parts.headers.get(&AUTH_HEADER)) {
-        return text(refused.status(), refused.to_string());
-    }
     let Ok(source_name) = unescape(rest) else {
         return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
     };
@@ -289,7 +384,7 @@ fn method_not_allowed() -> Response<ReplyBody> {
     let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
     response
         .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, DELETE, POST"));
+        .insert(ALLOW, HeaderValue::from_static("GET, DELETE, POST, PUT"));
     response
 }
 

@@ -116,7 +116,7 @@ async fn bad_batched_gets_get_clear_statuses_and_load_nothing() {
         assert!(reply.contains(text), "POST {uri}: {reply}");
         assert_eq!(headers["x-groupcache-extensions"], "1");
         if status == 405 {
-            assert_eq!(headers["allow"], "GET, DELETE, POST");
+            assert_eq!(headers["allow"], "GET, DELETE, POST, PUT");
         }
     }
     assert_eq!(loads.total(), 0, "no bad request reached the data source");

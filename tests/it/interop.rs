@@ -845,3 +845,46 @@ async fn get_many_asks_a_go_node_key_by_key_and_loads_each_key_once() {
     }
     checks.done();
 }
+
+/// `set` of a key a Go node owns fails with `Unsupported`, sends the Go node nothing it could
+/// take for a get, and leaves no copy here; `set` of a key ours owns names the Go nodes, whose
+/// hot copies it cannot drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_never_reaches_a_go_node() {
+    let binary = go_or_skip!("a_write_never_reaches_a_go_node");
+    let mut checks = Checks::new("a_write_never_reaches_a_go_node");
+    for (ours, go) in TOPOLOGIES {
+        let c = Mixed::start(&binary, ours, go).await;
+        let our = &c.ours[0];
+        let handle = our.cache.handle();
+        let theirs = c.key_owned_by(At::Go(0), "written.");
+        let error = handle.set(GROUP, &theirs, "new", None).await.unwrap_err();
+        assert_eq!(error.kind(), tower_groupcache::ErrorKind::Unsupported);
+        for go in &c.go {
+            assert_eq!(go.loads(&theirs).await, 0, "a write made a Go node load");
+        }
+        // No copy here: the get asks the Go owner, which loads its own value.
+        let got = handle.get(GROUP, &theirs).await.unwrap();
+        assert_bytes(&got, &value(&theirs), &theirs);
+
+        let mine = c.key_owned_by(At::Ours(0), "written.");
+        let removal = handle.set(GROUP, &mine, "new", None).await.unwrap();
+        let mut unsupported = removal.unsupported.clone();
+        unsupported.sort();
+        let mut go_urls: Vec<String> = c.go.iter().map(|g| g.url.clone()).collect();
+        go_urls.sort();
+        assert_eq!(unsupported, go_urls, "{removal:?}");
+        assert_eq!(handle.get(GROUP, &mine).await.unwrap(), "new");
+        for (i, go) in c.go.iter().enumerate() {
+            let stats = go.stats().await;
+            let expected = u64::from(i == 0);
+            assert_eq!(
+                stats.getter_loads, expected,
+                "only the get above loaded, on the owner: {stats:?}"
+            );
+        }
+        checks.passed();
+        c.stop().await;
+    }
+    checks.done();
+}

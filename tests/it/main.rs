@@ -30,3 +30,4 @@ mod responses;
 mod shutdown;
 mod tls;
 mod typed;
+mod writes;

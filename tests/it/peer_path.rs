@@ -70,7 +70,7 @@ async fn bad_requests_get_clear_statuses() {
         assert!(body.contains(text), "{method} {uri}: {body}");
         assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
         if status == 405 {
-            assert_eq!(headers["allow"], "GET, DELETE, POST");
+            assert_eq!(headers["allow"], "GET, DELETE, POST, PUT");
         }
     }
     assert_eq!(loads.total(), 0, "no bad request reached the data source");

@@ -1,0 +1,226 @@
+//! Writes: `CacheHandle::set` puts a value in its owner's main cache and drops every other
+//! copy; a load that started before it cannot put the old value back; bad writes fail with
+//! a typed error and leave no copy behind.
+
+use std::time::Duration;
+
+use tower_groupcache::{ErrorKind, Groupcache, HotKeys, ManualClock, SourceOptions};
+
+use crate::support::{Loads, cluster, eventually, key_owned_by, post, value_of};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_write_reaches_the_owner_and_drops_every_other_copy() {
+    let loads = Loads::default();
+    // Every fetched value is kept as a hot copy.
+    let nodes = cluster(3, &loads, |b| b.hot_keys(HotKeys::AboveQps(0.0))).await;
+    let (writer, owner, reader) = (&nodes[0], &nodes[1], &nodes[2]);
+    let key = key_owned_by(&writer.cache, &owner.url, "user:");
+    for node in &nodes {
+        assert_eq!(
+            node.handle().get("users", &key).await.unwrap(),
+            value_of(&key)
+        );
+    }
+    assert_eq!(loads.total(), 1);
+    assert_eq!(
+        reader.stats("users").hot_promotions,
+        1,
+        "the reader keeps a hot copy"
+    );
+
+    let removal = writer
+        .handle()
+        .set("users", &key, "new value", None)
+        .await
+        .unwrap();
+    assert!(removal.is_complete(), "{removal:?}");
+    for node in &nodes {
+        assert_eq!(
+            node.handle().get("users", &key).await.unwrap(),
+            "new value",
+            "{}",
+            node.url
+        );
+    }
+    assert_eq!(loads.total(), 1, "the write loaded nothing");
+    assert_eq!(owner.stats("users").local_loads, 1);
+}
+
+#[tokio::test]
+async fn a_write_on_the_owner_itself_and_its_ttl() {
+    let loads = Loads::default();
+    let clock = ManualClock::new();
+    let c = clock.clone();
+    let nodes = cluster(2, &loads, move |b| b.clock(c.clone())).await;
+    let (owner, other) = (&nodes[0], &nodes[1]);
+    let key = key_owned_by(&owner.cache, &owner.url, "user:");
+    assert_eq!(
+        other.handle().get("users", &key).await.unwrap(),
+        value_of(&key)
+    );
+    owner
+        .handle()
+        .set("users", &key, "short-lived", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.handle().get("users", &key).await.unwrap(),
+        "short-lived"
+    );
+    assert_eq!(loads.total(), 1);
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        other.handle().get("users", &key).await.unwrap(),
+        value_of(&key),
+        "the written value expired and the key was loaded again"
+    );
+    assert_eq!(loads.total(), 2);
+}
+
+#[tokio::test]
+async fn a_load_that_started_before_the_write_does_not_put_the_old_value_back() {
+    let loads = Loads::default();
+    let cache = Groupcache::builder()
+        .source("users", loads.source("single"))
+        .build()
+        .unwrap();
+    loads.close();
+    let handle = cache.handle();
+    let get = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.get("users", "k").await }
+    });
+    eventually("the load started", DEADLINE, || loads.total() == 1).await;
+    handle.set("users", "k", "written", None).await.unwrap();
+    loads.open();
+    // The get that waited gets what its load gave; the cache keeps the write.
+    assert_eq!(get.await.unwrap().unwrap(), value_of("k"));
+    assert_eq!(handle.get("users", "k").await.unwrap(), "written");
+    assert_eq!(loads.total(), 1);
+}
+
+#[tokio::test]
+async fn bad_writes_fail_with_their_kind_and_leave_no_copy() {
+    let loads = Loads::default();
+    let cache = Groupcache::builder()
+        .max_key_bytes(8)
+        .max_value_bytes(16)
+        .source_with(
+            "users",
+            loads.source("single"),
+            SourceOptions::new().ttl(Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap();
+    let handle = cache.handle();
+    let kind =
+        |r: Result<tower_groupcache::Removal, tower_groupcache::Error>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(handle.set("nope", "k", "v", None).await),
+        ErrorKind::UnknownSource
+    );
+    assert_eq!(
+        kind(handle.set("users", "a-long-key", "v", None).await),
+        ErrorKind::KeyTooLong
+    );
+    assert_eq!(
+        kind(handle.set("users", "k", vec![0u8; 17], None).await),
+        ErrorKind::ValueTooLarge
+    );
+    assert_eq!(
+        handle
+            .set("users", "k", vec![0u8; 17], None)
+            .await
+            .unwrap_err()
+            .status(),
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(handle.get("users", "k").await.unwrap(), value_of("k"));
+    assert_eq!(
+        loads.total(),
+        1,
+        "no failed write left a value; the get loaded the key"
+    );
+    handle.set("users", "k", "v", None).await.unwrap();
+    assert_eq!(handle.get("users", "k").await.unwrap(), "v");
+}
+
+#[tokio::test]
+async fn a_write_whose_owner_is_down_fails_and_keeps_no_copy_here() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b).await;
+    let (writer, owner) = (&nodes[0], &nodes[1]);
+    let key = key_owned_by(&writer.cache, &owner.url, "user:");
+    assert_eq!(
+        writer.handle().get("users", &key).await.unwrap(),
+        value_of(&key)
+    );
+    owner.stop();
+    let error = writer
+        .handle()
+        .set("users", &key, "lost", None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Peer);
+    assert!(std::error::Error::source(&error).is_some(), "says why");
+    // Nothing written, nothing kept: the next get asks the (dead) owner, then loads here.
+    assert_eq!(
+        writer.handle().get("users", &key).await.unwrap(),
+        value_of(&key)
+    );
+}
+
+#[tokio::test]
+async fn a_write_by_hand_is_checked_like_every_peer_request() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b.max_value_bytes(8)).await;
+    let base = format!("{}/_groupcache", nodes[0].url);
+    let put = |uri: String, body: &'static str| async move {
+        let req = axum::http::Request::builder()
+            .method("PUT")
+            .uri(uri)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let res = client.request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    for (uri, body, status, text) in [
+        (format!("{base}/users?key=k"), "12345678", 200, ""),
+        (format!("{base}/users?key=k&ttl_ms=500"), "v", 200, ""),
+        (
+            format!("{base}/users?key=k"),
+            "123456789",
+            413,
+            "a value is at most 8 bytes",
+        ),
+        (format!("{base}/users"), "v", 400, ""),
+        (format!("{base}/users?key=k&ttl_ms=x"), "v", 400, ""),
+        (format!("{base}/users?key=k&other=1"), "v", 400, ""),
+        (format!("{base}/users/k"), "v", 405, "method not allowed"),
+        (
+            format!("{base}/nope?key=k"),
+            "v",
+            404,
+            "no such group: nope",
+        ),
+    ] {
+        let (got, reply) = put(uri.clone(), body).await;
+        assert_eq!(got, status, "PUT {uri}: {reply}");
+        assert!(reply.contains(text), "PUT {uri}: {reply}");
+    }
+    assert_eq!(nodes[0].handle().get("users", "k").await.unwrap(), "v");
+    assert_eq!(loads.total(), 0, "no write loads anything");
+    // A batched get of the written key reads it too.
+    let (status, _, _) = post(&format!("{base}/users"), &[], vec![0x0a, 0x01, b'k']).await;
+    assert_eq!(status, 200);
+}
