@@ -1,0 +1,121 @@
+//! Many keys at once: 100 keys that another node owns and has cached, asked for by a node that
+//! caches nothing (`cache_bytes(0)`), so that every round goes over the network. `get_many`
+//! (one batched peer request) beside the baseline of 100 concurrent `get`s (100 peer
+//! requests) of the same keys, in the same run; and 100 misses this node owns, loaded from
+//! its data source by `get_many` (one `load_many` call) beside 100 concurrent `get`s (100
+//! loads). Two nodes on 127.0.0.1, a 2-thread runtime. `cargo bench --bench get_many`
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tower_groupcache::{CacheHandle, Groupcache};
+
+const KEYS: usize = 100;
+
+async fn gets(handle: &CacheHandle, keys: &[String]) {
+    let gets = keys.iter().map(|key| handle.get("users", key));
+    for got in futures_util::future::join_all(gets).await {
+        got.expect("a value");
+    }
+}
+
+async fn get_many(handle: &CacheHandle, keys: &[String]) {
+    for got in handle.get_many("users", keys).await.expect("the source") {
+        got.expect("a value");
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (asker, owner, remote_keys) = rt.block_on(async {
+        let la = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let urls = [
+            format!("http://{}", la.local_addr().expect("bound")),
+            format!("http://{}", lb.local_addr().expect("bound")),
+        ];
+        let build = |url: &str, bytes: u64| {
+            Groupcache::builder()
+                .self_url(url)
+                .peers(urls.clone())
+                .open_peer_path()
+                .cache_bytes(bytes)
+                .source("users", |key: String| async move {
+                    Ok::<_, std::io::Error>(format!("value of {key}"))
+                })
+                .build()
+                .expect("valid config")
+        };
+        let (asker, owner) = (build(&urls[0], 0), build(&urls[1], 64 << 20));
+        for (listener, cache) in [(la, &asker), (lb, &owner)] {
+            let app = Router::new().layer(cache.layer());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        let keys: Vec<String> = (0..100_000)
+            .map(|i| format!("user:{i}"))
+            .filter(|k| asker.ring().owner(k) == Some(urls[1].as_str()))
+            .take(KEYS)
+            .collect();
+        get_many(&owner.handle(), &keys).await;
+        (asker, owner, keys)
+    });
+    let mut group = c.benchmark_group("get_many");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    let handle = asker.handle();
+    group.bench_function("100_remote_hits/get_many", |b| {
+        b.to_async(&rt).iter(|| get_many(&handle, &remote_keys))
+    });
+    group.bench_function("100_remote_hits/100_concurrent_gets", |b| {
+        b.to_async(&rt).iter(|| gets(&handle, &remote_keys))
+    });
+    // Misses the owner owns itself: fresh keys each round (its cache keeps what it loads).
+    let round = Arc::new(AtomicU64::new(0));
+    let owner_handle = owner.handle();
+    let fresh = |round: &AtomicU64| {
+        let r = round.fetch_add(1, Ordering::Relaxed);
+        let ring = owner.ring();
+        let me = owner.self_url().expect("a self URL").to_owned();
+        (0..u64::MAX)
+            .map(|i| format!("fresh:{r}:{i}"))
+            .filter(|k| ring.owner(k) == Some(me.as_str()))
+            .take(KEYS)
+            .collect::<Vec<String>>()
+    };
+    group.bench_function("100_local_misses/get_many", |b| {
+        b.to_async(&rt).iter_batched(
+            || fresh(&round),
+            |keys| {
+                let handle = owner_handle.clone();
+                async move { get_many(&handle, &keys).await }
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("100_local_misses/100_concurrent_gets", |b| {
+        b.to_async(&rt).iter_batched(
+            || fresh(&round),
+            |keys| {
+                let handle = owner_handle.clone();
+                async move { gets(&handle, &keys).await }
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
