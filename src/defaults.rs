@@ -26,6 +26,9 @@ pub const MAX_KEY_BYTES: usize = 8 << 10;
 /// The default most keys in one batched peer request: 1,000. An asker splits a larger batch;
 /// an owner refuses a request with more (`413`).
 pub const MAX_BATCH_KEYS: usize = 1_000;
+/// The default of natural batching: once 4 single-key gets of one source are in flight to one
+/// peer of this crate, further ones queue and go together in one batched request.
+pub const NATURAL_BATCHING: usize = 4;
 /// The most keys in one batched peer request that can be configured.
 pub const MAX_BATCH_KEYS_LIMIT: usize = 100_000;
 /// The default largest value accepted from a peer, in bytes: 32 MiB. A larger answer is

@@ -24,6 +24,7 @@ impl GroupcacheBuilder {
     /// | `SHUTDOWN_TIMEOUT_MS` | [`shutdown_timeout`](Self::shutdown_timeout) in milliseconds | `15000` |
     /// | `MAX_CONNECTIONS_PER_PEER` | [`max_connections_per_peer`](Self::max_connections_per_peer), above 0 | `64` |
     /// | `MAX_BATCH_KEYS` | [`max_batch_keys`](Self::max_batch_keys), 1 to 100,000 | `1000` |
+    /// | `NATURAL_BATCHING` | [`natural_batching`](Self::natural_batching), `0` for off | `4` |
     /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret), 32 bytes or more | 64 random hex digits |
     /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation, 32 bytes or more | |
     /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` (`1`, `yes`); `false`, `0`, `no` or empty leave it closed | `false` |
@@ -148,6 +149,9 @@ impl GroupcacheBuilder {
         }
         if let Some(v) = var("MAX_BATCH_KEYS")? {
             self.max_batch_keys = number(&v)?;
+        }
+        if let Some(v) = var("NATURAL_BATCHING")? {
+            self.natural_batching = number(&v)?;
         }
         if let Some(v) = var("PEER_SECRET")? {
             let secret = PeerSecret::new(v.1.trim());

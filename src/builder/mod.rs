@@ -56,6 +56,7 @@ pub struct GroupcacheBuilder {
     peer_idle_timeout: Duration,
     max_connections_per_peer: usize,
     max_batch_keys: usize,
+    natural_batching: usize,
     max_key_bytes: usize,
     max_value_bytes: usize,
     peer_health: PeerHealthConfig,
@@ -88,6 +89,7 @@ impl Default for GroupcacheBuilder {
             peer_idle_timeout: defaults::PEER_IDLE_TIMEOUT,
             max_connections_per_peer: defaults::MAX_CONNECTIONS_PER_PEER,
             max_batch_keys: defaults::MAX_BATCH_KEYS,
+            natural_batching: defaults::NATURAL_BATCHING,
             max_key_bytes: defaults::MAX_KEY_BYTES,
             max_value_bytes: defaults::MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
@@ -120,6 +122,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("peer_idle_timeout", &self.peer_idle_timeout)
             .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("max_batch_keys", &self.max_batch_keys)
+            .field("natural_batching", &self.natural_batching)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("peer_health", &self.peer_health)
@@ -250,6 +253,17 @@ impl GroupcacheBuilder {
     /// [`ConfigError::TooManyBatchKeys`]).
     pub fn max_batch_keys(mut self, max: usize) -> Self {
         self.max_batch_keys = max;
+        self
+    }
+
+    /// Natural batching of single-key gets: once `in_flight` gets of one source are in flight
+    /// to one peer of this crate, further gets of that source for that peer queue, and go
+    /// together in one batched request as soon as one of those ends. There is no timer: a get
+    /// that finds fewer in flight goes at once, so an idle node adds no latency. Default
+    /// [`defaults::NATURAL_BATCHING`]; `0` turns it off (every get its own request). Go peers
+    /// always get one request per key.
+    pub fn natural_batching(mut self, in_flight: usize) -> Self {
+        self.natural_batching = in_flight;
         self
     }
 
@@ -504,6 +518,7 @@ impl GroupcacheBuilder {
                 max_key_bytes: self.max_key_bytes,
                 max_batch_keys: self.max_batch_keys,
                 max_value_bytes: self.max_value_bytes,
+                natural_batching: self.natural_batching,
                 log_keys: self.log_keys,
                 hot_keys: self.hot_keys,
                 hot_max_staleness: self.hot_max_staleness,

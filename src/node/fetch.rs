@@ -193,7 +193,7 @@ impl Node {
 
     /// One batched get of `chunk` from `peer`: each key's result into `results`, or the key
     /// into `local` to be loaded here.
-    async fn fetch_chunk(
+    pub(super) async fn fetch_chunk(
         &self,
         peer: &str,
         source: &CachedSource,

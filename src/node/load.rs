@@ -27,7 +27,7 @@ impl Node {
         source: &CachedSource,
         key: Arc<str>,
         owner: Option<Arc<str>>,
-        ticket: &Ticket,
+        ticket: &Arc<Ticket>,
     ) -> Result<Entry, Error> {
         let counters = &source.counters;
         counters.add(Event::Flight);
@@ -44,7 +44,7 @@ impl Node {
             } else {
                 // Frees the probe slot however the fetch ends, even if it is dropped.
                 let _probe = (verdict == Verdict::Probe).then(|| ProbeSlot(&self.health, &peer));
-                if let Some(result) = self.fetch_from(&peer, source, &key, ticket).await {
+                if let Some(result) = self.fetch_one(&peer, source, &key, ticket).await {
                     return result;
                 }
             }

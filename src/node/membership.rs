@@ -21,6 +21,9 @@ impl Node {
         let ring = Ring::try_new(self.config.replicas, &peers)?;
         self.client.retain_peers(&peers);
         self.health.retain_peers(&peers);
+        for source in self.sources.iter() {
+            source.peer_queues.retain(&peers);
+        }
         self.ring.store(Arc::new(ring));
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! handle, the middleware, discovery) and the peer server call those methods, and the engine
 //! imports none of them: see docs/architecture.md.
 
+mod batching;
 mod cache;
 mod fetch;
 mod get;
@@ -14,6 +15,7 @@ mod load;
 mod membership;
 mod noise;
 mod popularity;
+mod queue;
 mod removal;
 mod singleflight;
 mod source;
@@ -56,6 +58,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_batch_keys: usize,
     /// The largest value taken from a peer, a written one included.
     pub(crate) max_value_bytes: usize,
+    /// Single-key gets in flight to one peer (per source) before more are batched; 0: off.
+    pub(crate) natural_batching: usize,
     pub(crate) log_keys: bool,
     pub(crate) hot_keys: HotKeys,
     pub(crate) hot_max_staleness: Duration,

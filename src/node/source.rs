@@ -10,6 +10,7 @@ use std::hash::{Hash, Hasher};
 
 use super::cache::{Caches, Entry, Tier};
 use super::popularity::Rates;
+use super::queue::PeerQueues;
 use super::singleflight::{Singleflight, Ticket};
 use crate::error::Error;
 use crate::source::DynSource;
@@ -187,6 +188,8 @@ pub(crate) struct CachedSource {
     pub(crate) served_rates: Rates,
     /// Rates of fetches per key, on a requester.
     pub(crate) fetch_rates: Rates,
+    /// Single-key gets queued for a batched request, per peer.
+    pub(crate) peer_queues: PeerQueues,
     hot_dice: AtomicU64,
 }
 
@@ -209,6 +212,7 @@ impl CachedSource {
             flights: Singleflight::default(),
             served_rates: Rates::default(),
             fetch_rates: Rates::default(),
+            peer_queues: PeerQueues::default(),
             hot_dice: AtomicU64::new(seed),
         }
     }

@@ -286,6 +286,11 @@ impl PeerClient {
             .map_err(|_| PeerError::Timeout(timeout))?
     }
 
+    /// What `peer` speaks, as its last answer told, without asking it.
+    pub(crate) fn known_speaks(&self, peer: &str) -> Speaks {
+        self.pool.speaks(peer)
+    }
+
     /// What `peer` speaks, as its last answer told; a peer that has not answered yet is
     /// [probed](Self::probe).
     pub(crate) async fn speaks(

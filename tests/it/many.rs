@@ -624,3 +624,71 @@ async fn an_owner_without_batched_gets_is_asked_key_by_key() {
         assert_eq!(batches.loads_of(key), 1, "{key}");
     }
 }
+
+/// Six single gets of keys one owner holds, the first held up by the owner's data source:
+/// with `natural_batching(1)`, the five that come while it is in flight go in one batched
+/// request; with `natural_batching(0)`, each goes alone.
+async fn six_gets_to_a_busy_owner(in_flight: usize) -> Vec<Vec<String>> {
+    let batches = Batches::default();
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| {
+        b.source("accounts", batches.clone())
+            .natural_batching(in_flight)
+            .cache_bytes(0)
+    })
+    .await;
+    let (me, owner) = (&nodes[0], &nodes[1]);
+    let keys: Vec<String> = (0..1_000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| me.cache.ring().owner(k) == Some(owner.url.as_str()))
+        .take(7)
+        .collect();
+    // Learn that the owner speaks this crate's extensions.
+    me.handle().get("accounts", &keys[6]).await.unwrap();
+    batches.close();
+    let get = |key: String| {
+        let handle = me.handle();
+        tokio::spawn(async move { handle.get("accounts", &key).await })
+    };
+    let first = get(keys[0].clone());
+    eventually("the first get reached the owner's source", DEADLINE, || {
+        batches.calls().len() == 2
+    })
+    .await;
+    let rest: Vec<_> = keys[1..6].iter().cloned().map(get).collect();
+    // Each of them has started its fetch once it is counted as a load that was not joined.
+    eventually("the other five gets are fetching", DEADLINE, || {
+        me.stats("accounts").loads_deduped == 7
+    })
+    .await;
+    batches.open();
+    assert_eq!(first.await.unwrap().unwrap(), value_of(&keys[0]));
+    for (get, key) in rest.into_iter().zip(&keys[1..6]) {
+        assert_eq!(get.await.unwrap().unwrap(), value_of(key));
+    }
+    assert_eq!(
+        me.stats("accounts").local_loads,
+        0,
+        "every key from its owner"
+    );
+    assert_eq!(me.stats("accounts").peer_errors, 0);
+    batches.calls()[1..].to_vec()
+}
+
+#[tokio::test]
+async fn single_gets_to_a_busy_owner_go_together_in_the_next_request() {
+    let calls = six_gets_to_a_busy_owner(1).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        calls[1].len(),
+        5,
+        "the five waiting gets in one request: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_natural_batching_off_each_get_goes_alone() {
+    let calls = six_gets_to_a_busy_owner(0).await;
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    assert!(calls.iter().all(|c| c.len() == 1), "{calls:?}");
+}

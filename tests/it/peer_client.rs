@@ -181,6 +181,8 @@ fn capped_node(peer: &str, cap: usize, peer_timeout: Duration) -> Groupcache {
         .cache_bytes(0)
         .peer_timeout(peer_timeout)
         .max_connections_per_peer(cap)
+        // Each get its own request: the stand-in owners here answer gets only.
+        .natural_batching(0)
         .source("users", |key: String| async move {
             Ok::<_, std::io::Error>(format!("local {key}"))
         })

@@ -1,0 +1,65 @@
+//! The queues of natural batching (see `batching.rs`): per source and peer, the single-key
+//! gets waiting for a request slot.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, oneshot};
+
+use super::cache::Entry;
+use super::singleflight::Ticket;
+use crate::error::Error;
+use crate::sync::lock;
+
+/// What a fetch gives: the key's result, or `None` when it is to be loaded here.
+pub(super) type Fetch = Option<Result<Entry, Error>>;
+
+/// The queues of one source, one per peer.
+#[derive(Default)]
+pub(crate) struct PeerQueues(std::sync::Mutex<FxHashMap<Arc<str>, Arc<PeerQueue>>>);
+
+impl PeerQueues {
+    pub(super) fn of(&self, peer: &str) -> Arc<PeerQueue> {
+        let mut queues = lock(&self.0);
+        if let Some(queue) = queues.get(peer) {
+            return queue.clone();
+        }
+        let queue = Arc::<PeerQueue>::default();
+        queues.insert(peer.into(), queue.clone());
+        queue
+    }
+
+    /// Forgets the queues of peers that left the ring.
+    pub(crate) fn retain(&self, peers: &[String]) {
+        lock(&self.0).retain(|peer, _| peers.iter().any(|p| **p == **peer));
+    }
+}
+
+#[derive(Default)]
+pub(super) struct PeerQueue {
+    pub(super) state: std::sync::Mutex<QueueState>,
+    /// Told when a request slot is freed.
+    pub(super) freed: Notify,
+}
+
+#[derive(Default)]
+pub(super) struct QueueState {
+    pub(super) in_flight: usize,
+    pub(super) waiting: Vec<Queued>,
+}
+
+pub(super) struct Queued {
+    pub(super) key: Arc<str>,
+    pub(super) ticket: Arc<Ticket>,
+    pub(super) done: oneshot::Sender<Fetch>,
+}
+
+/// A request slot, freed (and a waiting get told) however the request ends.
+pub(super) struct Slot<'a>(pub(super) &'a PeerQueue);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).in_flight -= 1;
+        self.0.freed.notify_one();
+    }
+}
