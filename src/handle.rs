@@ -154,6 +154,21 @@ impl CacheHandle {
         self.node.set(&source, key, value.into(), ttl).await
     }
 
+    /// Drops `keys` from `source` on every node, as [`remove`](Self::remove) drops one: here,
+    /// then each owner its own keys, then every peer the others' hot copies, in at most two
+    /// requests per peer whatever the number of keys (more only past
+    /// [`max_batch_keys`](crate::GroupcacheBuilder::max_batch_keys) keys). Returns the peers
+    /// that could not remove them, as `remove` does.
+    pub async fn remove_many<K: AsRef<str>>(
+        &self,
+        source: &str,
+        keys: &[K],
+    ) -> Result<Removal, Error> {
+        let source = self.node.source(source)?.clone();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        Ok(self.node.remove_many(&source, &keys).await)
+    }
+
     /// Drops every key of `source` on every node. Returns the peers that could not: as for
     /// [`remove`](Self::remove).
     pub async fn clear(&self, source: &str) -> Result<Removal, Error> {

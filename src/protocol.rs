@@ -237,7 +237,7 @@ impl fmt::Display for PathError {
             Self::MissingKey => "bad request: no key after the group name",
             Self::BadEscape => "bad request: invalid percent escape",
             Self::NotUtf8 => "bad request: group or key is not UTF-8",
-            Self::BadQuery => "bad request: the query of a removal is `key=` and the escaped key",
+            Self::BadQuery => "bad request: the query of a removal or a write is `key=` and the escaped key (a write may add `&ttl_ms=`), and that of a batched removal `remove`",
         })
     }
 }

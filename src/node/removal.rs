@@ -137,6 +137,130 @@ impl Node {
         }
     }
 
+    /// Drops `keys` of `source` here and on every peer, in at most two requests per peer
+    /// (more only past `max_batch_keys` keys): first each owner drops its own keys, then,
+    /// once they all answered, every peer drops the others' (its hot copies). In that order,
+    /// as [`remove`](Self::remove) orders one key, no peer can fetch an old value again from
+    /// an owner that has not dropped it yet. Returns the peers that did not confirm.
+    pub(crate) async fn remove_many(&self, source: &CachedSource, keys: &[&str]) -> Removal {
+        let mut keys: Vec<&str> = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in &keys {
+            source.remove(key);
+        }
+        let ring = self.ring.load_full();
+        let me = self.self_url.as_deref();
+        let peers: Vec<&str> = ring.peers().filter(|p| Some(*p) != me).collect();
+        let owned_by = |peer: &str| -> Vec<String> {
+            keys.iter()
+                .filter(|key| ring.owner(key) == Some(peer))
+                .map(|key| (*key).to_owned())
+                .collect()
+        };
+        let first = self
+            .delete_many_on(source, peers.iter().map(|p| (*p, owned_by(p))), &ring)
+            .await;
+        // A get here between the first drop and the owners' may have fetched an old value
+        // again: drop them (and revoke such fetches still under way) once more.
+        for key in &keys {
+            source.remove(key);
+        }
+        let not_owned_by = |peer: &str| -> Vec<String> {
+            keys.iter()
+                .filter(|key| ring.owner(key) != Some(peer))
+                .map(|key| (*key).to_owned())
+                .collect()
+        };
+        let second = self
+            .delete_many_on(source, peers.iter().map(|p| (*p, not_owned_by(p))), &ring)
+            .await;
+        let mut removal = Removal::default();
+        for peer in peers {
+            if first
+                .unsupported
+                .iter()
+                .chain(&second.unsupported)
+                .any(|p| p == peer)
+            {
+                removal.unsupported.push(peer.to_owned());
+            } else if first
+                .unreachable
+                .iter()
+                .chain(&second.unreachable)
+                .any(|p| p == peer)
+            {
+                removal.unreachable.push(peer.to_owned());
+            }
+        }
+        removal
+    }
+
+    /// Sends each peer the removal of its keys, all peers at once, in batches of at most
+    /// `max_batch_keys`; each only if it speaks this crate's extensions. A node of an earlier
+    /// version (`405` to a batched removal) is sent a `DELETE` per key.
+    async fn delete_many_on<'a>(
+        &self,
+        source: &CachedSource,
+        work: impl Iterator<Item = (&'a str, Vec<String>)>,
+        ring: &Ring,
+    ) -> Removal {
+        let fingerprint = ring.fingerprint_header();
+        let base_path = &*self.config.base_path;
+        let sends = work
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(peer, keys)| async move {
+                let result = match self.client.speaks(peer, base_path, fingerprint).await {
+                    Ok(Speaks::Extensions) => {
+                        let mut result = Ok(true);
+                        for chunk in keys.chunks(self.config.max_batch_keys) {
+                            result = match self
+                                .client
+                                .delete_many(
+                                    peer,
+                                    base_path,
+                                    &source.name,
+                                    chunk.to_vec(),
+                                    fingerprint,
+                                )
+                                .await
+                            {
+                                Err(PeerError::Status(http::StatusCode::METHOD_NOT_ALLOWED)) => {
+                                    let mut each = Ok(true);
+                                    for key in chunk {
+                                        if let Err(error) = self
+                                            .client
+                                            .delete(
+                                                peer,
+                                                base_path,
+                                                &source.name,
+                                                Some(key),
+                                                fingerprint,
+                                            )
+                                            .await
+                                        {
+                                            each = Err(error);
+                                            break;
+                                        }
+                                    }
+                                    each
+                                }
+                                other => other.map(|()| true),
+                            };
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        result
+                    }
+                    Ok(_) => Ok(false),
+                    Err(error) => Err(error),
+                };
+                (peer, result)
+            });
+        self.tally(source, futures_util::future::join_all(sends).await)
+    }
+
     /// Drops every key of `source` here and on every peer. Returns the peers that did not
     /// confirm.
     pub(crate) async fn clear(&self, source: &CachedSource) -> Removal {
@@ -170,8 +294,17 @@ impl Node {
             };
             (peer, result)
         });
+        self.tally(source, futures_util::future::join_all(deletes).await)
+    }
+
+    /// What the peers answered to a removal.
+    fn tally(
+        &self,
+        source: &CachedSource,
+        answers: Vec<(&str, Result<bool, PeerError>)>,
+    ) -> Removal {
         let mut removal = Removal::default();
-        for (peer, result) in futures_util::future::join_all(deletes).await {
+        for (peer, result) in answers {
             match result {
                 Ok(true) => {}
                 Ok(false) | Err(PeerError::Unsupported) => {

@@ -99,6 +99,8 @@ struct PeerPath<'a> {
     key_in_query: bool,
     /// A write's time to live, in the query after the key.
     ttl_ms: Option<u64>,
+    /// `?remove` after the group: a batched removal.
+    remove: bool,
 }
 
 impl PeerPath<'_> {
@@ -110,6 +112,9 @@ impl PeerPath<'_> {
         path.push_str(self.base_path);
         if let Some(group) = self.group {
             push_escaped(&mut path, group);
+            if self.remove {
+                path.push_str("?remove");
+            }
             if let Some(key) = self.key {
                 path.push_str(if self.key_in_query { "?key=" } else { "/" });
                 push_escaped(&mut path, key);
@@ -164,6 +169,7 @@ impl PeerClient {
             key: Some(key),
             key_in_query: false,
             ttl_ms: None,
+            remove: false,
         };
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.get(peer, path, ring_fingerprint))
@@ -191,6 +197,7 @@ impl PeerClient {
             key: None,
             key_in_query: false,
             ttl_ms: None,
+            remove: false,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -262,6 +269,7 @@ impl PeerClient {
             key: Some(key),
             key_in_query: true,
             ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            remove: false,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -278,6 +286,47 @@ impl PeerClient {
                 StatusCode::OK => Ok(()),
                 // A node of an earlier version of this crate, which has no writes.
                 StatusCode::METHOD_NOT_ALLOWED => Err(PeerError::Unsupported),
+                status => Err(PeerError::Status(status)),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+
+    /// `POST {peer}{base_path}{group}?remove` with `keys` (a [`GetManyRequest`]): the peer
+    /// drops each key. Only for a peer that [`speaks`](Self::speaks) the extensions.
+    pub(crate) async fn delete_many(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        keys: Vec<String>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(), PeerError> {
+        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
+        let path = PeerPath {
+            base_path,
+            group: Some(group),
+            key: None,
+            key_in_query: false,
+            ttl_ms: None,
+            remove: true,
+        };
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let (response, lent, info) = self
+                .send(peer, Method::POST, path, &body, ring_fingerprint)
+                .await?;
+            info.learn(&response, StatusCode::OK);
+            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
+            let status = response.status();
+            self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
+                .await?;
+            match status {
+                // A Go node took the peer's address since it last answered; it loaded nothing.
+                _ if !extended => Err(PeerError::Unsupported),
+                StatusCode::OK => Ok(()),
                 status => Err(PeerError::Status(status)),
             }
         };
@@ -324,6 +373,7 @@ impl PeerClient {
             key: None,
             key_in_query: false,
             ttl_ms: None,
+            remove: false,
         };
         let timeout = self.config.timeout;
         let exchange = async {
@@ -366,6 +416,7 @@ impl PeerClient {
             key,
             key_in_query: true,
             ttl_ms: None,
+            remove: false,
         };
         let timeout = self.config.timeout;
         let exchange = async {

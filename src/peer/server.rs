@@ -322,6 +322,17 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| u32::from_str_radix(v, 16).ok()),
     );
+    match parts.uri.query() {
+        None => {}
+        // `?remove`: drop the keys, as a `DELETE` of each would.
+        Some("remove") => {
+            for key in &request.keys {
+                source.remove(key);
+            }
+            return empty(StatusCode::OK);
+        }
+        Some(_) => return text(StatusCode::BAD_REQUEST, PathError::BadQuery.to_string()),
+    }
     // The asker's limit on the whole reply's values.
     let limit = parts
         .headers

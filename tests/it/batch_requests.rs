@@ -108,6 +108,7 @@ async fn bad_batched_gets_get_clear_statuses_and_load_nothing() {
             400,
             "invalid percent escape",
         ),
+        (format!("{base}/users?other"), valid.clone(), 400, "query"),
     ];
     for (uri, body, status, text) in cases {
         let (got, headers, reply) = post(&uri, &[], body).await;

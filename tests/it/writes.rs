@@ -224,3 +224,120 @@ async fn a_write_by_hand_is_checked_like_every_peer_request() {
     let (status, _, _) = post(&format!("{base}/users"), &[], vec![0x0a, 0x01, b'k']).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn remove_many_drops_every_key_everywhere_in_two_requests_per_peer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    let loads = Loads::default();
+    // Three nodes, each counting the removals it is sent.
+    let listeners = [
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()))
+        .collect();
+    let mut nodes = Vec::new();
+    let mut servers = Vec::new();
+    for (listener, url) in listeners.into_iter().zip(&urls) {
+        let cache = Groupcache::builder()
+            .self_url(url.as_str())
+            .peers(urls.clone())
+            .open_peer_path()
+            .hot_keys(HotKeys::AboveQps(0.0))
+            .source("users", loads.source(url))
+            .build()
+            .unwrap();
+        let removals = Arc::new(AtomicUsize::new(0));
+        let counted = removals.clone();
+        let app = crate::support::app(&cache).layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let counted = counted.clone();
+                async move {
+                    let method = request.method().clone();
+                    if method == axum::http::Method::DELETE
+                        || request.uri().query() == Some("remove")
+                    {
+                        counted.fetch_add(1, SeqCst);
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
+        servers.push(crate::support::serve(listener, app).await);
+        nodes.push((cache, removals));
+    }
+    let keys: Vec<String> = (0..30).map(|i| format!("user:{i}")).collect();
+    for (cache, _) in &nodes {
+        for key in &keys {
+            cache.handle().get("users", key).await.unwrap();
+        }
+    }
+    assert_eq!(loads.total(), 30);
+    let peer_loads = |cache: &Groupcache| cache.stats().sources[0].stats.peer_loads;
+    let before: Vec<u64> = nodes.iter().map(|(c, _)| peer_loads(c)).collect();
+
+    let removal = nodes[0]
+        .0
+        .handle()
+        .remove_many("users", &keys)
+        .await
+        .unwrap();
+    assert!(removal.is_complete(), "{removal:?}");
+    for (cache, removals) in &nodes[1..] {
+        let n = removals.load(SeqCst);
+        assert_eq!(
+            n,
+            2,
+            "{}: its own keys, then the others'",
+            cache.self_url().unwrap()
+        );
+    }
+
+    // Nothing is left anywhere, hot copies included: every node fetches each key it does
+    // not own again, and each owner loads each of its keys once more.
+    for (cache, _) in &nodes {
+        for key in &keys {
+            cache.handle().get("users", key).await.unwrap();
+        }
+    }
+    for key in &keys {
+        assert_eq!(loads.count(key), 2, "{key}");
+    }
+    for ((cache, _), before) in nodes.iter().zip(before) {
+        let me = cache.self_url().unwrap();
+        let others = keys
+            .iter()
+            .filter(|k| cache.ring().owner(k) != Some(me))
+            .count() as u64;
+        assert_eq!(
+            peer_loads(cache) - before,
+            others,
+            "{me}: no hot copy was left"
+        );
+    }
+    drop(servers);
+}
+
+#[tokio::test]
+async fn remove_many_of_keys_a_go_free_cluster_does_not_have_is_complete() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b.max_batch_keys(3)).await;
+    let keys: Vec<String> = (0..10).map(|i| format!("absent:{i}")).collect();
+    let removal = nodes[1].handle().remove_many("users", &keys).await.unwrap();
+    assert!(removal.is_complete(), "{removal:?}");
+    assert_eq!(
+        nodes[1]
+            .handle()
+            .remove_many("nope", &keys)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::UnknownSource
+    );
+    assert_eq!(loads.total(), 0, "a removal loads nothing");
+}
