@@ -50,18 +50,34 @@ impl Node {
             }
         }
 
+        match source.options.gather {
+            Some((max_keys, max_wait)) => {
+                self.load_gathered(source, &key, ticket, max_keys, max_wait)
+                    .await
+            }
+            None => self.load_alone(source, &key, ticket).await,
+        }
+    }
+
+    /// Loads `key` alone from the data source here.
+    pub(super) async fn load_alone(
+        &self,
+        source: &CachedSource,
+        key: &Arc<str>,
+        ticket: &Ticket,
+    ) -> Result<Entry, Error> {
         let load = source.source.clone().load_owned(key.clone());
         let started = std::time::Instant::now();
         let span = self.with_key(
             tracing::debug_span!("groupcache.load", source = %source.name, key = tracing::field::Empty),
-            &key,
+            key,
         );
         let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
         metrics::histogram!("groupcache_load_duration_seconds", "source" => metrics::SharedString::from(source.name.clone()))
             .record(started.elapsed());
         let now = self.clock.now();
         match result {
-            Ok(result) => self.settle_load(source, &key, result, ticket, now),
+            Ok(result) => self.settle_load(source, key, result, ticket, now),
             Err(_panic) => Err(self.load_panicked(source)),
         }
     }

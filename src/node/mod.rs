@@ -9,6 +9,7 @@
 mod batching;
 mod cache;
 mod fetch;
+mod gather;
 mod get;
 mod lifecycle;
 mod load;

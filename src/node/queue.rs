@@ -1,5 +1,6 @@
-//! The queues of natural batching (see `batching.rs`): per source and peer, the single-key
-//! gets waiting for a request slot.
+//! The queues of natural batching (see `batching.rs`: per source and peer, the single-key
+//! gets waiting for a request slot) and of gathered loads (see `gather.rs`: per source, the
+//! misses waiting to be loaded together).
 
 use std::sync::Arc;
 
@@ -61,5 +62,52 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         lock(&self.0.state).in_flight -= 1;
         self.0.freed.notify_one();
+    }
+}
+
+/// The misses of one source waiting to be loaded together.
+#[derive(Default)]
+pub(crate) struct Gathering {
+    pub(super) state: std::sync::Mutex<GatherState>,
+    /// Told when the batch is full.
+    pub(super) full: Notify,
+}
+
+#[derive(Default)]
+pub(super) struct GatherState {
+    /// Whether a miss is gathering the others.
+    pub(super) leading: bool,
+    pub(super) waiting: Vec<Gathered>,
+}
+
+pub(super) struct Gathered {
+    pub(super) key: Arc<str>,
+    pub(super) ticket: Arc<Ticket>,
+    pub(super) done: oneshot::Sender<Result<Entry, Error>>,
+}
+
+/// The gathering miss's hold on the batch: when it is dropped before it took the batch (its
+/// load was cancelled), the others are let go, each to load its key alone.
+pub(super) struct Leading<'a> {
+    pub(super) gathering: &'a Gathering,
+    pub(super) taken: bool,
+}
+
+impl Leading<'_> {
+    /// Takes the batch gathered so far; the next miss starts another.
+    pub(super) fn take(&mut self) -> Vec<Gathered> {
+        self.taken = true;
+        let mut state = lock(&self.gathering.state);
+        state.leading = false;
+        std::mem::take(&mut state.waiting)
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            // Dropping the senders tells the waiting misses.
+            drop(self.take());
+        }
     }
 }

@@ -9,8 +9,9 @@ use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
 
 use super::cache::{Caches, Entry, Tier};
+
 use super::popularity::Rates;
-use super::queue::PeerQueues;
+use super::queue::{Gathering, PeerQueues};
 use super::singleflight::{Singleflight, Ticket};
 use crate::error::Error;
 use crate::source::DynSource;
@@ -38,6 +39,8 @@ pub struct SourceOptions {
     pub(crate) negative_ttl: Option<Duration>,
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
+    /// Gathered loads: at most this many keys, waiting at most this long.
+    pub(crate) gather: Option<(usize, Duration)>,
 }
 
 impl SourceOptions {
@@ -77,6 +80,17 @@ impl SourceOptions {
     /// instead of the error (counted as `stale_served`). Off by default.
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.stale_if_error = window;
+        self
+    }
+
+    /// Gathers the single gets that miss on this node at about the same time into one call of
+    /// the data source ([`Source::load_many`](crate::Source::load_many)): the first miss waits
+    /// at most `max_wait` for others, or until `max_keys` have come, then loads them all.
+    /// A miss that finds the batch full loads its key alone. Off by default, which adds no
+    /// latency: with it, a miss that comes alone waits `max_wait` before its load starts.
+    /// A `max_keys` of 0 or 1 gathers nothing.
+    pub fn gather_loads(mut self, max_keys: usize, max_wait: Duration) -> Self {
+        self.gather = (max_keys > 1).then_some((max_keys, max_wait));
         self
     }
 
@@ -190,6 +204,8 @@ pub(crate) struct CachedSource {
     pub(crate) fetch_rates: Rates,
     /// Single-key gets queued for a batched request, per peer.
     pub(crate) peer_queues: PeerQueues,
+    /// Misses waiting to be loaded together (`SourceOptions::gather_loads`).
+    pub(crate) gathering: Gathering,
     hot_dice: AtomicU64,
 }
 
@@ -213,6 +229,7 @@ impl CachedSource {
             served_rates: Rates::default(),
             fetch_rates: Rates::default(),
             peer_queues: PeerQueues::default(),
+            gathering: Gathering::default(),
             hot_dice: AtomicU64::new(seed),
         }
     }

@@ -692,3 +692,46 @@ async fn with_natural_batching_off_each_get_goes_alone() {
     assert_eq!(calls.len(), 6, "{calls:?}");
     assert!(calls.iter().all(|c| c.len() == 1), "{calls:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn misses_that_come_together_are_loaded_in_one_call_when_the_source_gathers_them() {
+    let batches = Batches::default();
+    let cache = Groupcache::builder()
+        .source_with(
+            "users",
+            batches.clone(),
+            SourceOptions::new().gather_loads(4, Duration::from_millis(5)),
+        )
+        .build()
+        .unwrap();
+    let get = |key: &str| {
+        let (handle, key) = (cache.handle(), key.to_owned());
+        tokio::spawn(async move { handle.get("users", &key).await })
+    };
+    // Six misses at once: the first gathers three more and the batch is full; the two after
+    // it find it full and load alone.
+    let gets: Vec<_> = ["k1", "k2", "k3", "k4", "k5", "k6"]
+        .into_iter()
+        .map(get)
+        .collect();
+    for (get, key) in gets.into_iter().zip(["k1", "k2", "k3", "k4", "k5", "k6"]) {
+        assert_eq!(get.await.unwrap().unwrap(), value_of(key));
+    }
+    let mut calls = batches.calls();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [vec!["k1", "k2", "k3", "k4"], vec!["k5"], vec!["k6"]]
+    );
+    // Two misses within the wait go together; the counters count each key.
+    let (a, b) = (get("k7"), get("k8"));
+    assert_eq!(a.await.unwrap().unwrap(), value_of("k7"));
+    assert_eq!(b.await.unwrap().unwrap(), value_of("k8"));
+    assert_eq!(batches.calls().last().unwrap(), &vec!["k7", "k8"]);
+    let stats = cache.stats().sources[0].stats;
+    assert_eq!((stats.local_loads, stats.loads_deduped), (8, 8));
+    // A failure in a gathered batch fails its own key only.
+    let (bad, good) = (get("fail:x"), get("k9"));
+    assert!(bad.await.unwrap().unwrap_err().is_load());
+    assert_eq!(good.await.unwrap().unwrap(), value_of("k9"));
+}
