@@ -7,16 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
-use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
 
 use super::Node;
 use super::cache::{Entry, Freshness, Tier};
-use super::singleflight::{Outcome, Ticket};
+use super::singleflight::Outcome;
 use super::source::CachedSource;
 use crate::error::{Error, ErrorKind};
-use crate::peer::client::Speaks;
 use crate::stats::Event;
 
 /// Whether a get came from this node's callers or from a peer.
@@ -76,7 +73,12 @@ impl Node {
     }
 
     /// The synchronous part of a get: checks, counters, and the caches.
-    fn lookup(self: &Arc<Self>, name: &str, key: &str, origin: Origin) -> Result<Lookup, Error> {
+    pub(super) fn lookup(
+        self: &Arc<Self>,
+        name: &str,
+        key: &str,
+        origin: Origin,
+    ) -> Result<Lookup, Error> {
         let source = self.source(name)?;
         if key.len() > self.config.max_key_bytes {
             return Err(Error::new(ErrorKind::KeyTooLong, name));
@@ -122,7 +124,7 @@ impl Node {
     }
 
     /// A miss: joins or starts the one load of the key.
-    async fn load_entry(
+    pub(super) async fn load_entry(
         self: Arc<Self>,
         source: Arc<CachedSource>,
         key: Arc<str>,
@@ -137,7 +139,7 @@ impl Node {
 
     /// A flight's outcome as the get's result: a cached *not found* as one, and the stale
     /// value instead of a failed load within stale-if-error.
-    fn settle(
+    pub(super) fn settle(
         &self,
         source: &CachedSource,
         outcome: Outcome<Result<Entry, Error>>,
@@ -157,177 +159,6 @@ impl Node {
             }
             (result, _) => result.and_then(|entry| entry_result(entry, &source.name)),
         }
-    }
-
-    /// Many keys of one source at once (docs/guide.md, "Many keys at once"): each key's
-    /// result, in the order of `keys`. Hits are answered from the caches; the misses this node
-    /// owns are loaded in one call of the data source, each joining a load of the key already
-    /// in flight instead; the others are asked of their owners. A key that appears twice is
-    /// looked up and fetched once.
-    pub(crate) async fn get_many<Q: AsRef<str>>(
-        self: &Arc<Self>,
-        name: &str,
-        keys: &[Q],
-        origin: Origin,
-    ) -> Result<Vec<Result<Entry, Error>>, Error> {
-        let source = self.source(name)?.clone();
-        // Each distinct key once; `slots[i]` is the place of `keys[i]` among them.
-        let mut places: FxHashMap<&str, usize> = FxHashMap::default();
-        let mut distinct: Vec<&str> = Vec::new();
-        let slots: Vec<usize> = keys
-            .iter()
-            .map(|key| {
-                let key = key.as_ref();
-                *places.entry(key).or_insert_with(|| {
-                    distinct.push(key);
-                    distinct.len() - 1
-                })
-            })
-            .collect();
-
-        let mut results: Vec<Option<Result<Entry, Error>>> = vec![None; distinct.len()];
-        let mut local = Vec::new();
-        let mut remote: FxHashMap<Arc<str>, Vec<_>> = FxHashMap::default();
-        for (place, key) in distinct.iter().enumerate() {
-            match self.lookup(name, key, origin) {
-                Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
-                Ok(Lookup::Miss(_, stale)) => {
-                    let key: Arc<str> = (*key).into();
-                    // A peer's request is served here, never forwarded (as for a get).
-                    match self.remote_owner(&key).filter(|_| origin == Origin::Local) {
-                        Some(owner) => remote.entry(owner).or_default().push((place, key, stale)),
-                        None => local.push((place, key, stale)),
-                    }
-                }
-                Err(error) => results[place] = Some(Err(error)),
-            }
-        }
-
-        let remote = futures_util::future::join_all(
-            remote
-                .into_iter()
-                .map(|(owner, keys)| self.load_many_remote(&source, owner, keys)),
-        );
-        let local = self.load_many_flights(&source, local, None);
-        let (remote, local) = futures_util::future::join(remote, local).await;
-        for (place, result) in remote.into_iter().flatten().chain(local) {
-            results[place] = Some(result);
-        }
-        Ok(slots
-            .into_iter()
-            .map(|place| {
-                results[place]
-                    .clone()
-                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, name)))
-            })
-            .collect())
-    }
-
-    /// The misses of [`get_many`](Self::get_many) that `owner` owns. A node of this crate
-    /// is asked for them in batches; a golang/groupcache node (or one not reached to learn
-    /// what it speaks) gets one get per key, as for [`get`](Self::get_value).
-    async fn load_many_remote(
-        self: &Arc<Self>,
-        source: &Arc<CachedSource>,
-        owner: Arc<str>,
-        keys: Vec<(usize, Arc<str>, Option<Entry>)>,
-    ) -> Vec<(usize, Result<Entry, Error>)> {
-        let fingerprint = self.ring.load().fingerprint_header().clone();
-        let speaks = self
-            .client
-            .speaks(&owner, &self.config.base_path, &fingerprint)
-            .await;
-        if matches!(speaks, Ok(Speaks::Extensions)) && keys.len() > 1 {
-            return self.load_many_flights(source, keys, Some(owner)).await;
-        }
-        let gets = keys.into_iter().map(|(place, key, stale)| {
-            let load = self
-                .clone()
-                .load_entry(source.clone(), key, Origin::Local, stale);
-            async move { (place, load.await) }
-        });
-        futures_util::future::join_all(gets).await
-    }
-
-    /// Misses of [`get_many`](Self::get_many): one flight per key, joined where one is
-    /// running, and the new ones loaded together, from the data source here (no `owner`) or
-    /// from `owner`.
-    async fn load_many_flights(
-        self: &Arc<Self>,
-        source: &Arc<CachedSource>,
-        keys: Vec<(usize, Arc<str>, Option<Entry>)>,
-        owner: Option<Arc<str>>,
-    ) -> Vec<(usize, Result<Entry, Error>)> {
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            let error = Error::new(ErrorKind::NoRuntime, &source.name);
-            return keys
-                .into_iter()
-                .map(|(place, _, _)| (place, Err(error.clone())))
-                .collect();
-        };
-        // A data source that reads, through this cache, a key that it (or a load it waits
-        // for) is loading would wait for itself forever.
-        let loading = LoadChain::current();
-        let (recursive, keys): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(_, key, _)| {
-            loading
-                .as_ref()
-                .is_some_and(|chain| chain.contains(source, key))
-        });
-        let remote = owner.is_some();
-        let flight_keys = keys.iter().map(|(_, key, _)| (key.clone(), remote));
-        let waiters = source.flights.run_many(&runtime, flight_keys, |new| {
-            let batch: Vec<(Arc<str>, Arc<Ticket>)> =
-                new.into_iter().map(|((key, _), ticket)| (key, ticket)).collect();
-            let chain = LoadChain::push_many(
-                loading.clone(),
-                source,
-                batch.iter().map(|(key, _)| key.clone()).collect(),
-            );
-            let keys: Vec<Arc<str>> = batch.iter().map(|(key, _)| key.clone()).collect();
-            let span = tracing::debug_span!("groupcache.get_many", source = %source.name, keys = keys.len());
-            let (node, loaded_from, owner) = (self.clone(), source.clone(), owner.clone());
-            let shared = LOAD_CHAIN
-                .scope(chain, async move {
-                    Arc::new(match owner {
-                        Some(owner) => node.fetch_batch(&owner, &loaded_from, batch).await,
-                        None => node.load_batch(&loaded_from, batch).await,
-                    })
-                })
-                .instrument(span)
-                .shared();
-            keys.into_iter()
-                .map(|key| {
-                    let shared = shared.clone();
-                    // Counted from the moment the flight exists, so a shutdown that starts
-                    // now waits for it.
-                    let drain = self.drain.begin();
-                    let name = source.name.clone();
-                    async move {
-                        let _counted = drain;
-                        shared
-                            .await
-                            .get(&key)
-                            .cloned()
-                            .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &name)))
-                    }
-                })
-                .collect()
-        });
-        let outcomes = futures_util::future::join_all(waiters).await;
-        let recursive = recursive.into_iter().map(|(place, _, _)| {
-            (
-                place,
-                Err(Error::new(ErrorKind::RecursiveLoad, &source.name)),
-            )
-        });
-        keys.into_iter()
-            .zip(outcomes)
-            .map(|((place, _, stale), outcome)| (place, self.settle(source, outcome, stale)))
-            .chain(recursive)
-            .collect()
     }
 
     fn within_stale_if_error(&self, source: &CachedSource, entry: &Entry) -> bool {
@@ -404,7 +235,7 @@ impl Tier {
     }
 }
 
-enum Lookup {
+pub(super) enum Lookup {
     Hit(Entry),
     /// A miss, with the entry that expired, if one is kept for stale-if-error.
     Miss(Arc<CachedSource>, Option<Entry>),
@@ -465,7 +296,7 @@ impl<T: FromEntry + Unpin> Future for Get<T> {
 tokio::task_local! {
     /// The keys that the loads running on this task's call path are loading: set around each
     /// load, so a get made from inside a data source can tell that it waits for itself.
-    static LOAD_CHAIN: Option<Arc<LoadChain>>;
+    pub(super) static LOAD_CHAIN: Option<Arc<LoadChain>>;
 }
 
 /// One load on a call path, and the load that waits for it.
@@ -480,7 +311,7 @@ pub(crate) struct LoadChain {
 
 impl LoadChain {
     /// The loads the current task runs inside, if any.
-    fn current() -> Option<Arc<LoadChain>> {
+    pub(super) fn current() -> Option<Arc<LoadChain>> {
         LOAD_CHAIN.try_with(Clone::clone).ok().flatten()
     }
 
@@ -492,7 +323,7 @@ impl LoadChain {
         Self::push_many(parent, source, Box::new([key]))
     }
 
-    fn push_many(
+    pub(super) fn push_many(
         parent: Option<Arc<LoadChain>>,
         source: &Arc<CachedSource>,
         keys: Box<[Arc<str>]>,
@@ -504,7 +335,7 @@ impl LoadChain {
         }))
     }
 
-    fn contains(&self, source: &Arc<CachedSource>, key: &str) -> bool {
+    pub(super) fn contains(&self, source: &Arc<CachedSource>, key: &str) -> bool {
         let mut link = Some(self);
         while let Some(chain) = link {
             if chain.source == Arc::as_ptr(source) as usize

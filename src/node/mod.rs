@@ -13,6 +13,7 @@ mod gather;
 mod get;
 mod lifecycle;
 mod load;
+mod many;
 mod membership;
 mod noise;
 mod popularity;

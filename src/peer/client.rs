@@ -20,9 +20,8 @@ pub(crate) use super::pool::Speaks;
 use super::pool::{Lent, PeerInfo, Pool};
 use crate::error::ErrorKind;
 use crate::protocol::{
-    ERROR_HEADER, EXTENSIONS_HEADER, GetManyRequest, GetManyResponse, GetResponse, KeyResult,
-    MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER, TOO_LARGE, batch_signed_target, error_kind,
-    push_escaped,
+    ERROR_HEADER, EXTENSIONS_HEADER, GetResponse, MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER,
+    TOO_LARGE, batch_signed_target, error_kind, push_escaped,
 };
 
 /// What a peer answered.
@@ -58,9 +57,9 @@ impl ClientConfig {
 }
 
 /// The most of a reply to a `DELETE` that is read (the reply is empty).
-const DELETE_BODY_LIMIT: usize = 64 << 10;
+pub(super) const DELETE_BODY_LIMIT: usize = 64 << 10;
 /// The most of an error reply's text that is read.
-const ERROR_BODY_LIMIT: usize = 4 << 10;
+pub(super) const ERROR_BODY_LIMIT: usize = 4 << 10;
 
 /// The peer client: keep-alive HTTP/1.1 connections of its own, one idle list per peer.
 ///
@@ -74,8 +73,8 @@ const ERROR_BODY_LIMIT: usize = 4 << 10;
 /// connection before it opens one, so the connections open to a peer, in use and idle, never
 /// outnumber the slots; a request that finds them all taken waits for one, within its timeout.
 pub(crate) struct PeerClient {
-    pool: Pool,
-    config: ClientConfig,
+    pub(super) pool: Pool,
+    pub(super) config: ClientConfig,
     max_value_header: HeaderValue,
     auth: Option<Arc<PeerAuth>>,
 }
@@ -92,15 +91,15 @@ impl fmt::Debug for PeerClient {
 /// the base path alone; with `key_in_query`, `{base_path}{group}?key={key}` (a removal: a Go
 /// node reads no key in it, and loads nothing).
 #[derive(Clone, Copy)]
-struct PeerPath<'a> {
-    base_path: &'a str,
-    group: Option<&'a str>,
-    key: Option<&'a str>,
-    key_in_query: bool,
+pub(super) struct PeerPath<'a> {
+    pub(super) base_path: &'a str,
+    pub(super) group: Option<&'a str>,
+    pub(super) key: Option<&'a str>,
+    pub(super) key_in_query: bool,
     /// A write's time to live, in the query after the key.
-    ttl_ms: Option<u64>,
+    pub(super) ttl_ms: Option<u64>,
     /// `?remove` after the group: a batched removal.
-    remove: bool,
+    pub(super) remove: bool,
 }
 
 impl PeerPath<'_> {
@@ -173,164 +172,6 @@ impl PeerClient {
         };
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.get(peer, path, ring_fingerprint))
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
-    }
-
-    /// `POST {peer}{base_path}{group}` with `keys` (a [`GetManyRequest`]): one result per key,
-    /// in order. Only for a peer that [`speaks`](Self::speaks) the extensions. Bounded by the
-    /// request timeout as a whole; the reply by this node's value limit, which goes with the
-    /// request.
-    pub(crate) async fn fetch_many(
-        &self,
-        peer: &str,
-        base_path: &str,
-        group: &str,
-        keys: Vec<String>,
-        ring_fingerprint: &HeaderValue,
-    ) -> Result<Vec<KeyResult>, PeerError> {
-        let asked = keys.len();
-        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
-        let path = PeerPath {
-            base_path,
-            group: Some(group),
-            key: None,
-            key_in_query: false,
-            ttl_ms: None,
-            remove: false,
-        };
-        let timeout = self.config.timeout;
-        let exchange = async {
-            let (response, lent, info) = self
-                .send(peer, Method::POST, path, &body, ring_fingerprint)
-                .await?;
-            info.learn(&response, StatusCode::OK);
-            if !response.headers().contains_key(&EXTENSIONS_HEADER) {
-                // A Go node took the peer's address since it last answered; it loaded nothing.
-                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
-                    .await?;
-                return Err(PeerError::Unsupported);
-            }
-            let status = response.status();
-            if status != StatusCode::OK {
-                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
-                    .await?;
-                return Err(PeerError::Status(status));
-            }
-            // The reply holds at most this node's value limit in values, plus each key's
-            // few bytes of framing.
-            let limit = self
-                .config
-                .max_value_bytes
-                .saturating_add(asked.saturating_mul(64));
-            let body = Limited::new(response.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|error| {
-                    if error.is::<http_body_util::LengthLimitError>() {
-                        PeerError::TooLarge
-                    } else {
-                        PeerError::Body(error)
-                    }
-                })?
-                .to_bytes();
-            self.pool.release(peer, lent);
-            let reply = GetManyResponse::decode(body).map_err(PeerError::Decode)?;
-            if reply.results.len() != asked {
-                return Err(PeerError::BatchMismatch {
-                    asked,
-                    answered: reply.results.len(),
-                });
-            }
-            Ok(reply.results)
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
-    }
-
-    /// `PUT {peer}{base_path}{group}?key={key}[&ttl_ms={ttl}]` with `value` as the body: the
-    /// owner keeps it as the key's value. Only for a peer that [`speaks`](Self::speaks) the
-    /// extensions.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn put(
-        &self,
-        peer: &str,
-        base_path: &str,
-        group: &str,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-        ring_fingerprint: &HeaderValue,
-    ) -> Result<(), PeerError> {
-        let path = PeerPath {
-            base_path,
-            group: Some(group),
-            key: Some(key),
-            key_in_query: true,
-            ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-            remove: false,
-        };
-        let timeout = self.config.timeout;
-        let exchange = async {
-            let (response, lent, info) = self
-                .send(peer, Method::PUT, path, &value, ring_fingerprint)
-                .await?;
-            info.learn(&response, StatusCode::OK);
-            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
-            let status = response.status();
-            self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
-                .await?;
-            match status {
-                _ if !extended => Err(PeerError::Unsupported),
-                StatusCode::OK => Ok(()),
-                // A node of an earlier version of this crate, which has no writes.
-                StatusCode::METHOD_NOT_ALLOWED => Err(PeerError::Unsupported),
-                status => Err(PeerError::Status(status)),
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
-    }
-
-    /// `POST {peer}{base_path}{group}?remove` with `keys` (a [`GetManyRequest`]): the peer
-    /// drops each key. Only for a peer that [`speaks`](Self::speaks) the extensions.
-    pub(crate) async fn delete_many(
-        &self,
-        peer: &str,
-        base_path: &str,
-        group: &str,
-        keys: Vec<String>,
-        ring_fingerprint: &HeaderValue,
-    ) -> Result<(), PeerError> {
-        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
-        let path = PeerPath {
-            base_path,
-            group: Some(group),
-            key: None,
-            key_in_query: false,
-            ttl_ms: None,
-            remove: true,
-        };
-        let timeout = self.config.timeout;
-        let exchange = async {
-            let (response, lent, info) = self
-                .send(peer, Method::POST, path, &body, ring_fingerprint)
-                .await?;
-            info.learn(&response, StatusCode::OK);
-            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
-            let status = response.status();
-            self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
-                .await?;
-            match status {
-                // A Go node took the peer's address since it last answered; it loaded nothing.
-                _ if !extended => Err(PeerError::Unsupported),
-                StatusCode::OK => Ok(()),
-                status => Err(PeerError::Status(status)),
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| PeerError::Timeout(timeout))?
     }
@@ -484,7 +325,7 @@ impl PeerClient {
     /// Sends one request to `peer` on an idle connection, or on a new one. A reused connection
     /// that turns out to be closed (the peer closed it while it was idle) is replaced by a new
     /// connection once; peer requests are idempotent, and the retry is signed afresh.
-    async fn send(
+    pub(super) async fn send(
         &self,
         peer: &str,
         method: Method,
@@ -583,7 +424,7 @@ impl PeerClient {
     }
 
     /// Reads an answer's body, at most `limit` bytes, and gives the connection back.
-    async fn read_to_end(
+    pub(super) async fn read_to_end(
         &self,
         peer: &str,
         response: Response<Incoming>,

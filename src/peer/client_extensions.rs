@@ -1,0 +1,173 @@
+//! The peer client's requests with a body, this crate's extensions: batched gets, batched
+//! removals and writes (docs/protocol.md).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt as _, Limited};
+use prost::Message as _;
+
+use super::client::{DELETE_BODY_LIMIT, ERROR_BODY_LIMIT, PeerClient, PeerPath};
+use super::error::PeerError;
+use crate::protocol::{EXTENSIONS_HEADER, GetManyRequest, GetManyResponse, KeyResult};
+
+impl PeerClient {
+    /// `POST {peer}{base_path}{group}` with `keys` (a [`GetManyRequest`]): one result per key,
+    /// in order. Only for a peer that [`speaks`](Self::speaks) the extensions. Bounded by the
+    /// request timeout as a whole; the reply by this node's value limit, which goes with the
+    /// request.
+    pub(crate) async fn fetch_many(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        keys: Vec<String>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<Vec<KeyResult>, PeerError> {
+        let asked = keys.len();
+        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
+        let path = PeerPath {
+            base_path,
+            group: Some(group),
+            key: None,
+            key_in_query: false,
+            ttl_ms: None,
+            remove: false,
+        };
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let (response, lent, info) = self
+                .send(peer, Method::POST, path, &body, ring_fingerprint)
+                .await?;
+            info.learn(&response, StatusCode::OK);
+            if !response.headers().contains_key(&EXTENSIONS_HEADER) {
+                // A Go node took the peer's address since it last answered; it loaded nothing.
+                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .await?;
+                return Err(PeerError::Unsupported);
+            }
+            let status = response.status();
+            if status != StatusCode::OK {
+                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .await?;
+                return Err(PeerError::Status(status));
+            }
+            // The reply holds at most this node's value limit in values, plus each key's
+            // few bytes of framing.
+            let limit = self
+                .config
+                .max_value_bytes
+                .saturating_add(asked.saturating_mul(64));
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        PeerError::TooLarge
+                    } else {
+                        PeerError::Body(error)
+                    }
+                })?
+                .to_bytes();
+            self.pool.release(peer, lent);
+            let reply = GetManyResponse::decode(body).map_err(PeerError::Decode)?;
+            if reply.results.len() != asked {
+                return Err(PeerError::BatchMismatch {
+                    asked,
+                    answered: reply.results.len(),
+                });
+            }
+            Ok(reply.results)
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+
+    /// `PUT {peer}{base_path}{group}?key={key}[&ttl_ms={ttl}]` with `value` as the body: the
+    /// owner keeps it as the key's value. Only for a peer that [`speaks`](Self::speaks) the
+    /// extensions.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(), PeerError> {
+        let path = PeerPath {
+            base_path,
+            group: Some(group),
+            key: Some(key),
+            key_in_query: true,
+            ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            remove: false,
+        };
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let (response, lent, info) = self
+                .send(peer, Method::PUT, path, &value, ring_fingerprint)
+                .await?;
+            info.learn(&response, StatusCode::OK);
+            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
+            let status = response.status();
+            self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                .await?;
+            match status {
+                _ if !extended => Err(PeerError::Unsupported),
+                StatusCode::OK => Ok(()),
+                // A node of an earlier version of this crate, which has no writes.
+                StatusCode::METHOD_NOT_ALLOWED => Err(PeerError::Unsupported),
+                status => Err(PeerError::Status(status)),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+
+    /// `POST {peer}{base_path}{group}?remove` with `keys` (a [`GetManyRequest`]): the peer
+    /// drops each key. Only for a peer that [`speaks`](Self::speaks) the extensions.
+    pub(crate) async fn delete_many(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        keys: Vec<String>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(), PeerError> {
+        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
+        let path = PeerPath {
+            base_path,
+            group: Some(group),
+            key: None,
+            key_in_query: false,
+            ttl_ms: None,
+            remove: true,
+        };
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let (response, lent, info) = self
+                .send(peer, Method::POST, path, &body, ring_fingerprint)
+                .await?;
+            info.learn(&response, StatusCode::OK);
+            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
+            let status = response.status();
+            self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
+                .await?;
+            match status {
+                // A Go node took the peer's address since it last answered; it loaded nothing.
+                _ if !extended => Err(PeerError::Unsupported),
+                StatusCode::OK => Ok(()),
+                status => Err(PeerError::Status(status)),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))?
+    }
+}
