@@ -9,8 +9,10 @@
 //!    row measures the server's half alone: the raw client's `GET` of B's peer path.
 //! 2. **Remote hit throughput**, the same two paths with 32 requests in flight: requests/s.
 //!    Each of the 32 tasks asks for a key of its own (all owned by B and cached there), since
-//!    concurrent gets of one key share one fetch. An extra row shows that sharing: all 32
-//!    tasks on one key, beside the same baseline.
+//!    concurrent gets of one key share one fetch. A node of this crate batches its gets to
+//!    one peer once a few are in flight (natural batching), so this is where batching shows.
+//!    Extra rows: 256 in flight, each on a key of its own, beside the baseline at 256 in flight;
+//!    and all 32 tasks on one key, which share fetches, beside the same baseline.
 //! 3. **A cached get through the layer.** A front route `GET /user` on B, behind
 //!    `.layer(cache.layer())`, whose handler takes a `CacheHandle` and returns a local hit,
 //!    against a bare axum router (no layer) whose handler returns the same captured `Bytes`.
@@ -64,6 +66,8 @@ use tower_groupcache::{CacheHandle, Groupcache, SourceSnapshot};
 pub(crate) const USERS: &str = "users";
 /// Requests in flight in phases 2, 3 and 4.
 pub(crate) const IN_FLIGHT: usize = 32;
+/// Requests in flight in phase 2's wide row, where natural batching has the most to gather.
+const WIDE_IN_FLIGHT: usize = 256;
 
 pub(crate) type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -298,6 +302,19 @@ async fn run(settings: Settings) -> Result<()> {
     )?;
 
     progress(&format!(
+        "phase 2/5, extra: {WIDE_IN_FLIGHT} in flight, {:.2?} per target",
+        settings.duration
+    ));
+    let (wide_rate, wide_raw_rate) = throughput_pair_with(
+        &remote_hit,
+        &raw,
+        settings.warmup,
+        settings.duration,
+        WIDE_IN_FLIGHT,
+    )
+    .await?;
+
+    progress(&format!(
         "phase 2/5, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
         settings.duration
     ));
@@ -394,6 +411,8 @@ async fn run(settings: Settings) -> Result<()> {
         server_raw_latency,
         hit_rate,
         raw_rate,
+        wide_rate,
+        wide_raw_rate,
         one_key_rate,
         one_key_fetches,
         front_rate,
@@ -418,7 +437,7 @@ struct Setup {
     b: Groupcache,
     b_url: String,
     bare_url: String,
-    /// `IN_FLIGHT` keys owned by B, in B's main cache.
+    /// `WIDE_IN_FLIGHT` keys owned by B, in B's main cache.
     keys: Arc<[Arc<str>]>,
     /// A and B again, but every peer request signed by C and checked by D.
     signed: Pair,
@@ -464,17 +483,17 @@ impl Pair {
     }
 }
 
-/// `IN_FLIGHT` keys that `owner_url` owns, by the rings of both nodes.
+/// `WIDE_IN_FLIGHT` keys that `owner_url` owns, by the rings of both nodes.
 fn owned_keys(a: &Groupcache, b: &Groupcache, owner_url: &str) -> Result<Arc<[Arc<str>]>> {
     let ring = a.ring();
     let keys: Arc<[Arc<str>]> = (0..100_000)
         .map(|i| format!("user:{i}"))
         .filter(|key| ring.owner(key) == Some(owner_url))
-        .take(IN_FLIGHT)
+        .take(WIDE_IN_FLIGHT)
         .map(Arc::from)
         .collect();
     check(
-        keys.len() == IN_FLIGHT,
+        keys.len() == WIDE_IN_FLIGHT,
         "the owner owns too few of the first 100,000 keys",
     )?;
     check(
@@ -709,10 +728,19 @@ async fn sequential_pair(
 
 /// `IN_FLIGHT` tasks calling `target` in a loop for `duration`: requests and elapsed time.
 async fn throughput(target: &Target, duration: Duration) -> Result<(u64, Duration)> {
+    throughput_with(target, duration, IN_FLIGHT).await
+}
+
+/// `in_flight` tasks calling `target` in a loop for `duration`.
+async fn throughput_with(
+    target: &Target,
+    duration: Duration,
+    in_flight: usize,
+) -> Result<(u64, Duration)> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = JoinSet::new();
-    for task in 0..IN_FLIGHT {
+    for task in 0..in_flight {
         let target = target.clone();
         tasks.spawn(async move {
             let mut done = 0u64;
@@ -737,8 +765,19 @@ pub(crate) async fn throughput_pair(
     warmup: Duration,
     duration: Duration,
 ) -> Result<(Rate, Rate)> {
-    throughput(subject, warmup).await?;
-    throughput(baseline, warmup).await?;
+    throughput_pair_with(subject, baseline, warmup, duration, IN_FLIGHT).await
+}
+
+/// [`throughput_pair`] with `in_flight` tasks.
+async fn throughput_pair_with(
+    subject: &Target,
+    baseline: &Target,
+    warmup: Duration,
+    duration: Duration,
+    in_flight: usize,
+) -> Result<(Rate, Rate)> {
+    throughput_with(subject, warmup, in_flight).await?;
+    throughput_with(baseline, warmup, in_flight).await?;
     let slice = duration / (SLICES.len() / 2) as u32;
     let (mut s, mut b) = (Rate::default(), Rate::default());
     for is_subject in SLICES {
@@ -747,7 +786,7 @@ pub(crate) async fn throughput_pair(
         } else {
             (baseline, &mut b)
         };
-        rate.add(throughput(target, slice).await?);
+        rate.add(throughput_with(target, slice, in_flight).await?);
     }
     Ok((s, b))
 }
@@ -808,6 +847,8 @@ struct Report<'a> {
     server_raw_latency: Latency,
     hit_rate: Rate,
     raw_rate: Rate,
+    wide_rate: Rate,
+    wide_raw_rate: Rate,
     one_key_rate: Rate,
     one_key_fetches: u64,
     front_rate: Rate,
@@ -874,6 +915,13 @@ impl Report<'_> {
                 rps(&self.hit_rate),
                 rps(&self.raw_rate),
                 ratio(self.hit_rate.per_second(), self.raw_rate.per_second()),
+            ),
+            row(
+                "   (extra) 256 in flight",
+                "req/s",
+                rps(&self.wide_rate),
+                rps(&self.wide_raw_rate),
+                ratio(self.wide_rate.per_second(), self.wide_raw_rate.per_second()),
             ),
             row(
                 "   (extra) 32 in flight, ONE key",
@@ -1017,6 +1065,11 @@ impl Report<'_> {
                 .to_owned(),
             "       server's half of a remote hit, beside the same baseline in its own slices."
                 .to_owned(),
+            "extra: 256 tasks on keys of their own; baseline the raw client at 256 in flight."
+                .to_owned(),
+            "       Both phase-2 subjects batch: past 4 gets in flight to B, A's further gets"
+                .to_owned(),
+            "       go together in one batched request (natural batching).".to_owned(),
             format!(
                 "extra: all 32 tasks get one key: {} gets shared {} fetches to B (singleflight),",
                 self.one_key_rate.requests, self.one_key_fetches
