@@ -30,4 +30,5 @@ mod responses;
 mod shutdown;
 mod tls;
 mod typed;
+mod users_example;
 mod writes;

@@ -213,7 +213,13 @@ fn signal_raw(target: &str, signal: &str) -> bool {
 /// test failure.
 pub(crate) fn node_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(build_node).clone()
+    BINARY.get_or_init(|| build_example("node")).clone()
+}
+
+/// The users example's binary (`examples/users.rs`), built once per test process.
+pub(crate) fn users_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build_example("users")).clone()
 }
 
 fn profile_dir() -> &'static str {
@@ -224,18 +230,15 @@ fn profile_dir() -> &'static str {
     }
 }
 
-fn build_node() -> PathBuf {
-    let fallback = target_dir()
-        .join(profile_dir())
-        .join("examples")
-        .join("node");
+fn build_example(name: &str) -> PathBuf {
+    let fallback = target_dir().join(profile_dir()).join("examples").join(name);
     let mut command = Command::new(env!("CARGO"));
     command
         .current_dir(manifest_dir())
         .args([
             "build",
             "--example",
-            "node",
+            name,
             "--message-format=json-render-diagnostics",
         ])
         // The jobserver of the outer cargo is not this child's.
@@ -277,7 +280,7 @@ fn build_node() -> PathBuf {
         Err(error) => {
             assert!(
                 is_executable(&fallback),
-                "cannot run cargo ({error}), and there is no node binary at {}",
+                "cannot run cargo ({error}), and there is no {name} binary at {}",
                 fallback.display()
             );
             stderr_line(&format!(
@@ -289,7 +292,7 @@ fn build_node() -> PathBuf {
     };
     assert!(
         finished.success(),
-        "cargo build --example node failed: {}",
+        "cargo build --example {name} failed: {}",
         finished.describe()
     );
     let built = finished
@@ -297,14 +300,14 @@ fn build_node() -> PathBuf {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|message| {
-            message["reason"] == "compiler-artifact" && message["target"]["name"] == "node"
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == name
         })
         .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
         .next_back();
     let binary = built.unwrap_or(fallback);
     assert!(
         is_executable(&binary),
-        "cargo built the node example, but {} is not an executable file",
+        "cargo built the {name} example, but {} is not an executable file",
         binary.display()
     );
     binary
