@@ -1,7 +1,8 @@
 //! Many keys at once: 100 keys that another node owns and has cached, asked for by a node that
 //! caches nothing (`cache_bytes(0)`), so that every round goes over the network. `get_many`
-//! (one batched peer request) beside the baseline of 100 concurrent `get`s (100 peer
-//! requests) of the same keys, in the same run; and 100 misses this node owns, loaded from
+//! (one batched peer request) beside 100 concurrent `get`s of the same keys, in the same run:
+//! with natural batching (the default), and the baseline of one peer request each (a node
+//! with `natural_batching(0)`); and 100 misses this node owns, loaded from
 //! its data source by `get_many` (one `load_many` call) beside 100 concurrent `get`s (100
 //! loads). Two nodes on 127.0.0.1, a 2-thread runtime. `cargo bench --bench get_many`
 
@@ -36,7 +37,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (asker, owner, remote_keys) = rt.block_on(async {
+    let (asker, owner, plain, remote_keys) = rt.block_on(async {
         let la = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -60,17 +61,37 @@ fn bench(c: &mut Criterion) {
                 .expect("valid config")
         };
         let (asker, owner) = (build(&urls[0], 0), build(&urls[1], 64 << 20));
-        for (listener, cache) in [(la, &asker), (lb, &owner)] {
+        // The baseline's asker: the same node, but each get its own peer request.
+        let lc = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let plain_url = format!("http://{}", lc.local_addr().expect("bound"));
+        let plain = Groupcache::builder()
+            .self_url(plain_url.as_str())
+            .peers(urls.clone())
+            .open_peer_path()
+            .cache_bytes(0)
+            .natural_batching(0)
+            .source("users", |key: String| async move {
+                Ok::<_, std::io::Error>(format!("value of {key}"))
+            })
+            .build()
+            .expect("valid config");
+        for (listener, cache) in [(la, &asker), (lb, &owner), (lc, &plain)] {
             let app = Router::new().layer(cache.layer());
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
         let keys: Vec<String> = (0..100_000)
             .map(|i| format!("user:{i}"))
-            .filter(|k| asker.ring().owner(k) == Some(urls[1].as_str()))
+            // Owned by the owner on both askers' rings (the baseline's asker is on its own).
+            .filter(|k| {
+                asker.ring().owner(k) == Some(urls[1].as_str())
+                    && plain.ring().owner(k) == Some(urls[1].as_str())
+            })
             .take(KEYS)
             .collect();
         get_many(&owner.handle(), &keys).await;
-        (asker, owner, keys)
+        (asker, owner, plain, keys)
     });
     let mut group = c.benchmark_group("get_many");
     group.throughput(Throughput::Elements(KEYS as u64));
@@ -78,9 +99,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("100_remote_hits/get_many", |b| {
         b.to_async(&rt).iter(|| get_many(&handle, &remote_keys))
     });
-    group.bench_function("100_remote_hits/100_concurrent_gets", |b| {
-        b.to_async(&rt).iter(|| gets(&handle, &remote_keys))
-    });
+    group.bench_function(
+        "100_remote_hits/100_concurrent_gets_natural_batching",
+        |b| b.to_async(&rt).iter(|| gets(&handle, &remote_keys)),
+    );
+    let plain_handle = plain.handle();
+    group.bench_function(
+        "100_remote_hits/100_concurrent_gets_one_request_each",
+        |b| b.to_async(&rt).iter(|| gets(&plain_handle, &remote_keys)),
+    );
     // Misses the owner owns itself: fresh keys each round (its cache keeps what it loads).
     let round = Arc::new(AtomicU64::new(0));
     let owner_handle = owner.handle();

@@ -146,15 +146,26 @@ impl Node {
             let keys: Vec<Arc<str>> = batch.iter().map(|(key, _)| key.clone()).collect();
             let span = tracing::debug_span!("groupcache.get_many", source = %source.name, keys = keys.len());
             let (node, loaded_from, owner) = (self.clone(), source.clone(), owner.clone());
-            let shared = LOAD_CHAIN
+            let body = LOAD_CHAIN
                 .scope(chain, async move {
                     Arc::new(match owner {
                         Some(owner) => node.fetch_batch(&owner, &loaded_from, batch).await,
                         None => node.load_batch(&loaded_from, batch).await,
                     })
                 })
-                .instrument(span)
-                .shared();
+                .instrument(span);
+            // A batched request of several keys runs as a task of its own, which its flights
+            // wait for: shared between their futures, it would be polled by each of them on
+            // every one of its wake-ups (a hundred polls per wake-up for a hundred keys, and
+            // an HTTP exchange wakes up several times). A load here, often done in a poll or
+            // two, and a batch of one key, are driven by the flights themselves, with no
+            // hand-off between tasks.
+            let shared = if remote && keys.len() > 1 {
+                let task = runtime.spawn(body);
+                async move { task.await.ok() }.boxed().shared()
+            } else {
+                async move { Some(body.await) }.boxed().shared()
+            };
             keys.into_iter()
                 .map(|key| {
                     let shared = shared.clone();
@@ -166,8 +177,7 @@ impl Node {
                         let _counted = drain;
                         shared
                             .await
-                            .get(&key)
-                            .cloned()
+                            .and_then(|results| results.get(&key).cloned())
                             .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &name)))
                     }
                 })
