@@ -47,11 +47,7 @@ impl Node {
             )
             .instrument(span)
             .await;
-        metrics::histogram!(
-            "groupcache_peer_fetch_duration_seconds",
-            "source" => metrics::SharedString::from(source.name.clone())
-        )
-        .record(started.elapsed());
+        record_fetch(source, started);
         match fetched {
             Ok(Fetched::Value(response)) => {
                 self.health.success(peer);
@@ -94,15 +90,8 @@ impl Node {
                              `route_layer`, not inside `nest`); loading locally"
                         );
                     }
-                } else if let Some(left_out) = self.noise.fetch_failed.allow() {
-                    tracing::warn!(
-                        source = %source.name,
-                        %peer,
-                        %error,
-                        skipping,
-                        left_out,
-                        "peer fetch failed; loading locally"
-                    );
+                } else {
+                    self.fetch_failed(source, peer, &error, skipping, 1);
                 }
                 None
             }
@@ -220,11 +209,7 @@ impl Node {
             )
             .instrument(span)
             .await;
-        metrics::histogram!(
-            "groupcache_peer_fetch_duration_seconds",
-            "source" => metrics::SharedString::from(source.name.clone())
-        )
-        .record(started.elapsed());
+        record_fetch(source, started);
         let answers = match fetched {
             Ok(answers) => answers,
             Err(PeerError::Status(http::StatusCode::METHOD_NOT_ALLOWED)) => {
@@ -249,17 +234,7 @@ impl Node {
                 if !error.is_peer_fault() {
                     self.health.success(peer);
                 }
-                if let Some(left_out) = self.noise.fetch_failed.allow() {
-                    tracing::warn!(
-                        source = %source.name,
-                        %peer,
-                        %error,
-                        skipping,
-                        left_out,
-                        keys = chunk.len(),
-                        "batched peer fetch failed; loading locally"
-                    );
-                }
+                self.fetch_failed(source, peer, &error, skipping, chunk.len());
                 local.extend(chunk);
                 return;
             }
@@ -312,6 +287,29 @@ impl Node {
         }
     }
 
+    /// Logs a failed fetch of `keys` keys (at most once in a while: a peer that fails every
+    /// fetch would write a line per get).
+    fn fetch_failed(
+        &self,
+        source: &CachedSource,
+        peer: &str,
+        error: &PeerError,
+        skipping: bool,
+        keys: usize,
+    ) {
+        if let Some(left_out) = self.noise.fetch_failed.allow() {
+            tracing::warn!(
+                source = %source.name,
+                %peer,
+                %error,
+                skipping,
+                left_out,
+                keys,
+                "peer fetch failed; loading locally"
+            );
+        }
+    }
+
     /// An entry from a peer's answer; its wall-clock expiry becomes a deadline on the clock.
     /// `expire` absent or 0 means never; a time already past, or a negative one (which no
     /// clock writes), means the value is expired now: it is returned but not kept.
@@ -340,6 +338,15 @@ impl Node {
         // 0 means "never" on the wire: an entry that is due now still says so.
         Some(i64::try_from(nanos).unwrap_or(i64::MAX).max(1))
     }
+}
+
+/// A peer fetch's duration, in `groupcache_peer_fetch_duration_seconds`.
+fn record_fetch(source: &CachedSource, started: std::time::Instant) {
+    metrics::histogram!(
+        "groupcache_peer_fetch_duration_seconds",
+        "source" => metrics::SharedString::from(source.name.clone())
+    )
+    .record(started.elapsed());
 }
 
 pub(super) struct ProbeSlot<'a>(pub(super) &'a PeerHealth, pub(super) &'a str);

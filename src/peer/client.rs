@@ -406,7 +406,24 @@ impl PeerClient {
             }
             status => return Err(PeerError::Status(status)),
         }
-        let body: Bytes = Limited::new(response.into_body(), self.config.max_value_bytes)
+        let body = self
+            .read_value(peer, response, lent, self.config.max_value_bytes)
+            .await?;
+        GetResponse::decode(body)
+            .map(Fetched::Value)
+            .map_err(PeerError::Decode)
+    }
+
+    /// Reads a body of values, at most `limit` bytes (more is [`PeerError::TooLarge`]), and
+    /// gives the connection back.
+    pub(super) async fn read_value(
+        &self,
+        peer: &str,
+        response: Response<Incoming>,
+        lent: Lent,
+        limit: usize,
+    ) -> Result<Bytes, PeerError> {
+        let body = Limited::new(response.into_body(), limit)
             .collect()
             .await
             .map_err(|error| {
@@ -418,9 +435,7 @@ impl PeerClient {
             })?
             .to_bytes();
         self.pool.release(peer, lent);
-        GetResponse::decode(body)
-            .map(Fetched::Value)
-            .map_err(PeerError::Decode)
+        Ok(body)
     }
 
     /// Reads an answer's body, at most `limit` bytes, and gives the connection back.
@@ -431,12 +446,14 @@ impl PeerClient {
         lent: Lent,
         limit: usize,
     ) -> Result<Bytes, PeerError> {
-        let body = Limited::new(response.into_body(), limit)
-            .collect()
+        self.read_value(peer, response, lent, limit)
             .await
-            .map_err(PeerError::Body)?
-            .to_bytes();
-        self.pool.release(peer, lent);
-        Ok(body)
+            .map_err(|error| match error {
+                // Not a value: an answer longer than any this node reads is a faulty peer's.
+                PeerError::TooLarge => {
+                    PeerError::Body(format!("an answer over {limit} bytes").into())
+                }
+                error => error,
+            })
     }
 }

@@ -1,15 +1,17 @@
 //! The peer client's requests with a body, this crate's extensions: batched gets, batched
 //! removals and writes (docs/protocol.md).
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt as _, Limited};
+use http::{HeaderValue, Method, Response, StatusCode};
+use hyper::body::Incoming;
 use prost::Message as _;
 
 use super::client::{DELETE_BODY_LIMIT, ERROR_BODY_LIMIT, PeerClient, PeerPath};
 use super::error::PeerError;
+use super::pool::Lent;
 use crate::protocol::{EXTENSIONS_HEADER, GetManyRequest, GetManyResponse, KeyResult};
 
 impl PeerClient {
@@ -26,21 +28,10 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<Vec<KeyResult>, PeerError> {
         let asked = keys.len();
-        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
-        let path = PeerPath {
-            base_path,
-            group: Some(group),
-            key: None,
-            key_in_query: false,
-            ttl_ms: None,
-            remove: false,
-        };
-        let timeout = self.config.timeout;
-        let exchange = async {
-            let (response, lent, info) = self
-                .send(peer, Method::POST, path, &body, ring_fingerprint)
+        self.bounded(async {
+            let (response, lent) = self
+                .post_keys(peer, base_path, group, keys, false, ring_fingerprint)
                 .await?;
-            info.learn(&response, StatusCode::OK);
             if !response.headers().contains_key(&EXTENSIONS_HEADER) {
                 // A Go node took the peer's address since it last answered; it loaded nothing.
                 self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
@@ -59,18 +50,7 @@ impl PeerClient {
                 .config
                 .max_value_bytes
                 .saturating_add(asked.saturating_mul(64));
-            let body = Limited::new(response.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|error| {
-                    if error.is::<http_body_util::LengthLimitError>() {
-                        PeerError::TooLarge
-                    } else {
-                        PeerError::Body(error)
-                    }
-                })?
-                .to_bytes();
-            self.pool.release(peer, lent);
+            let body = self.read_value(peer, response, lent, limit).await?;
             let reply = GetManyResponse::decode(body).map_err(PeerError::Decode)?;
             if reply.results.len() != asked {
                 return Err(PeerError::BatchMismatch {
@@ -79,15 +59,32 @@ impl PeerClient {
                 });
             }
             Ok(reply.results)
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
+        })
+        .await
+    }
+
+    /// `POST {peer}{base_path}{group}?remove` with `keys` (a [`GetManyRequest`]): the peer
+    /// drops each key. Only for a peer that [`speaks`](Self::speaks) the extensions.
+    pub(crate) async fn delete_many(
+        &self,
+        peer: &str,
+        base_path: &str,
+        group: &str,
+        keys: Vec<String>,
+        ring_fingerprint: &HeaderValue,
+    ) -> Result<(), PeerError> {
+        self.bounded(async {
+            let (response, lent) = self
+                .post_keys(peer, base_path, group, keys, true, ring_fingerprint)
+                .await?;
+            self.confirmed(peer, response, lent).await
+        })
+        .await
     }
 
     /// `PUT {peer}{base_path}{group}?key={key}[&ttl_ms={ttl}]` with `value` as the body: the
     /// owner keeps it as the key's value. Only for a peer that [`speaks`](Self::speaks) the
-    /// extensions.
+    /// extensions; a node of an earlier version of this crate (`405`) has no writes.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn put(
         &self,
@@ -107,39 +104,32 @@ impl PeerClient {
             ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             remove: false,
         };
-        let timeout = self.config.timeout;
-        let exchange = async {
+        self.bounded(async {
             let (response, lent, info) = self
                 .send(peer, Method::PUT, path, &value, ring_fingerprint)
                 .await?;
             info.learn(&response, StatusCode::OK);
-            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
-            let status = response.status();
-            self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
-                .await?;
-            match status {
-                _ if !extended => Err(PeerError::Unsupported),
-                StatusCode::OK => Ok(()),
-                // A node of an earlier version of this crate, which has no writes.
-                StatusCode::METHOD_NOT_ALLOWED => Err(PeerError::Unsupported),
-                status => Err(PeerError::Status(status)),
+            match self.confirmed(peer, response, lent).await {
+                Err(PeerError::Status(StatusCode::METHOD_NOT_ALLOWED)) => {
+                    Err(PeerError::Unsupported)
+                }
+                other => other,
             }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
+        })
+        .await
     }
 
-    /// `POST {peer}{base_path}{group}?remove` with `keys` (a [`GetManyRequest`]): the peer
-    /// drops each key. Only for a peer that [`speaks`](Self::speaks) the extensions.
-    pub(crate) async fn delete_many(
+    /// `POST {peer}{base_path}{group}[?remove]` with `keys` as a [`GetManyRequest`]; what the
+    /// answer says of the peer is learnt.
+    async fn post_keys(
         &self,
         peer: &str,
         base_path: &str,
         group: &str,
         keys: Vec<String>,
+        remove: bool,
         ring_fingerprint: &HeaderValue,
-    ) -> Result<(), PeerError> {
+    ) -> Result<(Response<Incoming>, Lent), PeerError> {
         let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
         let path = PeerPath {
             base_path,
@@ -147,25 +137,41 @@ impl PeerClient {
             key: None,
             key_in_query: false,
             ttl_ms: None,
-            remove: true,
+            remove,
         };
+        let (response, lent, info) = self
+            .send(peer, Method::POST, path, &body, ring_fingerprint)
+            .await?;
+        info.learn(&response, StatusCode::OK);
+        Ok((response, lent))
+    }
+
+    /// An answer that confirms with an empty `200` and the extensions header; without the
+    /// header, a Go node answered (it took the peer's address since it last answered, and
+    /// loaded nothing).
+    async fn confirmed(
+        &self,
+        peer: &str,
+        response: Response<Incoming>,
+        lent: Lent,
+    ) -> Result<(), PeerError> {
+        let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
+        let status = response.status();
+        self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
+            .await?;
+        match status {
+            _ if !extended => Err(PeerError::Unsupported),
+            StatusCode::OK => Ok(()),
+            status => Err(PeerError::Status(status)),
+        }
+    }
+
+    /// `exchange`, bounded by the request timeout as a whole.
+    async fn bounded<T>(
+        &self,
+        exchange: impl Future<Output = Result<T, PeerError>>,
+    ) -> Result<T, PeerError> {
         let timeout = self.config.timeout;
-        let exchange = async {
-            let (response, lent, info) = self
-                .send(peer, Method::POST, path, &body, ring_fingerprint)
-                .await?;
-            info.learn(&response, StatusCode::OK);
-            let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
-            let status = response.status();
-            self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
-                .await?;
-            match status {
-                // A Go node took the peer's address since it last answered; it loaded nothing.
-                _ if !extended => Err(PeerError::Unsupported),
-                StatusCode::OK => Ok(()),
-                status => Err(PeerError::Status(status)),
-            }
-        };
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| PeerError::Timeout(timeout))?

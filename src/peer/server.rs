@@ -53,10 +53,7 @@ pub(crate) fn serve(node: &Arc<Node>, method: &Method, uri: &Uri, headers: &Head
     }
     let config = node.config();
     let rest = &path[config.base_path.len()..];
-    let ring_fingerprint = headers
-        .get(&RING_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| u32::from_str_radix(v, 16).ok());
+    let ring_fingerprint = ring_of(headers);
     if *method != Method::GET && *method != Method::DELETE {
         return method_not_allowed().into();
     }
@@ -146,12 +143,46 @@ where
 {
     let node = node.clone();
     Reply::Later(Box::pin(async move {
-        if parts.method == Method::PUT {
-            answer_write(&node, parts, body).await
-        } else {
-            answer_batch(&node, parts, body).await
-        }
+        answer_with_body(&node, parts, body).await
     }))
+}
+
+async fn answer_with_body<B>(
+    node: &Arc<Node>,
+    parts: http::request::Parts,
+    body: B,
+) -> Response<ReplyBody>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let config = node.config();
+    let rest = &parts.uri.path()[config.base_path.len()..];
+    if rest.is_empty() || rest.contains('/') {
+        // A batched get or removal, and a write, name their group alone in the path.
+        return method_not_allowed();
+    }
+    let write = parts.method == Method::PUT;
+    // Bounded before it is read: a value, or every key at its longest with a few bytes of
+    // framing.
+    let (limit, what) = if write {
+        (config.max_value_bytes, "a value")
+    } else {
+        let keys = config.max_key_bytes.saturating_add(8);
+        (config.max_batch_keys.saturating_mul(keys), "a batched get")
+    };
+    let bytes = match read_signed(node, &parts, body, limit, what).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    let Ok(source_name) = unescape(rest) else {
+        return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
+    };
+    if write {
+        answer_write(node, &parts, &source_name, bytes)
+    } else {
+        answer_batch(node, &parts, &source_name, bytes).await
+    }
 }
 
 /// Reads a request's body, at most `limit` bytes, then checks its credential (over the path,
@@ -197,28 +228,13 @@ where
 }
 
 /// A write: keeps the body as the key's value here, revoking any load of the key under way.
-async fn answer_write<B>(
-    node: &Arc<Node>,
-    parts: http::request::Parts,
-    body: B,
-) -> Response<ReplyBody>
-where
-    B: http_body::Body,
-    B::Error: Into<BoxError>,
-{
+fn answer_write(
+    node: &Node,
+    parts: &http::request::Parts,
+    source_name: &str,
+    value: Bytes,
+) -> Response<ReplyBody> {
     let config = node.config();
-    let rest = &parts.uri.path()[config.base_path.len()..];
-    if rest.is_empty() || rest.contains('/') {
-        // A write names its group in the path and its key in the query.
-        return method_not_allowed();
-    }
-    let value = match read_signed(node, &parts, body, config.max_value_bytes, "a value").await {
-        Ok(value) => value,
-        Err(refused) => return refused,
-    };
-    let Ok(source_name) = unescape(rest) else {
-        return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
-    };
     let (key, ttl) = match parts.uri.query().map(write_query) {
         Some(Ok(parsed)) => parsed,
         Some(Err(error)) => return text(StatusCode::BAD_REQUEST, error.to_string()),
@@ -227,19 +243,13 @@ where
     if key.len() > config.max_key_bytes {
         return text(StatusCode::URI_TOO_LONG, "key too long".into());
     }
-    let Ok(source) = node.source(&source_name) else {
+    let Ok(source) = node.source(source_name) else {
         return text(
             StatusCode::NOT_FOUND,
             format!("no such group: {source_name}"),
         );
     };
-    node.check_ring(
-        parts
-            .headers
-            .get(&RING_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| u32::from_str_radix(v, 16).ok()),
-    );
+    node.check_ring(ring_of(&parts.headers));
     node.write_here(source, &key, value, ttl);
     empty(StatusCode::OK)
 }
@@ -259,33 +269,13 @@ fn write_query(query: &str) -> Result<(std::borrow::Cow<'_, str>, Option<Duratio
     Ok((key, ttl))
 }
 
-async fn answer_batch<B>(
+async fn answer_batch(
     node: &Arc<Node>,
-    parts: http::request::Parts,
-    body: B,
-) -> Response<ReplyBody>
-where
-    B: http_body::Body,
-    B::Error: Into<BoxError>,
-{
+    parts: &http::request::Parts,
+    source_name: &str,
+    bytes: Bytes,
+) -> Response<ReplyBody> {
     let config = node.config();
-    let path = parts.uri.path();
-    let rest = &path[config.base_path.len()..];
-    if rest.is_empty() || rest.contains('/') {
-        // A batched get names its group alone.
-        return method_not_allowed();
-    }
-    // Bounded before it is read: every key at its longest, with a few bytes of framing.
-    let limit = config
-        .max_batch_keys
-        .saturating_mul(config.max_key_bytes.saturating_add(8));
-    let bytes = match read_signed(node, &parts, body, limit, "a batched get").await {
-        Ok(bytes) => bytes,
-        Err(refused) => return refused,
-    };
-    let Ok(source_name) = unescape(rest) else {
-        return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
-    };
     let Ok(request) = GetManyRequest::decode(bytes) else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -309,19 +299,13 @@ where
     {
         return text(StatusCode::URI_TOO_LONG, "key too long".into());
     }
-    let Ok(source) = node.source(&source_name) else {
-        return match no_such_source(&source_name) {
+    let Ok(source) = node.source(source_name) else {
+        return match no_such_source(source_name) {
             Reply::Ready(response) => response,
             Reply::Later(later) => later.await,
         };
     };
-    node.check_ring(
-        parts
-            .headers
-            .get(&RING_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| u32::from_str_radix(v, 16).ok()),
-    );
+    node.check_ring(ring_of(&parts.headers));
     match parts.uri.query() {
         None => {}
         // `?remove`: drop the keys, as a `DELETE` of each would.
@@ -347,7 +331,7 @@ where
         .map(|key| source.served(key, now))
         .collect();
     let results = match node
-        .get_many(&source_name, &request.keys, Origin::Peer)
+        .get_many(source_name, &request.keys, Origin::Peer)
         .await
     {
         Ok(results) => results,
@@ -388,6 +372,14 @@ where
     headers.insert(CONTENT_TYPE, PROTOBUF);
     headers.insert(EXTENSIONS_HEADER.clone(), EXTENSIONS_VERSION);
     response
+}
+
+/// The sender's ring fingerprint ([`RING_HEADER`]), if it sent one.
+fn ring_of(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get(&RING_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| u32::from_str_radix(v, 16).ok())
 }
 
 /// `405` with the methods the peer path answers.
