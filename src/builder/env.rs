@@ -25,6 +25,7 @@ impl GroupcacheBuilder {
     /// | `MAX_CONNECTIONS_PER_PEER` | [`max_connections_per_peer`](Self::max_connections_per_peer), above 0 | `64` |
     /// | `MAX_BATCH_KEYS` | [`max_batch_keys`](Self::max_batch_keys), 1 to 100,000 | `1000` |
     /// | `NATURAL_BATCHING` | [`natural_batching`](Self::natural_batching), `0` for off | `4` |
+    /// | `NATURAL_BATCHING_WAIT_MS` | [`natural_batching_wait`](Self::natural_batching_wait), in milliseconds | `0` |
     /// | `PEER_SECRET` | [`peer_secret`](Self::peer_secret), 32 bytes or more | 64 random hex digits |
     /// | `PEER_SECRET_PREVIOUS` | [`previous_peer_secret`](Self::previous_peer_secret), during a rotation, 32 bytes or more | |
     /// | `OPEN_PEER_PATH` | [`open_peer_path`](Self::open_peer_path) when `true` (`1`, `yes`); `false`, `0`, `no` or empty leave it closed | `false` |
@@ -152,6 +153,9 @@ impl GroupcacheBuilder {
         }
         if let Some(v) = var("NATURAL_BATCHING")? {
             self.natural_batching = number(&v)?;
+        }
+        if let Some(v) = var("NATURAL_BATCHING_WAIT_MS")? {
+            self.natural_batching_wait = Duration::from_millis(number(&v)?);
         }
         if let Some(v) = var("PEER_SECRET")? {
             let secret = PeerSecret::new(v.1.trim());

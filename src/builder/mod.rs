@@ -57,6 +57,7 @@ pub struct GroupcacheBuilder {
     max_connections_per_peer: usize,
     max_batch_keys: usize,
     natural_batching: usize,
+    natural_batching_wait: Duration,
     max_key_bytes: usize,
     max_value_bytes: usize,
     peer_health: PeerHealthConfig,
@@ -90,6 +91,7 @@ impl Default for GroupcacheBuilder {
             max_connections_per_peer: defaults::MAX_CONNECTIONS_PER_PEER,
             max_batch_keys: defaults::MAX_BATCH_KEYS,
             natural_batching: defaults::NATURAL_BATCHING,
+            natural_batching_wait: Duration::ZERO,
             max_key_bytes: defaults::MAX_KEY_BYTES,
             max_value_bytes: defaults::MAX_VALUE_BYTES,
             peer_health: PeerHealthConfig::default(),
@@ -123,6 +125,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("max_batch_keys", &self.max_batch_keys)
             .field("natural_batching", &self.natural_batching)
+            .field("natural_batching_wait", &self.natural_batching_wait)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("peer_health", &self.peer_health)
@@ -264,6 +267,16 @@ impl GroupcacheBuilder {
     /// always get one request per key.
     pub fn natural_batching(mut self, in_flight: usize) -> Self {
         self.natural_batching = in_flight;
+        self
+    }
+
+    /// With [`natural_batching`](Self::natural_batching) on, how long a get that could go at
+    /// once waits for other gets of its source to the same peer, to send them together (it
+    /// goes as soon as [`max_batch_keys`](Self::max_batch_keys) have come). It trades up to
+    /// `wait` of latency on each remote get for fewer, larger requests, as mailgun's design
+    /// suggests. Default zero: no wait, so an idle node adds no latency.
+    pub fn natural_batching_wait(mut self, wait: Duration) -> Self {
+        self.natural_batching_wait = wait;
         self
     }
 
@@ -519,6 +532,7 @@ impl GroupcacheBuilder {
                 max_batch_keys: self.max_batch_keys,
                 max_value_bytes: self.max_value_bytes,
                 natural_batching: self.natural_batching,
+                natural_batching_wait: self.natural_batching_wait,
                 log_keys: self.log_keys,
                 hot_keys: self.hot_keys,
                 hot_max_staleness: self.hot_max_staleness,

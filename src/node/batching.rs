@@ -2,7 +2,9 @@
 //! enough gets of one source are in flight to one peer, further ones queue, and whichever of
 //! them finds a request slot free first sends every queued key together, in one batched
 //! request. No timer: a get that finds a slot free goes at once, so an idle node adds no
-//! latency. Only for peers known to speak this crate's extensions.
+//! latency. Only for peers known to speak this crate's extensions. With
+//! `natural_batching_wait`, a get that finds a slot free waits that long (or until the queue
+//! holds `max_batch_keys`) for others to join its request.
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::Node;
-use super::queue::{Fetch, PeerQueue, Queued, Slot};
+use super::queue::{Collecting, Fetch, PeerQueue, Queued, Slot};
 use super::singleflight::Ticket;
 use super::source::CachedSource;
 use crate::peer::client::Speaks;
@@ -31,24 +33,61 @@ impl Node {
             return self.fetch_from(peer, source, key, ticket).await;
         }
         let queue = source.peer_queues.of(peer);
+        let wait = self.config.natural_batching_wait;
+        let max_keys = self.config.max_batch_keys;
         let (done, mut result) = oneshot::channel();
-        let direct = {
+        enum Role {
+            Direct,
+            Gather,
+            Queue,
+        }
+        let role = {
             let mut state = lock(&queue.state);
-            if state.in_flight < limit && state.waiting.is_empty() {
-                state.in_flight += 1;
-                true
-            } else {
+            let free = state.in_flight < limit && state.waiting.is_empty() && !state.gathering;
+            let role = match (free, wait.is_zero()) {
+                (true, true) => Role::Direct,
+                (true, false) => Role::Gather,
+                (false, _) => Role::Queue,
+            };
+            if !matches!(role, Role::Direct) {
                 state.waiting.push(Queued {
                     key: key.clone(),
                     ticket: ticket.clone(),
                     done,
                 });
-                false
             }
+            match role {
+                Role::Direct => state.in_flight += 1,
+                Role::Gather => {
+                    state.in_flight += 1;
+                    state.gathering = true;
+                }
+                Role::Queue if state.gathering && state.waiting.len() >= max_keys => {
+                    queue.full.notify_one();
+                }
+                Role::Queue => {}
+            }
+            role
         };
-        if direct {
-            let _slot = Slot(&queue);
-            return self.fetch_from(peer, source, key, ticket).await;
+        match role {
+            Role::Direct => {
+                let _slot = Slot(&queue);
+                return self.fetch_from(peer, source, key, ticket).await;
+            }
+            Role::Gather => {
+                let _slot = Slot(&queue);
+                let mut collecting = Collecting(&queue, true);
+                let _ = tokio::time::timeout(wait, queue.full.notified()).await;
+                let batch = {
+                    let mut state = lock(&queue.state);
+                    state.gathering = false;
+                    let n = state.waiting.len().min(max_keys);
+                    state.waiting.drain(..n).collect::<Vec<_>>()
+                };
+                collecting.1 = false;
+                self.send_queued(peer, source, batch).await;
+            }
+            Role::Queue => {}
         }
         loop {
             let freed = queue.freed.notified();
@@ -67,9 +106,9 @@ impl Node {
             }
             let batch = {
                 let mut state = lock(&queue.state);
-                if state.in_flight < limit && !state.waiting.is_empty() {
+                if state.in_flight < limit && !state.waiting.is_empty() && !state.gathering {
                     state.in_flight += 1;
-                    let n = state.waiting.len().min(self.config.max_batch_keys);
+                    let n = state.waiting.len().min(max_keys);
                     Some(state.waiting.drain(..n).collect::<Vec<_>>())
                 } else {
                     None

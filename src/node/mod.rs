@@ -62,6 +62,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_value_bytes: usize,
     /// Single-key gets in flight to one peer (per source) before more are batched; 0: off.
     pub(crate) natural_batching: usize,
+    /// How long a get that could go at once waits for others to join its request; zero: none.
+    pub(crate) natural_batching_wait: Duration,
     pub(crate) log_keys: bool,
     pub(crate) hot_keys: HotKeys,
     pub(crate) hot_max_staleness: Duration,

@@ -41,18 +41,36 @@ pub(super) struct PeerQueue {
     pub(super) state: std::sync::Mutex<QueueState>,
     /// Told when a request slot is freed.
     pub(super) freed: Notify,
+    /// Told when the queue is full, while a get gathers.
+    pub(super) full: Notify,
 }
 
 #[derive(Default)]
 pub(super) struct QueueState {
     pub(super) in_flight: usize,
     pub(super) waiting: Vec<Queued>,
+    /// Whether a get is waiting (`natural_batching_wait`) for others to join its request;
+    /// meanwhile no other get leads one.
+    pub(super) gathering: bool,
 }
 
 pub(super) struct Queued {
     pub(super) key: Arc<str>,
     pub(super) ticket: Arc<Ticket>,
     pub(super) done: oneshot::Sender<Fetch>,
+}
+
+/// A get gathering others for its request (its flag set): however its wait ends, even
+/// cancelled, the queue is left to the others.
+pub(super) struct Collecting<'a>(pub(super) &'a PeerQueue, pub(super) bool);
+
+impl Drop for Collecting<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            lock(&self.0.state).gathering = false;
+            self.0.freed.notify_one();
+        }
+    }
 }
 
 /// A request slot, freed (and a waiting get told) however the request ends.

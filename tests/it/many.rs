@@ -735,3 +735,39 @@ async fn misses_that_come_together_are_loaded_in_one_call_when_the_source_gather
     assert!(bad.await.unwrap().unwrap_err().is_load());
     assert_eq!(good.await.unwrap().unwrap(), value_of("k9"));
 }
+
+#[tokio::test]
+async fn with_a_wait_the_first_get_holds_its_request_for_the_next() {
+    let batches = Batches::default();
+    let loads = Loads::default();
+    // A wait far longer than the test: the request goes when it holds max_batch_keys (2)
+    // keys, which is what the test checks, not the clock.
+    let nodes = cluster(2, &loads, |b| {
+        b.source("accounts", batches.clone())
+            .cache_bytes(0)
+            .max_batch_keys(2)
+            .natural_batching_wait(Duration::from_secs(600))
+    })
+    .await;
+    let (me, owner) = (&nodes[0], &nodes[1]);
+    let keys: Vec<String> = (0..1_000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| me.cache.ring().owner(k) == Some(owner.url.as_str()))
+        .take(3)
+        .collect();
+    // Learn that the owner speaks this crate's extensions (an unknown peer is asked alone).
+    me.handle().get("accounts", &keys[2]).await.unwrap();
+    let get = |key: String| {
+        let handle = me.handle();
+        tokio::spawn(async move { handle.get("accounts", &key).await })
+    };
+    let (first, second) = (get(keys[0].clone()), get(keys[1].clone()));
+    let first = tokio::time::timeout(DEADLINE, first)
+        .await
+        .expect("no wait for the clock");
+    assert_eq!(first.unwrap().unwrap(), value_of(&keys[0]));
+    assert_eq!(second.await.unwrap().unwrap(), value_of(&keys[1]));
+    let mut together = vec![keys[0].clone(), keys[1].clone()];
+    together.sort();
+    assert_eq!(batches.calls()[1..], [together], "both in one request");
+}
