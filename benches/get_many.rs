@@ -2,7 +2,7 @@
 //! caches nothing (`cache_bytes(0)`), so that every round goes over the network. `get_many`
 //! (one batched peer request) beside 100 concurrent `get`s of the same keys, in the same run:
 //! with natural batching (the default), and the baseline of one peer request each (a node
-//! with `natural_batching(0)`); and 100 misses this node owns, loaded from
+//! with `natural_batching(0)`); the same over two owners, beside one remote get; and 100 misses this node owns, loaded from
 //! its data source by `get_many` (one `load_many` call) beside 100 concurrent `get`s (100
 //! loads). Two nodes on 127.0.0.1, a 2-thread runtime. `cargo bench --bench get_many`
 
@@ -142,6 +142,80 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.finish();
+
+    // 100 keys spread over two owners, B and C, each caching its own; A and P cache nothing
+    // (P is A without natural batching). Beside them, one remote get from A.
+    let (a, p, spread) = rt.block_on(spread_cluster());
+    let mut group = c.benchmark_group("get_many_spread");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    let a_handle = a.handle();
+    group.bench_function("100_keys_2_owners/get_many", |b| {
+        b.to_async(&rt).iter(|| get_many(&a_handle, &spread))
+    });
+    let p_handle = p.handle();
+    group.bench_function(
+        "100_keys_2_owners/100_concurrent_gets_one_request_each",
+        |b| b.to_async(&rt).iter(|| gets(&p_handle, &spread)),
+    );
+    group.throughput(Throughput::Elements(1));
+    let one = spread[..1].to_vec();
+    group.bench_function("100_keys_2_owners/one_remote_get", |b| {
+        b.to_async(&rt).iter(|| gets(&a_handle, &one))
+    });
+    group.finish();
+}
+
+/// Nodes A, P (A without natural batching), B and C on one ring, serving on 127.0.0.1; B and
+/// C hold 100 keys between them, each owned by B or C on every node's ring.
+async fn spread_cluster() -> (Groupcache, Groupcache, Vec<String>) {
+    let mut listeners = Vec::new();
+    for _ in 0..4 {
+        listeners.push(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+    }
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().expect("bound")))
+        .collect();
+    let build = |url: &str, bytes: u64, batching: usize| {
+        Groupcache::builder()
+            .self_url(url)
+            .peers(urls.clone())
+            .open_peer_path()
+            .cache_bytes(bytes)
+            .natural_batching(batching)
+            .source("users", |key: String| async move {
+                Ok::<_, std::io::Error>(format!("value of {key}"))
+            })
+            .build()
+            .expect("valid config")
+    };
+    let nodes = [
+        build(&urls[0], 0, 4),
+        build(&urls[1], 0, 0),
+        build(&urls[2], 64 << 20, 4),
+        build(&urls[3], 64 << 20, 4),
+    ];
+    for (listener, cache) in listeners.into_iter().zip(&nodes) {
+        let app = Router::new().layer(cache.layer());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let ring = nodes[0].ring();
+    let keys: Vec<String> = (0..100_000)
+        .map(|i| format!("spread:{i}"))
+        .filter(|k| {
+            ring.owner(k)
+                .is_some_and(|owner| owner == urls[2] || owner == urls[3])
+        })
+        .take(KEYS)
+        .collect();
+    get_many(&nodes[2].handle(), &keys).await;
+    get_many(&nodes[3].handle(), &keys).await;
+    let [a, p, _, _] = nodes;
+    (a, p, keys)
 }
 
 criterion_group!(benches, bench);
