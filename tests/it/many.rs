@@ -771,3 +771,55 @@ async fn with_a_wait_the_first_get_holds_its_request_for_the_next() {
     together.sort();
     assert_eq!(batches.calls()[1..], [together], "both in one request");
 }
+
+#[tokio::test]
+async fn an_owner_that_answers_garbage_to_a_batch_gets_its_keys_loaded_here() {
+    use tokio::net::TcpListener;
+
+    // The owner says it speaks this crate's extensions, and answers every request with bytes
+    // that are no protobuf message.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [("x-groupcache-extensions", "1")],
+            &b"\xff\xff\xff not a message"[..],
+        )
+    });
+    let _server = crate::support::serve(listener, app).await;
+    let batches = Batches::default();
+    let cache = Groupcache::builder()
+        .self_url("http://127.0.0.1:9")
+        .peers([bad.as_str()])
+        .open_peer_path()
+        .cache_bytes(0)
+        .source("users", batches.clone())
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..1_000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| cache.ring().owner(k) == Some(bad.as_str()))
+        .take(6)
+        .collect();
+    // A single get learns what the owner speaks, fails to decode, and loads here.
+    assert_eq!(
+        cache.handle().get("users", &keys[0]).await.unwrap(),
+        value_of(&keys[0])
+    );
+    let results = cache.handle().get_many("users", &keys[1..]).await.unwrap();
+    let expected: Vec<String> = keys[1..]
+        .iter()
+        .map(|k| String::from_utf8_lossy(&value_of(k)).into_owned())
+        .collect();
+    assert_eq!(values(&results), expected);
+    let stats = cache.stats().sources[0].stats;
+    assert_eq!(stats.peer_errors, 6, "each key's fetch counted as failed");
+    assert_eq!(stats.local_loads, 6, "and loaded here");
+    let mut batch = keys[1..].to_vec();
+    batch.sort();
+    assert_eq!(
+        batches.calls().last(),
+        Some(&batch),
+        "in one call of the source"
+    );
+}
