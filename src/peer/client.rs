@@ -102,7 +102,19 @@ pub(super) struct PeerPath<'a> {
     pub(super) remove: bool,
 }
 
-impl PeerPath<'_> {
+impl<'a> PeerPath<'a> {
+    /// `{base_path}{group}`, or the base path alone: no key, no query.
+    pub(super) fn new(base_path: &'a str, group: Option<&'a str>) -> Self {
+        Self {
+            base_path,
+            group,
+            key: None,
+            key_in_query: false,
+            ttl_ms: None,
+            remove: false,
+        }
+    }
+
     /// The escaped origin-form target. Built again for a retry rather than cloned: a clone
     /// of a `Uri` made from a `String` allocates to share its bytes.
     fn uri(&self) -> Result<Uri, PeerError> {
@@ -163,17 +175,10 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
         let path = PeerPath {
-            base_path,
-            group: Some(group),
             key: Some(key),
-            key_in_query: false,
-            ttl_ms: None,
-            remove: false,
+            ..PeerPath::new(base_path, Some(group))
         };
-        let timeout = self.config.timeout;
-        tokio::time::timeout(timeout, self.get(peer, path, ring_fingerprint))
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
+        self.bounded(self.get(peer, path, ring_fingerprint)).await
     }
 
     /// What `peer` speaks, as its last answer told, without asking it.
@@ -208,16 +213,8 @@ impl PeerClient {
         base_path: &str,
         ring_fingerprint: &HeaderValue,
     ) -> Result<(Speaks, StatusCode), PeerError> {
-        let path = PeerPath {
-            base_path,
-            group: None,
-            key: None,
-            key_in_query: false,
-            ttl_ms: None,
-            remove: false,
-        };
-        let timeout = self.config.timeout;
-        let exchange = async {
+        let path = PeerPath::new(base_path, None);
+        self.bounded(async {
             let (response, lent, info) = self
                 .send(peer, Method::GET, path, &Bytes::new(), ring_fingerprint)
                 .await?;
@@ -233,10 +230,8 @@ impl PeerClient {
             self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
                 .await?;
             Ok((speaks, status))
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
+        })
+        .await
     }
 
     /// `DELETE {peer}{base_path}{group}?key={key}` (drop one key), or `{group}` alone (drop
@@ -252,35 +247,28 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<(), PeerError> {
         let path = PeerPath {
-            base_path,
-            group: Some(group),
             key,
             key_in_query: true,
-            ttl_ms: None,
-            remove: false,
+            ..PeerPath::new(base_path, Some(group))
         };
-        let timeout = self.config.timeout;
-        let exchange = async {
+        self.bounded(async {
             let (response, lent, info) = self
                 .send(peer, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
                 .await?;
             info.learn(&response, StatusCode::OK);
-            if !response.headers().contains_key(&EXTENSIONS_HEADER) {
-                // The peer changed since it last answered (a Go node took its address): it
-                // took the removal for a get. Nothing was removed.
-                return Err(PeerError::Unsupported);
-            }
-            match response.status() {
-                StatusCode::OK => {
-                    // Read to the end (a peer sends nothing here; a few KiB at most are
-                    // read), so that the connection can serve the next request.
-                    self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
-                        .await?;
-                    Ok(())
-                }
-                status => Err(PeerError::Status(status)),
-            }
-        };
+            // Without the extensions header, the peer changed since it last answered (a Go
+            // node took its address): it took the removal for a get, and nothing was removed.
+            self.confirmed(peer, response, lent).await
+        })
+        .await
+    }
+
+    /// `exchange`, bounded by the request timeout as a whole.
+    pub(super) async fn bounded<T>(
+        &self,
+        exchange: impl std::future::Future<Output = Result<T, PeerError>>,
+    ) -> Result<T, PeerError> {
+        let timeout = self.config.timeout;
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| PeerError::Timeout(timeout))?

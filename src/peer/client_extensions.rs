@@ -1,7 +1,6 @@
 //! The peer client's requests with a body, this crate's extensions: batched gets, batched
 //! removals and writes (docs/protocol.md).
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -97,12 +96,10 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<(), PeerError> {
         let path = PeerPath {
-            base_path,
-            group: Some(group),
             key: Some(key),
             key_in_query: true,
             ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-            remove: false,
+            ..PeerPath::new(base_path, Some(group))
         };
         self.bounded(async {
             let (response, lent, info) = self
@@ -132,12 +129,8 @@ impl PeerClient {
     ) -> Result<(Response<Incoming>, Lent), PeerError> {
         let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
         let path = PeerPath {
-            base_path,
-            group: Some(group),
-            key: None,
-            key_in_query: false,
-            ttl_ms: None,
             remove,
+            ..PeerPath::new(base_path, Some(group))
         };
         let (response, lent, info) = self
             .send(peer, Method::POST, path, &body, ring_fingerprint)
@@ -149,7 +142,7 @@ impl PeerClient {
     /// An answer that confirms with an empty `200` and the extensions header; without the
     /// header, a Go node answered (it took the peer's address since it last answered, and
     /// loaded nothing).
-    async fn confirmed(
+    pub(super) async fn confirmed(
         &self,
         peer: &str,
         response: Response<Incoming>,
@@ -164,16 +157,5 @@ impl PeerClient {
             StatusCode::OK => Ok(()),
             status => Err(PeerError::Status(status)),
         }
-    }
-
-    /// `exchange`, bounded by the request timeout as a whole.
-    async fn bounded<T>(
-        &self,
-        exchange: impl Future<Output = Result<T, PeerError>>,
-    ) -> Result<T, PeerError> {
-        let timeout = self.config.timeout;
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
     }
 }
