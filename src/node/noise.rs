@@ -9,7 +9,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::Node;
 use super::throttle::LogThrottle;
-use crate::peer::auth::Refusal;
+use crate::peer::auth::{PeerAuth, Refusal};
 use crate::stats::RefusalStats;
 
 /// A peer request refused before any work.
@@ -115,14 +115,31 @@ impl Node {
         signed: &str,
         credential: Option<&HeaderValue>,
     ) -> Result<(), Refused> {
+        self.admit_with(|auth| auth.verify(method, signed, credential))
+    }
+
+    /// [`admit`](Self::admit) for a request with a body, before the body is read: the drain,
+    /// a closed peer path, and what of the credential needs no body (there is one, well
+    /// formed, within its validity). A request refused here costs no reading; one admitted
+    /// is checked in full by `admit` once its body is read.
+    pub(crate) fn admit_before_body(
+        &self,
+        credential: Option<&HeaderValue>,
+    ) -> Result<(), Refused> {
+        self.admit_with(|auth| auth.precheck(credential))
+    }
+
+    /// The drain, then `check` of the credential (or, without a secret, whether the peer
+    /// path is open). A refusal is counted and logged.
+    fn admit_with(
+        &self,
+        check: impl FnOnce(&PeerAuth) -> Result<(), Refusal>,
+    ) -> Result<(), Refused> {
         let refused = if self.drain.is_draining() {
             Some(Refused::ShuttingDown)
         } else {
             match &self.auth {
-                Some(auth) => auth
-                    .verify(method, signed, credential)
-                    .err()
-                    .map(Refused::Auth),
+                Some(auth) => check(auth).err().map(Refused::Auth),
                 None if !self.open_peer_path => Some(Refused::Closed),
                 None => None,
             }

@@ -185,8 +185,9 @@ where
     }
 }
 
-/// Reads a request's body, at most `limit` bytes, then checks its credential (over the path,
-/// the query and the body). The refusal is the answer to send.
+/// Checks what of a request's credential needs no body, reads the body, at most `limit`
+/// bytes, then checks the credential in full (over the path, the query and the body). The
+/// refusal is the answer to send.
 async fn read_signed<B>(
     node: &Node,
     parts: &http::request::Parts,
@@ -198,6 +199,9 @@ where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
+    // What needs no body first: a stranger's request costs no reading.
+    node.admit_before_body(parts.headers.get(&AUTH_HEADER))
+        .map_err(|refused| text(refused.status(), refused.to_string()))?;
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<LengthLimitError>() => {

@@ -308,3 +308,101 @@ async fn a_batched_get_is_signed_over_its_body() {
         "a refused batch loads nothing"
     );
 }
+
+/// A request with a body whose body never ends: the answer must not wait for it.
+async fn send_endless(method: &str, uri: &str, auth: Option<&str>) -> u16 {
+    use http_body_util::StreamBody;
+    let endless = StreamBody::new(futures_util::stream::pending::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >());
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(auth) = auth {
+        req = req.header("x-groupcache-auth", auth);
+    }
+    let client: hyper_util::client::legacy::Client<_, StreamBody<_>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.request(req.body(endless).unwrap()),
+    )
+    .await
+    .expect("answered without the body")
+    .unwrap();
+    res.status().as_u16()
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_is_refused_before_its_body_is_read() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b.peer_secret(SECRET)).await;
+    let base = format!("{}/_groupcache/users", nodes[0].url);
+    let expired = credential(SECRET, "POST", "/_groupcache/users", now() - 3_600, 1);
+    for (method, uri, auth) in [
+        ("POST", base.clone(), None),
+        ("PUT", format!("{base}?key=k"), None),
+        ("POST", base.clone(), Some("t=1,n=garbage")),
+        ("PUT", format!("{base}?key=k"), Some(expired.as_str())),
+    ] {
+        assert_eq!(
+            send_endless(method, &uri, auth).await,
+            401,
+            "{method} {auth:?}"
+        );
+    }
+    // Without a secret and with the peer path closed: 403, at once too.
+    let closed = Groupcache::builder()
+        .source("users", loads.source("closed"))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let _server = support::serve(listener, support::app(&closed)).await;
+    let status = send_endless("PUT", &format!("{url}/_groupcache/users?key=k"), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(loads.total(), 0);
+}
+
+#[tokio::test]
+async fn a_write_is_signed_over_its_value() {
+    use sha2::Digest as _;
+
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b.peer_secret(SECRET)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let key = key_owned_by(&a.cache, &b.url, "user:");
+    // Through the cache: a's write to b is signed, and taken.
+    a.handle()
+        .set("users", &key, "written", None)
+        .await
+        .unwrap();
+    assert_eq!(b.handle().get("users", &key).await.unwrap(), "written");
+
+    // By hand: a credential over one value, sent with another, is refused and writes nothing.
+    let target = format!("/_groupcache/users?key={key}");
+    let hash: String = sha2::Sha256::digest(b"mine")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let for_mine = credential(SECRET, "PUT", &format!("{target}#sha256={hash}"), now(), 1);
+    let put = |value: &'static str| {
+        let (uri, auth) = (format!("{}{target}", b.url), for_mine.clone());
+        async move {
+            let req = axum::http::Request::builder()
+                .method("PUT")
+                .uri(uri)
+                .header("x-groupcache-auth", auth)
+                .body(http_body_util::Full::new(Bytes::from(value)))
+                .unwrap();
+            let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            client.request(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(put("theirs").await, 401);
+    assert_eq!(b.handle().get("users", &key).await.unwrap(), "written");
+    assert_eq!(put("mine").await, 200);
+    assert_eq!(b.handle().get("users", &key).await.unwrap(), "mine");
+    assert!(loads.of(&key).is_empty(), "no write loads anything");
+}

@@ -310,6 +310,12 @@ impl PeerAuth {
         self.verify_at(unix_now(), method, path, header)
     }
 
+    /// What of a credential can be checked without what it signs: that there is one, its
+    /// form, and its time. A request with a body checks this before reading the body.
+    pub(crate) fn precheck(&self, header: Option<&HeaderValue>) -> Result<(), Refusal> {
+        parse_at(unix_now(), header).map(drop)
+    }
+
     /// Checks a request's credential at `now` (unix seconds).
     fn verify_at(
         &self,
@@ -318,23 +324,7 @@ impl PeerAuth {
         path: &str,
         header: Option<&HeaderValue>,
     ) -> Result<(), Refusal> {
-        let header = header.ok_or(Refusal::Missing)?;
-        let header = header.to_str().map_err(|_| Refusal::Malformed)?;
-        let (mut t, mut nonce, mut signature) = (None, None, None);
-        for part in header.split(',') {
-            match part.trim().split_once('=') {
-                Some(("t", v)) => t = v.parse::<u64>().ok(),
-                Some(("n", v)) => nonce = decode_nonce(v),
-                Some(("s", v)) => signature = decode_hex::<32>(v),
-                _ => return Err(Refusal::Malformed),
-            }
-        }
-        let (Some(t), Some(nonce), Some(signature)) = (t, nonce, signature) else {
-            return Err(Refusal::Malformed);
-        };
-        if now.abs_diff(t) > VALIDITY.as_secs() {
-            return Err(Refusal::Expired);
-        }
+        let (t, nonce, signature) = parse_at(now, header)?;
         let valid = self.keys.iter().any(|key| {
             mac(key, method, path, t, nonce)
                 .verify_slice(&signature)
@@ -345,6 +335,29 @@ impl PeerAuth {
         }
         self.record.first_use(nonce, now)
     }
+}
+
+/// A credential's time, nonce and signature, if it is well formed and within its validity
+/// at `now`.
+fn parse_at(now: u64, header: Option<&HeaderValue>) -> Result<(u64, Nonce, [u8; 32]), Refusal> {
+    let header = header.ok_or(Refusal::Missing)?;
+    let header = header.to_str().map_err(|_| Refusal::Malformed)?;
+    let (mut t, mut nonce, mut signature) = (None, None, None);
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<u64>().ok(),
+            Some(("n", v)) => nonce = decode_nonce(v),
+            Some(("s", v)) => signature = decode_hex::<32>(v),
+            _ => return Err(Refusal::Malformed),
+        }
+    }
+    let (Some(t), Some(nonce), Some(signature)) = (t, nonce, signature) else {
+        return Err(Refusal::Malformed);
+    };
+    if now.abs_diff(t) > VALIDITY.as_secs() {
+        return Err(Refusal::Expired);
+    }
+    Ok((t, nonce, signature))
 }
 
 /// A nonce: exactly 32 hex digits, the sender's id then the sequence number.
