@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::Node;
 use super::cache::Entry;
+use super::get::{LOAD_CHAIN, LoadChain};
 use super::queue::{Gathered, Leading};
 use super::singleflight::Ticket;
 use super::source::CachedSource;
@@ -73,7 +74,16 @@ impl Node {
         let others = leading.take();
         let mut batch: Vec<(Arc<str>, Arc<Ticket>)> = vec![(key.clone(), ticket.clone())];
         batch.extend(others.iter().map(|g| (g.key.clone(), g.ticket.clone())));
-        let mut results = self.load_from_source(source, batch).await;
+        // The load runs for every key of the batch: a source that reads one of them through
+        // the cache waits for itself, which the chain tells (`ErrorKind::RecursiveLoad`).
+        let chain = LoadChain::push_many(
+            LoadChain::current(),
+            source,
+            batch.iter().map(|(key, _)| key.clone()).collect(),
+        );
+        let mut results = LOAD_CHAIN
+            .scope(chain, self.load_from_source(source, batch))
+            .await;
         for other in others {
             let result = results
                 .remove(&other.key)

@@ -317,7 +317,7 @@ impl LoadChain {
 
     fn push(
         parent: Option<Arc<LoadChain>>,
-        source: &Arc<CachedSource>,
+        source: &CachedSource,
         key: Arc<str>,
     ) -> Option<Arc<Self>> {
         Self::push_many(parent, source, Box::new([key]))
@@ -325,20 +325,20 @@ impl LoadChain {
 
     pub(super) fn push_many(
         parent: Option<Arc<LoadChain>>,
-        source: &Arc<CachedSource>,
+        source: &CachedSource,
         keys: Box<[Arc<str>]>,
     ) -> Option<Arc<Self>> {
         Some(Arc::new(Self {
-            source: Arc::as_ptr(source) as usize,
+            source: std::ptr::from_ref(source) as usize,
             keys,
             parent,
         }))
     }
 
-    pub(super) fn contains(&self, source: &Arc<CachedSource>, key: &str) -> bool {
+    pub(super) fn contains(&self, source: &CachedSource, key: &str) -> bool {
         let mut link = Some(self);
         while let Some(chain) = link {
-            if chain.source == Arc::as_ptr(source) as usize
+            if chain.source == std::ptr::from_ref(source) as usize
                 && chain.keys.iter().any(|k| **k == *key)
             {
                 return true;

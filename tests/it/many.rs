@@ -823,3 +823,48 @@ async fn an_owner_that_answers_garbage_to_a_batch_gets_its_keys_loaded_here() {
         "in one call of the source"
     );
 }
+
+#[tokio::test]
+async fn a_gathered_load_that_gets_a_key_of_its_batch_fails_that_get_instead_of_waiting_forever() {
+    let handle: Arc<OnceLock<CacheHandle>> = Arc::default();
+    let inner = handle.clone();
+    let nested: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = nested.clone();
+    let cache = Groupcache::builder()
+        .source_with(
+            "users",
+            batch_fn(move |keys: Vec<String>| {
+                let (inner, seen) = (inner.clone(), seen.clone());
+                async move {
+                    let cache = inner.get().expect("set before the first get").clone();
+                    // Reads, through the cache, the other key of its own batch.
+                    if keys.len() == 2 {
+                        let other = if keys[0] == "a" { "b" } else { "a" };
+                        let got = cache.get("users", other).await;
+                        seen.lock()
+                            .unwrap()
+                            .push(format!("{:?}", got.map_err(|e| e.kind())));
+                    }
+                    Ok::<_, std::io::Error>(
+                        keys.into_iter().map(|k| (k.clone(), k)).collect::<Vec<_>>(),
+                    )
+                }
+            }),
+            // Two misses are a full batch; the wait is never reached.
+            SourceOptions::new().gather_loads(2, Duration::from_secs(600)),
+        )
+        .build()
+        .unwrap();
+    handle.set(cache.handle()).unwrap();
+    let get = |key: &'static str| {
+        let handle = cache.handle();
+        tokio::spawn(async move { handle.get("users", key).await })
+    };
+    let (a, b) = (get("a"), get("b"));
+    let a = tokio::time::timeout(DEADLINE, a)
+        .await
+        .expect("no deadlock");
+    assert_eq!(a.unwrap().unwrap(), "a");
+    assert_eq!(b.await.unwrap().unwrap(), "b");
+    assert_eq!(*nested.lock().unwrap(), ["Err(RecursiveLoad)"]);
+}
