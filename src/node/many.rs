@@ -51,7 +51,11 @@ impl Node {
                 Ok(Lookup::Miss(_, stale)) => {
                     let key: Arc<str> = (*key).into();
                     // A peer's request is served here, never forwarded (as for a get).
-                    match self.remote_owner(&key).filter(|_| origin == Origin::Local) {
+                    let owner = match origin {
+                        Origin::Local => self.remote_owner(&key),
+                        Origin::Peer => None,
+                    };
+                    match owner {
                         Some(owner) => remote.entry(owner).or_default().push((place, key, stale)),
                         None => local.push((place, key, stale)),
                     }
@@ -70,12 +74,22 @@ impl Node {
         for (place, result) in remote.into_iter().flatten().chain(local) {
             results[place] = Some(result);
         }
+        // Each result moves to its key's last place, and is cloned only for a key asked for
+        // more than once.
+        let mut uses = vec![0usize; results.len()];
+        for &place in &slots {
+            uses[place] += 1;
+        }
         Ok(slots
             .into_iter()
             .map(|place| {
-                results[place]
-                    .clone()
-                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, name)))
+                uses[place] -= 1;
+                let result = if uses[place] == 0 {
+                    results[place].take()
+                } else {
+                    results[place].clone()
+                };
+                result.unwrap_or_else(|| Err(Error::new(ErrorKind::Load, name)))
             })
             .collect())
     }
