@@ -120,9 +120,32 @@ impl GetResponse {
 /// node would answer it `400` (its path names no key) and load nothing.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetManyRequest {
-    /// The keys, as they are (not escaped).
-    #[prost(string, repeated, tag = "1")]
-    pub keys: Vec<String>,
+    /// The keys, as they are (not escaped). A `string` on the wire (UTF-8, which the server
+    /// checks); held as bytes, so that decoding a request copies no key.
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    pub keys: Vec<Bytes>,
+}
+
+impl GetManyRequest {
+    /// The encoding of a request for `keys`, made straight from them.
+    pub fn encode_keys<K: AsRef<str>>(keys: &[K]) -> Vec<u8> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        let len: usize = keys
+            .iter()
+            .map(|key| {
+                let n = key.as_ref().len();
+                1 + encoded_len_varint(n as u64) + n
+            })
+            .sum();
+        let mut buf = Vec::with_capacity(len);
+        for key in keys {
+            let key = key.as_ref().as_bytes();
+            encode_key(1, WireType::LengthDelimited, &mut buf);
+            encode_varint(key.len() as u64, &mut buf);
+            buf.extend_from_slice(key);
+        }
+        buf
+    }
 }
 
 /// The reply to a [`GetManyRequest`]: one result per key, in the request's order.
@@ -390,6 +413,18 @@ mod tests {
             keys: vec!["a".into(), "b".into()],
         };
         assert_eq!(hex(&request.encode_to_vec()), "0a 01 61 0a 01 62");
+        assert_eq!(
+            GetManyRequest::encode_keys(&["a", "b"]),
+            request.encode_to_vec()
+        );
+        let long = "k".repeat(300);
+        assert_eq!(
+            GetManyRequest::encode_keys(&[long.as_str(), "", "é"]),
+            GetManyRequest {
+                keys: vec![long.clone().into(), "".into(), "é".into()]
+            }
+            .encode_to_vec()
+        );
         let reply = GetManyResponse {
             results: vec![
                 KeyResult {

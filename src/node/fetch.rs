@@ -2,7 +2,7 @@
 //! the popular ones.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 
@@ -51,7 +51,10 @@ impl Node {
         match fetched {
             Ok(Fetched::Value(response)) => {
                 self.health.success(peer);
-                Some(Ok(self.fetched(source, key, response, local_rate, ticket)))
+                let now = self.clock.now();
+                Some(Ok(
+                    self.fetched(source, key, response, local_rate, ticket, now)
+                ))
             }
             Ok(Fetched::NotFound) => {
                 self.health.success(peer);
@@ -117,11 +120,12 @@ impl Node {
         response: GetResponse,
         local_rate: f64,
         ticket: &Ticket,
+        now: Instant,
     ) -> Entry {
         let counters = &source.counters;
         counters.add(Event::PeerLoad);
         let owner_rate = response.minute_qps.unwrap_or(0.0);
-        let entry = self.entry_from_wire(response);
+        let entry = self.entry_from_wire(response, now);
         let admit = match self.config.hot_keys {
             HotKeys::Never => false,
             HotKeys::OneInTen => source.one_in_ten(),
@@ -130,13 +134,13 @@ impl Node {
         if admit {
             // A hot copy is never older than the maximum staleness.
             let mut hot = entry.clone();
-            let limit = self.clock.now().checked_add(self.config.hot_max_staleness);
+            let limit = now.checked_add(self.config.hot_max_staleness);
             hot.expires = match (hot.expires, limit) {
                 (Some(at), Some(limit)) => Some(at.min(limit)),
                 (at, limit) => at.or(limit),
             };
             hot.keeps_stale = false;
-            if !hot.is_expired(self.clock.now()) {
+            if !hot.is_expired(now) {
                 source.store(Tier::Hot, key, hot, ticket);
                 counters.add(Event::HotPromotion);
             }
@@ -196,6 +200,7 @@ impl Node {
             .iter()
             .map(|(key, _)| self.fetch_rate(source, key))
             .collect();
+        let keys: Vec<&str> = chunk.iter().map(|(key, _)| &**key).collect();
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("groupcache.peer_fetch_many", source = %source.name, %peer, keys = chunk.len());
         let fetched = self
@@ -204,7 +209,7 @@ impl Node {
                 peer,
                 &self.config.base_path,
                 &source.name,
-                chunk.iter().map(|(key, _)| key.to_string()).collect(),
+                &keys,
                 &fingerprint,
             )
             .instrument(span)
@@ -240,6 +245,7 @@ impl Node {
             }
         };
         self.health.success(peer);
+        let now = self.clock.now();
         for (((key, ticket), answer), local_rate) in chunk.into_iter().zip(answers).zip(rates) {
             let result = match answer.error.as_deref() {
                 None => {
@@ -248,7 +254,7 @@ impl Node {
                         minute_qps: answer.minute_qps,
                         expire: answer.expire,
                     };
-                    Ok(self.fetched(source, &key, response, local_rate, &ticket))
+                    Ok(self.fetched(source, &key, response, local_rate, &ticket, now))
                 }
                 Some(NOT_FOUND) => {
                     counters.add(Event::PeerNotFound);
@@ -313,8 +319,7 @@ impl Node {
     /// An entry from a peer's answer; its wall-clock expiry becomes a deadline on the clock.
     /// `expire` absent or 0 means never; a time already past, or a negative one (which no
     /// clock writes), means the value is expired now: it is returned but not kept.
-    fn entry_from_wire(&self, response: GetResponse) -> Entry {
-        let now = self.clock.now();
+    fn entry_from_wire(&self, response: GetResponse, now: Instant) -> Entry {
         let expires = match response.expire {
             None | Some(0) => None,
             Some(nanos) => {

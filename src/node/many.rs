@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use super::Node;
 use super::cache::Entry;
 use super::get::{LOAD_CHAIN, LoadChain, Lookup, Origin};
-use super::singleflight::Ticket;
+use super::singleflight::{Outcome, Ticket};
 use super::source::CachedSource;
 use crate::error::{Error, ErrorKind};
 use crate::peer::client::Speaks;
@@ -44,25 +44,34 @@ impl Node {
 
         let mut results: Vec<Option<Result<Entry, Error>>> = vec![None; distinct.len()];
         let mut local = Vec::new();
-        let mut remote: FxHashMap<Arc<str>, Vec<_>> = FxHashMap::default();
+        // Each owner's keys; the owners are few, and told apart by pointer.
+        let mut remote: Vec<(Arc<str>, Vec<_>)> = Vec::new();
+        let ring = self.ring.load();
         for (place, key) in distinct.iter().enumerate() {
             match self.lookup(name, key, origin) {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
                 Ok(Lookup::Miss(_, stale)) => {
-                    let key: Arc<str> = (*key).into();
                     // A peer's request is served here, never forwarded (as for a get).
                     let owner = match origin {
-                        Origin::Local => self.remote_owner(&key),
+                        Origin::Local => ring
+                            .owner_arc(key)
+                            .filter(|owner| self.self_url.as_deref() != Some(&***owner)),
                         Origin::Peer => None,
                     };
+                    let key: Arc<str> = (*key).into();
                     match owner {
-                        Some(owner) => remote.entry(owner).or_default().push((place, key, stale)),
+                        Some(owner) => match remote.iter_mut().find(|(o, _)| Arc::ptr_eq(o, owner))
+                        {
+                            Some((_, keys)) => keys.push((place, key, stale)),
+                            None => remote.push((owner.clone(), vec![(place, key, stale)])),
+                        },
                         None => local.push((place, key, stale)),
                     }
                 }
                 Err(error) => results[place] = Some(Err(error)),
             }
         }
+        drop(ring);
 
         let remote = futures_util::future::join_all(
             remote
@@ -147,57 +156,65 @@ impl Node {
                 .as_ref()
                 .is_some_and(|chain| chain.contains(source, key))
         });
-        let remote = owner.is_some();
-        let flight_keys = keys.iter().map(|(_, key, _)| (key.clone(), remote));
-        let waiters = source.flights.run_many(&runtime, flight_keys, |new| {
+        let flight_keys = keys
+            .iter()
+            .map(|(_, key, _)| (key.clone(), owner.is_some()));
+        let batch = source.flights.run_batch(&runtime, flight_keys, |new| {
+            let keys: Vec<Arc<str>> = new.iter().map(|((key, _), _)| key.clone()).collect();
             let batch: Vec<(Arc<str>, Arc<Ticket>)> =
                 new.into_iter().map(|((key, _), ticket)| (key, ticket)).collect();
-            let chain = LoadChain::push_many(
-                loading.clone(),
-                source,
-                batch.iter().map(|(key, _)| key.clone()).collect(),
-            );
-            let keys: Vec<Arc<str>> = batch.iter().map(|(key, _)| key.clone()).collect();
+            let chain = LoadChain::push_many(loading.clone(), source, keys.as_slice().into());
             let span = tracing::debug_span!("groupcache.get_many", source = %source.name, keys = keys.len());
             let (node, loaded_from, owner) = (self.clone(), source.clone(), owner.clone());
-            let body = LOAD_CHAIN
+            // Counted from the moment the flights exist, so a shutdown that starts now waits
+            // for them.
+            let drain = self.drain.begin();
+            LOAD_CHAIN
                 .scope(chain, async move {
-                    Arc::new(match owner {
+                    let _counted = drain;
+                    let mut results = match owner {
                         Some(owner) => node.fetch_batch(&owner, &loaded_from, batch).await,
                         None => node.load_batch(&loaded_from, batch).await,
-                    })
+                    };
+                    keys.iter()
+                        .map(|key| {
+                            results
+                                .remove(key)
+                                .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &loaded_from.name)))
+                        })
+                        .collect()
                 })
-                .instrument(span);
-            // A batched request of several keys runs as a task of its own, which its flights
-            // wait for: shared between their futures, it would be polled by each of them on
-            // every one of its wake-ups (a hundred polls per wake-up for a hundred keys, and
-            // an HTTP exchange wakes up several times). A load here, often done in a poll or
-            // two, and a batch of one key, are driven by the flights themselves, with no
-            // hand-off between tasks.
-            let shared = if remote && keys.len() > 1 {
-                let task = runtime.spawn(body);
-                async move { task.await.ok() }.boxed().shared()
-            } else {
-                async move { Some(body.await) }.boxed().shared()
-            };
-            keys.into_iter()
-                .map(|key| {
-                    let shared = shared.clone();
-                    // Counted from the moment the flight exists, so a shutdown that starts
-                    // now waits for it.
-                    let drain = self.drain.begin();
-                    let name = source.name.clone();
-                    async move {
-                        let _counted = drain;
-                        shared
-                            .await
-                            .and_then(|results| results.get(&key).cloned())
-                            .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &name)))
-                    }
-                })
-                .collect()
+                .instrument(span)
         });
-        let outcomes = futures_util::future::join_all(waiters).await;
+        // The keys joined in flight and the batch of the others, driven here together.
+        let joined = futures_util::future::join_all(
+            batch
+                .joined
+                .into_iter()
+                .map(|(place, waiter)| waiter.map(move |outcome| (place, outcome))),
+        );
+        let started = async {
+            match batch.started {
+                Some((places, waiter)) => Some((places, waiter.await)),
+                None => None,
+            }
+        };
+        let (joined, started) = futures_util::future::join(joined, started).await;
+        let mut outcomes: Vec<Option<Outcome<Result<Entry, Error>>>> = vec![None; keys.len()];
+        for (place, outcome) in joined {
+            outcomes[place] = Some(outcome);
+        }
+        if let Some((places, outcome)) = started {
+            for (i, place) in places.into_iter().enumerate() {
+                outcomes[place] = Some(match &outcome {
+                    Outcome::Done(values) => match values.get(i) {
+                        Some(value) => Outcome::Done(value.clone()),
+                        None => Outcome::Panicked,
+                    },
+                    Outcome::Panicked => Outcome::Panicked,
+                });
+            }
+        }
         let recursive = recursive.into_iter().map(|(place, _, _)| {
             (
                 place,
@@ -206,7 +223,10 @@ impl Node {
         });
         keys.into_iter()
             .zip(outcomes)
-            .map(|((place, _, stale), outcome)| (place, self.settle(source, outcome, stale)))
+            .map(|((place, _, stale), outcome)| {
+                let outcome = outcome.unwrap_or(Outcome::Panicked);
+                (place, self.settle(source, outcome, stale))
+            })
             .chain(recursive)
             .collect()
     }

@@ -216,13 +216,7 @@ impl Node {
                         for chunk in keys.chunks(self.config.max_batch_keys) {
                             result = match self
                                 .client
-                                .delete_many(
-                                    peer,
-                                    base_path,
-                                    &source.name,
-                                    chunk.to_vec(),
-                                    fingerprint,
-                                )
+                                .delete_many(peer, base_path, &source.name, chunk, fingerprint)
                                 .await
                             {
                                 Err(PeerError::Status(http::StatusCode::METHOD_NOT_ALLOWED)) => {

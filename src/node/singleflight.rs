@@ -14,6 +14,7 @@
 //! the next call starts a new load instead of joining it, and its [`Ticket`] says that its
 //! result must not be kept.
 
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
@@ -175,9 +176,28 @@ impl<T: Clone> SharedLoad<T> {
 /// A load in flight: the load itself, which every waiter shares, its ticket, and its
 /// waiters.
 struct Flight<T> {
-    load: Arc<SharedLoad<T>>,
+    load: FlightLoad<T>,
     ticket: Arc<Ticket>,
     waiters: Arc<Waiters>,
+}
+
+/// What a key's flight waits for: a load of its own, or its place in a load of many keys.
+enum FlightLoad<T> {
+    One(Arc<SharedLoad<T>>),
+    Batch(Arc<SharedLoad<Arc<Vec<T>>>>, usize),
+}
+
+impl<T: Clone + Send + Sync + 'static> FlightLoad<T> {
+    /// A new waiter of this load, counted among its waiters.
+    fn join(&self, waiters: &Arc<Waiters>) -> Waiter<T> {
+        waiters.count.fetch_add(1, AcqRel);
+        match self {
+            Self::One(load) => Waiter::One(RawWaiter::new(load.clone(), waiters.clone())),
+            Self::Batch(load, place) => {
+                Waiter::Batch(RawWaiter::new(load.clone(), waiters.clone()), *place)
+            }
+        }
+    }
 }
 
 /// The waiters of one load, and where to finish it when none is left.
@@ -224,9 +244,32 @@ impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
     }
 }
 
+/// [`SlotRelease`] for the keys of a batch.
+struct BatchRelease<K: Hash + Eq, T> {
+    flights: Flights<K, T>,
+    keys: Vec<(K, Arc<Ticket>)>,
+}
+
+impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
+    fn drop(&mut self) {
+        let mut released = Vec::new();
+        {
+            let mut flights = lock(&self.flights);
+            for (key, ticket) in self.keys.drain(..) {
+                if let Entry::Occupied(flight) = flights.entry(key)
+                    && Arc::ptr_eq(&flight.get().ticket, &ticket)
+                {
+                    released.push(flight.remove());
+                }
+            }
+        }
+        drop(released);
+    }
+}
+
 /// One caller's wait for a load, which it drives whenever it is polled.
-pub(crate) struct Waiter<T: Clone + Send + Sync + 'static> {
-    load: Arc<SharedLoad<T>>,
+pub(crate) struct RawWaiter<O: Clone + Send + Sync + 'static> {
+    load: Arc<SharedLoad<O>>,
     /// This waiter's slot for its waker in the load's notifier.
     slot: Option<usize>,
     /// Whether it got the outcome.
@@ -234,8 +277,8 @@ pub(crate) struct Waiter<T: Clone + Send + Sync + 'static> {
     waiters: Arc<Waiters>,
 }
 
-impl<T: Clone + Send + Sync + 'static> Waiter<T> {
-    fn new(load: Arc<SharedLoad<T>>, waiters: Arc<Waiters>) -> Self {
+impl<O: Clone + Send + Sync + 'static> RawWaiter<O> {
+    fn new(load: Arc<SharedLoad<O>>, waiters: Arc<Waiters>) -> Self {
         Self {
             load,
             slot: None,
@@ -245,10 +288,10 @@ impl<T: Clone + Send + Sync + 'static> Waiter<T> {
     }
 }
 
-impl<T: Clone + Send + Sync + 'static> Future for Waiter<T> {
-    type Output = Outcome<T>;
+impl<O: Clone + Send + Sync + 'static> Future for RawWaiter<O> {
+    type Output = Outcome<O>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<O>> {
         let this = self.get_mut();
         let outcome = this.load.poll(&mut this.slot, cx);
         this.done = outcome.is_ready();
@@ -256,7 +299,7 @@ impl<T: Clone + Send + Sync + 'static> Future for Waiter<T> {
     }
 }
 
-impl<T: Clone + Send + Sync + 'static> Drop for Waiter<T> {
+impl<O: Clone + Send + Sync + 'static> Drop for RawWaiter<O> {
     fn drop(&mut self) {
         // The last waiter gone before the load ended: finish it in a task of its own. A
         // waiter that joins meanwhile drives it too.
@@ -271,6 +314,39 @@ impl<T: Clone + Send + Sync + 'static> Drop for Waiter<T> {
         }
     }
 }
+
+/// One caller's wait for the load of one key: a load of its own, or its place in a batch.
+pub(crate) enum Waiter<T: Clone + Send + Sync + 'static> {
+    One(RawWaiter<T>),
+    Batch(BatchWaiter<T>, usize),
+}
+
+impl<T: Clone + Send + Sync + 'static> Future for Waiter<T> {
+    type Output = Outcome<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        match self.get_mut() {
+            Self::One(waiter) => Pin::new(waiter).poll(cx),
+            Self::Batch(waiter, place) => Pin::new(waiter).poll(cx).map(|outcome| match outcome {
+                Outcome::Done(values) => match values.get(*place) {
+                    Some(value) => Outcome::Done(value.clone()),
+                    None => Outcome::Panicked,
+                },
+                Outcome::Panicked => Outcome::Panicked,
+            }),
+        }
+    }
+}
+
+/// The flights of [`Singleflight::run_batch`]: the running ones it joined, each with its
+/// key's place, and the one load of the others, with their places.
+pub(crate) struct Batch<T: Clone + Send + Sync + 'static> {
+    pub(crate) joined: Vec<(usize, Waiter<T>)>,
+    pub(crate) started: Option<(Vec<usize>, BatchWaiter<T>)>,
+}
+
+/// The wait for a whole batch: every value of its keys, in their order.
+pub(crate) type BatchWaiter<T> = RawWaiter<Arc<Vec<T>>>;
 
 impl<K, T> Singleflight<K, T>
 where
@@ -291,8 +367,7 @@ where
     {
         let mut flights = lock(&self.flights);
         if let Some(flight) = flights.get(&key) {
-            flight.waiters.count.fetch_add(1, AcqRel);
-            return Waiter::new(flight.load.clone(), flight.waiters.clone());
+            return flight.load.join(&flight.waiters);
         }
         let ticket = Arc::new(Ticket::new());
         let fut = load(ticket.clone());
@@ -300,49 +375,71 @@ where
     }
 
     /// [`run`](Self::run) for many keys under one lock: joins the flights of `keys` that are
-    /// running, and starts one for each of the others, whose bodies `load` makes. `load` is
-    /// called once, under the lock, with the new keys and their tickets in the order of
-    /// `keys`, and returns one future per new key, in the same order. The waiters come back in
-    /// the order of `keys`, which must not repeat a key.
-    pub(crate) fn run_many<F>(
+    /// running, and starts one load for all the others, which `load` makes. `load` is called
+    /// once, under the lock, with the new keys and their tickets in the order of `keys`; its
+    /// future returns one value per new key, in the same order. Each key has a flight of its
+    /// own, which a later caller of that key joins, and which a removal of the key revokes
+    /// alone; the load ends them together. `keys` must not repeat a key.
+    pub(crate) fn run_batch<F>(
         &self,
         runtime: &tokio::runtime::Handle,
         keys: impl IntoIterator<Item = K>,
-        load: impl FnOnce(Vec<(K, Arc<Ticket>)>) -> Vec<F>,
-    ) -> Vec<Waiter<T>>
+        load: impl FnOnce(Vec<(K, Arc<Ticket>)>) -> F,
+    ) -> Batch<T>
     where
-        F: Future<Output = T> + Send + 'static,
+        F: Future<Output = Vec<T>> + Send + 'static,
     {
         let mut flights = lock(&self.flights);
-        let mut waiters = Vec::new();
+        let mut joined = Vec::new();
+        let mut places = Vec::new();
         let mut new = Vec::new();
-        for key in keys {
+        for (place, key) in keys.into_iter().enumerate() {
             match flights.get(&key) {
-                Some(flight) => {
-                    flight.waiters.count.fetch_add(1, AcqRel);
-                    waiters.push(Some(Waiter::new(
-                        flight.load.clone(),
-                        flight.waiters.clone(),
-                    )));
-                }
+                Some(flight) => joined.push((place, flight.load.join(&flight.waiters))),
                 None => {
-                    new.push((waiters.len(), key, Arc::new(Ticket::new())));
-                    waiters.push(None);
+                    places.push(place);
+                    new.push((key, Arc::new(Ticket::new())));
                 }
             }
         }
-        if !new.is_empty() {
-            let bodies = load(
-                new.iter()
-                    .map(|(_, key, ticket)| (key.clone(), ticket.clone()))
-                    .collect(),
-            );
-            debug_assert_eq!(bodies.len(), new.len(), "one body per new key");
-            for ((index, key, ticket), fut) in new.into_iter().zip(bodies) {
-                waiters[index] = Some(self.start(&mut flights, runtime, key, ticket, fut));
-            }
+        if new.is_empty() {
+            return Batch {
+                joined,
+                started: None,
+            };
         }
-        waiters.into_iter().flatten().collect()
+        let fut = load(new.clone());
+        let release = BatchRelease {
+            flights: self.flights.clone(),
+            keys: new.clone(),
+        };
+        let task: LoadTask<Arc<Vec<T>>> = Box::pin(async move {
+            let result = AssertUnwindSafe(fut).catch_unwind().await;
+            drop(release);
+            match result {
+                Ok(values) => Outcome::Done(Arc::new(values)),
+                Err(_) => Outcome::Panicked,
+            }
+        });
+        let load = Arc::new(SharedLoad::new(task));
+        let waiters = Arc::new(Waiters {
+            count: AtomicUsize::new(1),
+            runtime: runtime.clone(),
+        });
+        for (place, (key, ticket)) in new.into_iter().enumerate() {
+            flights.insert(
+                key,
+                Flight {
+                    load: FlightLoad::Batch(load.clone(), place),
+                    ticket,
+                    waiters: waiters.clone(),
+                },
+            );
+        }
+        Batch {
+            joined,
+            started: Some((places, RawWaiter::new(load, waiters))),
+        }
     }
 
     /// Starts the flight of `key` with the body `fut`; the lock is held.
@@ -378,12 +475,12 @@ where
         flights.insert(
             key,
             Flight {
-                load: load.clone(),
+                load: FlightLoad::One(load.clone()),
                 ticket,
                 waiters: waiters.clone(),
             },
         );
-        Waiter::new(load, waiters)
+        Waiter::One(RawWaiter::new(load, waiters))
     }
 
     /// Revokes the loads of `keys` in flight: they leave the map, so the next call for one of
@@ -453,7 +550,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn run_many_joins_the_running_flights_and_starts_one_body_per_new_key() {
+    async fn run_batch_joins_the_running_flights_and_loads_the_others_once() {
         let flights = Flights::default();
         let rt = tokio::runtime::Handle::current();
         let gate = Arc::new(Notify::new());
@@ -463,31 +560,70 @@ mod tests {
             20
         });
         let mut asked = Vec::new();
-        let waiters = flights.run_many(&rt, ["a", "b", "c"], |new| {
+        let batch = flights.run_batch(&rt, ["a", "b", "c"], |new| {
             asked = new.iter().map(|(key, _)| *key).collect();
-            new.iter()
-                .map(|(key, ticket)| {
-                    let (value, ticket) = (if *key == "a" { 10 } else { 30 }, ticket.clone());
-                    async move {
-                        assert!(ticket.is_current());
-                        value
-                    }
-                })
-                .collect()
+            let tickets: Vec<_> = new.iter().map(|(_, ticket)| ticket.clone()).collect();
+            async move {
+                assert!(tickets.iter().all(|ticket| ticket.is_current()));
+                vec![10, 30]
+            }
         });
         assert_eq!(asked, ["a", "c"], "the running flight of b is joined");
         assert_eq!(flights.in_flight(), 3);
+        // A caller of one key of the batch joins its flight.
+        let c = flights.run(&rt, "c", |_| async { 0 });
         gate.notify_one();
-        let mut outcomes = Vec::new();
-        for waiter in waiters {
-            outcomes.push(match waiter.await {
-                Outcome::Done(value) => value,
-                Outcome::Panicked => 0,
-            });
-        }
-        assert_eq!(outcomes, [10, 20, 30], "in the order of the keys");
+        let (places, waiter) = batch.started.expect("a load for a and c");
+        assert_eq!(places, [0, 2]);
+        assert!(matches!(waiter.await, Outcome::Done(values) if *values == [10, 30]));
+        assert!(matches!(c.await, Outcome::Done(30)));
+        let [(place, joined)] = <[_; 1]>::try_from(batch.joined).ok().expect("b joined");
+        assert_eq!(place, 1);
+        assert!(matches!(joined.await, Outcome::Done(20)));
         assert!(matches!(running.await, Outcome::Done(20)));
         assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_caller_leaves_finishes_for_a_key_joined_and_revokes_per_key() {
+        let flights = Flights::default();
+        let rt = tokio::runtime::Handle::current();
+        let gate = Arc::new(Notify::new());
+        let g = gate.clone();
+        let batch = flights.run_batch(&rt, ["a", "b"], move |_| async move {
+            g.notified().await;
+            vec![1, 2]
+        });
+        let b = flights.run(&rt, "b", |_| async { 0 });
+        flights.revoke(["a"]);
+        assert_eq!(flights.in_flight(), 1, "a revoked alone");
+        let again = flights.run(&rt, "a", |_| async { 5 });
+        drop(batch);
+        gate.notify_one();
+        assert!(matches!(b.await, Outcome::Done(2)));
+        assert!(matches!(again.await, Outcome::Done(5)), "a new load of a");
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_is_an_outcome_for_each_key() {
+        let flights = Flights::default();
+        let rt = tokio::runtime::Handle::current();
+        let batch = flights.run_batch(&rt, ["a", "b"], |_| async {
+            if flights_panic() {
+                panic!("the batch failed");
+            }
+            vec![1, 2]
+        });
+        let b = flights.run(&rt, "b", |_| async { 0 });
+        let (_, waiter) = batch.started.expect("a load");
+        assert!(matches!(waiter.await, Outcome::Panicked));
+        assert!(matches!(b.await, Outcome::Panicked));
+        assert_eq!(flights.in_flight(), 0, "nothing poisoned");
+    }
+
+    fn flights_panic() -> bool {
+        true
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ impl PeerClient {
         peer: &str,
         base_path: &str,
         group: &str,
-        keys: Vec<String>,
+        keys: &[impl AsRef<str> + Sync],
         ring_fingerprint: &HeaderValue,
     ) -> Result<Vec<KeyResult>, PeerError> {
         let asked = keys.len();
@@ -69,7 +69,7 @@ impl PeerClient {
         peer: &str,
         base_path: &str,
         group: &str,
-        keys: Vec<String>,
+        keys: &[impl AsRef<str> + Sync],
         ring_fingerprint: &HeaderValue,
     ) -> Result<(), PeerError> {
         self.bounded(async {
@@ -123,11 +123,11 @@ impl PeerClient {
         peer: &str,
         base_path: &str,
         group: &str,
-        keys: Vec<String>,
+        keys: &[impl AsRef<str> + Sync],
         remove: bool,
         ring_fingerprint: &HeaderValue,
     ) -> Result<(Response<Incoming>, Lent), PeerError> {
-        let body = Bytes::from(GetManyRequest { keys }.encode_to_vec());
+        let body = Bytes::from(GetManyRequest::encode_keys(keys));
         let path = PeerPath {
             remove,
             ..PeerPath::new(base_path, Some(group))

@@ -280,27 +280,32 @@ async fn answer_batch(
     bytes: Bytes,
 ) -> Response<ReplyBody> {
     let config = node.config();
-    let Ok(request) = GetManyRequest::decode(bytes) else {
+    // The keys are views of the body: a `string` on the wire, so each must be UTF-8.
+    let request = GetManyRequest::decode(bytes).ok();
+    let keys: Option<Vec<&str>> = request.as_ref().and_then(|request| {
+        request
+            .keys
+            .iter()
+            .map(|key| std::str::from_utf8(key).ok())
+            .collect()
+    });
+    let Some(keys) = keys else {
         return text(
             StatusCode::BAD_REQUEST,
             "the body is not a GetManyRequest".into(),
         );
     };
-    if request.keys.len() > config.max_batch_keys {
+    if keys.len() > config.max_batch_keys {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "{} keys in one batch, over this node's limit of {}",
-                request.keys.len(),
+                keys.len(),
                 config.max_batch_keys
             ),
         );
     }
-    if request
-        .keys
-        .iter()
-        .any(|key| key.len() > config.max_key_bytes)
-    {
+    if keys.iter().any(|key| key.len() > config.max_key_bytes) {
         return text(StatusCode::URI_TOO_LONG, "key too long".into());
     }
     let Ok(source) = node.source(source_name) else {
@@ -314,7 +319,7 @@ async fn answer_batch(
         None => {}
         // `?remove`: drop the keys, as a `DELETE` of each would.
         Some("remove") => {
-            for key in &request.keys {
+            for key in &keys {
                 source.remove(key);
             }
             return empty(StatusCode::OK);
@@ -329,15 +334,8 @@ async fn answer_batch(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(u64::MAX);
     let now = node.clock().now();
-    let rates: Vec<f64> = request
-        .keys
-        .iter()
-        .map(|key| source.served(key, now))
-        .collect();
-    let results = match node
-        .get_many(source_name, &request.keys, Origin::Peer)
-        .await
-    {
+    let rates: Vec<f64> = keys.iter().map(|key| source.served(key, now)).collect();
+    let results = match node.get_many(source_name, &keys, Origin::Peer).await {
         Ok(results) => results,
         Err(error) => return answer(node, Err(error), 0.0, limit),
     };

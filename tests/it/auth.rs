@@ -271,7 +271,7 @@ async fn a_batched_get_is_signed_over_its_body() {
     // By hand: the credential signs the path, then `#sha256=` and the body's hash.
     let body = |key: &str| {
         GetManyRequest {
-            keys: vec![key.to_owned()],
+            keys: vec![key.to_owned().into()],
         }
         .encode_to_vec()
     };

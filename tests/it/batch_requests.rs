@@ -9,7 +9,7 @@ use crate::support::{Loads, cluster, post, value_of};
 
 fn request(keys: &[&str]) -> Vec<u8> {
     GetManyRequest {
-        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        keys: keys.iter().map(|k| k.to_string().into()).collect(),
     }
     .encode_to_vec()
 }
@@ -68,6 +68,13 @@ async fn bad_batched_gets_get_clear_statuses_and_load_nothing() {
         (
             users.clone(),
             valid[..valid.len() - 1].to_vec(),
+            400,
+            "not a GetManyRequest",
+        ),
+        // A key that is not UTF-8 (a `string` on the wire).
+        (
+            users.clone(),
+            b"\x0a\x01a\x0a\x02\xc3\x28".to_vec(),
             400,
             "not a GetManyRequest",
         ),
