@@ -107,6 +107,14 @@ pub fn describe_metrics() {
             "groupcache_server_requests_total",
             "Gets that came from peers over HTTP.",
         ),
+        (
+            "groupcache_stale_served_total",
+            "Gets answered with an expired value (stale serving).",
+        ),
+        (
+            "groupcache_hot_promotions_total",
+            "Values fetched from peers and kept in the hot cache.",
+        ),
         ("groupcache_cache_gets_total", "Lookups of a cache."),
         (
             "groupcache_cache_lookup_hits_total",
