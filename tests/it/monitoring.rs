@@ -123,3 +123,56 @@ async fn every_recorded_metric_is_described_with_its_kind() {
     );
     assert_eq!(described_metrics(), described);
 }
+
+#[tokio::test]
+async fn capacity_fingerprint_and_draining_are_gauges() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b.cache_bytes(1 << 20)).await;
+    let gauges = |cache: &tower_groupcache::Groupcache| {
+        cache.record_metrics();
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Gauge(v) => {
+                    let key = key.key();
+                    let labels: Vec<String> = key
+                        .labels()
+                        .map(|l| format!("{}={}", l.key(), l.value()))
+                        .collect();
+                    Some((format!("{}{labels:?}", key.name()), v.into_inner()))
+                }
+                _ => None,
+            })
+            .collect::<BTreeMap<String, f64>>()
+    };
+    let a = &nodes[0].cache;
+    let g = gauges(a);
+    let main = g[r#"groupcache_cache_capacity_bytes["source=users", "cache=main"]"#];
+    let hot = g[r#"groupcache_cache_capacity_bytes["source=users", "cache=hot"]"#];
+    assert_eq!(main + hot, f64::from(1u32 << 20), "{g:?}");
+    assert!(hot > 0.0 && main > hot, "{g:?}");
+    let stats = a.stats().sources.remove(0);
+    assert_eq!(stats.main_cache.capacity_bytes as f64, main);
+    assert_eq!(stats.hot_cache.capacity_bytes as f64, hot);
+
+    let fingerprint = u32::from_str_radix(&a.stats().cluster.ring_fingerprint, 16).unwrap();
+    assert_eq!(g["groupcache_ring_fingerprint[]"], f64::from(fingerprint));
+    assert_eq!(
+        gauges(&nodes[1].cache)["groupcache_ring_fingerprint[]"],
+        f64::from(fingerprint),
+        "two nodes with one peer list agree"
+    );
+
+    assert_eq!(g["groupcache_draining[]"], 0.0);
+    assert!(!a.stats().cluster.draining);
+    a.shutdown().await;
+    assert!(a.stats().cluster.draining);
+    assert_eq!(gauges(a)["groupcache_draining[]"], 1.0);
+}
