@@ -423,8 +423,8 @@ mod scrape {
         if let Some(missing) = prometheus_missing() {
             assert!(
                 std::env::var("GROUPCACHE_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
-                "GROUPCACHE_REQUIRE_PROMETHEUS=1, but {missing} missing (apt-get install prometheus \
-                 python3-yaml)"
+                "GROUPCACHE_REQUIRE_PROMETHEUS=1, but {missing} missing (apt-get install prometheus; \
+                 pip install pyyaml)"
             );
             node_process::stderr_line(&format!(
                 "monitoring: skipped the Prometheus test: {missing} missing"
