@@ -14,6 +14,8 @@ with the static scrape config of deploy/prometheus/prometheus.yml and its alert 
      (loads @ t1 - loads @ t0) / (t1 - t0), where t0 is a time Prometheus holds every node
      at 0 loads (the last scrape before the traffic) and t1 one after it; /stats gives
      loads / (t1 - t0); they agree to 1e-9 relative (the same division, formatted);
+   - rate(groupcache_loads_total[1m]) per node, which extrapolates, against the same
+     computation done here over the raw samples (whose last value is the /stats total);
 4. every query of deploy/grafana/groupcache.json evaluates, with data unless it asks for a
    metric the nodes do not export;
 5. every alert rule evaluates without error on the real series, and none fires (each waits
@@ -183,6 +185,18 @@ class Prometheus:
             fail(f"GET {url}: {answer}")
         return answer["data"]
 
+    def samples(self, selector, at):
+        """The raw samples of a range selector at time `at`: {labels tuple: [(ms, value)]}."""
+        data = self.api("query", query=selector, time=f"{at:.3f}")
+        if data["resultType"] != "matrix":
+            fail(f"{selector}: a {data['resultType']}, not a matrix")
+        return {
+            tuple(sorted(r["metric"].items())): [
+                (round(float(t) * 1000), float(v)) for t, v in r["values"]
+            ]
+            for r in data["result"]
+        }
+
     def query(self, expr, at):
         """The instant vector of expr at time `at`, as {labels tuple: (timestamp, value)}."""
         data = self.api("query", query=expr, time=f"{at:.3f}")
@@ -192,6 +206,33 @@ class Prometheus:
             tuple(sorted(r["metric"].items())): (float(r["value"][0]), float(r["value"][1]))
             for r in data["result"]
         }
+
+
+def prometheus_rate(samples, range_start_ms, range_end_ms):
+    """What PromQL's rate() computes for a counter from its samples [(ms, value)] in a range:
+    the increase between the first and the last sample (resets added), extrapolated towards
+    the range's ends (not before the counter's zero, and by at most half an average scrape
+    interval where a gap is wider than 1.1 of one), divided by the range. Prometheus 2's
+    extrapolatedRate (promql/functions.go), written out."""
+    if len(samples) < 2:
+        return None
+    result = samples[-1][1] - samples[0][1]
+    for (_, before), (_, after) in zip(samples, samples[1:]):
+        if after < before:
+            result += before
+    sampled = (samples[-1][0] - samples[0][0]) / 1000
+    average = sampled / (len(samples) - 1)
+    to_start = (samples[0][0] - range_start_ms) / 1000
+    to_end = (range_end_ms - samples[-1][0]) / 1000
+    if result > 0 and samples[0][1] >= 0:
+        to_zero = sampled * (samples[0][1] / result)
+        if to_zero < to_start:
+            to_start = to_zero
+    threshold = average * 1.1
+    interval = sampled
+    interval += to_start if to_start < threshold else average / 2
+    interval += to_end if to_end < threshold else average / 2
+    return result * (interval / sampled) / ((range_end_ms - range_start_ms) / 1000)
 
 
 def main():
@@ -358,6 +399,22 @@ def main():
     if promql_rate is None or abs(promql_rate - stats_rate) > 1e-9 * stats_rate:
         fail(f"loads per second: PromQL {promql_rate}, /stats {loads} / {window:.3f} s = {stats_rate}")
     say(f"loads per second of {SOURCE} over {window:.1f} s: {promql_rate:.4f}, as /stats ({loads} loads)")
+
+    # rate(), as the dashboard asks, over a minute ending at t1: it extrapolates from the
+    # scrapes, so it is compared with the same computation over the raw samples, whose last
+    # value is each node's /stats total (checked above) and whose times are the scrapes'.
+    end_ms = round(t1 * 1000)
+    raw = prom.samples("groupcache_loads_total[1m]", end_ms / 1000)
+    got = prom.query("rate(groupcache_loads_total[1m])", end_ms / 1000)
+    for labels, series in raw.items():
+        instance = dict(labels)["instance"]
+        if series[-1][1] != stats[instance]["loads"]:
+            fail(f"the last sample of {instance} is {series[-1][1]}, /stats has {stats[instance]['loads']}")
+        expected = prometheus_rate(series, end_ms - 60_000, end_ms)
+        promql = got.get(tuple(l for l in labels if l[0] != "__name__"), (None, None))[1]
+        if promql is None or expected is None or abs(promql - expected) > 1e-9 * max(expected, 1e-9):
+            fail(f"rate() of {instance}: PromQL {promql}, from the samples {expected}: {series}")
+    say(f"rate(groupcache_loads_total[1m]) of each node is the rate of its scrapes of /stats' totals")
 
     # Every query of the Grafana dashboard, on these series: valid PromQL, with data unless
     # it asks for a metric the nodes do not export (yet).
