@@ -278,23 +278,29 @@ def main():
                 others.append((policy["metadata"]["name"], "everyone"))
                 continue
             for source in sources:
-                only_app = set(source) == {"podSelector"} and all(
-                    pod_labels.get(k) == v
-                    for k, v in source["podSelector"].get("matchLabels", {}).items()
-                ) and source["podSelector"].get("matchLabels")
-                if only_app and set(source["podSelector"]) == {"matchLabels"}:
+                selector = source.get("podSelector", {})
+                labels = selector.get("matchLabels", {})
+                # podSelector alone: pods of the policy's own namespace.
+                same_namespace = set(source) == {"podSelector"} and set(selector) == {"matchLabels"}
+                if same_namespace and labels and all(pod_labels.get(k) == v for k, v in labels.items()):
                     app_only.append(policy["metadata"]["name"])
+                elif same_namespace and labels:
+                    others.append((policy["metadata"]["name"], labels))
                 else:
-                    others.append((policy["metadata"]["name"], source))
+                    others.append((policy["metadata"]["name"], f"everyone matching {source}"))
     if not app_only:
         fail(f"no NetworkPolicy admits the app's pods to the peer port {listen_port}")
     ok(f"NetworkPolicy {', '.join(sorted(set(app_only)))}: the app's pods to port {listen_port}")
     for name, source in others:
-        if source == "everyone":
-            fail(f"NetworkPolicy {name} admits everyone to the peer port {listen_port}")
+        if isinstance(source, str):
+            fail(
+                f"NetworkPolicy {name} admits {source} to the peer port {listen_port}: only "
+                "pods of the namespace selected by their labels may be let in"
+            )
         ok(
-            f"NetworkPolicy {name} also admits {source} to port {listen_port}, for the front "
-            "routes: the peer path there refuses them without the secret"
+            f"NetworkPolicy {name} also admits pods labelled {source} of the namespace to port "
+            f"{listen_port}, for the front routes: the peer path there refuses them without the "
+            "secret"
         )
     print("check-kubernetes: OK")
 
