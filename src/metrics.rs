@@ -27,11 +27,14 @@
 //! | `groupcache_hot_promotions_total` | counter | source | fetched values kept in the hot cache |
 //! | `groupcache_cache_bytes` | gauge | source, cache | bytes held (`key + value`) |
 //! | `groupcache_cache_items` | gauge | source, cache | entries held |
+//! | `groupcache_cache_capacity_bytes` | gauge | source, cache | the most bytes the cache may hold |
 //! | `groupcache_cache_gets_total` | counter | source, cache | lookups |
 //! | `groupcache_cache_lookup_hits_total` | counter | source, cache | lookups that found a live entry |
 //! | `groupcache_cache_evictions_total` | counter | source, cache | entries evicted or refused |
 //! | `groupcache_peers` | gauge | | peers on the ring, this node included |
 //! | `groupcache_skipped_peers` | gauge | | peers skipped now for failing |
+//! | `groupcache_ring_fingerprint` | gauge | | this node's ring fingerprint as a number: equal on nodes that agree on the peers |
+//! | `groupcache_draining` | gauge | | 1 while the node shuts down (refusing peer requests, waiting for its loads), else 0 |
 //! | `groupcache_ring_mismatches_total` | counter | | peer requests from a node with another ring |
 //! | `groupcache_discovery_errors_total` | counter | | failed DNS discoveries |
 //! | `groupcache_peer_requests_refused_total` | counter | reason | peer requests refused before any work (`missing`, `malformed`, `expired`, `bad_signature`, `replayed`, `replay_record_full`, `closed`, `shutting_down`) |
@@ -43,7 +46,11 @@
 //! `local_load_errors` or `peer_load_errors` rising (a back end fails: the second counts the
 //! owner's failures seen by askers); `peer_requests_refused` rising (a node with another
 //! secret, a skewed clock, or someone probing the peer path); a hit ratio
-//! (`cache_hits / gets`) that falls after a deploy.
+//! (`cache_hits / gets`) that falls after a deploy; `ring_fingerprint` differing between the
+//! nodes of one cluster for longer than a discovery interval; `cache_bytes` near
+//! `cache_capacity_bytes` with `cache_evictions` rising (the cache is too small);
+//! `draining` at 1 for longer than the shutdown timeout. deploy/prometheus/ has these as
+//! alert rules.
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
@@ -107,6 +114,14 @@ pub fn describe_metrics() {
             "groupcache_server_requests_total",
             "Gets that came from peers over HTTP.",
         ),
+        (
+            "groupcache_stale_served_total",
+            "Gets answered with an expired value (stale serving).",
+        ),
+        (
+            "groupcache_hot_promotions_total",
+            "Values fetched from peers and kept in the hot cache.",
+        ),
         ("groupcache_cache_gets_total", "Lookups of a cache."),
         (
             "groupcache_cache_lookup_hits_total",
@@ -136,6 +151,21 @@ pub fn describe_metrics() {
         "groupcache_cache_items",
         Unit::Count,
         "Entries held by a cache."
+    );
+    describe_gauge!(
+        "groupcache_cache_capacity_bytes",
+        Unit::Bytes,
+        "The most bytes a cache may hold."
+    );
+    describe_gauge!(
+        "groupcache_ring_fingerprint",
+        Unit::Count,
+        "This node's ring fingerprint as a number; equal on nodes that agree on the peers."
+    );
+    describe_gauge!(
+        "groupcache_draining",
+        Unit::Count,
+        "1 while the node shuts down, else 0."
     );
     describe_gauge!(
         "groupcache_peers",
@@ -189,6 +219,10 @@ pub(crate) fn record(stats: &Stats) {
     let cluster = &stats.cluster;
     gauge!("groupcache_peers").set(cluster.count as f64);
     gauge!("groupcache_skipped_peers").set(cluster.skipped_peers.len() as f64);
+    // Eight hex digits: a u32, which an f64 holds exactly.
+    let fingerprint = u32::from_str_radix(&cluster.ring_fingerprint, 16).unwrap_or_default();
+    gauge!("groupcache_ring_fingerprint").set(f64::from(fingerprint));
+    gauge!("groupcache_draining").set(if cluster.draining { 1.0 } else { 0.0 });
     counter!("groupcache_ring_mismatches_total").absolute(cluster.ring_mismatches);
     counter!("groupcache_discovery_errors_total").absolute(cluster.discovery_errors);
     for (reason, count) in cluster.refused_requests.by_reason() {
@@ -200,6 +234,7 @@ fn record_cache(source: &str, cache: &'static str, stats: &CacheStats) {
     let labels = [("source", source.to_owned()), ("cache", cache.to_owned())];
     gauge!("groupcache_cache_bytes", &labels).set(stats.bytes as f64);
     gauge!("groupcache_cache_items", &labels).set(stats.items as f64);
+    gauge!("groupcache_cache_capacity_bytes", &labels).set(stats.capacity_bytes as f64);
     counter!("groupcache_cache_gets_total", &labels).absolute(stats.gets);
     counter!("groupcache_cache_lookup_hits_total", &labels).absolute(stats.hits);
     counter!("groupcache_cache_evictions_total", &labels).absolute(stats.evictions);

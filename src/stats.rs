@@ -66,6 +66,9 @@ pub struct CacheStats {
     pub hits: u64,
     /// Entries evicted to make room, or refused for being larger than the cache.
     pub evictions: u64,
+    /// The most bytes this cache may hold: its share of the source's cache bytes (0 when it
+    /// is off). `bytes` near it, with `evictions` rising, means the cache is too small.
+    pub capacity_bytes: u64,
 }
 
 /// A snapshot of one data source: its counters and its two caches.
@@ -106,6 +109,9 @@ pub struct ClusterStats {
     pub discovery_errors: u64,
     /// Peer requests refused before any work, by reason.
     pub refused_requests: RefusalStats,
+    /// Whether this node is shutting down ([`Groupcache::shutdown`](crate::Groupcache::shutdown)
+    /// was called): it refuses peer requests and waits for its loads.
+    pub draining: bool,
 }
 
 /// Peer requests a node refused before any work, by reason. Refusals are counted, and logged

@@ -111,6 +111,8 @@ impl Lifecycle<Box<str>, Stored> for CountEvictions {
 pub(crate) struct Store {
     entries: QuickCache<Box<str>, Stored, KeyValueBytes, DefaultHashBuilder, CountEvictions>,
     evictions: Arc<AtomicU64>,
+    /// The most bytes it may hold.
+    capacity: u64,
     /// Expiries are kept as nanoseconds after this instant.
     base: Instant,
     /// How long past its expiry an entry that keeps stale is kept.
@@ -139,6 +141,7 @@ impl Store {
                 lifecycle,
             ),
             evictions,
+            capacity: bytes,
             base,
             stale_window,
         })
@@ -241,6 +244,7 @@ impl Store {
             bytes: self.entries.weight(),
             items: self.entries.len() as u64,
             evictions: self.evictions.load(Relaxed),
+            capacity_bytes: self.capacity,
             ..CacheStats::default()
         }
     }

@@ -252,6 +252,7 @@ impl Node {
                 skipped_peers: self.health.skipped(),
                 discovery_errors: self.discovery_errors.load(Relaxed),
                 refused_requests: self.noise.refusals(),
+                draining: self.is_draining(),
             },
         }
     }

@@ -17,6 +17,7 @@ mod loads;
 mod logs;
 mod many;
 mod membership;
+mod monitoring;
 mod multihost;
 mod node_example;
 mod observability;
