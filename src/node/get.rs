@@ -80,6 +80,17 @@ impl Node {
         origin: Origin,
     ) -> Result<Lookup, Error> {
         let source = self.source(name)?;
+        self.lookup_in(source, key, origin)
+    }
+
+    /// [`lookup`](Self::lookup) in a source already found.
+    pub(super) fn lookup_in(
+        self: &Arc<Self>,
+        source: &Arc<CachedSource>,
+        key: &str,
+        origin: Origin,
+    ) -> Result<Lookup, Error> {
+        let name = &*source.name;
         if key.len() > self.config.max_key_bytes {
             return Err(Error::new(ErrorKind::KeyTooLong, name));
         }

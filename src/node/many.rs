@@ -48,7 +48,7 @@ impl Node {
         let mut remote: Vec<(Arc<str>, Vec<_>)> = Vec::new();
         let ring = self.ring.load();
         for (place, key) in distinct.iter().enumerate() {
-            match self.lookup(name, key, origin) {
+            match self.lookup_in(&source, key, origin) {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
                 Ok(Lookup::Miss(_, stale)) => {
                     // A peer's request is served here, never forwarded (as for a get).
