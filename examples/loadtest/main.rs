@@ -12,7 +12,10 @@
 //!    concurrent gets of one key share one fetch. A node of this crate batches its gets to
 //!    one peer once a few are in flight (natural batching), so this is where batching shows.
 //!    Extra rows: 256 in flight, each on a key of its own, beside the baseline at 256 in flight;
-//!    and all 32 tasks on one key, which share fetches, beside the same baseline.
+//!    and all 32 tasks on one key, which share fetches, beside the same baseline. And
+//!    `get_many` of 100 of those keys (one batched request to B): its sequential latency
+//!    beside one remote hit's, and its keys per second with 8 calls in flight beside the raw
+//!    client's requests per second with 8 in flight.
 //! 3. **A cached get through the layer.** A front route `GET /user` on B, behind
 //!    `.layer(cache.layer())`, whose handler takes a `CacheHandle` and returns a local hit,
 //!    against a bare axum router (no layer) whose handler returns the same captured `Bytes`.
@@ -68,6 +71,10 @@ pub(crate) const USERS: &str = "users";
 pub(crate) const IN_FLIGHT: usize = 32;
 /// Requests in flight in phase 2's wide row, where natural batching has the most to gather.
 const WIDE_IN_FLIGHT: usize = 256;
+/// Keys of each `get_many` in phase 2's batch rows.
+const MANY_KEYS: usize = 100;
+/// `get_many` calls in flight in phase 2's batch throughput row.
+const MANY_IN_FLIGHT: usize = 8;
 
 pub(crate) type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -217,6 +224,11 @@ async fn run(settings: Settings) -> Result<()> {
         keys: setup.keys.clone(),
         expected,
     };
+    let many = Target::GetMany {
+        cache: setup.a.handle(),
+        keys: setup.keys.clone(),
+        expected,
+    };
     let one_key = Target::RemoteHit {
         cache: setup.a.handle(),
         keys: setup.keys[..1].into(),
@@ -313,6 +325,32 @@ async fn run(settings: Settings) -> Result<()> {
         WIDE_IN_FLIGHT,
     )
     .await?;
+
+    progress(&format!(
+        "phase 2/5, extra: get_many of {MANY_KEYS} keys, sequential, beside a remote hit"
+    ));
+    let (many_latency, many_one_latency) = sequential_pair(
+        &many,
+        &remote_hit,
+        settings.sequential_warmup / 10,
+        settings.sequential / 10,
+    )
+    .await?;
+    progress(&format!(
+        "phase 2/5, extra: get_many of {MANY_KEYS} keys, {MANY_IN_FLIGHT} in flight, {:.2?} per \
+         target",
+        settings.duration
+    ));
+    let (many_calls, many_raw_rate) = throughput_pair_with(
+        &many,
+        &raw,
+        settings.warmup,
+        settings.duration,
+        MANY_IN_FLIGHT,
+    )
+    .await?;
+    // Each call is MANY_KEYS gets.
+    let many_rate = many_calls.times(MANY_KEYS as u64);
 
     progress(&format!(
         "phase 2/5, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
@@ -413,6 +451,10 @@ async fn run(settings: Settings) -> Result<()> {
         raw_rate,
         wide_rate,
         wide_raw_rate,
+        many_latency,
+        many_one_latency,
+        many_rate,
+        many_raw_rate,
         one_key_rate,
         one_key_fetches,
         front_rate,
@@ -625,6 +667,13 @@ pub(crate) enum Target {
         keys: Arc<[Arc<str>]>,
         expected: usize,
     },
+    /// `cache.get_many(USERS, ..)` of [`MANY_KEYS`] of the keys, from a place the caller's
+    /// task number chooses.
+    GetMany {
+        cache: CacheHandle,
+        keys: Arc<[Arc<str>]>,
+        expected: usize,
+    },
     /// `GET uri`, the whole body read.
     Http {
         client: HttpClient,
@@ -650,6 +699,26 @@ impl Target {
                 // Checked without formatting anything on success: this is the measured loop.
                 if value.len() != *expected {
                     return Err(format!("get {key}: {} bytes, not {expected}", value.len()).into());
+                }
+                Ok(())
+            }
+            Self::GetMany {
+                cache,
+                keys,
+                expected,
+            } => {
+                let start = (task * MANY_KEYS) % (keys.len() - MANY_KEYS + 1);
+                let asked = &keys[start..start + MANY_KEYS];
+                let values = cache
+                    .get_many(USERS, asked)
+                    .await
+                    .map_err(|error| format!("get_many: {error}"))?;
+                for (key, value) in asked.iter().zip(values) {
+                    let value = value.map_err(|error| format!("get_many, {key}: {error}"))?;
+                    if value.len() != *expected {
+                        let len = value.len();
+                        return Err(format!("get_many, {key}: {len} bytes, not {expected}").into());
+                    }
                 }
                 Ok(())
             }
@@ -831,6 +900,14 @@ impl Rate {
         self.elapsed += elapsed;
     }
 
+    /// The same time, each request counted `n` times.
+    fn times(self, n: u64) -> Self {
+        Self {
+            requests: self.requests * n,
+            elapsed: self.elapsed,
+        }
+    }
+
     fn per_second(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
@@ -851,6 +928,10 @@ struct Report<'a> {
     wide_raw_rate: Rate,
     one_key_rate: Rate,
     one_key_fetches: u64,
+    many_latency: Latency,
+    many_one_latency: Latency,
+    many_rate: Rate,
+    many_raw_rate: Rate,
     front_rate: Rate,
     bare_rate: Rate,
     a_peer_loads: u64,
@@ -922,6 +1003,27 @@ impl Report<'_> {
                 rps(&self.wide_rate),
                 rps(&self.wide_raw_rate),
                 ratio(self.wide_rate.per_second(), self.wide_raw_rate.per_second()),
+            ),
+            row(
+                "   (extra) get_many of 100 keys, sequential",
+                "p50",
+                us(self.many_latency.p50),
+                us(self.many_one_latency.p50),
+                ratio_d(self.many_latency.p50, self.many_one_latency.p50),
+            ),
+            row(
+                "     (baseline: ONE remote hit, sequential)",
+                "p99",
+                us(self.many_latency.p99),
+                us(self.many_one_latency.p99),
+                ratio_d(self.many_latency.p99, self.many_one_latency.p99),
+            ),
+            row(
+                "   (extra) get_many of 100, 8 in flight",
+                "keys/s",
+                rps(&self.many_rate),
+                rps(&self.many_raw_rate),
+                ratio(self.many_rate.per_second(), self.many_raw_rate.per_second()),
             ),
             row(
                 "   (extra) 32 in flight, ONE key",
@@ -1070,6 +1172,11 @@ impl Report<'_> {
             "       Both phase-2 subjects batch: past 4 gets in flight to B, A's further gets"
                 .to_owned(),
             "       go together in one batched request (natural batching).".to_owned(),
+            "extra: A's get_many of 100 keys B owns and has cached (one batched request),"
+                .to_owned(),
+            "       sequentially beside one remote hit, then 8 calls in flight, in keys/s,"
+                .to_owned(),
+            "       beside the raw client at 8 in flight (requests/s).".to_owned(),
             format!(
                 "extra: all 32 tasks get one key: {} gets shared {} fetches to B (singleflight),",
                 self.one_key_rate.requests, self.one_key_fetches
