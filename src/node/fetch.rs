@@ -126,11 +126,13 @@ impl Node {
         counters.add(Event::PeerLoad);
         let owner_rate = response.minute_qps.unwrap_or(0.0);
         let entry = self.entry_from_wire(response, now);
-        let admit = match self.config.hot_keys {
-            HotKeys::Never => false,
-            HotKeys::OneInTen => source.one_in_ten(),
-            HotKeys::AboveQps(threshold) => owner_rate.max(local_rate) >= threshold,
-        };
+        // With no hot cache (`cache_bytes(0)`, or no hot share) there is nothing to keep.
+        let admit = source.caches.hot.is_some()
+            && match self.config.hot_keys {
+                HotKeys::Never => false,
+                HotKeys::OneInTen => source.one_in_ten(),
+                HotKeys::AboveQps(threshold) => owner_rate.max(local_rate) >= threshold,
+            };
         if admit {
             // A hot copy is never older than the maximum staleness.
             let mut hot = entry.clone();

@@ -62,3 +62,40 @@ async fn the_owners_measured_rate_promotes_on_a_node_that_asked_once() {
     a.handle().get("users", &key).await.unwrap();
     assert_eq!(a.cache.stats().source("users").unwrap().hot_cache.items, 1);
 }
+
+#[tokio::test]
+async fn a_node_without_a_hot_cache_counts_no_promotion() {
+    // `cache_bytes(0)` leaves no hot cache: a popular key cannot be kept, so no promotion
+    // is counted, in every policy, for a get or a get_many.
+    for policy in [
+        HotKeys::AboveQps(0.05),
+        HotKeys::OneInTen,
+        HotKeys::AboveQps(0.0),
+    ] {
+        let loads = Loads::default();
+        let clock = ManualClock::new();
+        let c = clock.clone();
+        let nodes = cluster(2, &loads, move |b| {
+            b.clock(c.clone()).hot_keys(policy).cache_bytes(0)
+        })
+        .await;
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let key = key_owned_by(&a.cache, &b.url, "popular:");
+        for _ in 0..20 {
+            assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+            let many = a.handle().get_many("users", &[&key, &key]).await.unwrap();
+            assert!(
+                many.iter()
+                    .all(|v| v.as_ref().ok() == Some(&value_of(&key)))
+            );
+        }
+        let stats = a.cache.stats();
+        let users = stats.source("users").unwrap();
+        assert_eq!(users.stats.peer_loads, 40, "{policy:?}");
+        assert_eq!(users.hot_cache.items, 0, "{policy:?}");
+        assert_eq!(
+            users.stats.hot_promotions, 0,
+            "{policy:?}: nothing was kept"
+        );
+    }
+}
