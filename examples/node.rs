@@ -68,6 +68,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_groupcache::{CacheHandle, DnsDiscovery, Groupcache, GroupcacheBuilder, Loaded};
@@ -359,7 +360,15 @@ async fn main() -> ExitCode {
         Ok(cache) => cache,
         Err(error) => return config_error(&error),
     };
-    let prometheus = match PrometheusBuilder::new().install_recorder() {
+    // Series not written for ten minutes are dropped: those of a peer that left the ring
+    // (record_metrics stops writing them), and the histograms of a peer not asked lately.
+    let prometheus = match PrometheusBuilder::new()
+        .idle_timeout(
+            MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
+            Some(Duration::from_secs(600)),
+        )
+        .install_recorder()
+    {
         Ok(handle) => handle,
         Err(error) => {
             eprintln!("node: cannot install the Prometheus recorder: {error}");

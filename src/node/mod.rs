@@ -169,6 +169,8 @@ impl Node {
             open_peer_path: parts.open_peer_path,
             https: parts.https,
         });
+        let peers: Vec<String> = node.ring.load().peers().map(str::to_owned).collect();
+        node.client.retain_peers(&peers, node.self_url.as_deref());
         node.check_own_peer_path();
         node
     }
@@ -253,6 +255,7 @@ impl Node {
                 discovery_errors: self.discovery_errors.load(Relaxed),
                 refused_requests: self.noise.refusals(),
             },
+            peers: self.client.peer_stats(),
         }
     }
 }

@@ -24,6 +24,7 @@ mod owner_failures;
 mod peer_client;
 mod peer_health;
 mod peer_path;
+mod peer_stats;
 mod removal;
 mod request_flows;
 mod responses;
