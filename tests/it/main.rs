@@ -28,6 +28,7 @@ mod peer_stats;
 mod removal;
 mod request_flows;
 mod responses;
+mod scale;
 mod shutdown;
 mod tls;
 mod typed;
