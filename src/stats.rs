@@ -170,8 +170,10 @@ pub struct PeerStats {
     /// Body bytes received: values, batched answers and error texts. The HTTP heads are not
     /// counted.
     pub bytes_received: u64,
-    /// The median duration of a request, failed ones included, from a histogram of 4
-    /// buckets per doubling: within an eighth of the true value. `None` before any request.
+    /// The median duration of a request, failed ones included, from its start (the wait for
+    /// a free connection slot included) to its answer read in full; from a histogram of 4
+    /// buckets per doubling, so within an eighth of the true value. `None` before any
+    /// request.
     pub latency_p50: Option<Duration>,
     /// The 99th percentile duration of a request, as `latency_p50`.
     pub latency_p99: Option<Duration>,
