@@ -336,11 +336,7 @@ impl PeerClient {
         let result = bounded.await;
         let elapsed = started.elapsed();
         figures.ended(elapsed, result.as_ref().err());
-        metrics::histogram!(
-            "groupcache_peer_request_duration_seconds",
-            "peer" => metrics::SharedString::from(figures.url().clone())
-        )
-        .record(elapsed);
+        figures.record_duration(elapsed);
         result
     }
 

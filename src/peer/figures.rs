@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use metrics::{Key, Label, Level, Metadata, SharedString};
 use rustc_hash::FxHashMap;
 
 use super::error::PeerError;
@@ -60,12 +61,21 @@ pub(crate) struct PeerFigures {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     latency: Latency,
+    /// `groupcache_peer_request_duration_seconds{peer}`, made once: the macros would build
+    /// its label list anew, an allocation, for every request.
+    duration_key: Key,
 }
 
 impl PeerFigures {
     fn new(url: &str) -> Self {
+        let url: Arc<str> = url.into();
+        let duration_key = Key::from_parts(
+            "groupcache_peer_request_duration_seconds",
+            vec![Label::new("peer", SharedString::from(url.clone()))],
+        );
         Self {
-            url: url.into(),
+            url,
+            duration_key,
             requests: Default::default(),
             errors: Default::default(),
             skipped: AtomicU64::new(0),
@@ -75,9 +85,15 @@ impl PeerFigures {
         }
     }
 
-    /// The peer's URL, shared: a metrics label without a copy.
-    pub(crate) fn url(&self) -> &Arc<str> {
-        &self.url
+    /// Records a request's duration in `groupcache_peer_request_duration_seconds`, through
+    /// the recorder installed now.
+    pub(crate) fn record_duration(&self, elapsed: Duration) {
+        static METADATA: Metadata<'static> =
+            Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+        metrics::with_recorder(|recorder| {
+            recorder.register_histogram(&self.duration_key, &METADATA)
+        })
+        .record(elapsed);
     }
 
     pub(crate) fn request(&self, kind: RequestKind) {

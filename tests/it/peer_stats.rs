@@ -246,6 +246,15 @@ async fn errors_are_counted_by_kind_and_skips_apart() {
 
     let (garbage, _garbage_server) = garbage_peer().await;
     let dead = dead_url().await;
+    // Accepts connections and never answers.
+    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = format!("http://{}", hanging.local_addr().unwrap());
+    let _hanging = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
     let loads = Loads::default();
     // A cooldown no test run outlives: once skipped, the dead peer stays skipped.
     let health = PeerHealthConfig::default()
@@ -254,8 +263,9 @@ async fn errors_are_counted_by_kind_and_skips_apart() {
         .max_cooldown(Duration::from_secs(3_600));
     let nodes = cluster(1, &loads, |builder| {
         builder
-            .peers([garbage.clone(), dead.clone()])
+            .peers([garbage.clone(), dead.clone(), slow.clone()])
             .peer_health(health)
+            .peer_timeout(Duration::from_millis(300))
     })
     .await;
     let a = &nodes[0];
@@ -268,6 +278,17 @@ async fn errors_are_counted_by_kind_and_skips_apart() {
     for key in keys_owned_by(&a.cache, &dead, "d:", 5) {
         assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
     }
+    // The hanging peer: one get, timed out.
+    for key in keys_owned_by(&a.cache, &slow, "s:", 1) {
+        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+    }
+    let fs = peer(&a.cache, &slow);
+    assert_eq!(
+        (fs.requests.gets, fs.errors.timeout, fs.errors.total()),
+        (1, 1, 1)
+    );
+    // The estimate is within an eighth of the 300 ms waited at least.
+    assert!(fs.latency_p50 >= Some(Duration::from_millis(300) * 7 / 8));
     let fg = peer(&a.cache, &garbage);
     assert_eq!(fg.requests.gets, 2);
     assert_eq!((fg.errors.decode, fg.errors.total()), (2, 2));
@@ -291,6 +312,7 @@ async fn errors_are_counted_by_kind_and_skips_apart() {
     assert_eq!(errors(&garbage, "decode"), Some(2));
     assert_eq!(errors(&dead, "connect"), Some(3));
     assert_eq!(errors(&dead, "decode"), None);
+    assert_eq!(errors(&slow, "timeout"), Some(1));
     assert_eq!(
         counter(&s, "groupcache_peer_skipped_total", &[("peer", &dead)]),
         Some(2)
