@@ -388,7 +388,7 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<(Response<Incoming>, Lent, Arc<PeerInfo>), PeerError> {
         let peer = to.url;
-        if let Some(figures) = &to.figures {
+        if let (Some(figures), false) = (&to.figures, body.is_empty()) {
             figures.sent(body.len());
         }
         let first_seq = || self.auth.as_ref().map_or(0, |auth| auth.sequence_block());
