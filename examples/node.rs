@@ -69,6 +69,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_groupcache::{CacheHandle, DnsDiscovery, Groupcache, GroupcacheBuilder, Loaded};
@@ -366,8 +367,14 @@ async fn main() -> ExitCode {
         Err(error) => return config_error(&error),
     };
     // Histograms as Prometheus histograms (`_bucket` series, which histogram_quantile can
-    // add up over nodes) rather than the exporter's default summaries.
+    // add up over nodes) rather than the exporter's default summaries. Series not written for
+    // ten minutes are dropped: those of a peer that left the ring (record_metrics stops
+    // writing them), and the histograms of a peer not asked lately.
     let prometheus = match PrometheusBuilder::new()
+        .idle_timeout(
+            MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
+            Some(Duration::from_secs(600)),
+        )
         .set_buckets(HISTOGRAM_BUCKETS)
         .and_then(PrometheusBuilder::install_recorder)
     {

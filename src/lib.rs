@@ -92,7 +92,10 @@ pub use peer::health::PeerHealthConfig;
 pub use peer::tls::PeerTls;
 pub use ring::{MAX_REPLICAS, MAX_RING_POINTS, Ring};
 pub use source::{BatchFn, Loaded, LoadedMany, Source, batch_fn};
-pub use stats::{CacheStats, ClusterStats, RefusalStats, SourceSnapshot, SourceStats, Stats};
+pub use stats::{
+    CacheStats, ClusterStats, PeerErrorCounts, PeerRequestCounts, PeerStats, RefusalStats,
+    SourceSnapshot, SourceStats, Stats,
+};
 
 /// The README's code, compiled as doc tests.
 #[cfg(doctest)]

@@ -40,6 +40,24 @@
 //! | `groupcache_peer_requests_refused_total` | counter | reason | peer requests refused before any work (`missing`, `malformed`, `expired`, `bad_signature`, `replayed`, `replay_record_full`, `closed`, `shutting_down`) |
 //! | `groupcache_load_duration_seconds` | histogram | source | data-source calls (a batch is one), failed ones included |
 //! | `groupcache_peer_fetch_duration_seconds` | histogram | source | peer fetches, failed ones included |
+//! | `groupcache_peer_requests_total` | counter | peer | requests sent to the peer: gets, batched gets, removals, writes, probes |
+//! | `groupcache_peer_request_errors_total` | counter | peer, kind | requests to the peer that failed, by kind (`connect`, `request`, `timeout`, `status`, `not_served`, `too_large`, `unsupported`, `body`, `decode`; see [`PeerErrorCounts`](crate::PeerErrorCounts)) |
+//! | `groupcache_peer_skipped_total` | counter | peer | fetches not tried because the peer was failing |
+//! | `groupcache_peer_bytes_total` | counter | peer, direction | body bytes `sent` to and `received` from the peer |
+//! | `groupcache_peer_request_duration_seconds` | histogram | peer | requests to the peer, failed ones included |
+//!
+//! # Per-peer series
+//!
+//! The `peer` label is the peer's base URL, for each peer on the ring but this node: a node of
+//! a cluster of N has N - 1 of each per-peer series (and one per error kind seen). A peer that
+//! leaves the ring is forgotten at once by [`stats`](crate::Groupcache::stats), and
+//! `record_metrics` stops writing its series. The `metrics` facade cannot delete a series,
+//! so the recorder keeps showing its last values until it drops series that are no longer
+//! updated: with metrics-exporter-prometheus, set `PrometheusBuilder::idle_timeout` (for
+//! example `MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM` and a few minutes, longer
+//! than the interval of `record_metrics`), as examples/node.rs does. Without it, the series
+//! of departed peers stay until the process restarts, bounded by the peers that ever were
+//! on the ring. Error kinds are written once a peer's count of that kind is above zero.
 //!
 //! What to alert on: `peer_errors` or `peer_skips` rising (a node is down or unreachable);
 //! `ring_mismatches` rising (nodes disagree on the peer list, so keys load twice);
@@ -54,7 +72,7 @@
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
-use crate::stats::{CacheStats, Stats};
+use crate::stats::{CacheStats, PeerStats, Stats};
 
 /// Describes every metric of the [module docs](self) to the installed recorder (units and
 /// help texts). [`record_metrics`](crate::Groupcache::record_metrics) calls it on its first
@@ -139,6 +157,18 @@ pub fn describe_metrics() {
             "groupcache_discovery_errors_total",
             "DNS discoveries that failed or found no address.",
         ),
+        (
+            "groupcache_peer_requests_total",
+            "Requests sent to one peer.",
+        ),
+        (
+            "groupcache_peer_request_errors_total",
+            "Requests to one peer that failed, by kind.",
+        ),
+        (
+            "groupcache_peer_skipped_total",
+            "Fetches not tried because the peer was failing.",
+        ),
     ] {
         describe_counter!(name, Unit::Count, help);
     }
@@ -187,6 +217,16 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Duration of fetches from peers."
     );
+    describe_histogram!(
+        "groupcache_peer_request_duration_seconds",
+        Unit::Seconds,
+        "Duration of requests to one peer."
+    );
+    describe_counter!(
+        "groupcache_peer_bytes_total",
+        Unit::Bytes,
+        "Body bytes sent to and received from one peer."
+    );
 }
 
 /// Copies `stats` into the facade.
@@ -227,6 +267,26 @@ pub(crate) fn record(stats: &Stats) {
     counter!("groupcache_discovery_errors_total").absolute(cluster.discovery_errors);
     for (reason, count) in cluster.refused_requests.by_reason() {
         counter!("groupcache_peer_requests_refused_total", "reason" => reason).absolute(count);
+    }
+    for peer in &stats.peers {
+        record_peer(peer);
+    }
+}
+
+fn record_peer(peer: &PeerStats) {
+    let url = peer.url.clone();
+    counter!("groupcache_peer_requests_total", "peer" => url.clone())
+        .absolute(peer.total_requests());
+    counter!("groupcache_peer_skipped_total", "peer" => url.clone()).absolute(peer.skipped);
+    for (direction, bytes) in [("sent", peer.bytes_sent), ("received", peer.bytes_received)] {
+        counter!("groupcache_peer_bytes_total", "peer" => url.clone(), "direction" => direction)
+            .absolute(bytes);
+    }
+    for (kind, count) in peer.errors.by_kind() {
+        if count > 0 {
+            counter!("groupcache_peer_request_errors_total", "peer" => url.clone(), "kind" => kind)
+                .absolute(count);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Counters, as golang/groupcache's `Stats` and `CacheStats`, and a snapshot of them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use thread_local::ThreadLocal;
 
@@ -154,7 +155,118 @@ impl RefusalStats {
     }
 }
 
-/// A snapshot of a whole cache: every data source, sorted by name, and the cluster.
+/// What this node sent one peer of its ring, and how the peer answered, since the peer joined
+/// the ring (a peer that leaves it is forgotten, and starts from zero if it comes back).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer's base URL, as on the peer list.
+    pub url: String,
+    /// Requests sent, by kind.
+    pub requests: PeerRequestCounts,
+    /// Requests that failed, by why.
+    pub errors: PeerErrorCounts,
+    /// Keys whose fetch from this peer was not tried because the peer was being skipped for
+    /// failing (see [`PeerHealthConfig`](crate::PeerHealthConfig)); each was loaded here.
+    pub skipped: u64,
+    /// Body bytes sent: the keys of batched gets and removals, the values of writes. The
+    /// HTTP heads (a get is a head alone) are not counted.
+    pub bytes_sent: u64,
+    /// Body bytes received: values, batched answers and error texts. The HTTP heads are not
+    /// counted.
+    pub bytes_received: u64,
+    /// The median duration of a request, failed ones included, from its start (the wait for
+    /// a free connection slot included) to its answer read in full; from a histogram of 4
+    /// buckets per doubling, so within an eighth of the true value. `None` before any
+    /// request.
+    pub latency_p50: Option<Duration>,
+    /// The 99th percentile duration of a request, as `latency_p50`.
+    pub latency_p99: Option<Duration>,
+}
+
+impl PeerStats {
+    /// Every request sent, of any kind.
+    pub fn total_requests(&self) -> u64 {
+        self.requests.total()
+    }
+}
+
+/// Requests sent to one peer, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PeerRequestCounts {
+    /// Gets of one key.
+    pub gets: u64,
+    /// Batched gets (each of up to `max_batch_keys` keys).
+    pub batched_gets: u64,
+    /// Removals: a `DELETE` of a key or a whole source, or a batched removal.
+    pub removals: u64,
+    /// Writes of one key.
+    pub writes: u64,
+    /// Questions of what the peer speaks (`GET` of the bare peer path), asked once before
+    /// the first removal or write, and again if the peer changed.
+    pub probes: u64,
+}
+
+impl PeerRequestCounts {
+    /// Every request, of any kind.
+    pub fn total(&self) -> u64 {
+        self.gets + self.batched_gets + self.removals + self.writes + self.probes
+    }
+}
+
+/// Failed requests to one peer, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PeerErrorCounts {
+    /// No connection: refused, unreachable, or not within the connect timeout.
+    pub connect: u64,
+    /// The connection failed during the exchange (reset, closed before the answer).
+    pub request: u64,
+    /// No complete answer within the request timeout.
+    pub timeout: u64,
+    /// An HTTP status that is not an answer about the key (`401`, `403`, `5xx`, ...).
+    pub status: u64,
+    /// A `404` from the peer's router rather than its cache layer.
+    pub not_served: u64,
+    /// A value over `max_value_bytes`.
+    pub too_large: u64,
+    /// A removal or write to a peer without this crate's extensions (a Go node).
+    pub unsupported: u64,
+    /// The answer's body could not be read.
+    pub body: u64,
+    /// The answer's body was not what the protocol says (garbage, or a batched answer with
+    /// another number of results than keys asked).
+    pub decode: u64,
+}
+
+impl PeerErrorCounts {
+    /// Every failed request.
+    pub fn total(&self) -> u64 {
+        self.by_kind().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Every count, with its kind as the metrics label.
+    pub fn by_kind(&self) -> [(&'static str, u64); 9] {
+        [
+            ("connect", self.connect),
+            ("request", self.request),
+            ("timeout", self.timeout),
+            ("status", self.status),
+            ("not_served", self.not_served),
+            ("too_large", self.too_large),
+            ("unsupported", self.unsupported),
+            ("body", self.body),
+            ("decode", self.decode),
+        ]
+    }
+}
+
+/// A snapshot of a whole cache: every data source, sorted by name, the cluster, and the
+/// figures of each peer this node sends requests to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -163,12 +275,20 @@ pub struct Stats {
     pub sources: Vec<SourceSnapshot>,
     /// The cluster as this node sees it.
     pub cluster: ClusterStats,
+    /// One entry per peer on the ring but this node, sorted by URL: as many as the cluster
+    /// has other nodes. A peer that leaves the ring leaves this list.
+    pub peers: Vec<PeerStats>,
 }
 
 impl Stats {
     /// The snapshot of the data source named `name`.
     pub fn source(&self, name: &str) -> Option<&SourceSnapshot> {
         self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// The figures of the peer whose URL is `url`, if it is on the ring.
+    pub fn peer(&self, url: &str) -> Option<&PeerStats> {
+        self.peers.iter().find(|p| p.url == url)
     }
 }
 

@@ -169,6 +169,7 @@ impl Node {
             for _ in &to_fetch {
                 counters.add(Event::PeerSkip);
             }
+            self.client.skipped(peer, to_fetch.len());
             local = to_fetch;
         } else {
             // Frees the probe slot however the fetch ends, even if it is dropped.

@@ -41,6 +41,7 @@ impl Node {
             let verdict = self.health.verdict(&peer);
             if verdict == Verdict::Skip {
                 counters.add(Event::PeerSkip);
+                self.client.skipped(&peer, 1);
             } else {
                 // Frees the probe slot however the fetch ends, even if it is dropped.
                 let _probe = (verdict == Verdict::Probe).then(|| ProbeSlot(&self.health, &peer));

@@ -19,7 +19,7 @@ impl Node {
         let peers = validate_peers(self.self_url.as_deref(), peers, self.https)?;
         self.check_peer_auth(&peers)?;
         let ring = Ring::try_new(self.config.replicas, &peers)?;
-        self.client.retain_peers(&peers);
+        self.client.retain_peers(&peers, self.self_url.as_deref());
         self.health.retain_peers(&peers);
         for source in self.sources.iter() {
             source.peer_queues.retain(&peers);

@@ -169,6 +169,8 @@ impl Node {
             open_peer_path: parts.open_peer_path,
             https: parts.https,
         });
+        let peers: Vec<String> = node.ring.load().peers().map(str::to_owned).collect();
+        node.client.retain_peers(&peers, node.self_url.as_deref());
         node.check_own_peer_path();
         node
     }
@@ -254,6 +256,7 @@ impl Node {
                 refused_requests: self.noise.refusals(),
                 draining: self.is_draining(),
             },
+            peers: self.client.peer_stats(),
         }
     }
 }

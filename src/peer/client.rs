@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::auth::{AUTH_HEADER, PeerAuth};
 pub(crate) use super::error::PeerError;
+use super::figures::{PeerFigures, PeerTable, RequestKind};
 pub(crate) use super::pool::Speaks;
 use super::pool::{Lent, PeerInfo, Pool};
 use crate::error::ErrorKind;
@@ -23,6 +24,7 @@ use crate::protocol::{
     ERROR_HEADER, EXTENSIONS_HEADER, GetResponse, MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER,
     TOO_LARGE, batch_signed_target, error_kind, push_escaped,
 };
+use crate::stats::PeerStats;
 
 /// What a peer answered.
 #[derive(Debug)]
@@ -77,6 +79,24 @@ pub(crate) struct PeerClient {
     pub(super) config: ClientConfig,
     max_value_header: HeaderValue,
     auth: Option<Arc<PeerAuth>>,
+    /// The figures of the peers on the ring.
+    figures: PeerTable,
+}
+
+/// The peer of one request: its URL, and its figures if it is on the ring (looked up once
+/// per request).
+pub(super) struct To<'a> {
+    pub(super) url: &'a str,
+    figures: Option<Arc<PeerFigures>>,
+}
+
+impl To<'_> {
+    /// Counts the body bytes of an answer.
+    pub(super) fn received(&self, bytes: usize) {
+        if let Some(figures) = &self.figures {
+            figures.received(bytes);
+        }
+    }
 }
 
 impl fmt::Debug for PeerClient {
@@ -157,12 +177,38 @@ impl PeerClient {
             max_value_header: config.max_value_header(),
             config,
             auth,
+            figures: PeerTable::default(),
         }
     }
 
-    /// Forgets the connections to peers that are not in `peers` any more.
-    pub(crate) fn retain_peers(&self, peers: &[String]) {
+    /// Forgets the connections to peers that are not in `peers` any more, and the figures of
+    /// those that are not in `peers` or are `self_url`; a new peer's figures start at zero.
+    pub(crate) fn retain_peers(&self, peers: &[String], self_url: Option<&str>) {
         self.pool.retain_peers(peers);
+        self.figures.retain_peers(
+            peers
+                .iter()
+                .map(String::as_str)
+                .filter(|peer| Some(*peer) != self_url),
+        );
+    }
+
+    /// Counts `keys` fetches from `peer` skipped because it was failing.
+    pub(crate) fn skipped(&self, peer: &str, keys: usize) {
+        self.figures.skipped(peer, keys);
+    }
+
+    /// The figures of every peer on the ring but this node, sorted by URL.
+    pub(crate) fn peer_stats(&self) -> Vec<PeerStats> {
+        self.figures.snapshot()
+    }
+
+    /// The peer `url`, for one request.
+    pub(super) fn to<'a>(&self, url: &'a str) -> To<'a> {
+        To {
+            url,
+            figures: self.figures.of(url),
+        }
     }
 
     /// `GET {peer}{base_path}{group}/{key}`, bounded by the request timeout as a whole.
@@ -178,7 +224,9 @@ impl PeerClient {
             key: Some(key),
             ..PeerPath::new(base_path, Some(group))
         };
-        self.bounded(self.get(peer, path, ring_fingerprint)).await
+        let to = self.to(peer);
+        self.bounded(&to, RequestKind::Get, self.get(&to, path, ring_fingerprint))
+            .await
     }
 
     /// What `peer` speaks, as its last answer told, without asking it.
@@ -214,9 +262,10 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<(Speaks, StatusCode), PeerError> {
         let path = PeerPath::new(base_path, None);
-        self.bounded(async {
+        let to = self.to(peer);
+        self.bounded(&to, RequestKind::Probe, async {
             let (response, lent, info) = self
-                .send(peer, Method::GET, path, &Bytes::new(), ring_fingerprint)
+                .send(&to, Method::GET, path, &Bytes::new(), ring_fingerprint)
                 .await?;
             info.learn(&response, StatusCode::BAD_REQUEST);
             let status = response.status();
@@ -227,7 +276,7 @@ impl PeerClient {
             } else {
                 Speaks::Unknown
             };
-            self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+            self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
                 .await?;
             Ok((speaks, status))
         })
@@ -251,27 +300,44 @@ impl PeerClient {
             key_in_query: true,
             ..PeerPath::new(base_path, Some(group))
         };
-        self.bounded(async {
+        let to = self.to(peer);
+        self.bounded(&to, RequestKind::Removal, async {
             let (response, lent, info) = self
-                .send(peer, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
+                .send(&to, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
                 .await?;
             info.learn(&response, StatusCode::OK);
             // Without the extensions header, the peer changed since it last answered (a Go
             // node took its address): it took the removal for a get, and nothing was removed.
-            self.confirmed(peer, response, lent).await
+            self.confirmed(&to, response, lent).await
         })
         .await
     }
 
-    /// `exchange`, bounded by the request timeout as a whole.
+    /// `exchange`, a request of `kind` to `to`, bounded by the request timeout as a whole;
+    /// counted in the peer's figures, and its duration in
+    /// `groupcache_peer_request_duration_seconds`, when the peer is on the ring.
     pub(super) async fn bounded<T>(
         &self,
+        to: &To<'_>,
+        kind: RequestKind,
         exchange: impl std::future::Future<Output = Result<T, PeerError>>,
     ) -> Result<T, PeerError> {
         let timeout = self.config.timeout;
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerError::Timeout(timeout))?
+        let bounded = async {
+            tokio::time::timeout(timeout, exchange)
+                .await
+                .map_err(|_| PeerError::Timeout(timeout))?
+        };
+        let Some(figures) = &to.figures else {
+            return bounded.await;
+        };
+        figures.request(kind);
+        let started = std::time::Instant::now();
+        let result = bounded.await;
+        let elapsed = started.elapsed();
+        figures.ended(elapsed, result.as_ref().err());
+        figures.record_duration(elapsed);
+        result
     }
 
     /// A request to a peer, signed when a peer secret is set.
@@ -315,12 +381,16 @@ impl PeerClient {
     /// connection once; peer requests are idempotent, and the retry is signed afresh.
     pub(super) async fn send(
         &self,
-        peer: &str,
+        to: &To<'_>,
         method: Method,
         path: PeerPath<'_>,
         body: &Bytes,
         ring_fingerprint: &HeaderValue,
     ) -> Result<(Response<Incoming>, Lent, Arc<PeerInfo>), PeerError> {
+        let peer = to.url;
+        if let (Some(figures), false) = (&to.figures, body.is_empty()) {
+            figures.sent(body.len());
+        }
         let first_seq = || self.auth.as_ref().map_or(0, |auth| auth.sequence_block());
         let (mut lent, info) = self.pool.checkout(peer, first_seq).await?;
         let request = self.request(method.clone(), path.uri()?, &info, ring_fingerprint, body);
@@ -350,12 +420,12 @@ impl PeerClient {
 
     async fn get(
         &self,
-        peer: &str,
+        to: &To<'_>,
         path: PeerPath<'_>,
         ring_fingerprint: &HeaderValue,
     ) -> Result<Fetched, PeerError> {
         let (response, lent, info) = self
-            .send(peer, Method::GET, path, &Bytes::new(), ring_fingerprint)
+            .send(to, Method::GET, path, &Bytes::new(), ring_fingerprint)
             .await?;
         info.learn(&response, StatusCode::OK);
         let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
@@ -363,13 +433,13 @@ impl PeerClient {
             StatusCode::OK => {}
             NOT_FOUND_STATUS => {
                 // No body: the connection is ready for the next request.
-                self.pool.release(peer, lent);
+                self.pool.release(to.url, lent);
                 return Ok(Fetched::NotFound);
             }
             status if extended => {
                 let token = response.headers().get(&ERROR_HEADER).cloned();
                 let body = self
-                    .read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .read_to_end(to, response, lent, ERROR_BODY_LIMIT)
                     .await?;
                 return match token {
                     Some(token) if token == TOO_LARGE => Err(PeerError::TooLarge),
@@ -384,7 +454,7 @@ impl PeerClient {
                 // Go's `HTTPPool` says `no such group`; anything else came from a router that
                 // does not pass the peer path to the peer's cache layer.
                 let body = self
-                    .read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                    .read_to_end(to, response, lent, ERROR_BODY_LIMIT)
                     .await?;
                 return Err(if body.starts_with(b"no such group") {
                     PeerError::Status(StatusCode::NOT_FOUND)
@@ -395,7 +465,7 @@ impl PeerClient {
             status => return Err(PeerError::Status(status)),
         }
         let body = self
-            .read_value(peer, response, lent, self.config.max_value_bytes)
+            .read_value(to, response, lent, self.config.max_value_bytes)
             .await?;
         GetResponse::decode(body)
             .map(Fetched::Value)
@@ -406,7 +476,7 @@ impl PeerClient {
     /// gives the connection back.
     pub(super) async fn read_value(
         &self,
-        peer: &str,
+        to: &To<'_>,
         response: Response<Incoming>,
         lent: Lent,
         limit: usize,
@@ -422,19 +492,20 @@ impl PeerClient {
                 }
             })?
             .to_bytes();
-        self.pool.release(peer, lent);
+        to.received(body.len());
+        self.pool.release(to.url, lent);
         Ok(body)
     }
 
     /// Reads an answer's body, at most `limit` bytes, and gives the connection back.
     pub(super) async fn read_to_end(
         &self,
-        peer: &str,
+        to: &To<'_>,
         response: Response<Incoming>,
         lent: Lent,
         limit: usize,
     ) -> Result<Bytes, PeerError> {
-        self.read_value(peer, response, lent, limit)
+        self.read_value(to, response, lent, limit)
             .await
             .map_err(|error| match error {
                 // Not a value: an answer longer than any this node reads is a faulty peer's.

@@ -8,8 +8,9 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use prost::Message as _;
 
-use super::client::{DELETE_BODY_LIMIT, ERROR_BODY_LIMIT, PeerClient, PeerPath};
+use super::client::{DELETE_BODY_LIMIT, ERROR_BODY_LIMIT, PeerClient, PeerPath, To};
 use super::error::PeerError;
+use super::figures::RequestKind;
 use super::pool::Lent;
 use crate::protocol::{EXTENSIONS_HEADER, GetManyRequest, GetManyResponse, KeyResult};
 
@@ -27,19 +28,20 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<Vec<KeyResult>, PeerError> {
         let asked = keys.len();
-        self.bounded(async {
+        let to = self.to(peer);
+        self.bounded(&to, RequestKind::BatchedGet, async {
             let (response, lent) = self
-                .post_keys(peer, base_path, group, keys, false, ring_fingerprint)
+                .post_keys(&to, base_path, group, keys, false, ring_fingerprint)
                 .await?;
             if !response.headers().contains_key(&EXTENSIONS_HEADER) {
                 // A Go node took the peer's address since it last answered; it loaded nothing.
-                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
                     .await?;
                 return Err(PeerError::Unsupported);
             }
             let status = response.status();
             if status != StatusCode::OK {
-                self.read_to_end(peer, response, lent, ERROR_BODY_LIMIT)
+                self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
                     .await?;
                 return Err(PeerError::Status(status));
             }
@@ -49,7 +51,7 @@ impl PeerClient {
                 .config
                 .max_value_bytes
                 .saturating_add(asked.saturating_mul(64));
-            let body = self.read_value(peer, response, lent, limit).await?;
+            let body = self.read_value(&to, response, lent, limit).await?;
             let reply = GetManyResponse::decode(body).map_err(PeerError::Decode)?;
             if reply.results.len() != asked {
                 return Err(PeerError::BatchMismatch {
@@ -72,11 +74,12 @@ impl PeerClient {
         keys: &[impl AsRef<str> + Sync],
         ring_fingerprint: &HeaderValue,
     ) -> Result<(), PeerError> {
-        self.bounded(async {
+        let to = self.to(peer);
+        self.bounded(&to, RequestKind::Removal, async {
             let (response, lent) = self
-                .post_keys(peer, base_path, group, keys, true, ring_fingerprint)
+                .post_keys(&to, base_path, group, keys, true, ring_fingerprint)
                 .await?;
-            self.confirmed(peer, response, lent).await
+            self.confirmed(&to, response, lent).await
         })
         .await
     }
@@ -101,12 +104,13 @@ impl PeerClient {
             ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             ..PeerPath::new(base_path, Some(group))
         };
-        self.bounded(async {
+        let to = self.to(peer);
+        self.bounded(&to, RequestKind::Write, async {
             let (response, lent, info) = self
-                .send(peer, Method::PUT, path, &value, ring_fingerprint)
+                .send(&to, Method::PUT, path, &value, ring_fingerprint)
                 .await?;
             info.learn(&response, StatusCode::OK);
-            match self.confirmed(peer, response, lent).await {
+            match self.confirmed(&to, response, lent).await {
                 Err(PeerError::Status(StatusCode::METHOD_NOT_ALLOWED)) => {
                     Err(PeerError::Unsupported)
                 }
@@ -120,7 +124,7 @@ impl PeerClient {
     /// answer says of the peer is learnt.
     async fn post_keys(
         &self,
-        peer: &str,
+        to: &To<'_>,
         base_path: &str,
         group: &str,
         keys: &[impl AsRef<str> + Sync],
@@ -133,7 +137,7 @@ impl PeerClient {
             ..PeerPath::new(base_path, Some(group))
         };
         let (response, lent, info) = self
-            .send(peer, Method::POST, path, &body, ring_fingerprint)
+            .send(to, Method::POST, path, &body, ring_fingerprint)
             .await?;
         info.learn(&response, StatusCode::OK);
         Ok((response, lent))
@@ -144,13 +148,13 @@ impl PeerClient {
     /// loaded nothing).
     pub(super) async fn confirmed(
         &self,
-        peer: &str,
+        to: &To<'_>,
         response: Response<Incoming>,
         lent: Lent,
     ) -> Result<(), PeerError> {
         let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
         let status = response.status();
-        self.read_to_end(peer, response, lent, DELETE_BODY_LIMIT)
+        self.read_to_end(to, response, lent, DELETE_BODY_LIMIT)
             .await?;
         match status {
             _ if !extended => Err(PeerError::Unsupported),

@@ -6,6 +6,7 @@ pub mod auth;
 pub(crate) mod client;
 mod client_extensions;
 mod error;
+pub(crate) mod figures;
 pub(crate) mod health;
 mod pool;
 

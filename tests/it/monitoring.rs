@@ -9,7 +9,6 @@
 //! ran, it appends a line to `target/prometheus-ran`, which `.ci/run` checks.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
@@ -184,17 +183,6 @@ async fn capacity_fingerprint_and_draining_are_gauges() {
     assert_eq!(gauges(a)["groupcache_draining[]"], 1.0);
 }
 
-/// Per-peer metrics another change adds to the crate (`groupcache_peer_*` by `peer`). The
-/// dashboard shows them already; until `describe_metrics` describes them, the check accepts
-/// these names. Remove each from this list once `describe_metrics` describes it.
-const PENDING_PEER_METRICS: &[(&str, Kind)] = &[
-    ("groupcache_peer_requests_total", Kind::Counter),
-    ("groupcache_peer_request_errors_total", Kind::Counter),
-    ("groupcache_peer_skipped_total", Kind::Counter),
-    ("groupcache_peer_bytes_total", Kind::Counter),
-    ("groupcache_peer_request_duration_seconds", Kind::Histogram),
-];
-
 /// The words of `text` that name a metric of the crate (`groupcache_...`).
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -213,20 +201,11 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Checks that every metric name in `names` is one the crate exports (or a pending one):
+/// Checks that every metric name in `names` is one the crate exports:
 /// a described metric, or a histogram's `_bucket`, `_sum` or `_count` series. Returns the
 /// names found wrong, with why.
 fn unknown_metrics(names: &BTreeSet<String>) -> Vec<String> {
-    let mut known = described_metrics();
-    for (name, kind) in PENDING_PEER_METRICS {
-        if known.contains_key(*name) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "monitoring: {name} is described now: drop it from PENDING_PEER_METRICS"
-            );
-        }
-        known.entry((*name).to_owned()).or_insert(*kind);
-    }
+    let known = described_metrics();
     names
         .iter()
         .filter_map(|name| {

@@ -209,6 +209,41 @@ pub(crate) fn app(cache: &Groupcache) -> Router {
 /// Serves `app` on `listener`. Aborting the returned task closes the listener and every open
 /// connection at once, as a killed process would.
 pub(crate) async fn serve(listener: TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+    serve_counted(listener, app, Arc::default()).await
+}
+
+/// The connections a server accepted: in all, open now, and the most open at once.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    pub(crate) accepted: AtomicUsize,
+    pub(crate) open: AtomicUsize,
+    pub(crate) peak: AtomicUsize,
+}
+
+/// One open connection of [`Connections`]; closed when its task ends or is aborted.
+struct OpenConnection(Arc<Connections>);
+
+impl OpenConnection {
+    fn new(counts: Arc<Connections>) -> Self {
+        counts.accepted.fetch_add(1, Ordering::SeqCst);
+        let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.peak.fetch_max(open, Ordering::SeqCst);
+        Self(counts)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// [`serve`], counting the connections in `counts`.
+pub(crate) async fn serve_counted(
+    listener: TcpListener,
+    app: Router,
+    counts: Arc<Connections>,
+) -> tokio::task::JoinHandle<()> {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
     tokio::spawn(async move {
@@ -219,7 +254,9 @@ pub(crate) async fn serve(listener: TcpListener, app: Router) -> tokio::task::Jo
                 continue;
             };
             let service = TowerToHyperService::new(app.clone());
+            let open = OpenConnection::new(counts.clone());
             connections.spawn(async move {
+                let _open = open;
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -235,6 +272,17 @@ pub(crate) async fn start_node(
     peers: &[String],
     loads: &Loads,
     configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
+) -> Node {
+    start_counted_node(listener, peers, loads, configure, Arc::default()).await
+}
+
+/// [`start_node`], its server counting its connections in `connections`.
+pub(crate) async fn start_counted_node(
+    listener: TcpListener,
+    peers: &[String],
+    loads: &Loads,
+    configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
+    connections: Arc<Connections>,
 ) -> Node {
     let addr = listener.local_addr().expect("bound");
     let url = format!("http://{addr}");
@@ -261,7 +309,7 @@ pub(crate) async fn start_node(
             }
         },
     ));
-    let server = serve(listener, app).await;
+    let server = serve_counted(listener, app, connections).await;
     Node {
         url,
         addr,
