@@ -350,11 +350,7 @@ impl Node {
 
 /// A peer fetch's duration, in `groupcache_peer_fetch_duration_seconds`.
 fn record_fetch(source: &CachedSource, started: std::time::Instant) {
-    metrics::histogram!(
-        "groupcache_peer_fetch_duration_seconds",
-        "source" => metrics::SharedString::from(source.name.clone())
-    )
-    .record(started.elapsed());
+    source.durations.record_fetch(started.elapsed());
 }
 
 pub(super) struct ProbeSlot<'a>(pub(super) &'a PeerHealth, pub(super) &'a str);

@@ -74,8 +74,7 @@ impl Node {
             key,
         );
         let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
-        metrics::histogram!("groupcache_load_duration_seconds", "source" => metrics::SharedString::from(source.name.clone()))
-            .record(started.elapsed());
+        source.durations.record_load(started.elapsed());
         let now = self.clock.now();
         match result {
             Ok(result) => self.settle_load(source, key, result, ticket, now),
@@ -140,8 +139,7 @@ impl Node {
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("groupcache.load_many", source = %source.name, keys = to_load.len());
         let result = AssertUnwindSafe(load).catch_unwind().instrument(span).await;
-        metrics::histogram!("groupcache_load_duration_seconds", "source" => metrics::SharedString::from(source.name.clone()))
-            .record(started.elapsed());
+        source.durations.record_load(started.elapsed());
         let now = self.clock.now();
         match result {
             Ok(Ok(mut many)) => {

@@ -206,7 +206,46 @@ pub(crate) struct CachedSource {
     pub(crate) peer_queues: PeerQueues,
     /// Misses waiting to be loaded together (`SourceOptions::gather_loads`).
     pub(crate) gathering: Gathering,
+    /// The keys of this source's duration histograms, made once: the macros would build
+    /// their label lists anew, an allocation, for every load and fetch.
+    pub(crate) durations: Durations,
     hot_dice: AtomicU64,
+}
+
+/// The keys of a source's duration histograms (`groupcache_load_duration_seconds` and
+/// `groupcache_peer_fetch_duration_seconds`, by `source`).
+pub(crate) struct Durations {
+    load: metrics::Key,
+    fetch: metrics::Key,
+}
+
+impl Durations {
+    fn new(source: &Arc<str>) -> Self {
+        let key = |name: &'static str| {
+            let label = metrics::Label::new("source", metrics::SharedString::from(source.clone()));
+            metrics::Key::from_parts(name, vec![label])
+        };
+        Self {
+            load: key("groupcache_load_duration_seconds"),
+            fetch: key("groupcache_peer_fetch_duration_seconds"),
+        }
+    }
+
+    /// Records a data-source call's duration, through the recorder installed now.
+    pub(crate) fn record_load(&self, elapsed: std::time::Duration) {
+        record(&self.load, elapsed);
+    }
+
+    /// Records a peer fetch's duration, through the recorder installed now.
+    pub(crate) fn record_fetch(&self, elapsed: std::time::Duration) {
+        record(&self.fetch, elapsed);
+    }
+}
+
+fn record(key: &metrics::Key, elapsed: std::time::Duration) {
+    static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA)).record(elapsed);
 }
 
 impl CachedSource {
@@ -219,8 +258,10 @@ impl CachedSource {
         seed: u64,
         now: Instant,
     ) -> Self {
+        let name: Arc<str> = name.into();
         Self {
-            name: name.into(),
+            durations: Durations::new(&name),
+            name,
             source,
             caches: Caches::new(cache_bytes, hot_fraction, now, options.stale_window()),
             options,
