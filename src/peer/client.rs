@@ -21,8 +21,9 @@ use super::pool::{Lent, PeerInfo, Pool};
 use crate::error::ErrorKind;
 use crate::protocol::{
     ERROR_HEADER, EXTENSIONS_HEADER, GetResponse, MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER,
-    TOO_LARGE, batch_signed_target, error_kind, push_escaped,
+    RING_KIND_HEADER, TOO_LARGE, batch_signed_target, error_kind, push_escaped,
 };
+use crate::ring::RingKind;
 
 /// What a peer answered.
 #[derive(Debug)]
@@ -47,6 +48,9 @@ pub(crate) struct ClientConfig {
     pub(crate) max_value_bytes: usize,
     /// The most connections open to one peer, in use and idle.
     pub(crate) max_connections_per_peer: usize,
+    /// The ring this node places keys on, told to peers ([`RING_KIND_HEADER`]) unless it is
+    /// golang's.
+    pub(crate) ring_kind: RingKind,
 }
 
 impl ClientConfig {
@@ -76,6 +80,9 @@ pub(crate) struct PeerClient {
     pub(super) pool: Pool,
     pub(super) config: ClientConfig,
     max_value_header: HeaderValue,
+    /// [`RING_KIND_HEADER`]'s value, on a ring other than golang's: requests from a golang
+    /// ring stay as they always were.
+    ring_kind_header: Option<HeaderValue>,
     auth: Option<Arc<PeerAuth>>,
 }
 
@@ -155,6 +162,8 @@ impl PeerClient {
                 tls,
             ),
             max_value_header: config.max_value_header(),
+            ring_kind_header: (config.ring_kind != RingKind::Golang)
+                .then(|| HeaderValue::from_static(config.ring_kind.name())),
             config,
             auth,
         }
@@ -302,6 +311,9 @@ impl PeerClient {
             );
         }
         headers.insert(RING_HEADER.clone(), ring_fingerprint.clone());
+        if let Some(kind) = &self.ring_kind_header {
+            headers.insert(RING_KIND_HEADER.clone(), kind.clone());
+        }
         if method == Method::GET || method == Method::POST {
             headers.insert(MAX_VALUE_HEADER.clone(), self.max_value_header.clone());
         }

@@ -27,6 +27,7 @@ mod peer_path;
 mod removal;
 mod request_flows;
 mod responses;
+mod ring_kind;
 mod shutdown;
 mod tls;
 mod typed;
