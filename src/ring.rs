@@ -47,10 +47,11 @@ pub const MAX_REPLICAS: usize = 10_000;
 /// peers at 50 replicas), peers × [`BALANCED_POINTS`] on the balanced one (2,232 peers).
 ///
 /// It was 100,000 until the balanced ring came, whose 1,000 peers need 448,000 points. A ring
-/// of a million points takes 12 to 16 MB and, in a release build on the project's 2-core
-/// machine, about 0.1 s to build for golang's ring (a formatted label and a crc32 per point,
-/// then a sort) and 40 ms for the balanced one: a peer list that large is already a mistake,
-/// and a larger one is refused rather than left to take memory and time.
+/// of a million points takes 8 MB (golang's ring) to 14 MB (the balanced one) and, in a
+/// release build on the project's 2-core machine, 90 to 110 ms to build for golang's ring (a
+/// formatted label and a crc32 per point, then a sort) and 50 to 75 ms for the balanced one.
+/// A larger peer list is refused rather than left to take memory and time: past a few
+/// thousand nodes, split the cluster (docs/scaling.md).
 /// [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build) and
 /// [`Groupcache::set_peers`](crate::Groupcache::set_peers) refuse larger rings with
 /// [`ConfigError::RingTooLarge`] (golang's ring) or [`ConfigError::TooManyPeers`] (the
@@ -923,7 +924,7 @@ mod tests {
         let busiest = shares.iter().copied().fold(0.0, f64::max) * 50.0;
         assert!(busiest <= 1.10, "busiest {busiest}");
         // Sampled keys agree with the computed shares.
-        let mut counts = vec![0u32; 50];
+        let mut counts = [0u32; 50];
         let index: rustc_hash::FxHashMap<&str, usize> = peers
             .iter()
             .enumerate()
