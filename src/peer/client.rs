@@ -213,6 +213,28 @@ impl PeerClient {
         }
     }
 
+    /// Learns what `peer` speaks from `response` ([`PeerInfo::learn`]). A plain node (a Go
+    /// node) newly seen while this node is on a ring other than golang's is logged: Go nodes
+    /// know only golang's ring, so the two place keys differently and keys load twice.
+    pub(super) fn learn(
+        &self,
+        info: &PeerInfo,
+        peer: &str,
+        response: &Response<Incoming>,
+        plain_status: StatusCode,
+    ) {
+        if info.learn(response, plain_status) && self.config.ring_kind != RingKind::Golang {
+            tracing::warn!(
+                %peer,
+                ring = self.config.ring_kind.name(),
+                "a peer answers as a golang/groupcache node (without x-groupcache-extensions), \
+                 but this node places keys on the {} ring, which Go nodes do not know: keys \
+                 load on several nodes. A cluster with Go nodes must use golang's ring",
+                self.config.ring_kind.name(),
+            );
+        }
+    }
+
     /// Asks `peer` for `GET {base_path}`, which a node of this crate answers with
     /// [`EXTENSIONS_HEADER`] and a Go node with `400`, neither loading anything. Returns what
     /// the answer tells, and its status.
@@ -227,7 +249,7 @@ impl PeerClient {
             let (response, lent, info) = self
                 .send(peer, Method::GET, path, &Bytes::new(), ring_fingerprint)
                 .await?;
-            info.learn(&response, StatusCode::BAD_REQUEST);
+            self.learn(&info, peer, &response, StatusCode::BAD_REQUEST);
             let status = response.status();
             let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
                 Speaks::Extensions
@@ -264,7 +286,7 @@ impl PeerClient {
             let (response, lent, info) = self
                 .send(peer, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
                 .await?;
-            info.learn(&response, StatusCode::OK);
+            self.learn(&info, peer, &response, StatusCode::OK);
             // Without the extensions header, the peer changed since it last answered (a Go
             // node took its address): it took the removal for a get, and nothing was removed.
             self.confirmed(peer, response, lent).await
@@ -369,7 +391,7 @@ impl PeerClient {
         let (response, lent, info) = self
             .send(peer, Method::GET, path, &Bytes::new(), ring_fingerprint)
             .await?;
-        info.learn(&response, StatusCode::OK);
+        self.learn(&info, peer, &response, StatusCode::OK);
         let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
         match response.status() {
             StatusCode::OK => {}

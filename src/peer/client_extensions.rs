@@ -105,7 +105,7 @@ impl PeerClient {
             let (response, lent, info) = self
                 .send(peer, Method::PUT, path, &value, ring_fingerprint)
                 .await?;
-            info.learn(&response, StatusCode::OK);
+            self.learn(&info, peer, &response, StatusCode::OK);
             match self.confirmed(peer, response, lent).await {
                 Err(PeerError::Status(StatusCode::METHOD_NOT_ALLOWED)) => {
                     Err(PeerError::Unsupported)
@@ -135,7 +135,7 @@ impl PeerClient {
         let (response, lent, info) = self
             .send(peer, Method::POST, path, &body, ring_fingerprint)
             .await?;
-        info.learn(&response, StatusCode::OK);
+        self.learn(&info, peer, &response, StatusCode::OK);
         Ok((response, lent))
     }
 

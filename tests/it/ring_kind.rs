@@ -226,3 +226,47 @@ fn the_ring_simulator_runs_at_small_sizes() {
         }
     }
 }
+
+/// A peer that answers as a Go node does: a get's value, without this crate's extensions
+/// header.
+async fn plain_peer() -> String {
+    use prost::Message as _;
+    let app = axum::Router::new().fallback(|| async {
+        let reply = tower_groupcache::protocol::GetResponse {
+            value: Some(b"from the plain peer".to_vec().into()),
+            minute_qps: None,
+            expire: None,
+        };
+        reply.encode_to_vec()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    crate::support::serve(listener, app).await;
+    url
+}
+
+#[tokio::test]
+async fn a_node_on_the_balanced_ring_warns_of_a_go_peer() {
+    let (_guard, logs) = capture_logs();
+    let go = plain_peer().await;
+    let loads = Loads::default();
+    let warning = "answers as a golang/groupcache node";
+    for (kind, warned) in [(RingKind::Golang, 0), (RingKind::Balanced, 1)] {
+        let nodes = cluster(1, &loads, |b| b.peers([go.clone()]).ring(kind)).await;
+        let node = &nodes[0];
+        let ring = node.cache.ring();
+        let keys: Vec<String> = (0..200)
+            .map(|i| format!("{kind}:{i}"))
+            .filter(|k| ring.owner(k) == Some(&*go))
+            .take(3)
+            .collect();
+        assert_eq!(keys.len(), 3);
+        for key in &keys {
+            assert_eq!(
+                &node.handle().get("users", key).await.unwrap()[..],
+                b"from the plain peer"
+            );
+        }
+        assert_eq!(count_lines(&logs, warning), warned, "{kind}");
+    }
+}
