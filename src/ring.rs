@@ -973,6 +973,9 @@ mod tests {
         assert_eq!(counts, [3351, 3281, 3368]);
         assert_eq!(owners, PINNED_OWNERS);
         assert_eq!(ring.fingerprint(), PINNED_FINGERPRINT);
+        // golang's fingerprint is the one earlier versions computed: crc32 of
+        // "50\n" and the sorted URLs joined by "\n".
+        assert_eq!(Ring::new(50, PEERS).fingerprint(), 0xadfd_dbe4);
         assert_ne!(ring.fingerprint(), Ring::new(50, PEERS).fingerprint());
         assert_ne!(
             ring.fingerprint(),
