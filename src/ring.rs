@@ -172,12 +172,15 @@ enum Placement {
 /// starts among them.
 #[derive(Clone)]
 struct Balanced {
-    /// Sorted ring points; a collision leaves both, the first (whose peer sorts first) wins.
+    /// Sorted ring points, then `u64::MAX`, which ends every scan; a collision leaves both
+    /// points, the first (whose peer sorts first) wins.
     points: Vec<u64>,
+    /// The number of ring points: `points` without its last entry.
+    len: usize,
     /// `owners[i]` is the index in `peers` of the peer that owns `points[i]`.
     owners: Vec<u32>,
     /// `starts[b]` is the index of the first point at or above `b << shift`; one more entry
-    /// than buckets, the last being `points.len()`.
+    /// than buckets, the last being `len`.
     starts: Vec<u32>,
     shift: u32,
 }
@@ -427,7 +430,7 @@ impl Ring {
     pub fn points(&self) -> usize {
         match &self.placement {
             Placement::Golang { points, .. } => points.len(),
-            Placement::Balanced(balanced) => balanced.points.len(),
+            Placement::Balanced(balanced) => balanced.len,
         }
     }
 
@@ -526,8 +529,9 @@ impl Balanced {
         }
         drop(hashed);
         let mut starts = vec![0u32; buckets + 1];
-        let mut points = vec![0u64; total];
-        let mut owners = vec![0u32; total];
+        let mut points = vec![0u64; total + 1];
+        let mut owners = vec![0u32; total + 1];
+        points[total] = u64::MAX;
         let sub_buckets = 1usize << (bits - coarse_bits);
         let mut sub_starts = vec![0u32; sub_buckets + 1];
         let mut sub_ends = vec![0u32; sub_buckets];
@@ -566,6 +570,7 @@ impl Balanced {
         starts[buckets] = total as u32;
         Self {
             points,
+            len: total,
             owners,
             starts,
             shift,
@@ -575,17 +580,22 @@ impl Balanced {
     /// The index of the first point at or after `hash`, wrapping to the first point.
     #[inline]
     fn successor(&self, hash: u64) -> usize {
-        let bucket = (hash >> self.shift) as usize;
-        let (start, end) = (
-            self.starts[bucket] as usize,
-            self.starts[bucket + 1] as usize,
-        );
-        let i = start + self.points[start..end].partition_point(|&p| p < hash);
-        if i == self.points.len() { 0 } else { i }
+        let points = &self.points;
+        // The first point of `hash`'s bucket, or of the next bucket with a point: at or
+        // before the successor. A bucket holds a point or two: two steps without a branch
+        // (a mispredicted one costs more than the whole look-up), then a loop that seldom
+        // runs. The `u64::MAX` at the end stops every scan.
+        let mut i = self.starts[(hash >> self.shift) as usize] as usize;
+        i += usize::from(points[i] < hash);
+        i += usize::from(points[i] < hash);
+        while points[i] < hash {
+            i += 1;
+        }
+        if i == self.len { 0 } else { i }
     }
 
     fn owner(&self, key: &[u8]) -> Option<usize> {
-        if self.points.is_empty() {
+        if self.len == 0 {
             return None;
         }
         // Every probe is hashed before any is looked up, so that their memory reads overlap.
@@ -614,7 +624,7 @@ impl Balanced {
     /// (`A − m·t`, `m` arcs still longer), and the integral of one arc over that stretch is
     /// `(S(t₀)^k − S(t₁)^k) / m`.
     fn ownership(&self, shares: &mut [f64]) {
-        let len = self.points.len();
+        let len = self.len;
         if len == 0 {
             return;
         }
@@ -966,10 +976,8 @@ mod tests {
         }
         assert_eq!(xxh3_64(b"user:12345"), 0xee6d_dce9_0ffe_e5b3);
         assert_eq!(balanced.points[0], 0x0012_a189_6c3b_7860);
-        assert_eq!(
-            balanced.points[balanced.points.len() - 1],
-            0xffff_89a9_020e_4e1e
-        );
+        assert_eq!(balanced.points[balanced.len - 1], 0xffff_89a9_020e_4e1e);
+        assert_eq!(balanced.points[balanced.len], u64::MAX);
         assert_eq!(counts, [3351, 3281, 3368]);
         assert_eq!(owners, PINNED_OWNERS);
         assert_eq!(ring.fingerprint(), PINNED_FINGERPRINT);
