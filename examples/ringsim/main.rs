@@ -27,8 +27,8 @@ fn main() {
          the last of N nodes leaves, over the ideal 1/N (both from arc lengths)"
     );
     println!(
-        "lookup: ns per owner lookup, median (best) of 9 batches of 16,384 keys; build: ms to \
-         build the ring, median (best) of 9; memory: the ring's points and index"
+        "lookup: ns per owner lookup, median (best) of 31 batches of 16,384 keys; build: ms to \
+         build the ring, median (best) of 31; memory: the ring's points and index"
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -46,7 +46,7 @@ fn main() {
     for kind in [RingKind::Golang, RingKind::Balanced] {
         for urls in [Urls::StatefulSet, Urls::Ip] {
             for nodes in [3, 10, 50, 200, 1_000] {
-                let row = sim::row(kind, urls, nodes, 9);
+                let row = sim::row(kind, urls, nodes, 31);
                 if nodes <= 200 {
                     sim::check_moves(kind, urls, nodes, 20_000);
                 }
