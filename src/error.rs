@@ -347,6 +347,15 @@ pub enum ConfigError {
         /// The points per peer.
         replicas: usize,
     },
+    /// A balanced ring ([`RingKind::Balanced`](crate::RingKind::Balanced)) would have more
+    /// than [`MAX_RING_POINTS`](crate::MAX_RING_POINTS) points: `peers` distinct peers, of
+    /// at most `max`.
+    TooManyPeers {
+        /// The distinct peers on the ring, this node included.
+        peers: usize,
+        /// The most a balanced ring holds.
+        max: usize,
+    },
     /// A timeout or size limit is zero.
     ZeroLimit(&'static str),
     /// [`max_batch_keys`](crate::GroupcacheBuilder::max_batch_keys) is above
@@ -428,6 +437,11 @@ impl fmt::Display for ConfigError {
                  above the maximum of {}: lower `replicas`",
                 peers.saturating_mul(*replicas),
                 crate::MAX_RING_POINTS
+            ),
+            Self::TooManyPeers { peers, max } => write!(
+                f,
+                "a balanced ring holds at most {max} peers, not {peers}: split the cluster \
+                 into independent groups (see docs/scaling.md)"
             ),
             Self::ZeroLimit(what) => write!(f, "{what} must be greater than zero"),
             Self::ConnectTimeoutAbovePeerTimeout { connect, peer } => write!(

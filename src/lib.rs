@@ -90,7 +90,7 @@ pub use peer::auth::PeerSecret;
 pub use peer::health::PeerHealthConfig;
 #[cfg(feature = "tls")]
 pub use peer::tls::PeerTls;
-pub use ring::{MAX_REPLICAS, MAX_RING_POINTS, Ring};
+pub use ring::{BALANCED_POINTS, MAX_REPLICAS, MAX_RING_POINTS, Ring, RingKind};
 pub use source::{BatchFn, Loaded, LoadedMany, Source, batch_fn};
 pub use stats::{
     CacheStats, ClusterStats, PeerErrorCounts, PeerRequestCounts, PeerStats, RefusalStats,

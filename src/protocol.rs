@@ -27,6 +27,11 @@ pub(crate) const NOT_FOUND_STATUS: StatusCode = StatusCode::NO_CONTENT;
 /// The header that carries the sender's ring fingerprint (8 hex digits). Go nodes ignore it.
 pub(crate) static RING_HEADER: HeaderName = HeaderName::from_static("x-groupcache-ring");
 
+/// The header that names the sender's kind of ring when it is not golang's (`balanced`), so
+/// that a node on another kind can say so. Absent: golang's ring (or a Go node). Go nodes
+/// ignore it.
+pub(crate) static RING_KIND_HEADER: HeaderName = HeaderName::from_static("x-groupcache-ring-kind");
+
 /// The header on every reply of a node of this crate's peer path: the version of this crate's
 /// extensions it speaks. A Go node never sends it, so its absence on a reply names a peer that
 /// must only ever be sent plain gets.

@@ -6,6 +6,7 @@ use super::GroupcacheBuilder;
 use crate::config::{check_secret_length, validate_base_path};
 use crate::error::ConfigError;
 use crate::peer::auth::PeerSecret;
+use crate::ring::RingKind;
 
 impl GroupcacheBuilder {
     /// A builder with the defaults, configured from the environment: the variables are the `prefix`, an
@@ -18,6 +19,7 @@ impl GroupcacheBuilder {
     /// | `BASE_PATH` | [`base_path`](Self::base_path) | `/_groupcache/` |
     /// | `CACHE_BYTES` | [`cache_bytes`](Self::cache_bytes), a number of bytes | `67108864` |
     /// | `REPLICAS` | [`replicas`](Self::replicas), 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS) | `50` |
+    /// | `RING` | [`ring`](Self::ring): `golang` or `balanced`, in any case; empty: `golang` | `balanced` |
     /// | `PEER_TIMEOUT_MS` | [`peer_timeout`](Self::peer_timeout) in milliseconds, above 0 | `5000` |
     /// | `CONNECT_TIMEOUT_MS` | [`connect_timeout`](Self::connect_timeout) in milliseconds, above 0 and at most the peer timeout | `1000` |
     /// | `PEER_IDLE_TIMEOUT_MS` | [`peer_idle_timeout`](Self::peer_idle_timeout) in milliseconds, above 0 | `90000` |
@@ -132,6 +134,15 @@ impl GroupcacheBuilder {
             // The bounds of one peer's points; the whole ring is checked by `build`.
             check(&v, crate::ring::check_size(1, replicas))?;
             self.replicas = replicas;
+        }
+        if let Some((name, value)) = var("RING")? {
+            self.ring_kind = match value.trim() {
+                "" => RingKind::Golang,
+                other => RingKind::from_name(other).ok_or_else(|| ConfigError::Env {
+                    variable: name,
+                    reason: format!("`{other}` is not a ring kind: use `golang` or `balanced`"),
+                })?,
+            };
         }
         if let Some(v) = var("PEER_TIMEOUT_MS")? {
             self.peer_timeout = milliseconds(&v, "peer timeout")?;

@@ -18,7 +18,7 @@ use crate::node::{HotKeys, Node, NodeConfig, NodeParts, SourceOptions};
 use crate::peer::auth::PeerSecret;
 use crate::peer::client::{ClientConfig, PeerClient};
 use crate::peer::health::{PeerHealth, PeerHealthConfig};
-use crate::ring::Ring;
+use crate::ring::{Ring, RingKind};
 use crate::source::{DynSource, Source};
 
 /// Builds a [`Groupcache`]. Every setter takes and returns the builder; nothing is checked
@@ -50,6 +50,7 @@ pub struct GroupcacheBuilder {
     base_path: String,
     cache_bytes: u64,
     replicas: usize,
+    ring_kind: RingKind,
     peer_timeout: Duration,
     /// `None`: [`defaults::CONNECT_TIMEOUT`], or the peer timeout if that is shorter.
     connect_timeout: Option<Duration>,
@@ -85,6 +86,7 @@ impl Default for GroupcacheBuilder {
             base_path: defaults::BASE_PATH.to_owned(),
             cache_bytes: defaults::CACHE_BYTES,
             replicas: defaults::REPLICAS,
+            ring_kind: RingKind::Golang,
             peer_timeout: defaults::PEER_TIMEOUT,
             connect_timeout: None,
             peer_idle_timeout: defaults::PEER_IDLE_TIMEOUT,
@@ -119,6 +121,7 @@ impl fmt::Debug for GroupcacheBuilder {
             .field("base_path", &self.base_path)
             .field("cache_bytes", &self.cache_bytes)
             .field("replicas", &self.replicas)
+            .field("ring", &self.ring_kind)
             .field("peer_timeout", &self.peer_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("peer_idle_timeout", &self.peer_idle_timeout)
@@ -210,6 +213,19 @@ impl GroupcacheBuilder {
     /// [`Groupcache::set_peers`] refuse a ring beyond either bound.
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.replicas = replicas;
+        self
+    }
+
+    /// The kind of ring that places keys. Default [`RingKind::Golang`], golang/groupcache's
+    /// ring, which a cluster with Go nodes needs. [`RingKind::Balanced`] spreads keys far more
+    /// evenly (the busiest of 50 nodes owns about 1.1 times its fair share instead of 1.6;
+    /// docs/scaling.md) but Go nodes do not know it: use it in clusters of this crate alone.
+    /// Every node of a cluster must use the same kind; a node on another kind is counted as a
+    /// ring mismatch and logged. `replicas` does not apply to the balanced ring, which has
+    /// [`BALANCED_POINTS`](crate::BALANCED_POINTS) points per peer and holds at most 2,232
+    /// peers ([`ConfigError::TooManyPeers`]).
+    pub fn ring(mut self, kind: RingKind) -> Self {
+        self.ring_kind = kind;
         self
     }
 
@@ -472,7 +488,7 @@ impl GroupcacheBuilder {
             None => None,
         };
         let peers = validate_peers(self_url.as_deref(), self.peers, https)?;
-        let ring = Ring::try_new(self.replicas, &peers)?;
+        let ring = Ring::for_config(self.ring_kind, self.replicas, &peers)?;
         let auth = peer_auth(self.peer_secret, self.previous_peer_secrets)?;
         let has_others = check_peer_auth(
             &peers,
@@ -517,6 +533,7 @@ impl GroupcacheBuilder {
                 idle_timeout: self.peer_idle_timeout,
                 max_value_bytes: self.max_value_bytes,
                 max_connections_per_peer: self.max_connections_per_peer,
+                ring_kind: self.ring_kind,
             },
             auth.clone(),
             #[cfg(feature = "tls")]
@@ -528,6 +545,7 @@ impl GroupcacheBuilder {
             config: NodeConfig {
                 base_path: self.base_path.into(),
                 replicas: self.replicas,
+                ring_kind: self.ring_kind,
                 max_key_bytes: self.max_key_bytes,
                 max_batch_keys: self.max_batch_keys,
                 max_value_bytes: self.max_value_bytes,

@@ -258,11 +258,11 @@ fn refuses_rings_too_large() {
         assert_eq!(err, ConfigError::TooManyReplicas(replicas));
         assert!(err.to_string().contains("10000"), "{replicas}: {err}");
     }
-    // This node and ten peers: 11 × 10,000 points.
+    // This node and a hundred peers: 101 × 10,000 points.
     let cache = b().replicas(crate::MAX_REPLICAS).build().unwrap();
-    let peers: Vec<String> = (0..10).map(|i| format!("http://p{i}:1")).collect();
+    let peers: Vec<String> = (0..100).map(|i| format!("http://p{i}:1")).collect();
     let too_large = ConfigError::RingTooLarge {
-        peers: 11,
+        peers: 101,
         replicas: 10_000,
     };
     let before = cache.stats().cluster.peers;
@@ -274,8 +274,8 @@ fn refuses_rings_too_large() {
     );
     let err = b().replicas(10_000).peers(peers).build().unwrap_err();
     assert_eq!(err, too_large);
-    assert!(err.to_string().contains("110000 points"), "{err}");
-    assert!(err.to_string().contains("100000"), "{err}");
+    assert!(err.to_string().contains("1010000 points"), "{err}");
+    assert!(err.to_string().contains("1000000"), "{err}");
 }
 
 #[test]

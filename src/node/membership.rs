@@ -9,7 +9,33 @@ use super::Node;
 use crate::config::{check_peer_auth, validate_peers};
 use crate::error::ConfigError;
 use crate::peer::client::Speaks;
-use crate::ring::Ring;
+use crate::ring::{Ring, RingKind};
+
+/// The ring a peer request says its sender places keys on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ForeignRing {
+    /// Its fingerprint.
+    pub(crate) fingerprint: u32,
+    /// Its kind: golang's when the request does not name one.
+    pub(crate) kind: ForeignKind,
+}
+
+/// The kind of ring a peer request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForeignKind {
+    Known(RingKind),
+    /// A kind this version does not know (a later version's).
+    Unknown,
+}
+
+impl ForeignKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Known(kind) => kind.name(),
+            Self::Unknown => "unknown to this version",
+        }
+    }
+}
 
 /// How long [`Node::check_own_peer_path`] tries to reach this node's own peer path.
 const SELF_CHECK_PERIOD: Duration = Duration::from_secs(60);
@@ -18,7 +44,7 @@ impl Node {
     pub(crate) fn set_peers(&self, peers: Vec<String>) -> Result<(), ConfigError> {
         let peers = validate_peers(self.self_url.as_deref(), peers, self.https)?;
         self.check_peer_auth(&peers)?;
-        let ring = Ring::try_new(self.config.replicas, &peers)?;
+        let ring = Ring::for_config(self.config.ring_kind, self.config.replicas, &peers)?;
         self.client.retain_peers(&peers, self.self_url.as_deref());
         self.health.retain_peers(&peers);
         for source in self.sources.iter() {
@@ -113,21 +139,41 @@ impl Node {
         }
     }
 
-    /// Notes the ring fingerprint a peer request came with.
-    pub(crate) fn check_ring(&self, foreign: Option<u32>) {
+    /// Notes the ring a peer request came with: a fingerprint other than this node's, or
+    /// another kind of ring, is a mismatch.
+    pub(crate) fn check_ring(&self, foreign: Option<ForeignRing>) {
         let Some(foreign) = foreign else { return };
-        let own = self.ring.load().fingerprint();
-        if foreign == own {
+        let ring = self.ring.load();
+        let (own, own_kind) = (ring.fingerprint(), ring.kind());
+        let same_kind = foreign.kind == ForeignKind::Known(own_kind);
+        if foreign.fingerprint == own && same_kind {
             return;
         }
         self.ring_mismatches.fetch_add(1, Relaxed);
-        // The header is the sender's to choose: one line per interval at most.
-        if let Some(left_out) = self.noise.foreign_ring.allow() {
+        // The headers are the sender's to choose: one line per interval at most.
+        let Some(left_out) = self.noise.foreign_ring.allow() else {
+            return;
+        };
+        let peer = foreign.fingerprint;
+        if same_kind {
             tracing::warn!(
                 own = %format_args!("{own:08x}"),
-                peer = %format_args!("{foreign:08x}"),
+                peer = %format_args!("{peer:08x}"),
                 left_out,
                 "a peer's ring differs from this node's: check that every node has the same peer list"
+            );
+        } else {
+            tracing::warn!(
+                own = %format_args!("{own:08x}"),
+                peer = %format_args!("{peer:08x}"),
+                own_kind = own_kind.name(),
+                peer_kind = foreign.kind.name(),
+                left_out,
+                "a peer places keys on another kind of ring: this node's is {}, the peer's {}; \
+                 every node of a cluster must use the same (`ring(..)`, `{{PREFIX}}_RING`), or \
+                 keys load on several nodes",
+                own_kind.name(),
+                foreign.kind.name(),
             );
         }
     }

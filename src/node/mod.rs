@@ -15,6 +15,7 @@ mod lifecycle;
 mod load;
 mod many;
 mod membership;
+pub(crate) use membership::{ForeignKind, ForeignRing};
 mod noise;
 mod popularity;
 mod queue;
@@ -55,6 +56,7 @@ use source::Sources;
 pub(crate) struct NodeConfig {
     pub(crate) base_path: Box<str>,
     pub(crate) replicas: usize,
+    pub(crate) ring_kind: crate::ring::RingKind,
     pub(crate) max_key_bytes: usize,
     /// The most keys answered in one batched peer request.
     pub(crate) max_batch_keys: usize,

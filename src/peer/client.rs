@@ -22,8 +22,9 @@ use super::pool::{Lent, PeerInfo, Pool};
 use crate::error::ErrorKind;
 use crate::protocol::{
     ERROR_HEADER, EXTENSIONS_HEADER, GetResponse, MAX_VALUE_HEADER, NOT_FOUND_STATUS, RING_HEADER,
-    TOO_LARGE, batch_signed_target, error_kind, push_escaped,
+    RING_KIND_HEADER, TOO_LARGE, batch_signed_target, error_kind, push_escaped,
 };
+use crate::ring::RingKind;
 use crate::stats::PeerStats;
 
 /// What a peer answered.
@@ -49,6 +50,9 @@ pub(crate) struct ClientConfig {
     pub(crate) max_value_bytes: usize,
     /// The most connections open to one peer, in use and idle.
     pub(crate) max_connections_per_peer: usize,
+    /// The ring this node places keys on, told to peers ([`RING_KIND_HEADER`]) unless it is
+    /// golang's.
+    pub(crate) ring_kind: RingKind,
 }
 
 impl ClientConfig {
@@ -78,6 +82,9 @@ pub(crate) struct PeerClient {
     pub(super) pool: Pool,
     pub(super) config: ClientConfig,
     max_value_header: HeaderValue,
+    /// [`RING_KIND_HEADER`]'s value, on a ring other than golang's: requests from a golang
+    /// ring stay as they always were.
+    ring_kind_header: Option<HeaderValue>,
     auth: Option<Arc<PeerAuth>>,
     /// The figures of the peers on the ring.
     figures: PeerTable,
@@ -175,6 +182,8 @@ impl PeerClient {
                 tls,
             ),
             max_value_header: config.max_value_header(),
+            ring_kind_header: (config.ring_kind != RingKind::Golang)
+                .then(|| HeaderValue::from_static(config.ring_kind.name())),
             config,
             auth,
             figures: PeerTable::default(),
@@ -252,6 +261,28 @@ impl PeerClient {
         }
     }
 
+    /// Learns what `peer` speaks from `response` ([`PeerInfo::learn`]). A plain node (a Go
+    /// node) newly seen while this node is on a ring other than golang's is logged: Go nodes
+    /// know only golang's ring, so the two place keys differently and keys load twice.
+    pub(super) fn learn(
+        &self,
+        info: &PeerInfo,
+        peer: &str,
+        response: &Response<Incoming>,
+        plain_status: StatusCode,
+    ) {
+        if info.learn(response, plain_status) && self.config.ring_kind != RingKind::Golang {
+            tracing::warn!(
+                %peer,
+                ring = self.config.ring_kind.name(),
+                "a peer answers as a golang/groupcache node (without x-groupcache-extensions), \
+                 but this node places keys on the {} ring, which Go nodes do not know: keys \
+                 load on several nodes. A cluster with Go nodes must use golang's ring",
+                self.config.ring_kind.name(),
+            );
+        }
+    }
+
     /// Asks `peer` for `GET {base_path}`, which a node of this crate answers with
     /// [`EXTENSIONS_HEADER`] and a Go node with `400`, neither loading anything. Returns what
     /// the answer tells, and its status.
@@ -267,7 +298,7 @@ impl PeerClient {
             let (response, lent, info) = self
                 .send(&to, Method::GET, path, &Bytes::new(), ring_fingerprint)
                 .await?;
-            info.learn(&response, StatusCode::BAD_REQUEST);
+            self.learn(&info, peer, &response, StatusCode::BAD_REQUEST);
             let status = response.status();
             let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
                 Speaks::Extensions
@@ -305,7 +336,7 @@ impl PeerClient {
             let (response, lent, info) = self
                 .send(&to, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
                 .await?;
-            info.learn(&response, StatusCode::OK);
+            self.learn(&info, peer, &response, StatusCode::OK);
             // Without the extensions header, the peer changed since it last answered (a Go
             // node took its address): it took the removal for a get, and nothing was removed.
             self.confirmed(&to, response, lent).await
@@ -368,6 +399,9 @@ impl PeerClient {
             );
         }
         headers.insert(RING_HEADER.clone(), ring_fingerprint.clone());
+        if let Some(kind) = &self.ring_kind_header {
+            headers.insert(RING_KIND_HEADER.clone(), kind.clone());
+        }
         if method == Method::GET || method == Method::POST {
             headers.insert(MAX_VALUE_HEADER.clone(), self.max_value_header.clone());
         }
@@ -427,7 +461,7 @@ impl PeerClient {
         let (response, lent, info) = self
             .send(to, Method::GET, path, &Bytes::new(), ring_fingerprint)
             .await?;
-        info.learn(&response, StatusCode::OK);
+        self.learn(&info, to.url, &response, StatusCode::OK);
         let extended = response.headers().contains_key(&EXTENSIONS_HEADER);
         match response.status() {
             StatusCode::OK => {}

@@ -109,7 +109,7 @@ impl PeerClient {
             let (response, lent, info) = self
                 .send(&to, Method::PUT, path, &value, ring_fingerprint)
                 .await?;
-            info.learn(&response, StatusCode::OK);
+            self.learn(&info, peer, &response, StatusCode::OK);
             match self.confirmed(&to, response, lent).await {
                 Err(PeerError::Status(StatusCode::METHOD_NOT_ALLOWED)) => {
                     Err(PeerError::Unsupported)
@@ -139,7 +139,7 @@ impl PeerClient {
         let (response, lent, info) = self
             .send(to, Method::POST, path, &body, ring_fingerprint)
             .await?;
-        info.learn(&response, StatusCode::OK);
+        self.learn(&info, to.url, &response, StatusCode::OK);
         Ok((response, lent))
     }
 

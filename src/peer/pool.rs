@@ -110,16 +110,19 @@ impl PeerInfo {
 
     /// Learns what the peer speaks from an answer: [`EXTENSIONS_HEADER`] names a node of this
     /// crate; a `200` without it, or (`plain_status`) Go's answer to a probe, a plain node.
-    /// Any other answer without it (a proxy's 502, say) tells nothing.
-    pub(super) fn learn(&self, response: &Response<Incoming>, plain_status: StatusCode) {
+    /// Any other answer without it (a proxy's 502, say) tells nothing. Returns whether this
+    /// answer is the one that showed a plain node.
+    #[must_use]
+    pub(super) fn learn(&self, response: &Response<Incoming>, plain_status: StatusCode) -> bool {
         let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
             Speaks::Extensions
         } else if response.status() == StatusCode::OK || response.status() == plain_status {
             Speaks::Plain
         } else {
-            return;
+            return false;
         };
-        self.speaks.store(speaks as u8, Relaxed);
+        let before = self.speaks.swap(speaks as u8, Relaxed);
+        speaks == Speaks::Plain && before != Speaks::Plain as u8
     }
 }
 

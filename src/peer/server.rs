@@ -17,13 +17,15 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::node::{Entry, Get, Node, Origin};
+use crate::node::{Entry, ForeignKind, ForeignRing, Get, Node, Origin};
 use crate::protocol::ReplyBody;
 use crate::protocol::{
     ERROR_HEADER, EXTENSIONS_HEADER, EXTENSIONS_VERSION, GetManyRequest, GetManyResponse,
     GetResponse, KeyResult, MAX_VALUE_HEADER, NOT_FOUND, NOT_FOUND_STATUS, PathError, REPLY_FULL,
-    RING_HEADER, TOO_LARGE, UNAVAILABLE, batch_signed_target, error_token, parse_path, unescape,
+    RING_HEADER, RING_KIND_HEADER, TOO_LARGE, UNAVAILABLE, batch_signed_target, error_token,
+    parse_path, unescape,
 };
+use crate::ring::RingKind;
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 
@@ -376,12 +378,21 @@ async fn answer_batch(
     response
 }
 
-/// The sender's ring fingerprint ([`RING_HEADER`]), if it sent one.
-fn ring_of(headers: &HeaderMap) -> Option<u32> {
-    headers
+/// The sender's ring fingerprint ([`RING_HEADER`]) and kind ([`RING_KIND_HEADER`]), if it
+/// sent a fingerprint.
+fn ring_of(headers: &HeaderMap) -> Option<ForeignRing> {
+    let fingerprint = headers
         .get(&RING_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| u32::from_str_radix(v, 16).ok())
+        .and_then(|v| u32::from_str_radix(v, 16).ok())?;
+    let kind = match headers.get(&RING_KIND_HEADER) {
+        None => ForeignKind::Known(RingKind::Golang),
+        Some(value) => match value.to_str().ok().and_then(RingKind::from_name) {
+            Some(kind) => ForeignKind::Known(kind),
+            None => ForeignKind::Unknown,
+        },
+    };
+    Some(ForeignRing { fingerprint, kind })
 }
 
 /// `405` with the methods the peer path answers.

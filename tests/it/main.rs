@@ -29,6 +29,7 @@ mod peer_stats;
 mod removal;
 mod request_flows;
 mod responses;
+mod ring_kind;
 mod scale;
 mod shutdown;
 mod tls;
