@@ -21,7 +21,8 @@
 #   5. `podman-compose stop`: nodes 1 and 2 exit 0 too.
 #
 # Usage: scripts/container.sh [build|all]
-#   build   steps 1 and 2 only (what .ci/run does before the tests)
+#   build   steps 1 and 2, and podman-compose installed: all that needs the network (what
+#           .ci/run does before the tests)
 #   all     everything (the default; tests/it/container.rs runs this)
 #
 # Environment:
@@ -229,14 +230,6 @@ say "base images ready in $((SECONDS - base_started)) s"
 build_image
 check_image
 
-if [ "$MODE" = build ]; then
-  say "OK (build)"
-  exit 0
-fi
-
-# ---------------------------------------------------------------------------------------------
-# 3. The cluster
-
 # podman-compose, pinned, in a virtualenv of its own.
 venv="$CONTAINER_WORK/venv"
 if ! "$venv/bin/podman-compose" --version 2>/dev/null | grep -q "podman-compose version ${PODMAN_COMPOSE_PINS[0]#*==}"; then
@@ -245,6 +238,14 @@ if ! "$venv/bin/podman-compose" --version 2>/dev/null | grep -q "podman-compose 
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${PODMAN_COMPOSE_PINS[@]}" ||
     fail "pip install ${PODMAN_COMPOSE_PINS[*]} failed"
 fi
+if [ "$MODE" = build ]; then
+  say "OK (build)"
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 3. The cluster
+
 compose() {
   "$venv/bin/podman-compose" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
 }
