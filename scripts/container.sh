@@ -142,8 +142,10 @@ make_base() {
     "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
     "$rootfs"/usr/share/info/* "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/*
   tar --numeric-owner -C "$rootfs" -c . |
-    podman import --change 'CMD ["/bin/bash"]' "$@" - "$image" >/dev/null ||
+    podman import --change 'CMD ["/bin/bash"]' "$@" - "$image" >"$CONTAINER_WORK/import.log" 2>&1 || {
+    cat "$CONTAINER_WORK/import.log" >&2
     fail "podman import of $image failed"
+  }
   rm -rf "$rootfs"
   say "base image $image: made in $((SECONDS - started)) s"
 }
