@@ -125,17 +125,18 @@ make_base() {
     say "base image $image: present"
     return
   fi
-  local rootfs="$CONTAINER_WORK/rootfs-${image##*/}"
-  rootfs="${rootfs//:/-}"
+  local name="${image##*/}"
+  name="${name//:/-}"
+  local rootfs="$CONTAINER_WORK/rootfs-$name" log="$CONTAINER_WORK/debootstrap-$name.log"
   rm -rf "$rootfs"
   local started=$SECONDS
   say "base image $image: debootstrap --variant=minbase $SUITE${include:+ --include=$include}"
   mkdir -p "$CONTAINER_WORK/debs"
   debootstrap --variant=minbase ${include:+--include="$include"} \
     --cache-dir="$CONTAINER_WORK/debs" "$SUITE" "$rootfs" "$DEBIAN_MIRROR" \
-    >"$CONTAINER_WORK/debootstrap-${image##*:}.log" 2>&1 || {
-    tail -n 30 "$CONTAINER_WORK/debootstrap-${image##*:}.log" >&2
-    fail "debootstrap of $image failed (log: $CONTAINER_WORK/debootstrap-${image##*:}.log)"
+    >"$log" 2>&1 || {
+    tail -n 30 "$log" >&2
+    fail "debootstrap of $image failed (log: $log)"
   }
   # What an image does not need: the package lists and downloads, documentation.
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
