@@ -44,6 +44,9 @@
 # setting is there). Needs root, podman, debootstrap, curl, python3 (with venv) and git.
 # Exits 0 when every check passed, non-zero with a message otherwise. The containers and
 # their network are removed on exit, whatever happens; the images are kept.
+#
+# `[ A ] && [ B ] || fail ...` is meant: fail when either check is false.
+# shellcheck disable=SC2015
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
