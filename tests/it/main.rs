@@ -9,6 +9,7 @@ mod auth;
 mod batch_requests;
 mod cache_bytes;
 mod config;
+mod container;
 mod expiry;
 mod hot_keys;
 mod interop;
