@@ -256,10 +256,10 @@ impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
         {
             let mut flights = lock(&self.flights);
             for (key, ticket) in self.keys.drain(..) {
-                if let Entry::Occupied(flight) = flights.entry(key)
-                    && Arc::ptr_eq(&flight.get().ticket, &ticket)
-                {
-                    released.push(flight.remove());
+                if let Entry::Occupied(flight) = flights.entry(key) {
+                    if Arc::ptr_eq(&flight.get().ticket, &ticket) {
+                        released.push(flight.remove());
+                    }
                 }
             }
         }
