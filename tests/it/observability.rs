@@ -1,32 +1,12 @@
 //! Stats and metrics move as the request flows of docs/guide.md ("The request flow") say.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::metrics::{Snapshot, snapshot};
 use crate::support::{self, Loads, cluster, eventually, key_owned_by, value_of};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-type Snapshot = HashMap<(String, Vec<(String, String)>), DebugValue>;
-
-fn snapshot(recorder: &DebuggingRecorder) -> Snapshot {
-    recorder
-        .snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let mut labels: Vec<(String, String)> = key
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            labels.sort();
-            ((key.name().to_owned(), labels), value)
-        })
-        .collect()
-}
 
 fn counter(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> u64 {
     let labels = labels

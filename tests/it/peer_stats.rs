@@ -2,9 +2,9 @@
 //! `stats().peers` and in the `groupcache_peer_*` metrics; a peer that leaves the ring leaves
 //! both.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::metrics::{Snapshot, snapshot};
 use crate::support::{self, Loads, cluster, dead_url, key_owned_by, serve, value_of};
 use axum::Router;
 use axum::http::StatusCode;
@@ -14,26 +14,6 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tokio::net::TcpListener;
 use tower_groupcache::protocol::GetManyRequest;
 use tower_groupcache::{Groupcache, PeerHealthConfig, PeerStats};
-
-type Snapshot = HashMap<(String, Vec<(String, String)>), DebugValue>;
-
-fn snapshot(recorder: &DebuggingRecorder) -> Snapshot {
-    recorder
-        .snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let mut labels: Vec<(String, String)> = key
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            labels.sort();
-            ((key.name().to_owned(), labels), value)
-        })
-        .collect()
-}
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut labels: Vec<(String, String)> = pairs

@@ -3,11 +3,10 @@
 //! mismatch (stat, metric and a log naming both kinds); the setting from the environment; and
 //! the ring simulator's measurements at small sizes.
 
-use std::collections::HashMap;
-
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower_groupcache::{ConfigError, Groupcache, GroupcacheBuilder, Ring, RingKind};
 
+use crate::support::metrics::snapshot;
 use crate::support::{Loads, capture_logs, cluster, count_lines, start_node, value_of};
 
 #[path = "../../examples/ringsim/sim.rs"]
@@ -59,25 +58,6 @@ async fn three_nodes_on_the_balanced_ring_load_each_key_once() {
     for node in &nodes {
         assert_eq!(node.cache.stats().cluster.ring_mismatches, 0);
     }
-}
-
-type Snapshot = HashMap<(String, Vec<(String, String)>), DebugValue>;
-
-fn snapshot(recorder: &DebuggingRecorder) -> Snapshot {
-    recorder
-        .snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let labels = key
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            ((key.name().to_owned(), labels), value)
-        })
-        .collect()
 }
 
 #[tokio::test]

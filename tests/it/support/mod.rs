@@ -3,6 +3,7 @@
 //! `node_process`, and a stand-in owner that holds removals in `stand_in`.
 
 pub(crate) mod gopeer;
+pub(crate) mod metrics;
 #[cfg(all(unix, feature = "serde"))]
 pub(crate) mod node_process;
 pub(crate) mod stand_in;
