@@ -238,7 +238,8 @@ check_image
 
 # podman-compose, pinned, in a virtualenv of its own.
 venv="$CONTAINER_WORK/venv"
-if ! "$venv/bin/podman-compose" --version 2>/dev/null | grep -q "podman-compose version ${PODMAN_COMPOSE_PINS[0]#*==}"; then
+if ! grep -q "podman-compose version ${PODMAN_COMPOSE_PINS[0]#*==}" \
+  <<<"$("$venv/bin/podman-compose" --version 2>/dev/null)"; then
   rm -rf "$venv"
   python3 -m venv "$venv" || fail "python3 -m venv failed (Debian: apt-get install python3-venv)"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${PODMAN_COMPOSE_PINS[@]}" ||
@@ -477,7 +478,10 @@ say "podman stop ${containers[2]} (SIGTERM)"
 podman stop -t "$STOP_TIMEOUT" "${containers[2]}" >/dev/null || fail "podman stop ${containers[2]} failed"
 exit_code="$(podman inspect --format '{{.State.ExitCode}}' "${containers[2]}")"
 [ "$exit_code" = 0 ] || fail "${containers[2]} exited with status $exit_code after SIGTERM"
-podman logs "${containers[2]}" 2>&1 | grep -q 'shutting down' ||
+# Read whole before it is searched: with pipefail, `grep -q` leaving at the first match would
+# fail the pipeline whenever podman is still writing the rest (SIGPIPE).
+stopped_logs="$(podman logs "${containers[2]}" 2>&1)"
+grep -q 'shutting down' <<<"$stopped_logs" ||
   fail "${containers[2]} did not log its graceful shutdown"
 say "node 3 shut down gracefully, status 0"
 

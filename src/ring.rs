@@ -506,15 +506,18 @@ impl Balanced {
         let coarse_bits = bits.min(8);
         let coarse_shift = 64 - coarse_bits;
         let mut coarse = vec![0usize; (1 << coarse_bits) + 1];
-        let mut hashed: Vec<(u64, u32)> = Vec::with_capacity(total);
-        for (peer_index, peer) in peers.iter().enumerate() {
-            // The URL is hashed once; its points are hashes of that digest, each with its
-            // own seed: two short hashes per point rather than one of the whole URL.
-            let digest = xxh3_128(peer.as_bytes()).to_le_bytes();
+        // The URL is hashed once; its points are hashes of that digest, each with its own
+        // seed: two short hashes per point rather than one of the whole URL.
+        let digests: Vec<[u8; 16]> = peers
+            .iter()
+            .map(|peer| xxh3_128(peer.as_bytes()).to_le_bytes())
+            .collect();
+        // The points are hashed twice, to count and then to place them: a short hash costs
+        // less than writing and reading back a list of every point (and its page faults).
+        for digest in &digests {
             for i in 0..per_peer as u64 {
-                let point = xxh3_64_with_seed(&digest, i);
+                let point = xxh3_64_with_seed(digest, i);
                 coarse[(point >> coarse_shift) as usize + 1] += 1;
-                hashed.push((point, peer_index as u32));
             }
         }
         for c in 1..coarse.len() {
@@ -522,12 +525,14 @@ impl Balanced {
         }
         let mut by_coarse = vec![(0u64, 0u32); total];
         let mut fill = coarse.clone();
-        for &entry in &hashed {
-            let c = (entry.0 >> coarse_shift) as usize;
-            by_coarse[fill[c]] = entry;
-            fill[c] += 1;
+        for (peer_index, digest) in digests.iter().enumerate() {
+            for i in 0..per_peer as u64 {
+                let point = xxh3_64_with_seed(digest, i);
+                let c = (point >> coarse_shift) as usize;
+                by_coarse[fill[c]] = (point, peer_index as u32);
+                fill[c] += 1;
+            }
         }
-        drop(hashed);
         let mut starts = vec![0u32; buckets + 1];
         let mut points = vec![0u64; total + 1];
         let mut owners = vec![0u32; total + 1];
