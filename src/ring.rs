@@ -523,28 +523,37 @@ impl Balanced {
         for c in 1..coarse.len() {
             coarse[c] += coarse[c - 1];
         }
-        let mut by_coarse = vec![(0u64, 0u32); total];
+        // Placed by coarse range in the ring's own arrays, then each range sorted in place
+        // through a small copy of it: no second list of every point.
+        let mut points = vec![0u64; total + 1];
+        let mut owners = vec![0u32; total + 1];
+        points[total] = u64::MAX;
         let mut fill = coarse.clone();
         for (peer_index, digest) in digests.iter().enumerate() {
             for i in 0..per_peer as u64 {
                 let point = xxh3_64_with_seed(digest, i);
                 let c = (point >> coarse_shift) as usize;
-                by_coarse[fill[c]] = (point, peer_index as u32);
+                points[fill[c]] = point;
+                owners[fill[c]] = peer_index as u32;
                 fill[c] += 1;
             }
         }
         let mut starts = vec![0u32; buckets + 1];
-        let mut points = vec![0u64; total + 1];
-        let mut owners = vec![0u32; total + 1];
-        points[total] = u64::MAX;
+        let mut range: Vec<(u64, u32)> = Vec::new();
         let sub_buckets = 1usize << (bits - coarse_bits);
         let mut sub_starts = vec![0u32; sub_buckets + 1];
         let mut sub_ends = vec![0u32; sub_buckets];
         for c in 0..1usize << coarse_bits {
             let (begin, end) = (coarse[c], coarse[c + 1]);
-            let range = &by_coarse[begin..end];
+            range.clear();
+            range.extend(
+                points[begin..end]
+                    .iter()
+                    .copied()
+                    .zip(owners[begin..end].iter().copied()),
+            );
             sub_starts.fill(0);
-            for &(point, _) in range {
+            for &(point, _) in &range {
                 sub_starts[((point >> shift) as usize & (sub_buckets - 1)) + 1] += 1;
             }
             for k in 1..=sub_buckets {
@@ -554,7 +563,7 @@ impl Balanced {
                 starts[c * sub_buckets + k] = (begin as u32) + sub_starts[k];
             }
             sub_ends.copy_from_slice(&sub_starts[..sub_buckets]);
-            for &(point, owner) in range {
+            for &(point, owner) in &range {
                 let k = (point >> shift) as usize & (sub_buckets - 1);
                 let start = begin + sub_starts[k] as usize;
                 let mut at = begin + sub_ends[k] as usize;
