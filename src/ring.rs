@@ -172,13 +172,12 @@ enum Placement {
 /// starts among them.
 #[derive(Clone)]
 struct Balanced {
-    /// Sorted ring points, then `u64::MAX`, which ends every scan; a collision leaves both
-    /// points, the first (whose peer sorts first) wins.
-    points: Vec<u64>,
+    /// Sorted ring points, each with the index in `peers` of the peer that owns it (side by
+    /// side, so that a look-up reads both at once), then `u64::MAX`, which ends every scan; a
+    /// collision leaves both points, the first (whose peer sorts first) wins.
+    points: Vec<(u64, u32)>,
     /// The number of ring points: `points` without its last entry.
     len: usize,
-    /// `owners[i]` is the index in `peers` of the peer that owns `points[i]`.
-    owners: Vec<u32>,
     /// `starts[b]` is the index of the first point at or above `b << shift`; one more entry
     /// than buckets, the last being `len`.
     starts: Vec<u32>,
@@ -525,16 +524,14 @@ impl Balanced {
         }
         // Placed by coarse range in the ring's own arrays, then each range sorted in place
         // through a small copy of it: no second list of every point.
-        let mut points = vec![0u64; total + 1];
-        let mut owners = vec![0u32; total + 1];
-        points[total] = u64::MAX;
+        let mut points = vec![(0u64, 0u32); total + 1];
+        points[total] = (u64::MAX, 0);
         let mut fill = coarse.clone();
         for (peer_index, digest) in digests.iter().enumerate() {
             for i in 0..per_peer as u64 {
                 let point = xxh3_64_with_seed(digest, i);
                 let c = (point >> coarse_shift) as usize;
-                points[fill[c]] = point;
-                owners[fill[c]] = peer_index as u32;
+                points[fill[c]] = (point, peer_index as u32);
                 fill[c] += 1;
             }
         }
@@ -546,12 +543,7 @@ impl Balanced {
         for c in 0..1usize << coarse_bits {
             let (begin, end) = (coarse[c], coarse[c + 1]);
             range.clear();
-            range.extend(
-                points[begin..end]
-                    .iter()
-                    .copied()
-                    .zip(owners[begin..end].iter().copied()),
-            );
+            range.extend_from_slice(&points[begin..end]);
             sub_starts.fill(0);
             for &(point, _) in &range {
                 sub_starts[((point >> shift) as usize & (sub_buckets - 1)) + 1] += 1;
@@ -569,23 +561,20 @@ impl Balanced {
                 let mut at = begin + sub_ends[k] as usize;
                 sub_ends[k] += 1;
                 while at > start && {
-                    let (before, before_owner) = (points[at - 1], owners[at - 1]);
+                    let (before, before_owner) = points[at - 1];
                     before > point
                         || (before == point && peers[before_owner as usize] > peers[owner as usize])
                 } {
                     points[at] = points[at - 1];
-                    owners[at] = owners[at - 1];
                     at -= 1;
                 }
-                points[at] = point;
-                owners[at] = owner;
+                points[at] = (point, owner);
             }
         }
         starts[buckets] = total as u32;
         Self {
             points,
             len: total,
-            owners,
             starts,
             shift,
         }
@@ -600,9 +589,9 @@ impl Balanced {
         // (a mispredicted one costs more than the whole look-up), then a loop that seldom
         // runs. The `u64::MAX` at the end stops every scan.
         let mut i = self.starts[(hash >> self.shift) as usize] as usize;
-        i += usize::from(points[i] < hash);
-        i += usize::from(points[i] < hash);
-        while points[i] < hash {
+        i += usize::from(points[i].0 < hash);
+        i += usize::from(points[i].0 < hash);
+        while points[i].0 < hash {
             i += 1;
         }
         if i == self.len { 0 } else { i }
@@ -623,10 +612,10 @@ impl Balanced {
         let nearest = probes
             .iter()
             .zip(successors)
-            .map(|(&probe, i)| (u128::from(self.points[i].wrapping_sub(probe)) << 64) | i as u128)
+            .map(|(&probe, i)| (u128::from(self.points[i].0.wrapping_sub(probe)) << 64) | i as u128)
             .min()
             .expect("at least one probe");
-        Some(self.owners[nearest as u64 as usize] as usize)
+        Some(self.points[nearest as u64 as usize].1 as usize)
     }
 
     /// Adds each point's share to its owner's. A key's probes are independent and uniform;
@@ -645,12 +634,12 @@ impl Balanced {
         let whole = 2f64.powi(64);
         let mut arcs: Vec<(f64, u32)> = (0..len)
             .map(|i| {
-                let previous = self.points[if i == 0 { len - 1 } else { i - 1 }];
-                let arc = match self.points[i].wrapping_sub(previous) {
+                let previous = self.points[if i == 0 { len - 1 } else { i - 1 }].0;
+                let arc = match self.points[i].0.wrapping_sub(previous) {
                     0 if len == 1 => whole,
                     arc => arc as f64,
                 };
-                (arc / whole, self.owners[i])
+                (arc / whole, self.points[i].1)
             })
             .collect();
         arcs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
@@ -989,9 +978,9 @@ mod tests {
             counts[PEERS.iter().position(|p| *p == owner).unwrap()] += 1;
         }
         assert_eq!(xxh3_64(b"user:12345"), 0xee6d_dce9_0ffe_e5b3);
-        assert_eq!(balanced.points[0], 0x0012_a189_6c3b_7860);
-        assert_eq!(balanced.points[balanced.len - 1], 0xffff_89a9_020e_4e1e);
-        assert_eq!(balanced.points[balanced.len], u64::MAX);
+        assert_eq!(balanced.points[0].0, 0x0012_a189_6c3b_7860);
+        assert_eq!(balanced.points[balanced.len - 1].0, 0xffff_89a9_020e_4e1e);
+        assert_eq!(balanced.points[balanced.len].0, u64::MAX);
         assert_eq!(counts, [3351, 3281, 3368]);
         assert_eq!(owners, PINNED_OWNERS);
         assert_eq!(ring.fingerprint(), PINNED_FINGERPRINT);
