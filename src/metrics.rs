@@ -299,3 +299,12 @@ fn record_cache(source: &str, cache: &'static str, stats: &CacheStats) {
     counter!("groupcache_cache_lookup_hits_total", &labels).absolute(stats.hits);
     counter!("groupcache_cache_evictions_total", &labels).absolute(stats.evictions);
 }
+
+/// Records `elapsed` in the histogram `key` through the recorder installed now. The key is
+/// made once by its owner: the `histogram!` macro would build its label list anew, an
+/// allocation, on every call.
+pub(crate) fn record_duration(key: &metrics::Key, elapsed: std::time::Duration) {
+    static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA)).record(elapsed);
+}

@@ -206,13 +206,7 @@ impl Node {
         }
         if let Some((places, outcome)) = started {
             for (i, place) in places.into_iter().enumerate() {
-                outcomes[place] = Some(match &outcome {
-                    Outcome::Done(values) => match values.get(i) {
-                        Some(value) => Outcome::Done(value.clone()),
-                        None => Outcome::Panicked,
-                    },
-                    Outcome::Panicked => Outcome::Panicked,
-                });
+                outcomes[place] = Some(outcome.nth(i));
             }
         }
         let recursive = recursive.into_iter().map(|(place, _, _)| {

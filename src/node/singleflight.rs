@@ -37,6 +37,19 @@ pub(crate) enum Outcome<T> {
     Panicked,
 }
 
+impl<T: Clone> Outcome<Arc<Vec<T>>> {
+    /// A batch's outcome for its key at `place`.
+    pub(crate) fn nth(&self, place: usize) -> Outcome<T> {
+        match self {
+            Self::Done(values) => match values.get(place) {
+                Some(value) => Outcome::Done(value.clone()),
+                None => Outcome::Panicked,
+            },
+            Self::Panicked => Outcome::Panicked,
+        }
+    }
+}
+
 /// A load's standing: current until its key is removed (or its source cleared) while it
 /// runs. A revoked load still answers its waiters, but keeps nothing in the caches.
 #[derive(Debug)]
@@ -327,13 +340,10 @@ impl<T: Clone + Send + Sync + 'static> Future for Waiter<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
         match self.get_mut() {
             Self::One(waiter) => Pin::new(waiter).poll(cx),
-            Self::Batch(waiter, place) => Pin::new(waiter).poll(cx).map(|outcome| match outcome {
-                Outcome::Done(values) => match values.get(*place) {
-                    Some(value) => Outcome::Done(value.clone()),
-                    None => Outcome::Panicked,
-                },
-                Outcome::Panicked => Outcome::Panicked,
-            }),
+            Self::Batch(waiter, place) => {
+                let place = *place;
+                Pin::new(waiter).poll(cx).map(|outcome| outcome.nth(place))
+            }
         }
     }
 }

@@ -233,19 +233,13 @@ impl Durations {
 
     /// Records a data-source call's duration, through the recorder installed now.
     pub(crate) fn record_load(&self, elapsed: std::time::Duration) {
-        record(&self.load, elapsed);
+        crate::metrics::record_duration(&self.load, elapsed);
     }
 
     /// Records a peer fetch's duration, through the recorder installed now.
     pub(crate) fn record_fetch(&self, elapsed: std::time::Duration) {
-        record(&self.fetch, elapsed);
+        crate::metrics::record_duration(&self.fetch, elapsed);
     }
-}
-
-fn record(key: &metrics::Key, elapsed: std::time::Duration) {
-    static METADATA: metrics::Metadata<'static> =
-        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA)).record(elapsed);
 }
 
 impl CachedSource {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use metrics::{Key, Label, Level, Metadata, SharedString};
+use metrics::{Key, Label, SharedString};
 use rustc_hash::FxHashMap;
 
 use super::error::PeerError;
@@ -88,12 +88,7 @@ impl PeerFigures {
     /// Records a request's duration in `groupcache_peer_request_duration_seconds`, through
     /// the recorder installed now.
     pub(crate) fn record_duration(&self, elapsed: Duration) {
-        static METADATA: Metadata<'static> =
-            Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
-        metrics::with_recorder(|recorder| {
-            recorder.register_histogram(&self.duration_key, &METADATA)
-        })
-        .record(elapsed);
+        crate::metrics::record_duration(&self.duration_key, elapsed);
     }
 
     pub(crate) fn request(&self, kind: RequestKind) {
