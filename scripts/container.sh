@@ -215,8 +215,12 @@ check_image() {
     fail "$NODE_IMAGE has the entrypoint $entrypoint"
   [[ "$ports" == *'"8080/tcp"'* ]] || fail "$NODE_IMAGE exposes $ports, not 8080/tcp"
   [ "$stop_signal" = SIGTERM ] || fail "$NODE_IMAGE stops with '$stop_signal', not SIGTERM"
-  podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$NODE_IMAGE" |
-    grep -qx 'GROUPCACHE_LISTEN=0.0.0.0:8080' || fail "$NODE_IMAGE lacks GROUPCACHE_LISTEN=0.0.0.0:8080"
+  # Read whole first: under pipefail, grep -q leaving at its match can fail the pipeline.
+  local env
+  env="$(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$NODE_IMAGE")" ||
+    fail "cannot inspect $NODE_IMAGE"
+  grep -qx 'GROUPCACHE_LISTEN=0.0.0.0:8080' <<<"$env" ||
+    fail "$NODE_IMAGE lacks GROUPCACHE_LISTEN=0.0.0.0:8080"
   # The binary runs in the runtime image: with a bad setting it refuses to start, with
   # status 2 and its message.
   local out status=0
