@@ -11,7 +11,8 @@
 //! (docs/scaling.md has the figures): each peer gets [`BALANCED_POINTS`] points at
 //! `xxh3_64_with_seed(xxh3_128(peer), i)` for `i` in `0..448` (the 128-bit digest as 16
 //! little-endian bytes). A key has two probes, `h = xxh3_64(key)` and
-//! `xxh3_64_with_seed(h, 0x67726f7570636163)` (`h` as 8 little-endian bytes); each finds the
+//! `xxh3_64_with_seed(h, 0x67726f7570636163)` (`h` as 8 little-endian bytes). Points and
+//! probes are compared on their top 52 bits (the low 12 bits cleared). Each probe finds the
 //! first point at or after it, wrapping to the first point, and the key belongs to the point
 //! nearer to its probe (two probes of multi-probe consistent hashing; a tie goes to the point
 //! that sorts first). Two points that collide sort by their peer's URL, the first winning.
@@ -47,9 +48,9 @@ pub const MAX_REPLICAS: usize = 10_000;
 /// peers at 50 replicas), peers × [`BALANCED_POINTS`] on the balanced one (2,232 peers).
 ///
 /// It was 100,000 until the balanced ring came, whose 1,000 peers need 448,000 points. A ring
-/// of a million points takes 8 MB (golang's ring) to 14 MB (the balanced one) and, in a
-/// release build on the project's 2-core machine, 90 to 110 ms to build for golang's ring (a
-/// formatted label and a crc32 per point, then a sort) and 50 to 75 ms for the balanced one.
+/// of a million points takes 8 MB (golang's ring) to 10 MB (the balanced one) and, in a
+/// release build on the project's 2-core machine, 85 to 140 ms to build for golang's ring (a
+/// formatted label and a crc32 per point, then a sort) and 23 to 30 ms for the balanced one.
 /// A larger peer list is refused rather than left to take memory and time: past a few
 /// thousand nodes, split the cluster (docs/scaling.md).
 /// [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build) and
@@ -68,6 +69,12 @@ const BALANCED_PROBES: u64 = 2;
 
 /// The seed of the balanced ring's second probe, the xxh3 hash of the first with this seed.
 const PROBE_SEED: u64 = 0x6772_6f75_7063_6163; // "groupcac"
+
+/// The low bits of a balanced ring's points and probes that are not compared: a point keeps
+/// its peer's rank there instead.
+const OWNER_BITS: u32 = 12;
+const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
+const _: () = assert!(MAX_BALANCED_PEERS <= 1 << OWNER_BITS);
 
 /// How a ring places keys. Every node of a cluster must use the same kind: a node on another
 /// kind is seen as a ring mismatch (`ring_mismatches` in [`ClusterStats`](crate::ClusterStats),
@@ -172,16 +179,19 @@ enum Placement {
 /// starts among them.
 #[derive(Clone)]
 struct Balanced {
-    /// Sorted ring points, each with the index in `peers` of the peer that owns it (side by
-    /// side, so that a look-up reads both at once), then `u64::MAX`, which ends every scan; a
-    /// collision leaves both points, the first (whose peer sorts first) wins.
-    points: Vec<(u64, u32)>,
+    /// Sorted ring points, each packed with its peer: the point's top 52 bits, and in the low
+    /// 12 bits ([`OWNER_BITS`]) the rank of its peer's URL among the sorted URLs (so that a
+    /// look-up reads one word, and two equal points sort by URL, the first winning). Then
+    /// `u64::MAX`, which ends every scan.
+    points: Vec<u64>,
     /// The number of ring points: `points` without its last entry.
     len: usize,
     /// `starts[b]` is the index of the first point at or above `b << shift`; one more entry
     /// than buckets, the last being `len`.
     starts: Vec<u32>,
     shift: u32,
+    /// `owners[rank]` is the index in the ring's `peers` of the peer whose URL sorts `rank`th.
+    owners: Vec<u32>,
 }
 
 impl Ring {
@@ -357,7 +367,8 @@ impl Ring {
         // the kinds never share a fingerprint for the same peers but by a crc32 collision.
         let fingerprint = crc32fast::hash(
             format!(
-                "balanced/{per_peer}/{BALANCED_PROBES}\n{}",
+                "balanced/{per_peer}/{BALANCED_PROBES}/{}\n{}",
+                64 - OWNER_BITS,
                 sorted_peers(&unique)
             )
             .as_bytes(),
@@ -498,19 +509,22 @@ impl Balanced {
         let bits = (total.max(4).next_power_of_two().trailing_zeros() - 1).min(32);
         let shift = 64 - bits;
         let buckets = 1usize << bits;
+        // Ranks by URL: a point carries its peer's rank, so that equal points sort by URL
+        // and the ring does not depend on the order the peers were given in.
+        let mut owners: Vec<u32> = (0..peers.len() as u32).collect();
+        owners.sort_unstable_by(|&a, &b| peers[a as usize].cmp(&peers[b as usize]));
+        // The URL is hashed once; its points are hashes of that digest, each with its own
+        // seed: two short hashes per point rather than one of the whole URL.
+        let digests: Vec<[u8; 16]> = owners
+            .iter()
+            .map(|&peer| xxh3_128(peers[peer as usize].as_bytes()).to_le_bytes())
+            .collect();
         // A counting sort in two passes, each of which writes to few places at a time: by
         // the top (at most) 8 bits of the points, then, within each of those ranges, by
-        // bucket, with an insertion sort within each bucket (a point or two): by point, a
-        // collision by URL.
+        // bucket, with an insertion sort within each bucket (a point or two).
         let coarse_bits = bits.min(8);
         let coarse_shift = 64 - coarse_bits;
         let mut coarse = vec![0usize; (1 << coarse_bits) + 1];
-        // The URL is hashed once; its points are hashes of that digest, each with its own
-        // seed: two short hashes per point rather than one of the whole URL.
-        let digests: Vec<[u8; 16]> = peers
-            .iter()
-            .map(|peer| xxh3_128(peer.as_bytes()).to_le_bytes())
-            .collect();
         // The points are hashed twice, to count and then to place them: a short hash costs
         // less than writing and reading back a list of every point (and its page faults).
         for digest in &digests {
@@ -522,21 +536,21 @@ impl Balanced {
         for c in 1..coarse.len() {
             coarse[c] += coarse[c - 1];
         }
-        // Placed by coarse range in the ring's own arrays, then each range sorted in place
+        // Placed by coarse range in the ring's own array, then each range sorted in place
         // through a small copy of it: no second list of every point.
-        let mut points = vec![(0u64, 0u32); total + 1];
-        points[total] = (u64::MAX, 0);
+        let mut points = vec![0u64; total + 1];
+        points[total] = u64::MAX;
         let mut fill = coarse.clone();
-        for (peer_index, digest) in digests.iter().enumerate() {
+        for (rank, digest) in digests.iter().enumerate() {
             for i in 0..per_peer as u64 {
                 let point = xxh3_64_with_seed(digest, i);
                 let c = (point >> coarse_shift) as usize;
-                points[fill[c]] = (point, peer_index as u32);
+                points[fill[c]] = (point & !OWNER_MASK) | rank as u64;
                 fill[c] += 1;
             }
         }
         let mut starts = vec![0u32; buckets + 1];
-        let mut range: Vec<(u64, u32)> = Vec::new();
+        let mut range: Vec<u64> = Vec::new();
         let sub_buckets = 1usize << (bits - coarse_bits);
         let mut sub_starts = vec![0u32; sub_buckets + 1];
         let mut sub_ends = vec![0u32; sub_buckets];
@@ -545,7 +559,7 @@ impl Balanced {
             range.clear();
             range.extend_from_slice(&points[begin..end]);
             sub_starts.fill(0);
-            for &(point, _) in &range {
+            for &point in &range {
                 sub_starts[((point >> shift) as usize & (sub_buckets - 1)) + 1] += 1;
             }
             for k in 1..=sub_buckets {
@@ -555,20 +569,16 @@ impl Balanced {
                 starts[c * sub_buckets + k] = (begin as u32) + sub_starts[k];
             }
             sub_ends.copy_from_slice(&sub_starts[..sub_buckets]);
-            for &(point, owner) in &range {
+            for &point in &range {
                 let k = (point >> shift) as usize & (sub_buckets - 1);
                 let start = begin + sub_starts[k] as usize;
                 let mut at = begin + sub_ends[k] as usize;
                 sub_ends[k] += 1;
-                while at > start && {
-                    let (before, before_owner) = points[at - 1];
-                    before > point
-                        || (before == point && peers[before_owner as usize] > peers[owner as usize])
-                } {
+                while at > start && points[at - 1] > point {
                     points[at] = points[at - 1];
                     at -= 1;
                 }
-                points[at] = (point, owner);
+                points[at] = point;
             }
         }
         starts[buckets] = total as u32;
@@ -577,21 +587,24 @@ impl Balanced {
             len: total,
             starts,
             shift,
+            owners,
         }
     }
 
-    /// The index of the first point at or after `hash`, wrapping to the first point.
+    /// The index of the first point at or after `probe` (whose low [`OWNER_BITS`] are 0),
+    /// wrapping to the first point.
     #[inline]
-    fn successor(&self, hash: u64) -> usize {
+    fn successor(&self, probe: u64) -> usize {
         let points = &self.points;
-        // The first point of `hash`'s bucket, or of the next bucket with a point: at or
+        // The first point of `probe`'s bucket, or of the next bucket with a point: at or
         // before the successor. A bucket holds a point or two: two steps without a branch
         // (a mispredicted one costs more than the whole look-up), then a loop that seldom
-        // runs. The `u64::MAX` at the end stops every scan.
-        let mut i = self.starts[(hash >> self.shift) as usize] as usize;
-        i += usize::from(points[i].0 < hash);
-        i += usize::from(points[i].0 < hash);
-        while points[i].0 < hash {
+        // runs. A packed point is below `probe` exactly when its point is, as `probe` has no
+        // owner bits; the `u64::MAX` at the end stops every scan.
+        let mut i = self.starts[(probe >> self.shift) as usize] as usize;
+        i += usize::from(points[i] < probe);
+        i += usize::from(points[i] < probe);
+        while points[i] < probe {
             i += 1;
         }
         if i == self.len { 0 } else { i }
@@ -607,15 +620,20 @@ impl Balanced {
         for (n, probe) in probes.iter_mut().enumerate().skip(1) {
             *probe = xxh3_64_with_seed(&first.to_le_bytes(), PROBE_SEED + n as u64 - 1);
         }
+        let probes = probes.map(|probe| probe & !OWNER_MASK);
         let successors = probes.map(|probe| self.successor(probe));
         // (distance to the successor, its index): the nearest wins, a tie the lower index.
         let nearest = probes
             .iter()
             .zip(successors)
-            .map(|(&probe, i)| (u128::from(self.points[i].0.wrapping_sub(probe)) << 64) | i as u128)
+            .map(|(&probe, i)| {
+                let distance = (self.points[i] & !OWNER_MASK).wrapping_sub(probe);
+                (u128::from(distance) << 64) | i as u128
+            })
             .min()
             .expect("at least one probe");
-        Some(self.points[nearest as u64 as usize].1 as usize)
+        let rank = self.points[nearest as u64 as usize] & OWNER_MASK;
+        Some(self.owners[rank as usize] as usize)
     }
 
     /// Adds each point's share to its owner's. A key's probes are independent and uniform;
@@ -625,7 +643,8 @@ impl Balanced {
     /// `S(t) = Σ (len − t)⁺` over all arcs. The key goes to the nearest of `k` probes, so
     /// `share(p) = k ∫ c_p(t) S(t)^(k−1) dt`. Between two consecutive arc lengths `S` is linear
     /// (`A − m·t`, `m` arcs still longer), and the integral of one arc over that stretch is
-    /// `(S(t₀)^k − S(t₁)^k) / m`.
+    /// `(S(t₀)^k − S(t₁)^k) / m`. (Probes and points are truncated to 52 bits, so the shares
+    /// are exact to about 2⁻⁵² of the ring.)
     fn ownership(&self, shares: &mut [f64]) {
         let len = self.len;
         if len == 0 {
@@ -634,12 +653,13 @@ impl Balanced {
         let whole = 2f64.powi(64);
         let mut arcs: Vec<(f64, u32)> = (0..len)
             .map(|i| {
-                let previous = self.points[if i == 0 { len - 1 } else { i - 1 }].0;
-                let arc = match self.points[i].0.wrapping_sub(previous) {
+                let previous = self.points[if i == 0 { len - 1 } else { i - 1 }] & !OWNER_MASK;
+                let arc = match (self.points[i] & !OWNER_MASK).wrapping_sub(previous) {
                     0 if len == 1 => whole,
                     arc => arc as f64,
                 };
-                (arc / whole, self.points[i].1)
+                let rank = self.points[i] & OWNER_MASK;
+                (arc / whole, self.owners[rank as usize])
             })
             .collect();
         arcs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
@@ -978,9 +998,11 @@ mod tests {
             counts[PEERS.iter().position(|p| *p == owner).unwrap()] += 1;
         }
         assert_eq!(xxh3_64(b"user:12345"), 0xee6d_dce9_0ffe_e5b3);
-        assert_eq!(balanced.points[0].0, 0x0012_a189_6c3b_7860);
-        assert_eq!(balanced.points[balanced.len - 1].0, 0xffff_89a9_020e_4e1e);
-        assert_eq!(balanced.points[balanced.len].0, u64::MAX);
+        // The points are the same xxh3 hashes as ever, their low 12 bits replaced by the
+        // rank of their peer's URL.
+        assert_eq!(balanced.points[0], 0x0012_a189_6c3b_7000 | 2);
+        assert_eq!(balanced.points[balanced.len - 1], 0xffff_89a9_020e_4000 | 1);
+        assert_eq!(balanced.points[balanced.len], u64::MAX);
         assert_eq!(counts, [3351, 3281, 3368]);
         assert_eq!(owners, PINNED_OWNERS);
         assert_eq!(ring.fingerprint(), PINNED_FINGERPRINT);
@@ -995,7 +1017,7 @@ mod tests {
     }
 
     const PINNED_OWNERS: [&str; 5] = [PEERS[1], PEERS[0], PEERS[2], PEERS[2], PEERS[2]];
-    const PINNED_FINGERPRINT: u32 = 0xe379_ffaa;
+    const PINNED_FINGERPRINT: u32 = 0x1fdc_7c07;
 
     #[test]
     fn balanced_ring_size_is_bounded() {

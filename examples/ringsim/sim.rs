@@ -124,15 +124,15 @@ pub fn build_ms(kind: RingKind, peers: &[String], runs: usize) -> (f64, f64) {
 }
 
 /// The ring's memory, estimated from its points: a golang ring keeps a 4-byte point and a
-/// 4-byte owner per point; the balanced ring an 8-byte point and a 4-byte owner side by side
-/// (16 bytes with alignment), and a 4-byte index entry per bucket, with between half as many
-/// buckets as points and as many.
+/// 4-byte owner per point; the balanced ring an 8-byte word per point (the point and its
+/// owner's rank packed together), a 4-byte index entry per bucket, with between half as many
+/// buckets as points and as many, and a 4-byte entry per peer from rank to peer.
 pub fn ring_bytes(ring: &Ring) -> usize {
     let points = ring.points();
     match ring.kind() {
         RingKind::Balanced => {
             let buckets = points.max(4).next_power_of_two() / 2 + 1;
-            points * 16 + buckets * 4
+            points * 8 + buckets * 4 + ring.peers().len() * 4
         }
         _ => points * 8,
     }
