@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::Node;
@@ -137,17 +136,14 @@ impl Node {
 
     /// Sends the queued gets in one batched request, and tells each its result.
     async fn send_queued(&self, peer: &str, source: &CachedSource, batch: Vec<Queued>) {
-        let chunk = batch
+        let chunk: Vec<_> = batch
             .iter()
             .map(|queued| (queued.key.clone(), queued.ticket.clone()))
             .collect();
-        let mut results = FxHashMap::default();
-        let mut local = Vec::new();
-        self.fetch_chunk(peer, source, chunk, &mut results, &mut local)
-            .await;
-        for queued in batch {
+        let fetched = self.fetch_chunk(peer, source, &chunk).await;
+        for (queued, fetch) in batch.into_iter().zip(fetched) {
             // A get that was dropped meanwhile wants nothing.
-            let _ = queued.done.send(results.remove(&queued.key));
+            let _ = queued.done.send(fetch);
         }
     }
 

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use rustc_hash::FxHashMap;
-
 use tracing::Instrument as _;
 
 use super::Node;
 use super::cache::{Entry, Tier};
+use super::queue::{Fetch, batch_results};
 use super::singleflight::Ticket;
 use super::source::{CachedSource, HotKeys};
 use crate::error::{Error, ErrorKind, OwnerFailed};
@@ -160,9 +159,10 @@ impl Node {
         peer: &str,
         source: &CachedSource,
         keys: Vec<(Arc<str>, Arc<Ticket>)>,
-    ) -> FxHashMap<Arc<str>, Result<Entry, Error>> {
+    ) -> Vec<Result<Entry, Error>> {
         let counters = &source.counters;
-        let (mut results, to_fetch) = self.start_batch(source, keys);
+        let (mut results, places, to_fetch) = self.start_batch(source, keys);
+        let mut local_places = Vec::new();
         let mut local = Vec::new();
         let verdict = self.health.verdict(peer);
         if verdict == Verdict::Skip {
@@ -170,33 +170,40 @@ impl Node {
                 counters.add(Event::PeerSkip);
             }
             self.client.skipped(peer, to_fetch.len());
+            local_places = places;
             local = to_fetch;
         } else {
             // Frees the probe slot however the fetch ends, even if it is dropped.
             let _probe = (verdict == Verdict::Probe).then(|| ProbeSlot(&self.health, peer));
-            let mut rest = to_fetch;
-            while !rest.is_empty() {
-                let chunk: Vec<_> = rest
-                    .drain(..rest.len().min(self.config.max_batch_keys))
-                    .collect();
-                self.fetch_chunk(peer, source, chunk, &mut results, &mut local)
-                    .await;
+            let max = self.config.max_batch_keys.max(1);
+            for (chunk, chunk_places) in to_fetch.chunks(max).zip(places.chunks(max)) {
+                let fetched = self.fetch_chunk(peer, source, chunk).await;
+                for ((fetch, &place), keyed) in fetched.into_iter().zip(chunk_places).zip(chunk) {
+                    match fetch {
+                        Some(result) => results[place] = Some(result),
+                        None => {
+                            local_places.push(place);
+                            local.push(keyed.clone());
+                        }
+                    }
+                }
             }
         }
-        results.extend(self.load_from_source(source, local).await);
-        results
+        let loaded = self.load_from_source(source, local).await;
+        for (place, result) in local_places.into_iter().zip(loaded) {
+            results[place] = Some(result);
+        }
+        batch_results(&source.name, results)
     }
 
-    /// One batched get of `chunk` from `peer`: each key's result into `results`, or the key
-    /// into `local` to be loaded here.
+    /// One batched get of `chunk` from `peer`: each key's result, in the order of `chunk`, or
+    /// `None` for a key to be loaded here.
     pub(super) async fn fetch_chunk(
         &self,
         peer: &str,
         source: &CachedSource,
-        chunk: Vec<(Arc<str>, Arc<Ticket>)>,
-        results: &mut FxHashMap<Arc<str>, Result<Entry, Error>>,
-        local: &mut Vec<(Arc<str>, Arc<Ticket>)>,
-    ) {
+        chunk: &[(Arc<str>, Arc<Ticket>)],
+    ) -> Vec<Fetch> {
         let counters = &source.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();
         let rates: Vec<f64> = chunk
@@ -224,18 +231,14 @@ impl Node {
                 // A node of an earlier version of this crate, which has no batched get: asked
                 // key by key, as a get asks it.
                 self.health.success(peer);
+                let mut fetched = Vec::with_capacity(chunk.len());
                 for (key, ticket) in chunk {
-                    match self.fetch_from(peer, source, &key, &ticket).await {
-                        Some(result) => {
-                            results.insert(key, result);
-                        }
-                        None => local.push((key, ticket)),
-                    }
+                    fetched.push(self.fetch_from(peer, source, key, ticket).await);
                 }
-                return;
+                return fetched;
             }
             Err(error) => {
-                for _ in &chunk {
+                for _ in chunk {
                     counters.add(Event::PeerError);
                 }
                 let skipping = error.is_peer_fault() && self.health.failure(peer);
@@ -243,13 +246,13 @@ impl Node {
                     self.health.success(peer);
                 }
                 self.fetch_failed(source, peer, &error, skipping, chunk.len());
-                local.extend(chunk);
-                return;
+                return chunk.iter().map(|_| None).collect();
             }
         };
         self.health.success(peer);
         let now = self.clock.now();
-        for (((key, ticket), answer), local_rate) in chunk.into_iter().zip(answers).zip(rates) {
+        let mut fetched = Vec::with_capacity(chunk.len());
+        for (((key, ticket), answer), local_rate) in chunk.iter().zip(answers).zip(rates) {
             let result = match answer.error.as_deref() {
                 None => {
                     let response = GetResponse {
@@ -257,7 +260,7 @@ impl Node {
                         minute_qps: answer.minute_qps,
                         expire: answer.expire,
                     };
-                    Ok(self.fetched(source, &key, response, local_rate, &ticket, now))
+                    Ok(self.fetched(source, key, response, local_rate, ticket, now))
                 }
                 Some(NOT_FOUND) => {
                     counters.add(Event::PeerNotFound);
@@ -265,17 +268,12 @@ impl Node {
                 }
                 Some(REPLY_FULL) => {
                     // It fits alone: asked on its own.
-                    match self.fetch_from(peer, source, &key, &ticket).await {
-                        Some(result) => result,
-                        None => {
-                            local.push((key, ticket));
-                            continue;
-                        }
-                    }
+                    fetched.push(self.fetch_from(peer, source, key, ticket).await);
+                    continue;
                 }
                 Some(TOO_LARGE | UNAVAILABLE) => {
                     counters.add(Event::PeerError);
-                    local.push((key, ticket));
+                    fetched.push(None);
                     continue;
                 }
                 Some(token) => {
@@ -292,8 +290,9 @@ impl Node {
                     ))
                 }
             };
-            results.insert(key, result);
+            fetched.push(Some(result));
         }
+        fetched
     }
 
     /// Logs a failed fetch of `keys` keys (at most once in a while: a peer that fails every

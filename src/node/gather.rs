@@ -83,16 +83,15 @@ impl Node {
         );
         let mut results = LOAD_CHAIN
             .scope(chain, self.load_from_source(source, batch))
-            .await;
-        for other in others {
-            let result = results
-                .remove(&other.key)
-                .unwrap_or_else(|| Err(Error::new(crate::error::ErrorKind::Load, &source.name)));
+            .await
+            .into_iter();
+        let missing = || Err(Error::new(crate::error::ErrorKind::Load, &source.name));
+        // The results are in the batch's order: this key's first, then the others'.
+        let result = results.next().unwrap_or_else(missing);
+        for (other, other_result) in others.into_iter().zip(results) {
             // A miss that was dropped meanwhile wants nothing.
-            let _ = other.done.send(result);
+            let _ = other.done.send(other_result);
         }
-        results
-            .remove(key)
-            .unwrap_or_else(|| Err(Error::new(crate::error::ErrorKind::Load, &source.name)))
+        result
     }
 }

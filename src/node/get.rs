@@ -220,10 +220,13 @@ impl Node {
             // Counted from the moment the flight exists, so a shutdown that starts now waits
             // for it.
             let drain = node.drain.begin();
+            // The load's future is large (kilobytes: the peer request's, the data source's);
+            // boxed where it starts, it is written once, not copied by each of the layers
+            // that wrap the flight (the chain's scope, the span, the flight's own task).
             LOAD_CHAIN
                 .scope(chain, async move {
                     let _counted = drain;
-                    node.load(&source, key, owner, &ticket).await
+                    Box::pin(node.load(&source, key, owner, &ticket)).await
                 })
                 .instrument(span)
         }))

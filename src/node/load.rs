@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use super::Node;
 use super::cache::{Entry, Freshness, Tier};
 use super::fetch::ProbeSlot;
+use super::queue::batch_results;
 use super::singleflight::Ticket;
 use super::source::CachedSource;
 use crate::error::{BoxError, Error, ErrorKind, KeyCodecError};
@@ -84,55 +85,64 @@ impl Node {
 
     /// A batch of keys this node owns, loaded in one call of the data source
     /// ([`Source::load_many`](crate::Source::load_many)): the body of every flight of the
-    /// batch. Each key is counted, kept and failed as a load of its own would be.
+    /// batch. Each key is counted, kept and failed as a load of its own would be. The results
+    /// are in the order of `keys`.
     pub(super) async fn load_batch(
         &self,
         source: &CachedSource,
         keys: Vec<(Arc<str>, Arc<Ticket>)>,
-    ) -> FxHashMap<Arc<str>, Result<Entry, Error>> {
-        let (mut results, to_load) = self.start_batch(source, keys);
-        results.extend(self.load_from_source(source, to_load).await);
-        results
+    ) -> Vec<Result<Entry, Error>> {
+        let (mut results, places, to_load) = self.start_batch(source, keys);
+        let loaded = self.load_from_source(source, to_load).await;
+        for (place, result) in places.into_iter().zip(loaded) {
+            results[place] = Some(result);
+        }
+        batch_results(&source.name, results)
     }
 
     /// The start of every flight of a batch, counted as [`load`](Self::load) counts its
-    /// own: the keys a load that just ended put in the cache meanwhile, and the others, which
-    /// are to be loaded.
+    /// own: the results of the keys a load that just ended put in the cache meanwhile, in the
+    /// order of `keys` (`None` for the others), and the others, which are to be loaded, with
+    /// their places in `keys`.
     #[allow(clippy::type_complexity)]
     pub(super) fn start_batch(
         &self,
         source: &CachedSource,
         keys: Vec<(Arc<str>, Arc<Ticket>)>,
     ) -> (
-        FxHashMap<Arc<str>, Result<Entry, Error>>,
+        Vec<Option<Result<Entry, Error>>>,
+        Vec<usize>,
         Vec<(Arc<str>, Arc<Ticket>)>,
     ) {
-        let counters = &source.counters;
-        let mut results = FxHashMap::default();
+        let counters = source.counters.stripe();
+        let mut results = Vec::with_capacity(keys.len());
+        let mut places = Vec::with_capacity(keys.len());
         let mut to_load = Vec::with_capacity(keys.len());
-        for (key, ticket) in keys {
+        for (place, (key, ticket)) in keys.into_iter().enumerate() {
             counters.add(Event::Flight);
             if let Some((entry, Freshness::Fresh, tier)) = source.caches.get(&key, &*self.clock) {
                 counters.add(tier.flight_hit_event());
-                results.insert(key, Ok(entry));
+                results.push(Some(Ok(entry)));
                 continue;
             }
             counters.add(Event::LoadDeduped);
+            results.push(None);
+            places.push(place);
             to_load.push((key, ticket));
         }
-        (results, to_load)
+        (results, places, to_load)
     }
 
-    /// Loads `to_load` from the data source in one call.
+    /// Loads `to_load` from the data source in one call: each key's result, in the order of
+    /// `to_load`.
     pub(super) async fn load_from_source(
         &self,
         source: &CachedSource,
         to_load: Vec<(Arc<str>, Arc<Ticket>)>,
-    ) -> FxHashMap<Arc<str>, Result<Entry, Error>> {
+    ) -> Vec<Result<Entry, Error>> {
         let counters = &source.counters;
-        let mut results = FxHashMap::default();
         if to_load.is_empty() {
-            return results;
+            return Vec::new();
         }
         let names = to_load.iter().map(|(key, _)| key.to_string()).collect();
         let load = source.source.clone().load_many_owned(names);
@@ -143,35 +153,36 @@ impl Node {
         let now = self.clock.now();
         match result {
             Ok(Ok(mut many)) => {
-                for (key, ticket) in to_load {
+                // A key asked for twice (two flights of it, the first revoked) shares the
+                // first one's answer, which `many` no longer holds.
+                let mut first: FxHashMap<&str, usize> = FxHashMap::default();
+                let mut results: Vec<Result<Entry, Error>> = Vec::with_capacity(to_load.len());
+                for (key, ticket) in &to_load {
+                    if let Some(&earlier) = first.get(&**key) {
+                        let shared = results[earlier].clone();
+                        results.push(shared);
+                        continue;
+                    }
+                    first.insert(key, results.len());
                     // A key the source left out is *not found*.
-                    let loaded = many.remove(&key).unwrap_or_else(|| Ok(Loaded::not_found()));
-                    let result = self.settle_load(source, &key, loaded, &ticket, now);
-                    results.insert(key, result);
+                    let loaded = many.remove(key).unwrap_or_else(|| Ok(Loaded::not_found()));
+                    results.push(self.settle_load(source, key, loaded, ticket, now));
                 }
+                results
             }
             Ok(Err(cause)) => {
                 // One failure for every key of the call: one error, shared.
                 let error = self.load_failed(source, cause, to_load.len());
-                results.extend(
-                    to_load
-                        .into_iter()
-                        .map(|(key, _)| (key, Err(error.clone()))),
-                );
+                vec![Err(error); to_load.len()]
             }
             Err(_panic) => {
                 for _ in 1..to_load.len() {
                     counters.add(Event::LocalLoadErr);
                 }
                 let error = self.load_panicked(source);
-                results.extend(
-                    to_load
-                        .into_iter()
-                        .map(|(key, _)| (key, Err(error.clone()))),
-                );
+                vec![Err(error); to_load.len()]
             }
         }
-        results
     }
 
     /// What the data source said of `key`: counted, kept in the main cache (unless its load

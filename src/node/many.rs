@@ -29,8 +29,9 @@ impl Node {
     ) -> Result<Vec<Result<Entry, Error>>, Error> {
         let source = self.source(name)?.clone();
         // Each distinct key once; `slots[i]` is the place of `keys[i]` among them.
-        let mut places: FxHashMap<&str, usize> = FxHashMap::default();
-        let mut distinct: Vec<&str> = Vec::new();
+        let mut places: FxHashMap<&str, usize> =
+            FxHashMap::with_capacity_and_hasher(keys.len(), Default::default());
+        let mut distinct: Vec<&str> = Vec::with_capacity(keys.len());
         let slots: Vec<usize> = keys
             .iter()
             .map(|key| {
@@ -160,11 +161,15 @@ impl Node {
             .iter()
             .map(|(_, key, _)| (key.clone(), owner.is_some()));
         let batch = source.flights.run_batch(&runtime, flight_keys, |new| {
-            let keys: Vec<Arc<str>> = new.iter().map(|((key, _), _)| key.clone()).collect();
-            let batch: Vec<(Arc<str>, Arc<Ticket>)> =
-                new.into_iter().map(|((key, _), ticket)| (key, ticket)).collect();
-            let chain = LoadChain::push_many(loading.clone(), source, keys.as_slice().into());
-            let span = tracing::debug_span!("groupcache.get_many", source = %source.name, keys = keys.len());
+            let keys: Box<[Arc<str>]> = new.iter().map(|((key, _), _)| key.clone()).collect();
+            let count = keys.len();
+            let batch: Vec<(Arc<str>, Arc<Ticket>)> = new
+                .into_iter()
+                .map(|((key, _), ticket)| (key, ticket))
+                .collect();
+            let chain = LoadChain::push_many(loading.clone(), source, keys);
+            let span =
+                tracing::debug_span!("groupcache.get_many", source = %source.name, keys = count);
             let (node, loaded_from, owner) = (self.clone(), source.clone(), owner.clone());
             // Counted from the moment the flights exist, so a shutdown that starts now waits
             // for them.
@@ -172,17 +177,14 @@ impl Node {
             LOAD_CHAIN
                 .scope(chain, async move {
                     let _counted = drain;
-                    let mut results = match owner {
-                        Some(owner) => node.fetch_batch(&owner, &loaded_from, batch).await,
-                        None => node.load_batch(&loaded_from, batch).await,
-                    };
-                    keys.iter()
-                        .map(|key| {
-                            results
-                                .remove(key)
-                                .unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &loaded_from.name)))
-                        })
-                        .collect()
+                    // Boxed where it starts, as a single load is (start_flight). The results
+                    // are in the order of the keys.
+                    match owner {
+                        Some(owner) => {
+                            Box::pin(node.fetch_batch(&owner, &loaded_from, batch)).await
+                        }
+                        None => Box::pin(node.load_batch(&loaded_from, batch)).await,
+                    }
                 })
                 .instrument(span)
         });

@@ -9,11 +9,23 @@ use tokio::sync::{Notify, oneshot};
 
 use super::cache::Entry;
 use super::singleflight::Ticket;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::sync::lock;
 
 /// What a fetch gives: the key's result, or `None` when it is to be loaded here.
 pub(super) type Fetch = Option<Result<Entry, Error>>;
+
+/// A batch's results in order (of source `name`), a key with none (which no path leaves)
+/// failing as a load.
+pub(super) fn batch_results(
+    name: &str,
+    results: Vec<Option<Result<Entry, Error>>>,
+) -> Vec<Result<Entry, Error>> {
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(Error::new(ErrorKind::Load, name))))
+        .collect()
+}
 
 /// The queues of one source, one per peer.
 #[derive(Default)]

@@ -265,7 +265,7 @@ struct BatchRelease<K: Hash + Eq, T> {
 
 impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
     fn drop(&mut self) {
-        let mut released = Vec::new();
+        let mut released = Vec::with_capacity(self.keys.len());
         {
             let mut flights = lock(&self.flights);
             for (key, ticket) in self.keys.drain(..) {
@@ -399,11 +399,12 @@ where
     where
         F: Future<Output = Vec<T>> + Send + 'static,
     {
+        let keys = keys.into_iter();
         let mut flights = lock(&self.flights);
         let mut joined = Vec::new();
-        let mut places = Vec::new();
-        let mut new = Vec::new();
-        for (place, key) in keys.into_iter().enumerate() {
+        let mut places = Vec::with_capacity(keys.size_hint().0);
+        let mut new = Vec::with_capacity(keys.size_hint().0);
+        for (place, key) in keys.enumerate() {
             match flights.get(&key) {
                 Some(flight) => joined.push((place, flight.load.join(&flight.waiters))),
                 None => {
@@ -436,6 +437,7 @@ where
             count: AtomicUsize::new(1),
             runtime: runtime.clone(),
         });
+        flights.reserve(new.len());
         for (place, (key, ticket)) in new.into_iter().enumerate() {
             flights.insert(
                 key,

@@ -263,7 +263,10 @@ impl Pool {
                 ));
             }
         }
-        let sender = self.connect(peer).await?;
+        // Boxed: a connection's future is large (the connector's, the handshake's), and
+        // inline it would make every request's future as large, to be copied as it is
+        // wrapped, for the few requests that open a connection.
+        let sender = Box::pin(self.connect(peer)).await?;
         Ok((
             Lent {
                 sender,
