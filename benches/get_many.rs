@@ -2,9 +2,10 @@
 //! caches nothing (`cache_bytes(0)`), so that every round goes over the network. `get_many`
 //! (one batched peer request) beside 100 concurrent `get`s of the same keys, in the same run:
 //! with natural batching (the default), and the baseline of one peer request each (a node
-//! with `natural_batching(0)`); the same over two owners, beside one remote get; and 100 misses this node owns, loaded from
-//! its data source by `get_many` (one `load_many` call) beside 100 concurrent `get`s (100
-//! loads). Two nodes on 127.0.0.1, a 2-thread runtime. `cargo bench --bench get_many`
+//! with `natural_batching(0)`); the same over two owners, beside one remote get, and
+//! `get_many` of the first 2, 10 and 30 of those keys; and 100 misses this node owns, loaded
+//! from its data source by `get_many` (one `load_many` call) beside 100 concurrent `get`s
+//! (100 loads). Nodes on 127.0.0.1, a 2-thread runtime. `cargo bench --bench get_many`
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
@@ -157,6 +158,14 @@ fn bench(c: &mut Criterion) {
         "100_keys_2_owners/100_concurrent_gets_one_request_each",
         |b| b.to_async(&rt).iter(|| gets(&p_handle, &spread)),
     );
+    // The first 2, 10 and 30 of those keys: what a call costs, beside what each key adds.
+    for n in [2usize, 10, 30] {
+        let few = spread[..n].to_vec();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("first_{n}_keys/get_many"), |b| {
+            b.to_async(&rt).iter(|| get_many(&a_handle, &few))
+        });
+    }
     group.throughput(Throughput::Elements(1));
     let one = spread[..1].to_vec();
     group.bench_function("100_keys_2_owners/one_remote_get", |b| {
