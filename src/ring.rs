@@ -12,7 +12,8 @@
 //! `xxh3_64_with_seed(xxh3_128(peer), i)` for `i` in `0..448` (the 128-bit digest as 16
 //! little-endian bytes). A key has two probes, `h = xxh3_64(key)` and
 //! `xxh3_64_with_seed(h, 0x67726f7570636163)` (`h` as 8 little-endian bytes). Points and
-//! probes are compared on their top 52 bits (the low 12 bits cleared). Each probe finds the
+//! probes are compared on their top 52 bits (the low 12 bits cleared; past 4,096 peers, as
+//! many more low bits as number them). Each probe finds the
 //! first point at or after it, wrapping to the first point, and the key belongs to the point
 //! nearer to its probe (two probes of multi-probe consistent hashing; a tie goes to the point
 //! that sorts first). Two points that collide sort by their peer's URL, the first winning.
@@ -71,9 +72,10 @@ const BALANCED_PROBES: u64 = 2;
 const PROBE_SEED: u64 = 0x6772_6f75_7063_6163; // "groupcac"
 
 /// The low bits of a balanced ring's points and probes that are not compared: a point keeps
-/// its peer's rank there instead.
+/// its peer's rank there instead. 12, enough for [`try_balanced`](Ring::try_balanced)'s
+/// 2,232 peers; a ring of more peers (from [`balanced`](Ring::balanced), fewer points each)
+/// takes as many more as its ranks need.
 const OWNER_BITS: u32 = 12;
-const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
 const _: () = assert!(MAX_BALANCED_PEERS <= 1 << OWNER_BITS);
 
 /// How a ring places keys. Every node of a cluster must use the same kind: a node on another
@@ -179,11 +181,13 @@ enum Placement {
 /// starts among them.
 #[derive(Clone)]
 struct Balanced {
-    /// Sorted ring points, each packed with its peer: the point's top 52 bits, and in the low
-    /// 12 bits ([`OWNER_BITS`]) the rank of its peer's URL among the sorted URLs (so that a
-    /// look-up reads one word, and two equal points sort by URL, the first winning). Then
-    /// `u64::MAX`, which ends every scan.
+    /// Sorted ring points, each packed with its peer: the point's top bits, and in the low
+    /// bits (`mask`: [`OWNER_BITS`], or more past 4,096 peers) the rank of its peer's URL
+    /// among the sorted URLs (so that a look-up reads one word, and two equal points sort by
+    /// URL, the first winning). Then `u64::MAX`, which ends every scan.
     points: Vec<u64>,
+    /// The low bits of a point that hold its peer's rank, and of a probe that are cleared.
+    mask: u64,
     /// The number of ring points: `points` without its last entry.
     len: usize,
     /// `starts[b]` is the index of the first point at or above `b << shift`; one more entry
@@ -368,7 +372,7 @@ impl Ring {
         let fingerprint = crc32fast::hash(
             format!(
                 "balanced/{per_peer}/{BALANCED_PROBES}/{}\n{}",
-                64 - OWNER_BITS,
+                balanced.mask.count_zeros(),
                 sorted_peers(&unique)
             )
             .as_bytes(),
@@ -513,6 +517,8 @@ impl Balanced {
         // and the ring does not depend on the order the peers were given in.
         let mut owners: Vec<u32> = (0..peers.len() as u32).collect();
         owners.sort_unstable_by(|&a, &b| peers[a as usize].cmp(&peers[b as usize]));
+        let rank_bits = usize::BITS - peers.len().saturating_sub(1).leading_zeros();
+        let mask = (1u64 << OWNER_BITS.max(rank_bits)) - 1;
         // The URL is hashed once; its points are hashes of that digest, each with its own
         // seed: two short hashes per point rather than one of the whole URL.
         let digests: Vec<[u8; 16]> = owners
@@ -545,7 +551,7 @@ impl Balanced {
             for i in 0..per_peer as u64 {
                 let point = xxh3_64_with_seed(digest, i);
                 let c = (point >> coarse_shift) as usize;
-                points[fill[c]] = (point & !OWNER_MASK) | rank as u64;
+                points[fill[c]] = (point & !mask) | rank as u64;
                 fill[c] += 1;
             }
         }
@@ -584,6 +590,7 @@ impl Balanced {
         starts[buckets] = total as u32;
         Self {
             points,
+            mask,
             len: total,
             starts,
             shift,
@@ -591,8 +598,8 @@ impl Balanced {
         }
     }
 
-    /// The index of the first point at or after `probe` (whose low [`OWNER_BITS`] are 0),
-    /// wrapping to the first point.
+    /// The index of the first point at or after `probe` (whose `mask` bits are 0), wrapping
+    /// to the first point.
     #[inline]
     fn successor(&self, probe: u64) -> usize {
         let points = &self.points;
@@ -620,19 +627,19 @@ impl Balanced {
         for (n, probe) in probes.iter_mut().enumerate().skip(1) {
             *probe = xxh3_64_with_seed(&first.to_le_bytes(), PROBE_SEED + n as u64 - 1);
         }
-        let probes = probes.map(|probe| probe & !OWNER_MASK);
+        let probes = probes.map(|probe| probe & !self.mask);
         let successors = probes.map(|probe| self.successor(probe));
         // (distance to the successor, its index): the nearest wins, a tie the lower index.
         let nearest = probes
             .iter()
             .zip(successors)
             .map(|(&probe, i)| {
-                let distance = (self.points[i] & !OWNER_MASK).wrapping_sub(probe);
+                let distance = (self.points[i] & !self.mask).wrapping_sub(probe);
                 (u128::from(distance) << 64) | i as u128
             })
             .min()
             .expect("at least one probe");
-        let rank = self.points[nearest as u64 as usize] & OWNER_MASK;
+        let rank = self.points[nearest as u64 as usize] & self.mask;
         Some(self.owners[rank as usize] as usize)
     }
 
@@ -644,7 +651,7 @@ impl Balanced {
     /// `share(p) = k ∫ c_p(t) S(t)^(k−1) dt`. Between two consecutive arc lengths `S` is linear
     /// (`A − m·t`, `m` arcs still longer), and the integral of one arc over that stretch is
     /// `(S(t₀)^k − S(t₁)^k) / m`. (Probes and points are truncated to 52 bits, so the shares
-    /// are exact to about 2⁻⁵² of the ring.)
+    /// are exact to about 2⁻⁵² of the ring; fewer bits past 4,096 peers.)
     fn ownership(&self, shares: &mut [f64]) {
         let len = self.len;
         if len == 0 {
@@ -653,12 +660,12 @@ impl Balanced {
         let whole = 2f64.powi(64);
         let mut arcs: Vec<(f64, u32)> = (0..len)
             .map(|i| {
-                let previous = self.points[if i == 0 { len - 1 } else { i - 1 }] & !OWNER_MASK;
-                let arc = match (self.points[i] & !OWNER_MASK).wrapping_sub(previous) {
+                let previous = self.points[if i == 0 { len - 1 } else { i - 1 }] & !self.mask;
+                let arc = match (self.points[i] & !self.mask).wrapping_sub(previous) {
                     0 if len == 1 => whole,
                     arc => arc as f64,
                 };
-                let rank = self.points[i] & OWNER_MASK;
+                let rank = self.points[i] & self.mask;
                 (arc / whole, self.owners[rank as usize])
             })
             .collect();
@@ -1018,6 +1025,27 @@ mod tests {
 
     const PINNED_OWNERS: [&str; 5] = [PEERS[1], PEERS[0], PEERS[2], PEERS[2], PEERS[2]];
     const PINNED_FINGERPRINT: u32 = 0x1fdc_7c07;
+
+    #[test]
+    fn balanced_ring_of_more_peers_than_owner_bits_hold_places_keys_on_all_of_them() {
+        // `Ring::balanced` takes any number of peers, with fewer points each past 2,232: a
+        // peer's rank must still fit beside its points.
+        let peers = statefulset(5_000);
+        let ring = Ring::balanced(&peers);
+        assert_eq!(ring.replicas(), MAX_RING_POINTS / 5_000);
+        let shares = ring.ownership();
+        assert!(
+            shares.iter().all(|&share| share > 0.0),
+            "{} of 5,000 peers own nothing",
+            shares.iter().filter(|&&share| share == 0.0).count()
+        );
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let mut owners = FxHashSet::default();
+        for i in 0..200_000 {
+            owners.insert(ring.owner(&format!("k{i}")).unwrap().to_owned());
+        }
+        assert!(owners.len() > 4_900, "{} owners", owners.len());
+    }
 
     #[test]
     fn balanced_ring_size_is_bounded() {
