@@ -736,6 +736,40 @@ async fn misses_that_come_together_are_loaded_in_one_call_when_the_source_gather
     assert_eq!(good.await.unwrap().unwrap(), value_of("k9"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_key_gathered_twice_in_one_load_gives_both_gets_its_value() {
+    // A get of `k` gathers others for 5 ms; `k` is removed meanwhile, which revokes that
+    // load, and a second get of `k` starts a load of its own, gathered into the same batch:
+    // the source is asked for `k` twice in one call, and answers it once.
+    let batches = Batches::default();
+    let cache = Groupcache::builder()
+        .source_with(
+            "users",
+            batches.clone(),
+            SourceOptions::new().gather_loads(4, Duration::from_millis(5)),
+        )
+        .build()
+        .unwrap();
+    let get = || {
+        let handle = cache.handle();
+        tokio::spawn(async move { handle.get("users", "k").await })
+    };
+    let first = get();
+    // The clock stands still while a task can run: the first get is gathering when this
+    // task runs again.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    cache.handle().remove("users", "k").await.unwrap();
+    let second = get();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(first.await.unwrap().unwrap(), value_of("k"));
+    assert_eq!(second.await.unwrap().unwrap(), value_of("k"));
+    assert_eq!(batches.calls(), [vec!["k", "k"]], "one call, the key twice");
+}
+
 #[tokio::test]
 async fn with_a_wait_the_first_get_holds_its_request_for_the_next() {
     let batches = Batches::default();
