@@ -3,7 +3,8 @@
 //! (one batched peer request) beside 100 concurrent `get`s of the same keys, in the same run:
 //! with natural batching (the default), and the baseline of one peer request each (a node
 //! with `natural_batching(0)`); the same over two owners, beside one remote get, and
-//! `get_many` of the first 2, 10 and 30 of those keys; and 100 misses this node owns, loaded
+//! `get_many` of the first 2, 10 and 30 of those keys, and 8 overlapping calls for the 100
+//! keys at once; and 100 misses this node owns, loaded
 //! from its data source by `get_many` (one `load_many` call) beside 100 concurrent `get`s
 //! (100 loads). Nodes on 127.0.0.1, a 2-thread runtime. `cargo bench --bench get_many`
 
@@ -158,6 +159,13 @@ fn bench(c: &mut Criterion) {
         "100_keys_2_owners/100_concurrent_gets_one_request_each",
         |b| b.to_async(&rt).iter(|| gets(&p_handle, &spread)),
     );
+    // 8 calls at once for the same 100 keys: the later ones join the first one's loads.
+    group.throughput(Throughput::Elements(8 * KEYS as u64));
+    group.bench_function("100_keys_2_owners/8_overlapping_get_many", |b| {
+        b.to_async(&rt)
+            .iter(|| futures_util::future::join_all((0..8).map(|_| get_many(&a_handle, &spread))))
+    });
+    group.throughput(Throughput::Elements(KEYS as u64));
     // The first 2, 10 and 30 of those keys: what a call costs, beside what each key adds.
     for n in [2usize, 10, 30] {
         let few = spread[..n].to_vec();

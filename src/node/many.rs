@@ -195,16 +195,28 @@ impl Node {
                 .into_iter()
                 .map(|(place, waiter)| waiter.map(move |outcome| (place, outcome))),
         );
+        let joined_batches = futures_util::future::join_all(
+            batch
+                .joined_batches
+                .into_iter()
+                .map(|(places, waiter)| waiter.map(move |outcome| (places, outcome))),
+        );
         let started = async {
             match batch.started {
                 Some((places, waiter)) => Some((places, waiter.await)),
                 None => None,
             }
         };
-        let (joined, started) = futures_util::future::join(joined, started).await;
+        let (joined, joined_batches, started) =
+            futures_util::future::join3(joined, joined_batches, started).await;
         let mut outcomes: Vec<Option<Outcome<Result<Entry, Error>>>> = vec![None; keys.len()];
         for (place, outcome) in joined {
             outcomes[place] = Some(outcome);
+        }
+        for (places, outcome) in joined_batches {
+            for (place, nth) in places {
+                outcomes[place] = Some(outcome.nth(nth));
+            }
         }
         if let Some((places, outcome)) = started {
             for (i, place) in places.into_iter().enumerate() {

@@ -349,14 +349,20 @@ impl<T: Clone + Send + Sync + 'static> Future for Waiter<T> {
 }
 
 /// The flights of [`Singleflight::run_batch`]: the running ones it joined, each with its
-/// key's place, and the one load of the others, with their places.
+/// key's place (those of one batch load under one waiter, each key with its place and its
+/// place in that load), and the one load of the others, with their places.
 pub(crate) struct Batch<T: Clone + Send + Sync + 'static> {
     pub(crate) joined: Vec<(usize, Waiter<T>)>,
+    pub(crate) joined_batches: Vec<JoinedBatch<T>>,
     pub(crate) started: Option<(Vec<usize>, BatchWaiter<T>)>,
 }
 
 /// The wait for a whole batch: every value of its keys, in their order.
 pub(crate) type BatchWaiter<T> = RawWaiter<Arc<Vec<T>>>;
+
+/// A running batch load that [`Singleflight::run_batch`] joined: each of its keys asked for,
+/// as (place among the keys asked for, place in that load), and one waiter of the load.
+pub(crate) type JoinedBatch<T> = (Vec<(usize, usize)>, BatchWaiter<T>);
 
 impl<K, T> Singleflight<K, T>
 where
@@ -404,8 +410,26 @@ where
         let mut joined = Vec::new();
         let mut places = Vec::with_capacity(keys.size_hint().0);
         let mut new = Vec::with_capacity(keys.size_hint().0);
+        // Keys of one batch load that is running share one waiter of it: one waker, one
+        // future to drive, however many of its keys this batch asks for.
+        let mut joined_batches: Vec<JoinedBatch<T>> = Vec::new();
         for (place, key) in keys.enumerate() {
             match flights.get(&key) {
+                Some(Flight {
+                    load: FlightLoad::Batch(load, nth),
+                    waiters,
+                    ..
+                }) => match joined_batches
+                    .iter_mut()
+                    .find(|(_, waiter)| Arc::ptr_eq(&waiter.load, load))
+                {
+                    Some((places, _)) => places.push((place, *nth)),
+                    None => {
+                        waiters.count.fetch_add(1, AcqRel);
+                        let waiter = RawWaiter::new(load.clone(), waiters.clone());
+                        joined_batches.push((vec![(place, *nth)], waiter));
+                    }
+                },
                 Some(flight) => joined.push((place, flight.load.join(&flight.waiters))),
                 None => {
                     places.push(place);
@@ -416,6 +440,7 @@ where
         if new.is_empty() {
             return Batch {
                 joined,
+                joined_batches,
                 started: None,
             };
         }
@@ -450,6 +475,7 @@ where
         }
         Batch {
             joined,
+            joined_batches,
             started: Some((places, RawWaiter::new(load, waiters))),
         }
     }
@@ -593,6 +619,51 @@ mod tests {
         assert_eq!(place, 1);
         assert!(matches!(joined.await, Outcome::Done(20)));
         assert!(matches!(running.await, Outcome::Done(20)));
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_keys_a_batch_joins_of_another_batch_share_one_waiter_of_it() {
+        let flights = Flights::default();
+        let rt = tokio::runtime::Handle::current();
+        let gate = Arc::new(Notify::new());
+        let g = gate.clone();
+        let first = flights.run_batch(&rt, ["a", "b", "c"], move |_| async move {
+            g.notified().await;
+            vec![1, 2, 3]
+        });
+        let one = flights.run(&rt, "x", |_| async { 9 });
+        let second = flights.run_batch(&rt, ["c", "y", "a", "x"], |new| {
+            assert_eq!(new.len(), 1, "only y is new");
+            async { vec![25] }
+        });
+        assert!(second.joined.len() == 1, "x's flight, alone");
+        let [(places, waiter)] = <[_; 1]>::try_from(second.joined_batches)
+            .ok()
+            .expect("one waiter for the first batch");
+        assert_eq!(
+            places,
+            [(0, 2), (2, 0)],
+            "c and a, each with its place in it"
+        );
+        gate.notify_one();
+        let outcome = waiter.await;
+        let values: Vec<_> = places
+            .iter()
+            .map(|&(_, nth)| match outcome.nth(nth) {
+                Outcome::Done(value) => value,
+                Outcome::Panicked => panic!("a value"),
+            })
+            .collect();
+        assert_eq!(values, [3, 1]);
+        let (_, started) = second.started.expect("a load for y");
+        assert!(matches!(started.await, Outcome::Done(values) if *values == [25]));
+        for (_, joined) in second.joined {
+            assert!(matches!(joined.await, Outcome::Done(9)));
+        }
+        assert!(matches!(one.await, Outcome::Done(9)));
+        let (_, waiter) = first.started.expect("the first batch");
+        assert!(matches!(waiter.await, Outcome::Done(values) if *values == [1, 2, 3]));
         assert_eq!(flights.in_flight(), 0);
     }
 
