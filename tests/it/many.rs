@@ -105,6 +105,18 @@ fn node(batches: &Batches) -> Groupcache {
         .expect("a valid single node")
 }
 
+/// A single node whose source gathers misses: up to 4 keys, 5 ms.
+fn gathering_node(batches: &Batches) -> Groupcache {
+    Groupcache::builder()
+        .source_with(
+            "users",
+            batches.clone(),
+            SourceOptions::new().gather_loads(4, Duration::from_millis(5)),
+        )
+        .build()
+        .expect("a valid single node")
+}
+
 fn values(results: &[Result<bytes::Bytes, tower_groupcache::Error>]) -> Vec<String> {
     results
         .iter()
@@ -696,14 +708,7 @@ async fn with_natural_batching_off_each_get_goes_alone() {
 #[tokio::test(start_paused = true)]
 async fn misses_that_come_together_are_loaded_in_one_call_when_the_source_gathers_them() {
     let batches = Batches::default();
-    let cache = Groupcache::builder()
-        .source_with(
-            "users",
-            batches.clone(),
-            SourceOptions::new().gather_loads(4, Duration::from_millis(5)),
-        )
-        .build()
-        .unwrap();
+    let cache = gathering_node(&batches);
     let get = |key: &str| {
         let (handle, key) = (cache.handle(), key.to_owned());
         tokio::spawn(async move { handle.get("users", &key).await })
@@ -742,14 +747,7 @@ async fn a_key_gathered_twice_in_one_load_gives_both_gets_its_value() {
     // load, and a second get of `k` starts a load of its own, gathered into the same batch:
     // the source is asked for `k` twice in one call, and answers it once.
     let batches = Batches::default();
-    let cache = Groupcache::builder()
-        .source_with(
-            "users",
-            batches.clone(),
-            SourceOptions::new().gather_loads(4, Duration::from_millis(5)),
-        )
-        .build()
-        .unwrap();
+    let cache = gathering_node(&batches);
     let get = || {
         let handle = cache.handle();
         tokio::spawn(async move { handle.get("users", "k").await })
