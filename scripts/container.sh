@@ -283,16 +283,7 @@ trap 'exit 143' TERM
 
 # Three free ports, chosen by the OS. Between here and podman's bind another process could
 # take one; `up` then fails, and says so.
-read -r -a ports <<<"$(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
+read -r -a ports <<<"$(python3 scripts/free-ports.py 3)"
 [ "${#ports[@]}" -eq 3 ] || fail "could not pick 3 free ports"
 export GROUPCACHE_NODE_1_PORT="${ports[0]}" GROUPCACHE_NODE_2_PORT="${ports[1]}" GROUPCACHE_NODE_3_PORT="${ports[2]}"
 export GROUPCACHE_PEER_SECRET

@@ -88,15 +88,7 @@ say "node binary: $node_bin"
 # take one; the node then fails to start, which the readiness wait reports.
 free_ports() {
   if command -v python3 >/dev/null 2>&1; then
-    python3 - <<'PY'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
+    python3 scripts/free-ports.py 3
   else
     # No python3: random high ports that nothing answers on now.
     local ports=() port

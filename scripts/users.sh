@@ -70,16 +70,7 @@ else
   [ -n "$users_bin" ] && [ -x "$users_bin" ] || fail "cannot find the users binary in cargo's output"
 fi
 
-read -r -a ports <<<"$(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
+read -r -a ports <<<"$(python3 scripts/free-ports.py 3)"
 urls=()
 for port in "${ports[@]}"; do
   urls+=("http://127.0.0.1:$port")

@@ -153,19 +153,33 @@ impl Node {
         let now = self.clock.now();
         match result {
             Ok(Ok(mut many)) => {
-                // A key asked for twice (two flights of it, the first revoked) shares the
-                // first one's answer, which `many` no longer holds.
-                let mut first: FxHashMap<&str, usize> = FxHashMap::default();
+                // Where each key is first asked for: made only when a key finds no answer,
+                // which it may because the source left it out (it is *not found*) or because
+                // it is asked for twice (two flights of it, the first revoked) and shares the
+                // answer its first place took.
+                let mut first: Option<FxHashMap<&str, usize>> = None;
                 let mut results: Vec<Result<Entry, Error>> = Vec::with_capacity(to_load.len());
-                for (key, ticket) in &to_load {
-                    if let Some(&earlier) = first.get(&**key) {
-                        let shared = results[earlier].clone();
-                        results.push(shared);
-                        continue;
-                    }
-                    first.insert(key, results.len());
-                    // A key the source left out is *not found*.
-                    let loaded = many.remove(key).unwrap_or_else(|| Ok(Loaded::not_found()));
+                for (place, (key, ticket)) in to_load.iter().enumerate() {
+                    let loaded = match many.remove(key) {
+                        Some(loaded) => loaded,
+                        None => {
+                            let first = first.get_or_insert_with(|| {
+                                let mut first = FxHashMap::default();
+                                for (place, (key, _)) in to_load.iter().enumerate() {
+                                    first.entry(&**key).or_insert(place);
+                                }
+                                first
+                            });
+                            match first.get(&**key) {
+                                Some(&earlier) if earlier < place => {
+                                    let shared = results[earlier].clone();
+                                    results.push(shared);
+                                    continue;
+                                }
+                                _ => Ok(Loaded::not_found()),
+                            }
+                        }
+                    };
                     results.push(self.settle_load(source, key, loaded, ticket, now));
                 }
                 results

@@ -203,12 +203,9 @@ enum FlightLoad<T> {
 impl<T: Clone + Send + Sync + 'static> FlightLoad<T> {
     /// A new waiter of this load, counted among its waiters.
     fn join(&self, waiters: &Arc<Waiters>) -> Waiter<T> {
-        waiters.count.fetch_add(1, AcqRel);
         match self {
-            Self::One(load) => Waiter::One(RawWaiter::new(load.clone(), waiters.clone())),
-            Self::Batch(load, place) => {
-                Waiter::Batch(RawWaiter::new(load.clone(), waiters.clone()), *place)
-            }
+            Self::One(load) => Waiter::One(RawWaiter::join(load, waiters)),
+            Self::Batch(load, place) => Waiter::Batch(RawWaiter::join(load, waiters), *place),
         }
     }
 }
@@ -291,6 +288,12 @@ pub(crate) struct RawWaiter<O: Clone + Send + Sync + 'static> {
 }
 
 impl<O: Clone + Send + Sync + 'static> RawWaiter<O> {
+    /// A new waiter of a running load, counted among its waiters.
+    fn join(load: &Arc<SharedLoad<O>>, waiters: &Arc<Waiters>) -> Self {
+        waiters.count.fetch_add(1, AcqRel);
+        Self::new(load.clone(), waiters.clone())
+    }
+
     fn new(load: Arc<SharedLoad<O>>, waiters: Arc<Waiters>) -> Self {
         Self {
             load,
@@ -425,9 +428,7 @@ where
                 {
                     Some((places, _)) => places.push((place, *nth)),
                     None => {
-                        waiters.count.fetch_add(1, AcqRel);
-                        let waiter = RawWaiter::new(load.clone(), waiters.clone());
-                        joined_batches.push((vec![(place, *nth)], waiter));
+                        joined_batches.push((vec![(place, *nth)], RawWaiter::join(load, waiters)))
                     }
                 },
                 Some(flight) => joined.push((place, flight.load.join(&flight.waiters))),

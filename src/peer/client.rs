@@ -236,12 +236,8 @@ impl PeerClient {
             ..PeerPath::new(base_path, Some(group))
         };
         let to = self.to(peer);
-        self.bounded(
-            &to,
-            RequestKind::Get,
-            Box::pin(self.get(&to, path, ring_fingerprint)),
-        )
-        .await
+        self.bounded(&to, RequestKind::Get, self.get(&to, path, ring_fingerprint))
+            .await
     }
 
     /// What `peer` speaks, as its last answer told, without asking it.
@@ -300,27 +296,23 @@ impl PeerClient {
     ) -> Result<(Speaks, StatusCode), PeerError> {
         let path = PeerPath::new(base_path, None);
         let to = self.to(peer);
-        self.bounded(
-            &to,
-            RequestKind::Probe,
-            Box::pin(async {
-                let (response, lent, info) = self
-                    .send(&to, Method::GET, path, &Bytes::new(), ring_fingerprint)
-                    .await?;
-                self.learn(&info, peer, &response, StatusCode::BAD_REQUEST);
-                let status = response.status();
-                let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
-                    Speaks::Extensions
-                } else if matches!(status, StatusCode::OK | StatusCode::BAD_REQUEST) {
-                    Speaks::Plain
-                } else {
-                    Speaks::Unknown
-                };
-                self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
-                    .await?;
-                Ok((speaks, status))
-            }),
-        )
+        self.bounded(&to, RequestKind::Probe, async {
+            let (response, lent, info) = self
+                .send(&to, Method::GET, path, &Bytes::new(), ring_fingerprint)
+                .await?;
+            self.learn(&info, peer, &response, StatusCode::BAD_REQUEST);
+            let status = response.status();
+            let speaks = if response.headers().contains_key(&EXTENSIONS_HEADER) {
+                Speaks::Extensions
+            } else if matches!(status, StatusCode::OK | StatusCode::BAD_REQUEST) {
+                Speaks::Plain
+            } else {
+                Speaks::Unknown
+            };
+            self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
+                .await?;
+            Ok((speaks, status))
+        })
         .await
     }
 
@@ -342,51 +334,52 @@ impl PeerClient {
             ..PeerPath::new(base_path, Some(group))
         };
         let to = self.to(peer);
-        self.bounded(
-            &to,
-            RequestKind::Removal,
-            Box::pin(async {
-                let (response, lent, info) = self
-                    .send(&to, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
-                    .await?;
-                self.learn(&info, peer, &response, StatusCode::OK);
-                // Without the extensions header, the peer changed since it last answered (a Go
-                // node took its address): it took the removal for a get, and nothing was removed.
-                self.confirmed(&to, response, lent).await
-            }),
-        )
+        self.bounded(&to, RequestKind::Removal, async {
+            let (response, lent, info) = self
+                .send(&to, Method::DELETE, path, &Bytes::new(), ring_fingerprint)
+                .await?;
+            self.learn(&info, peer, &response, StatusCode::OK);
+            // Without the extensions header, the peer changed since it last answered (a Go
+            // node took its address): it took the removal for a get, and nothing was removed.
+            self.confirmed(&to, response, lent).await
+        })
         .await
     }
 
     /// `exchange`, a request of `kind` to `to`, bounded by the request timeout as a whole;
-    /// boxed by the caller: the exchange's future (the connection pool's, hyper's, the
-    /// body's) is the bulk of every peer request's future, and boxed where it is made, the
-    /// futures that wrap a request (a get's flight, natural batching) stay small and are not
-    /// copied kilobytes at a time as they are built and wrapped.
     /// counted in the peer's figures, and its duration in
     /// `groupcache_peer_request_duration_seconds`, when the peer is on the ring.
-    pub(super) async fn bounded<T>(
-        &self,
-        to: &To<'_>,
+    ///
+    /// The exchange is boxed here, before the future that waits for it exists: its future
+    /// (the connection pool's, hyper's, the body's) is the bulk of every peer request's, and
+    /// boxed, the futures that wrap a request (a get's flight, natural batching) stay small
+    /// and are not copied kilobytes at a time as they are built and wrapped.
+    pub(super) fn bounded<'a, T: 'a>(
+        &'a self,
+        to: &'a To<'_>,
         kind: RequestKind,
-        exchange: Pin<Box<dyn Future<Output = Result<T, PeerError>> + Send + '_>>,
-    ) -> Result<T, PeerError> {
-        let timeout = self.config.timeout;
-        let figures = to.figures.as_ref();
-        if let Some(figures) = figures {
-            figures.request(kind);
+        exchange: impl Future<Output = Result<T, PeerError>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, PeerError>> + Send + 'a {
+        let exchange: Pin<Box<dyn Future<Output = Result<T, PeerError>> + Send + 'a>> =
+            Box::pin(exchange);
+        async move {
+            let timeout = self.config.timeout;
+            let figures = to.figures.as_ref();
+            if let Some(figures) = figures {
+                figures.request(kind);
+            }
+            let started = std::time::Instant::now();
+            let result = match tokio::time::timeout(timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(PeerError::Timeout(timeout)),
+            };
+            if let Some(figures) = figures {
+                let elapsed = started.elapsed();
+                figures.ended(elapsed, result.as_ref().err());
+                figures.record_duration(elapsed);
+            }
+            result
         }
-        let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(PeerError::Timeout(timeout)),
-        };
-        if let Some(figures) = figures {
-            let elapsed = started.elapsed();
-            figures.ended(elapsed, result.as_ref().err());
-            figures.record_duration(elapsed);
-        }
-        result
     }
 
     /// A request to a peer, signed when a peer secret is set.
@@ -450,8 +443,7 @@ impl PeerClient {
             Ok(response) => Ok((response, lent, info)),
             Err(failed) if lent.reused => {
                 tracing::debug!(%peer, error = %failed.error(), "idle peer connection failed; reconnecting");
-                // Boxed, as in `Pool::checkout`: a rare path, and a large future.
-                let mut sender = Box::pin(self.pool.connect(peer)).await?;
+                let mut sender = self.pool.connect(peer).await?;
                 let request = self.request(method, path.uri()?, &info, ring_fingerprint, body);
                 let response = sender
                     .send_request(request)

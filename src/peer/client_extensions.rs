@@ -29,46 +29,42 @@ impl PeerClient {
     ) -> Result<Vec<KeyResult>, PeerError> {
         let asked = keys.len();
         let to = self.to(peer);
-        self.bounded(
-            &to,
-            RequestKind::BatchedGet,
-            Box::pin(async {
-                let (response, lent) = self
-                    .post_keys(&to, base_path, group, keys, false, ring_fingerprint)
+        self.bounded(&to, RequestKind::BatchedGet, async {
+            let (response, lent) = self
+                .post_keys(&to, base_path, group, keys, false, ring_fingerprint)
+                .await?;
+            if !response.headers().contains_key(&EXTENSIONS_HEADER) {
+                // A Go node took the peer's address since it last answered; it loaded nothing.
+                self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
                     .await?;
-                if !response.headers().contains_key(&EXTENSIONS_HEADER) {
-                    // A Go node took the peer's address since it last answered; it loaded nothing.
-                    self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
-                        .await?;
-                    return Err(PeerError::Unsupported);
-                }
-                let status = response.status();
-                if status != StatusCode::OK {
-                    self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
-                        .await?;
-                    return Err(PeerError::Status(status));
-                }
-                // The reply holds at most this node's value limit in values, plus each key's
-                // few bytes of framing.
-                let limit = self
-                    .config
-                    .max_value_bytes
-                    .saturating_add(asked.saturating_mul(64));
-                let body = self.read_value(&to, response, lent, limit).await?;
-                // Room for every result at once, rather than grown as they are decoded.
-                let mut reply = GetManyResponse {
-                    results: Vec::with_capacity(asked),
-                };
-                reply.merge(body).map_err(PeerError::Decode)?;
-                if reply.results.len() != asked {
-                    return Err(PeerError::BatchMismatch {
-                        asked,
-                        answered: reply.results.len(),
-                    });
-                }
-                Ok(reply.results)
-            }),
-        )
+                return Err(PeerError::Unsupported);
+            }
+            let status = response.status();
+            if status != StatusCode::OK {
+                self.read_to_end(&to, response, lent, ERROR_BODY_LIMIT)
+                    .await?;
+                return Err(PeerError::Status(status));
+            }
+            // The reply holds at most this node's value limit in values, plus each key's
+            // few bytes of framing.
+            let limit = self
+                .config
+                .max_value_bytes
+                .saturating_add(asked.saturating_mul(64));
+            let body = self.read_value(&to, response, lent, limit).await?;
+            // Room for every result at once, rather than grown as they are decoded.
+            let mut reply = GetManyResponse {
+                results: Vec::with_capacity(asked),
+            };
+            reply.merge(body).map_err(PeerError::Decode)?;
+            if reply.results.len() != asked {
+                return Err(PeerError::BatchMismatch {
+                    asked,
+                    answered: reply.results.len(),
+                });
+            }
+            Ok(reply.results)
+        })
         .await
     }
 
@@ -83,16 +79,12 @@ impl PeerClient {
         ring_fingerprint: &HeaderValue,
     ) -> Result<(), PeerError> {
         let to = self.to(peer);
-        self.bounded(
-            &to,
-            RequestKind::Removal,
-            Box::pin(async {
-                let (response, lent) = self
-                    .post_keys(&to, base_path, group, keys, true, ring_fingerprint)
-                    .await?;
-                self.confirmed(&to, response, lent).await
-            }),
-        )
+        self.bounded(&to, RequestKind::Removal, async {
+            let (response, lent) = self
+                .post_keys(&to, base_path, group, keys, true, ring_fingerprint)
+                .await?;
+            self.confirmed(&to, response, lent).await
+        })
         .await
     }
 
@@ -117,22 +109,18 @@ impl PeerClient {
             ..PeerPath::new(base_path, Some(group))
         };
         let to = self.to(peer);
-        self.bounded(
-            &to,
-            RequestKind::Write,
-            Box::pin(async {
-                let (response, lent, info) = self
-                    .send(&to, Method::PUT, path, &value, ring_fingerprint)
-                    .await?;
-                self.learn(&info, peer, &response, StatusCode::OK);
-                match self.confirmed(&to, response, lent).await {
-                    Err(PeerError::Status(StatusCode::METHOD_NOT_ALLOWED)) => {
-                        Err(PeerError::Unsupported)
-                    }
-                    other => other,
+        self.bounded(&to, RequestKind::Write, async {
+            let (response, lent, info) = self
+                .send(&to, Method::PUT, path, &value, ring_fingerprint)
+                .await?;
+            self.learn(&info, peer, &response, StatusCode::OK);
+            match self.confirmed(&to, response, lent).await {
+                Err(PeerError::Status(StatusCode::METHOD_NOT_ALLOWED)) => {
+                    Err(PeerError::Unsupported)
                 }
-            }),
-        )
+                other => other,
+            }
+        })
         .await
     }
 

@@ -2,6 +2,8 @@
 //! and a cap per peer, and what the client knows of each peer.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -263,10 +265,7 @@ impl Pool {
                 ));
             }
         }
-        // Boxed: a connection's future is large (the connector's, the handshake's), and
-        // inline it would make every request's future as large, to be copied as it is
-        // wrapped, for the few requests that open a connection.
-        let sender = Box::pin(self.connect(peer)).await?;
+        let sender = self.connect(peer).await?;
         Ok((
             Lent {
                 sender,
@@ -279,7 +278,19 @@ impl Pool {
 
     /// A new connection to `peer`, its task spawned; the task ends when the connection closes
     /// or its last sender is dropped (with the pool, when the cache is dropped).
-    pub(super) async fn connect(&self, peer: &str) -> Result<Sender, PeerError> {
+    ///
+    /// Boxed: a connection's future is large (the connector's, the handshake's), and inline
+    /// it would make every request's future as large, to be copied as it is wrapped, for the
+    /// few requests that open a connection.
+    pub(super) fn connect<'a>(
+        &'a self,
+        peer: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Sender, PeerError>> + Send + 'a>> {
+        Box::pin(self.open(peer))
+    }
+
+    /// [`connect`](Self::connect)'s body.
+    async fn open(&self, peer: &str) -> Result<Sender, PeerError> {
         let target = match lock(&self.peers).get(peer) {
             Some(conns) => conns.target.clone(),
             None => PeerConns::new(peer, 1, 0)?.target,

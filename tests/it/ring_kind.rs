@@ -7,7 +7,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower_groupcache::{ConfigError, Groupcache, GroupcacheBuilder, Ring, RingKind};
 
 use crate::support::metrics::snapshot;
-use crate::support::{Loads, capture_logs, cluster, count_lines, start_node, value_of};
+use crate::support::{Loads, capture_logs, cluster, count_lines, listeners, start_node, value_of};
 
 #[path = "../../examples/ringsim/sim.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -67,15 +67,8 @@ async fn nodes_on_different_kinds_of_ring_both_count_a_mismatch() {
     let _recorder = metrics::set_default_local_recorder(&recorder);
     let loads = Loads::default();
     // Same peers, same replicas: only the kind differs.
-    let listeners = [
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    ];
-    let urls: Vec<String> = listeners
-        .iter()
-        .map(|l| format!("http://{}", l.local_addr().unwrap()))
-        .collect();
-    let [la, lb] = listeners;
+    let (listeners, urls) = listeners(2).await;
+    let [la, lb] = <[_; 2]>::try_from(listeners).expect("two listeners");
     let a = start_node(la, &urls, &loads, |b| b).await;
     let b = start_node(lb, &urls, &loads, |b| b.ring(RingKind::Balanced)).await;
     let balanced = &b.cache;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Connections, Loads, Node, eventually, start_counted_node, start_node, value_of,
+    Connections, Loads, Node, eventually, listeners, start_counted_node, start_node, value_of,
 };
 use tokio::net::TcpListener;
 use tower_groupcache::{CacheHandle, DnsDiscovery, Groupcache, HotKeys, Resolve};
@@ -33,14 +33,7 @@ async fn counted_cluster(
     loads: &Loads,
     configure: impl Fn(tower_groupcache::GroupcacheBuilder) -> tower_groupcache::GroupcacheBuilder,
 ) -> Vec<(Node, Arc<Connections>)> {
-    let mut listeners = Vec::new();
-    for _ in 0..n {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-    }
-    let urls: Vec<String> = listeners
-        .iter()
-        .map(|l| format!("http://{}", l.local_addr().expect("bound")))
-        .collect();
+    let (listeners, urls) = listeners(n).await;
     let mut nodes = Vec::new();
     for listener in listeners {
         let connections = Arc::new(Connections::default());

@@ -327,6 +327,16 @@ pub(crate) async fn cluster(
     loads: &Loads,
     configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
 ) -> Vec<Node> {
+    let (listeners, urls) = listeners(n).await;
+    let mut nodes = Vec::new();
+    for listener in listeners {
+        nodes.push(start_node(listener, &urls, loads, &configure).await);
+    }
+    nodes
+}
+
+/// `n` listeners on 127.0.0.1, each on a port the OS chose, and their URLs (`http://…`).
+pub(crate) async fn listeners(n: usize) -> (Vec<TcpListener>, Vec<String>) {
     let mut listeners = Vec::new();
     for _ in 0..n {
         listeners.push(
@@ -335,15 +345,11 @@ pub(crate) async fn cluster(
                 .expect("bind 127.0.0.1:0"),
         );
     }
-    let urls: Vec<String> = listeners
+    let urls = listeners
         .iter()
         .map(|l| format!("http://{}", l.local_addr().expect("bound")))
         .collect();
-    let mut nodes = Vec::new();
-    for listener in listeners {
-        nodes.push(start_node(listener, &urls, loads, &configure).await);
-    }
-    nodes
+    (listeners, urls)
 }
 
 /// A key that the ring places on `owner`, made from `prefix`.
