@@ -53,10 +53,14 @@ impl Node {
 
     #[inline]
     fn get<T: FromEntry>(self: &Arc<Self>, name: &str, key: &str, origin: Origin) -> Get<T> {
-        match self.lookup(name, key, origin) {
+        let source = match self.source(name) {
+            Ok(source) => source,
+            Err(error) => return Get::Ready(Some(Err(error))),
+        };
+        match self.lookup_in(source, key, origin) {
             Ok(Lookup::Hit(entry)) => Get::Ready(Some(Ok(T::from_entry(entry)))),
-            Ok(Lookup::Miss(cached, stale)) => {
-                Get::Load(self.load_boxed(cached, key, origin, stale))
+            Ok(Lookup::Miss(stale)) => {
+                Get::Load(self.load_boxed(source.clone(), key, origin, stale))
             }
             Err(error) => Get::Ready(Some(Err(error))),
         }
@@ -72,18 +76,7 @@ impl Node {
         Box::pin(self.clone().load_entry(source, key.into(), origin, stale))
     }
 
-    /// The synchronous part of a get: checks, counters, and the caches.
-    pub(super) fn lookup(
-        self: &Arc<Self>,
-        name: &str,
-        key: &str,
-        origin: Origin,
-    ) -> Result<Lookup, Error> {
-        let source = self.source(name)?;
-        self.lookup_in(source, key, origin)
-    }
-
-    /// [`lookup`](Self::lookup) in a source already found.
+    /// The synchronous part of a get, in its source: checks, counters, and the caches.
     pub(super) fn lookup_in(
         self: &Arc<Self>,
         source: &Arc<CachedSource>,
@@ -111,7 +104,7 @@ impl Node {
             stale = Some(entry);
         }
         counters.add(Event::Load);
-        Ok(Lookup::Miss(source.clone(), stale))
+        Ok(Lookup::Miss(stale))
     }
 
     /// Whether a stale entry is inside its stale-while-revalidate grace.
@@ -252,7 +245,7 @@ impl Tier {
 pub(super) enum Lookup {
     Hit(Entry),
     /// A miss, with the entry that expired, if one is kept for stale-if-error.
-    Miss(Arc<CachedSource>, Option<Entry>),
+    Miss(Option<Entry>),
 }
 
 /// A cached *not found* answers as one.

@@ -51,7 +51,7 @@ impl Node {
         for (place, key) in distinct.iter().enumerate() {
             match self.lookup_in(&source, key, origin) {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
-                Ok(Lookup::Miss(_, stale)) => {
+                Ok(Lookup::Miss(stale)) => {
                     // A peer's request is served here, never forwarded (as for a get).
                     let owner = match origin {
                         Origin::Local => ring
@@ -152,11 +152,12 @@ impl Node {
         // A data source that reads, through this cache, a key that it (or a load it waits
         // for) is loading would wait for itself forever.
         let loading = LoadChain::current();
-        let (recursive, keys): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(_, key, _)| {
-            loading
-                .as_ref()
-                .is_some_and(|chain| chain.contains(source, key))
-        });
+        let (recursive, keys): (Vec<_>, Vec<_>) = match &loading {
+            None => (Vec::new(), keys),
+            Some(chain) => keys
+                .into_iter()
+                .partition(|(_, key, _)| chain.contains(source, key)),
+        };
         let flight_keys = keys
             .iter()
             .map(|(_, key, _)| (key.clone(), owner.is_some()));
@@ -219,8 +220,8 @@ impl Node {
             }
         }
         if let Some((places, outcome)) = started {
-            for (i, place) in places.into_iter().enumerate() {
-                outcomes[place] = Some(outcome.nth(i));
+            for (place, outcome) in places.into_iter().zip(outcome.into_each()) {
+                outcomes[place] = Some(outcome);
             }
         }
         let recursive = recursive.into_iter().map(|(place, _, _)| {

@@ -59,23 +59,47 @@ impl Rates {
     pub(crate) fn hit(&self, key: &str, now: Instant) -> f64 {
         let hash = self.hasher.hash_one(key);
         let shard = &self.shards[(hash >> 60) as usize % RATE_SHARDS];
-        let mut keys = lock(shard);
-        if let Some((count, at)) = keys.get_mut(&hash) {
-            *count = decay(*count, *at, now) + 1.0;
-            *at = now;
-            return *count / RATE_WINDOW;
+        count(&mut lock(shard), hash, now)
+    }
+
+    /// Counts one request for each of `keys` now, as [`hit`](Self::hit) does for one key;
+    /// returns their rates, in order. Each shard is locked once for all its keys.
+    pub(crate) fn hit_many(&self, keys: &[&str], now: Instant) -> Vec<f64> {
+        let hashes: Vec<u64> = keys.iter().map(|key| self.hasher.hash_one(key)).collect();
+        let shard_of = |hash: u64| (hash >> 60) as usize % RATE_SHARDS;
+        let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+        // Stable: a key asked for twice is counted in the order asked.
+        order.sort_by_key(|&i| shard_of(hashes[i as usize]));
+        let mut rates = vec![0.0; keys.len()];
+        for run in
+            order.chunk_by(|&a, &b| shard_of(hashes[a as usize]) == shard_of(hashes[b as usize]))
+        {
+            let mut shard = lock(&self.shards[shard_of(hashes[run[0] as usize])]);
+            for &i in run {
+                rates[i as usize] = count(&mut shard, hashes[i as usize], now);
+            }
         }
-        if keys.len() >= RATE_KEYS_PER_SHARD {
-            forget_coldest(&mut keys, now);
-        }
-        keys.insert(hash, (1.0, now));
-        1.0 / RATE_WINDOW
+        rates
     }
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
+}
+
+/// Counts one request for the key of `hash` in its shard `keys`; returns its rate.
+fn count(keys: &mut FxHashMap<u64, (f64, Instant)>, hash: u64, now: Instant) -> f64 {
+    if let Some((count, at)) = keys.get_mut(&hash) {
+        *count = decay(*count, *at, now) + 1.0;
+        *at = now;
+        return *count / RATE_WINDOW;
+    }
+    if keys.len() >= RATE_KEYS_PER_SHARD {
+        forget_coldest(keys, now);
+    }
+    keys.insert(hash, (1.0, now));
+    1.0 / RATE_WINDOW
 }
 
 /// Forgets the keys with the lowest decayed counts, down to [`RATE_KEYS_AFTER_SWEEP`] keys:
@@ -123,6 +147,21 @@ mod tests {
         );
         let later = rates.hit("k", start + Duration::from_secs(60 + 600));
         assert!(later < 0.05, "ten idle minutes later: {later}");
+    }
+
+    #[test]
+    fn hit_many_counts_each_key_as_hits_one_by_one_do() {
+        let (one, many) = (Rates::default(), Rates::default());
+        let start = Instant::now();
+        // 150 keys over every shard, 50 of them asked for twice in one call.
+        let keys: Vec<String> = (0..200).map(|i| format!("k{}", i % 150)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        for second in 0..3 {
+            let now = start + Duration::from_secs(second);
+            let expected: Vec<f64> = keys.iter().map(|key| one.hit(key, now)).collect();
+            assert_eq!(many.hit_many(&keys, now), expected);
+        }
+        assert_eq!(many.tracked(), 150);
     }
 
     #[test]

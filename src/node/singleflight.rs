@@ -48,6 +48,22 @@ impl<T: Clone> Outcome<Arc<Vec<T>>> {
             Self::Panicked => Outcome::Panicked,
         }
     }
+
+    /// The batch's outcome for each of its keys, in order, without end (a key the load
+    /// returned no value for has panicked). The values are moved out when no other waiter
+    /// shares them (the usual case: the batch's caller is its only waiter), cloned otherwise.
+    pub(crate) fn into_each(self) -> impl Iterator<Item = Outcome<T>> {
+        let values = match self {
+            Self::Done(values) => {
+                Arc::try_unwrap(values).unwrap_or_else(|shared| (*shared).clone())
+            }
+            Self::Panicked => Vec::new(),
+        };
+        values
+            .into_iter()
+            .map(Outcome::Done)
+            .chain(std::iter::repeat_with(|| Outcome::Panicked))
+    }
 }
 
 /// A load's standing: current until its key is removed (or its source cleared) while it
@@ -621,6 +637,31 @@ mod tests {
         assert!(matches!(joined.await, Outcome::Done(20)));
         assert!(matches!(running.await, Outcome::Done(20)));
         assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_batch_outcome_gives_each_key_its_value_moved_when_not_shared() {
+        let values = Arc::new(vec![Arc::new(1), Arc::new(2)]);
+        let seen: Vec<_> = Outcome::Done(values).into_each().take(3).collect();
+        assert!(
+            matches!(&seen[..], [Outcome::Done(a), Outcome::Done(b), Outcome::Panicked]
+                if **a == 1 && **b == 2 && Arc::strong_count(a) == 1),
+            "moved, and a key past the values has none"
+        );
+        let shared = Arc::new(vec![Arc::new(1)]);
+        let seen: Vec<_> = Outcome::Done(shared.clone()).into_each().take(1).collect();
+        assert!(
+            matches!(&seen[..], [Outcome::Done(a)] if Arc::strong_count(a) == 2),
+            "cloned while another waiter holds the values"
+        );
+        drop(shared);
+        let panicked: Outcome<Arc<Vec<Arc<i32>>>> = Outcome::Panicked;
+        assert!(
+            panicked
+                .into_each()
+                .take(2)
+                .all(|o| matches!(o, Outcome::Panicked))
+        );
     }
 
     #[tokio::test]

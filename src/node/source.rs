@@ -309,6 +309,11 @@ impl CachedSource {
         self.served_rates.hit(key, now)
     }
 
+    /// [`served`](Self::served) for each of `keys`, in order.
+    pub(crate) fn served_many(&self, keys: &[&str], now: Instant) -> Vec<f64> {
+        self.served_rates.hit_many(keys, now)
+    }
+
     /// golang/groupcache's admission: one fetched value in ten. A counter scrambled by a
     /// multiplicative hash stands in for Go's `rand.Intn(10)`, with no node random state.
     pub(crate) fn one_in_ten(&self) -> bool {

@@ -336,7 +336,7 @@ async fn answer_batch(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(u64::MAX);
     let now = node.clock().now();
-    let rates: Vec<f64> = keys.iter().map(|key| source.served(key, now)).collect();
+    let rates = source.served_many(&keys, now);
     let results = match node.get_many(source_name, &keys, Origin::Peer).await {
         Ok(results) => results,
         Err(error) => return answer(node, Err(error), 0.0, limit),
