@@ -151,6 +151,33 @@ impl GetManyRequest {
         }
         buf
     }
+
+    /// The keys of an encoded request, as views of `body`: what [`decode`](prost::Message::decode)
+    /// then a UTF-8 check of each key would give, without a copy or a count of the body per
+    /// key. `None` when the body is not a request or a key is not UTF-8.
+    pub(crate) fn decode_keys(body: &[u8]) -> Option<Vec<&str>> {
+        use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+        let mut buf = body;
+        let mut keys = Vec::new();
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf).ok()?;
+            if tag != 1 {
+                skip_field(wire_type, tag, &mut buf, DecodeContext::default()).ok()?;
+                continue;
+            }
+            if wire_type != WireType::LengthDelimited {
+                return None;
+            }
+            let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+            if len > buf.len() {
+                return None;
+            }
+            let (key, rest) = buf.split_at(len);
+            keys.push(std::str::from_utf8(key).ok()?);
+            buf = rest;
+        }
+        Some(keys)
+    }
 }
 
 /// The reply to a [`GetManyRequest`]: one result per key, in the request's order.
@@ -202,6 +229,41 @@ pub(crate) fn batch_signed_target(path: &str, body_sha256: &[u8]) -> String {
 pub(crate) const UNAVAILABLE: &str = "unavailable";
 
 impl KeyResult {
+    /// Appends to `buf` a result with `value` as field 1 of a [`GetManyResponse`]: the bytes
+    /// that encoding the message of such a [`KeyResult`] there would append, with no message
+    /// made.
+    pub(crate) fn encode_value(
+        buf: &mut Vec<u8>,
+        value: &[u8],
+        minute_qps: f64,
+        expire: Option<i64>,
+    ) {
+        use prost::encoding::{encode_varint, encoded_len_varint};
+        // Field 1 (bytes), field 2 (double: 8 bytes), field 3 (int64: a varint of its bits).
+        let len = 1
+            + encoded_len_varint(value.len() as u64)
+            + value.len()
+            + 9
+            + expire.map_or(0, |at| 1 + encoded_len_varint(at as u64));
+        buf.reserve(1 + encoded_len_varint(len as u64) + len);
+        buf.push(0x0a);
+        encode_varint(len as u64, buf);
+        buf.push(0x0a);
+        encode_varint(value.len() as u64, buf);
+        buf.extend_from_slice(value);
+        buf.push(0x11);
+        buf.extend_from_slice(&minute_qps.to_le_bytes());
+        if let Some(at) = expire {
+            buf.push(0x18);
+            encode_varint(at as u64, buf);
+        }
+    }
+
+    /// Appends this result to `buf` as field 1 of a [`GetManyResponse`].
+    pub(crate) fn encode_field(&self, buf: &mut Vec<u8>) {
+        prost::encoding::message::encode(1, self, buf);
+    }
+
     /// A result with no value: `error` and its message.
     pub(crate) fn failed(error: &str, message: Option<String>) -> Self {
         Self {
@@ -478,6 +540,69 @@ mod tests {
             GetResponse::decode(&b"\xff\xff\xff"[..]).is_err(),
             "garbage"
         );
+    }
+
+    #[test]
+    fn a_value_result_encodes_as_prost_encodes_it() {
+        let cases = [
+            (&b""[..], 0.0, None),
+            (&b"v"[..], 1.5, Some(1)),
+            (&[7u8; 300][..], f64::MAX, Some(i64::MAX)),
+            (&b"value"[..], 0.25, Some(-1)),
+        ];
+        for (value, minute_qps, expire) in cases {
+            let result = KeyResult {
+                value: Some(Bytes::copy_from_slice(value)),
+                minute_qps: Some(minute_qps),
+                expire,
+                error: None,
+                message: None,
+            };
+            let failed = KeyResult::failed(NOT_FOUND, Some("gone".into()));
+            let expected = GetManyResponse {
+                results: vec![result, failed.clone()],
+            }
+            .encode_to_vec();
+            let mut buf = Vec::new();
+            KeyResult::encode_value(&mut buf, value, minute_qps, expire);
+            failed.encode_field(&mut buf);
+            assert_eq!(
+                hex(&buf),
+                hex(&expected),
+                "{value:?} {minute_qps} {expire:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_decode_as_prost_decodes_them() {
+        let valid = GetManyRequest::encode_keys(&["a", "", "ключ", "a/b%2F+"]);
+        let mut unknown_field = valid.clone();
+        // Field 2, a varint, which a decoder skips.
+        unknown_field.extend_from_slice(&[0x10, 0x96, 0x01]);
+        let bodies: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            valid.clone(),
+            unknown_field,
+            valid[..valid.len() - 1].to_vec(),        // truncated
+            vec![0x0a, 0x02, 0xff, 0xfe],             // not UTF-8
+            vec![0x08, 0x01],                         // field 1 as a varint
+            vec![0x00, 0x00],                         // field 0
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f], // a length past the end
+            vec![0x0a],                               // no length
+        ];
+        for body in bodies {
+            let expected: Option<Vec<String>> =
+                GetManyRequest::decode(&body[..]).ok().and_then(|r| {
+                    r.keys
+                        .iter()
+                        .map(|k| String::from_utf8(k.to_vec()).ok())
+                        .collect()
+                });
+            let got = GetManyRequest::decode_keys(&body)
+                .map(|keys| keys.into_iter().map(str::to_owned).collect::<Vec<_>>());
+            assert_eq!(got, expected, "{}", hex(&body));
+        }
     }
 
     #[test]

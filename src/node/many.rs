@@ -104,6 +104,51 @@ impl Node {
             .collect())
     }
 
+    /// A peer's batched get of `keys` of `source`: each key's result, in order. The keys are
+    /// looked up as they come, with no map of them, since a hit needs none (a key asked for
+    /// twice is looked up twice, and counted twice, as two gets of it would be); the misses,
+    /// each once, are loaded here in one batch, never forwarded.
+    pub(crate) async fn get_many_for_peer(
+        self: &Arc<Self>,
+        source: &Arc<CachedSource>,
+        keys: &[&str],
+    ) -> Vec<Result<Entry, Error>> {
+        let mut results: Vec<Option<Result<Entry, Error>>> = Vec::with_capacity(keys.len());
+        let mut misses = Vec::new();
+        // A key missed twice: its place, and the place of its first miss.
+        let mut again = Vec::new();
+        let mut first_miss: Option<FxHashMap<&str, usize>> = None;
+        for (place, &key) in keys.iter().enumerate() {
+            match self.lookup_in(source, key, Origin::Peer) {
+                Ok(Lookup::Hit(entry)) => results.push(Some(Ok(entry))),
+                Ok(Lookup::Miss(stale)) => {
+                    results.push(None);
+                    let first = first_miss.get_or_insert_with(FxHashMap::default);
+                    match first.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(seen) => {
+                            again.push((place, *seen.get()));
+                        }
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(place);
+                            misses.push((place, key.into(), stale));
+                        }
+                    }
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        for (place, result) in self.load_many_flights(source, misses, None).await {
+            results[place] = Some(result);
+        }
+        for (place, first) in again {
+            results[place] = results[first].clone();
+        }
+        results
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &source.name))))
+            .collect()
+    }
+
     /// The misses of [`get_many`](Self::get_many) that `owner` owns. A node of this crate
     /// is asked for them in batches; a golang/groupcache node (or one not reached to learn
     /// what it speaks) gets one get per key, as for [`get`](Self::get_value).

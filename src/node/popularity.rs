@@ -67,16 +67,21 @@ impl Rates {
     pub(crate) fn hit_many(&self, keys: &[&str], now: Instant) -> Vec<f64> {
         let hashes: Vec<u64> = keys.iter().map(|key| self.hasher.hash_one(key)).collect();
         let shard_of = |hash: u64| (hash >> 60) as usize % RATE_SHARDS;
-        let mut order: Vec<u32> = (0..keys.len() as u32).collect();
-        // Stable: a key asked for twice is counted in the order asked.
-        order.sort_by_key(|&i| shard_of(hashes[i as usize]));
+        // Each key's shard in the high bits, its place in the low: sorted, the keys of a
+        // shard are together and in the order asked (a key asked for twice is counted in
+        // order).
+        let mut order: Vec<u64> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &hash)| ((shard_of(hash) as u64) << 32) | i as u64)
+            .collect();
+        order.sort_unstable();
         let mut rates = vec![0.0; keys.len()];
-        for run in
-            order.chunk_by(|&a, &b| shard_of(hashes[a as usize]) == shard_of(hashes[b as usize]))
-        {
-            let mut shard = lock(&self.shards[shard_of(hashes[run[0] as usize])]);
+        for run in order.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let mut shard = lock(&self.shards[(run[0] >> 32) as usize]);
             for &i in run {
-                rates[i as usize] = count(&mut shard, hashes[i as usize], now);
+                let i = i as u32 as usize;
+                rates[i] = count(&mut shard, hashes[i], now);
             }
         }
         rates

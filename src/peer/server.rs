@@ -13,17 +13,16 @@ use http::{Method, Response, StatusCode, Uri};
 
 use super::auth::AUTH_HEADER;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::node::{Entry, ForeignKind, ForeignRing, Get, Node, Origin};
 use crate::protocol::ReplyBody;
 use crate::protocol::{
-    ERROR_HEADER, EXTENSIONS_HEADER, EXTENSIONS_VERSION, GetManyRequest, GetManyResponse,
-    GetResponse, KeyResult, MAX_VALUE_HEADER, NOT_FOUND, NOT_FOUND_STATUS, PathError, REPLY_FULL,
-    RING_HEADER, RING_KIND_HEADER, TOO_LARGE, UNAVAILABLE, batch_signed_target, error_token,
-    parse_path, unescape,
+    ERROR_HEADER, EXTENSIONS_HEADER, EXTENSIONS_VERSION, GetManyRequest, GetResponse, KeyResult,
+    MAX_VALUE_HEADER, NOT_FOUND, NOT_FOUND_STATUS, PathError, REPLY_FULL, RING_HEADER,
+    RING_KIND_HEADER, TOO_LARGE, UNAVAILABLE, batch_signed_target, error_token, parse_path,
+    unescape,
 };
 use crate::ring::RingKind;
 
@@ -283,15 +282,7 @@ async fn answer_batch(
 ) -> Response<ReplyBody> {
     let config = node.config();
     // The keys are views of the body: a `string` on the wire, so each must be UTF-8.
-    let request = GetManyRequest::decode(bytes).ok();
-    let keys: Option<Vec<&str>> = request.as_ref().and_then(|request| {
-        request
-            .keys
-            .iter()
-            .map(|key| std::str::from_utf8(key).ok())
-            .collect()
-    });
-    let Some(keys) = keys else {
+    let Some(keys) = GetManyRequest::decode_keys(&bytes) else {
         return text(
             StatusCode::BAD_REQUEST,
             "the body is not a GetManyRequest".into(),
@@ -337,40 +328,39 @@ async fn answer_batch(
         .unwrap_or(u64::MAX);
     let now = node.clock().now();
     let rates = source.served_many(&keys, now);
-    let results = match node.get_many(source_name, &keys, Origin::Peer).await {
-        Ok(results) => results,
-        Err(error) => return answer(node, Err(error), 0.0, limit),
-    };
+    let results = node.get_many_for_peer(source, &keys).await;
+    // The reply is written as each result comes (a `GetManyResponse`, field by field), in a
+    // buffer with room for every value and a little framing.
+    let values: usize = results
+        .iter()
+        .map(|result| result.as_ref().map_or(0, |entry| entry.value.len()))
+        .sum();
+    let mut body = Vec::with_capacity(values.saturating_add(keys.len() * 24));
     let mut left = limit;
-    let results = results
-        .into_iter()
-        .zip(rates)
-        .map(|(result, rate)| match result {
+    for (result, rate) in results.into_iter().zip(rates) {
+        match result {
             Ok(entry) => {
                 let len = entry.value.len() as u64;
                 if len > limit {
-                    KeyResult::failed(TOO_LARGE, None)
+                    KeyResult::failed(TOO_LARGE, None).encode_field(&mut body);
                 } else if len > left {
-                    KeyResult::failed(REPLY_FULL, None)
+                    KeyResult::failed(REPLY_FULL, None).encode_field(&mut body);
                 } else {
                     left -= len;
-                    KeyResult {
-                        expire: node.expire_to_wire(&entry),
-                        value: Some(entry.value),
-                        minute_qps: Some(rate),
-                        error: None,
-                        message: None,
-                    }
+                    let expire = node.expire_to_wire(&entry);
+                    KeyResult::encode_value(&mut body, &entry.value, rate, expire);
                 }
             }
-            Err(error) if error.kind() == ErrorKind::NotFound => KeyResult::failed(NOT_FOUND, None),
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                KeyResult::failed(NOT_FOUND, None).encode_field(&mut body);
+            }
             Err(error) => KeyResult::failed(
                 error_token(error.kind()).unwrap_or(UNAVAILABLE),
                 Some(error.to_string()),
-            ),
-        })
-        .collect();
-    let body = GetManyResponse { results }.encode_to_vec();
+            )
+            .encode_field(&mut body),
+        }
+    }
     let mut response = Response::new(ReplyBody::from(Bytes::from(body)));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, PROTOBUF);
