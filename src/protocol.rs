@@ -153,9 +153,19 @@ impl GetManyRequest {
     }
 
     /// The keys of an encoded request, as views of `body`: what [`decode`](prost::Message::decode)
-    /// then a UTF-8 check of each key would give, without a copy or a count of the body per
-    /// key. `None` when the body is not a request or a key is not UTF-8.
-    pub(crate) fn decode_keys(body: &[u8]) -> Option<Vec<&str>> {
+    /// then a UTF-8 check of each key gives, without a copy of any key. `None` when the body
+    /// is not a `GetManyRequest` or a key is not UTF-8 (a `string` on the wire). This is how
+    /// a node reads a batched get.
+    ///
+    /// ```
+    /// use tower_groupcache::protocol::GetManyRequest;
+    ///
+    /// let body = GetManyRequest::encode_keys(&["user:1", "ключ"]);
+    /// assert_eq!(GetManyRequest::decode_keys(&body), Some(vec!["user:1", "ключ"]));
+    /// assert_eq!(GetManyRequest::decode_keys(&body[..body.len() - 1]), None);
+    /// assert_eq!(GetManyRequest::decode_keys(b"\x0a\x01\xff"), None);
+    /// ```
+    pub fn decode_keys(body: &[u8]) -> Option<Vec<&str>> {
         use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
         let mut buf = body;
         let mut keys = Vec::new();

@@ -1,7 +1,8 @@
 //! The decoders of a batched get (`GetManyRequest`, what a node reads from a peer's body, and
 //! `GetManyResponse`, what it reads from an owner's reply) on arbitrary bytes: no panic; a
 //! message that decodes encodes to bytes that decode to the same message, and that encoding is
-//! a fixed point.
+//! a fixed point; and `GetManyRequest::decode_keys`, which a node reads a batched get with,
+//! gives exactly the keys `decode` gives when each is UTF-8, and nothing otherwise.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +19,17 @@ fn same(a: &KeyResult, b: &KeyResult) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // What a node reads of a batched get: the keys of the message, each UTF-8, or nothing.
+    let keys: Option<Vec<String>> = GetManyRequest::decode(data).ok().and_then(|request| {
+        request
+            .keys
+            .iter()
+            .map(|key| String::from_utf8(key.to_vec()).ok())
+            .collect()
+    });
+    let views = GetManyRequest::decode_keys(data)
+        .map(|keys| keys.into_iter().map(str::to_owned).collect::<Vec<_>>());
+    assert_eq!(views, keys, "decode_keys differs from decode");
     if let Ok(request) = GetManyRequest::decode(data) {
         let encoded = request.encode_to_vec();
         assert_eq!(encoded.len(), request.encoded_len());
