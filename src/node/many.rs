@@ -45,28 +45,38 @@ impl Node {
 
         let mut results: Vec<Option<Result<Entry, Error>>> = vec![None; distinct.len()];
         let mut local = Vec::new();
-        // Each owner's keys; the owners are few, and told apart by pointer.
+        // Each owner's keys; the owners are few, and told apart by pointer (this node too,
+        // once its URL has been compared).
         let mut remote: Vec<(Arc<str>, Vec<_>)> = Vec::new();
+        let mut this_node: Option<usize> = None;
         let ring = self.ring.load();
         for (place, key) in distinct.iter().enumerate() {
             match self.lookup_in(&source, key, origin) {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
                 Ok(Lookup::Miss(stale)) => {
+                    let miss = (place, Arc::<str>::from(*key), stale);
                     // A peer's request is served here, never forwarded (as for a get).
                     let owner = match origin {
-                        Origin::Local => ring
-                            .owner_arc(key)
-                            .filter(|owner| self.self_url.as_deref() != Some(&***owner)),
+                        Origin::Local => ring.owner_arc(key),
                         Origin::Peer => None,
                     };
-                    let key: Arc<str> = (*key).into();
-                    match owner {
-                        Some(owner) => match remote.iter_mut().find(|(o, _)| Arc::ptr_eq(o, owner))
-                        {
-                            Some((_, keys)) => keys.push((place, key, stale)),
-                            None => remote.push((owner.clone(), vec![(place, key, stale)])),
-                        },
-                        None => local.push((place, key, stale)),
+                    let Some(owner) = owner else {
+                        local.push(miss);
+                        continue;
+                    };
+                    if this_node == Some(Arc::as_ptr(owner).cast::<u8>() as usize) {
+                        local.push(miss);
+                    } else if let Some((_, keys)) =
+                        remote.iter_mut().find(|(o, _)| Arc::ptr_eq(o, owner))
+                    {
+                        keys.push(miss);
+                    } else if self.self_url.as_deref() == Some(&**owner) {
+                        this_node = Some(Arc::as_ptr(owner).cast::<u8>() as usize);
+                        local.push(miss);
+                    } else {
+                        let mut keys = Vec::with_capacity(16);
+                        keys.push(miss);
+                        remote.push((owner.clone(), keys));
                     }
                 }
                 Err(error) => results[place] = Some(Err(error)),
@@ -203,9 +213,12 @@ impl Node {
                 .into_iter()
                 .partition(|(_, key, _)| chain.contains(source, key)),
         };
-        let flight_keys = keys
-            .iter()
-            .map(|(_, key, _)| (key.clone(), owner.is_some()));
+        // The keys go to their flights; what is left of each is its place and stale entry.
+        let remote = owner.is_some();
+        let (keys, flight_keys): (Vec<_>, Vec<_>) = keys
+            .into_iter()
+            .map(|(place, key, stale)| ((place, stale), (key, remote)))
+            .unzip();
         let batch = source.flights.run_batch(&runtime, flight_keys, |new| {
             let keys: Box<[Arc<str>]> = new.iter().map(|((key, _), _)| key.clone()).collect();
             let count = keys.len();
@@ -277,7 +290,7 @@ impl Node {
         });
         keys.into_iter()
             .zip(outcomes)
-            .map(|((place, _, stale), outcome)| {
+            .map(|((place, stale), outcome)| {
                 let outcome = outcome.unwrap_or(Outcome::Panicked);
                 (place, self.settle(source, outcome, stale))
             })

@@ -273,7 +273,11 @@ impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
 /// [`SlotRelease`] for the keys of a batch.
 struct BatchRelease<K: Hash + Eq, T> {
     flights: Flights<K, T>,
-    keys: Vec<(K, Arc<Ticket>)>,
+    /// The batch's keys, in their order in its load.
+    keys: Vec<K>,
+    /// The address of the batch's load, which a key's flight waits for while it is this
+    /// batch's (the load outlives its release, so no other load can have it meanwhile).
+    load: usize,
 }
 
 impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
@@ -281,9 +285,11 @@ impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
         let mut released = Vec::with_capacity(self.keys.len());
         {
             let mut flights = lock(&self.flights);
-            for (key, ticket) in self.keys.drain(..) {
+            for (nth, key) in self.keys.drain(..).enumerate() {
                 if let Entry::Occupied(flight) = flights.entry(key) {
-                    if Arc::ptr_eq(&flight.get().ticket, &ticket) {
+                    let ours = matches!(&flight.get().load, FlightLoad::Batch(load, place)
+                        if address(load) == self.load && *place == nth);
+                    if ours {
                         released.push(flight.remove());
                     }
                 }
@@ -291,6 +297,11 @@ impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
         }
         drop(released);
     }
+}
+
+/// The address of what `arc` points to, to tell one allocation from another.
+fn address<U>(arc: &Arc<U>) -> usize {
+    Arc::as_ptr(arc).cast::<u8>() as usize
 }
 
 /// One caller's wait for a load, which it drives whenever it is polled.
@@ -462,19 +473,23 @@ where
             };
         }
         let fut = load(new.clone());
-        let release = BatchRelease {
-            flights: self.flights.clone(),
-            keys: new.clone(),
-        };
-        let task: LoadTask<Arc<Vec<T>>> = Box::pin(async move {
-            let result = AssertUnwindSafe(fut).catch_unwind().await;
-            drop(release);
-            match result {
-                Ok(values) => Outcome::Done(Arc::new(values)),
-                Err(_) => Outcome::Panicked,
-            }
+        let keys = new.iter().map(|(key, _)| key.clone()).collect();
+        let load = Arc::new_cyclic(|load: &std::sync::Weak<SharedLoad<Arc<Vec<T>>>>| {
+            let release = BatchRelease {
+                flights: self.flights.clone(),
+                keys,
+                load: load.as_ptr().cast::<u8>() as usize,
+            };
+            let task: LoadTask<Arc<Vec<T>>> = Box::pin(async move {
+                let result = AssertUnwindSafe(fut).catch_unwind().await;
+                drop(release);
+                match result {
+                    Ok(values) => Outcome::Done(Arc::new(values)),
+                    Err(_) => Outcome::Panicked,
+                }
+            });
+            SharedLoad::new(task)
         });
-        let load = Arc::new(SharedLoad::new(task));
         let waiters = Arc::new(Waiters {
             count: AtomicUsize::new(1),
             runtime: runtime.clone(),
@@ -726,6 +741,11 @@ mod tests {
         drop(batch);
         gate.notify_one();
         assert!(matches!(b.await, Outcome::Done(2)));
+        assert_eq!(
+            flights.in_flight(),
+            1,
+            "the end of the batch leaves the newer load of a its slot"
+        );
         assert!(matches!(again.await, Outcome::Done(5)), "a new load of a");
         assert_eq!(flights.in_flight(), 0);
     }
