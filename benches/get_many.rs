@@ -6,13 +6,20 @@
 //! `get_many` of the first 2, 10 and 30 of those keys, and 8 overlapping calls for the 100
 //! keys at once; and 100 misses this node owns, loaded
 //! from its data source by `get_many` (one `load_many` call) beside 100 concurrent `get`s
-//! (100 loads). Nodes on 127.0.0.1, a 2-thread runtime. `cargo bench --bench get_many`
+//! (100 loads). Nodes on 127.0.0.1, a 2-thread runtime. Each row's calls run one after another
+//! in a task of that runtime, on a worker thread, as a handler's would (criterion's `to_async`
+//! would poll them on the bench's own thread, which every reply then has to wake: that adds
+//! a thread wake-up to each call, and made one remote get look twice as slow as it is).
+//! Last, the owner's half of a batched get of 50 hits alone, in process (group
+//! `owner_in_process`), beside a single get. `cargo bench --bench get_many`
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -20,15 +27,52 @@ use tower_groupcache::{CacheHandle, Groupcache};
 
 const KEYS: usize = 100;
 
-async fn gets(handle: &CacheHandle, keys: &[String]) {
+/// Calls `call` on each of `inputs` in turn, in a task on a worker of `rt`, and returns the
+/// time the calls took together (the making of the inputs is not counted).
+fn on_worker<I, F, Fut>(rt: &tokio::runtime::Runtime, inputs: Vec<I>, call: F) -> Duration
+where
+    I: Send + 'static,
+    F: Fn(I) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for input in inputs {
+                call(input).await;
+            }
+            started.elapsed()
+        })
+        .await
+        .expect("the bench task")
+    })
+}
+
+/// A row's routine: `iters` calls of `call` with `keys`, on a worker of `rt`.
+fn repeat<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    handle: &CacheHandle,
+    keys: &Arc<[String]>,
+    call: F,
+) -> Duration
+where
+    F: Fn(CacheHandle, Arc<[String]>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let inputs = (0..iters).map(|_| (handle.clone(), keys.clone())).collect();
+    on_worker(rt, inputs, move |(handle, keys)| call(handle, keys))
+}
+
+async fn gets(handle: CacheHandle, keys: Arc<[String]>) {
     let gets = keys.iter().map(|key| handle.get("users", key));
     for got in futures_util::future::join_all(gets).await {
         got.expect("a value");
     }
 }
 
-async fn get_many(handle: &CacheHandle, keys: &[String]) {
-    for got in handle.get_many("users", keys).await.expect("the source") {
+async fn get_many(handle: CacheHandle, keys: Arc<[String]>) {
+    for got in handle.get_many("users", &keys).await.expect("the source") {
         got.expect("a value");
     }
 }
@@ -92,28 +136,29 @@ fn bench(c: &mut Criterion) {
             })
             .take(KEYS)
             .collect();
-        get_many(&owner.handle(), &keys).await;
+        get_many(owner.handle(), keys.clone().into()).await;
         (asker, owner, plain, keys)
     });
+    let remote_keys: Arc<[String]> = remote_keys.into();
     let mut group = c.benchmark_group("get_many");
     group.throughput(Throughput::Elements(KEYS as u64));
     let handle = asker.handle();
     group.bench_function("100_remote_hits/get_many", |b| {
-        b.to_async(&rt).iter(|| get_many(&handle, &remote_keys))
+        b.iter_custom(|iters| repeat(&rt, iters, &handle, &remote_keys, get_many))
     });
     group.bench_function(
         "100_remote_hits/100_concurrent_gets_natural_batching",
-        |b| b.to_async(&rt).iter(|| gets(&handle, &remote_keys)),
+        |b| b.iter_custom(|iters| repeat(&rt, iters, &handle, &remote_keys, gets)),
     );
     let plain_handle = plain.handle();
     group.bench_function(
         "100_remote_hits/100_concurrent_gets_one_request_each",
-        |b| b.to_async(&rt).iter(|| gets(&plain_handle, &remote_keys)),
+        |b| b.iter_custom(|iters| repeat(&rt, iters, &plain_handle, &remote_keys, gets)),
     );
     // Misses the owner owns itself: fresh keys each round (its cache keeps what it loads).
     let round = Arc::new(AtomicU64::new(0));
     let owner_handle = owner.handle();
-    let fresh = |round: &AtomicU64| {
+    let fresh = |round: &AtomicU64| -> Arc<[String]> {
         let r = round.fetch_add(1, Ordering::Relaxed);
         let ring = owner.ring();
         let me = owner.self_url().expect("a self URL").to_owned();
@@ -121,63 +166,66 @@ fn bench(c: &mut Criterion) {
             .map(|i| format!("fresh:{r}:{i}"))
             .filter(|k| ring.owner(k) == Some(me.as_str()))
             .take(KEYS)
-            .collect::<Vec<String>>()
+            .collect()
+    };
+    let fresh_rounds = |iters: u64| -> Vec<(CacheHandle, Arc<[String]>)> {
+        (0..iters)
+            .map(|_| (owner_handle.clone(), fresh(&round)))
+            .collect()
     };
     group.bench_function("100_local_misses/get_many", |b| {
-        b.to_async(&rt).iter_batched(
-            || fresh(&round),
-            |keys| {
-                let handle = owner_handle.clone();
-                async move { get_many(&handle, &keys).await }
-            },
-            criterion::BatchSize::SmallInput,
-        )
+        b.iter_custom(|iters| {
+            on_worker(&rt, fresh_rounds(iters), |(handle, keys)| {
+                get_many(handle, keys)
+            })
+        })
     });
     group.bench_function("100_local_misses/100_concurrent_gets", |b| {
-        b.to_async(&rt).iter_batched(
-            || fresh(&round),
-            |keys| {
-                let handle = owner_handle.clone();
-                async move { gets(&handle, &keys).await }
-            },
-            criterion::BatchSize::SmallInput,
-        )
+        b.iter_custom(|iters| {
+            on_worker(&rt, fresh_rounds(iters), |(handle, keys)| {
+                gets(handle, keys)
+            })
+        })
     });
     group.finish();
 
     // 100 keys spread over two owners, B and C, each caching its own; A and P cache nothing
     // (P is A without natural batching). Beside them, one remote get from A.
     let (a, p, spread) = rt.block_on(spread_cluster());
+    let spread: Arc<[String]> = spread.into();
     let mut group = c.benchmark_group("get_many_spread");
     group.throughput(Throughput::Elements(KEYS as u64));
     let a_handle = a.handle();
     group.bench_function("100_keys_2_owners/get_many", |b| {
-        b.to_async(&rt).iter(|| get_many(&a_handle, &spread))
+        b.iter_custom(|iters| repeat(&rt, iters, &a_handle, &spread, get_many))
     });
     let p_handle = p.handle();
     group.bench_function(
         "100_keys_2_owners/100_concurrent_gets_one_request_each",
-        |b| b.to_async(&rt).iter(|| gets(&p_handle, &spread)),
+        |b| b.iter_custom(|iters| repeat(&rt, iters, &p_handle, &spread, gets)),
     );
     // 8 calls at once for the same 100 keys: the later ones join the first one's loads.
     group.throughput(Throughput::Elements(8 * KEYS as u64));
     group.bench_function("100_keys_2_owners/8_overlapping_get_many", |b| {
-        b.to_async(&rt)
-            .iter(|| futures_util::future::join_all((0..8).map(|_| get_many(&a_handle, &spread))))
+        b.iter_custom(|iters| {
+            repeat(&rt, iters, &a_handle, &spread, |handle, keys| async move {
+                let calls = (0..8).map(|_| get_many(handle.clone(), keys.clone()));
+                futures_util::future::join_all(calls).await;
+            })
+        })
     });
-    group.throughput(Throughput::Elements(KEYS as u64));
     // The first 2, 10 and 30 of those keys: what a call costs, beside what each key adds.
     for n in [2usize, 10, 30] {
-        let few = spread[..n].to_vec();
+        let few: Arc<[String]> = spread[..n].into();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("first_{n}_keys/get_many"), |b| {
-            b.to_async(&rt).iter(|| get_many(&a_handle, &few))
+            b.iter_custom(|iters| repeat(&rt, iters, &a_handle, &few, get_many))
         });
     }
     group.throughput(Throughput::Elements(1));
-    let one = spread[..1].to_vec();
+    let one: Arc<[String]> = spread[..1].into();
     group.bench_function("100_keys_2_owners/one_remote_get", |b| {
-        b.to_async(&rt).iter(|| gets(&a_handle, &one))
+        b.iter_custom(|iters| repeat(&rt, iters, &a_handle, &one, gets))
     });
     group.finish();
 }
@@ -229,11 +277,79 @@ async fn spread_cluster() -> (Groupcache, Groupcache, Vec<String>) {
         })
         .take(KEYS)
         .collect();
-    get_many(&nodes[2].handle(), &keys).await;
-    get_many(&nodes[3].handle(), &keys).await;
+    get_many(nodes[2].handle(), keys.clone().into()).await;
+    get_many(nodes[3].handle(), keys.clone().into()).await;
     let [a, p, _, _] = nodes;
     (a, p, keys)
 }
 
-criterion_group!(benches, bench);
+/// The owner's half of a batched get, in process: one node with 50 keys cached, its layer on
+/// an empty router, called through `tower::ServiceExt::oneshot` with the request a peer sends
+/// (no socket, no HTTP parsing), and the reply's body read whole. Beside it, the same for a
+/// single get of one of those keys.
+fn owner_in_process(c: &mut Criterion) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cache = Groupcache::builder()
+        .self_url("http://127.0.0.1:1")
+        .peers(["http://127.0.0.1:1"])
+        .open_peer_path()
+        .cache_bytes(64 << 20)
+        .source("users", |key: String| async move {
+            Ok::<_, std::io::Error>(format!("value of {key}"))
+        })
+        .build()
+        .expect("valid config");
+    let keys: Arc<[String]> = (0..50).map(|i| format!("spread:{i}")).collect();
+    rt.block_on(get_many(cache.handle(), keys.clone()));
+    let body = bytes::Bytes::from(tower_groupcache::protocol::GetManyRequest::encode_keys(
+        &keys,
+    ));
+    let app = Router::new().layer(cache.layer());
+    let call = move |request: axum::http::Request<axum::body::Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.expect("a body");
+        }
+    };
+    let mut group = c.benchmark_group("owner_in_process");
+    group.throughput(Throughput::Elements(50));
+    let batched = call.clone();
+    group.bench_function("batched_get_of_50_hits", |b| {
+        b.iter_custom(|iters| {
+            let requests = (0..iters)
+                .map(|_| {
+                    axum::http::Request::post("/_groupcache/users")
+                        .body(axum::body::Body::from(body.clone()))
+                        .expect("a request")
+                })
+                .collect();
+            on_worker(&rt, requests, batched.clone())
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("one_get", |b| {
+        b.iter_custom(|iters| {
+            let requests = (0..iters)
+                .map(|_| {
+                    axum::http::Request::get("/_groupcache/users/spread%3A1")
+                        .body(axum::body::Body::empty())
+                        .expect("a request")
+                })
+                .collect();
+            on_worker(&rt, requests, call.clone())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, owner_in_process);
 criterion_main!(benches);
