@@ -34,7 +34,7 @@ const SECRET: &str = "fuzzing secret, 32 bytes or more, shared";
 #[derive(Clone)]
 struct App;
 
-impl Service<Request<()>> for App {
+impl Service<Request<String>> for App {
     type Response = Response<String>;
     type Error = Infallible;
     type Future = Ready<Result<Response<String>, Infallible>>;
@@ -43,7 +43,7 @@ impl Service<Request<()>> for App {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: Request<()>) -> Self::Future {
+    fn call(&mut self, _: Request<String>) -> Self::Future {
         let mut response = Response::new(String::new());
         *response.status_mut() = StatusCode::IM_A_TEAPOT;
         ready(Ok(response))
@@ -95,7 +95,11 @@ fn harness() -> &'static Harness {
 }
 
 fn send(h: &Harness, method: Method, path: &str, auth: Option<HeaderValue>) -> Option<StatusCode> {
-    let mut request = Request::builder().method(method).uri(path).body(()).ok()?;
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(String::new())
+        .ok()?;
     if let Some(auth) = auth {
         request.headers_mut().insert("x-groupcache-auth", auth);
     }

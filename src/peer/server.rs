@@ -158,11 +158,6 @@ where
     B::Error: Into<BoxError>,
 {
     let config = node.config();
-    let rest = &parts.uri.path()[config.base_path.len()..];
-    if rest.is_empty() || rest.contains('/') {
-        // A batched get or removal, and a write, name their group alone in the path.
-        return method_not_allowed();
-    }
     let write = parts.method == Method::PUT;
     // Bounded before it is read: a value, or every key at its longest with a few bytes of
     // framing.
@@ -172,10 +167,16 @@ where
         let keys = config.max_key_bytes.saturating_add(8);
         (config.max_batch_keys.saturating_mul(keys), "a batched get")
     };
+    // The credential first, whatever the path: a stranger learns nothing of what it takes.
     let bytes = match read_signed(node, &parts, body, limit, what).await {
         Ok(bytes) => bytes,
         Err(refused) => return refused,
     };
+    let rest = &parts.uri.path()[config.base_path.len()..];
+    if rest.is_empty() || rest.contains('/') {
+        // A batched get or removal, and a write, name their group alone in the path.
+        return method_not_allowed();
+    }
     let Ok(source_name) = unescape(rest) else {
         return text(StatusCode::BAD_REQUEST, PathError::BadEscape.to_string());
     };

@@ -406,3 +406,31 @@ async fn a_write_is_signed_over_its_value() {
     assert_eq!(b.handle().get("users", &key).await.unwrap(), "mine");
     assert!(loads.of(&key).is_empty(), "no write loads anything");
 }
+
+/// The credential comes before anything the path says: a `POST` or `PUT` to a key's path (a
+/// method that path does not take) with no credential, or a forged one, is refused `401`,
+/// never answered `405` (which would tell a stranger what the path takes).
+#[tokio::test]
+async fn a_request_with_a_body_on_a_keys_path_is_refused_before_its_method_is_judged() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b.peer_secret(SECRET)).await;
+    let uri = format!("{}/_groupcache/users/k", nodes[0].url);
+    for method in ["POST", "PUT"] {
+        for auth in [None, Some("t=1,n=1,s=00")] {
+            let (status, body) = send(method, &uri, auth).await;
+            assert_eq!(status, 401, "{method} with {auth:?}: {body:?}");
+        }
+    }
+    // With a good credential (over the path and the empty body's hash), the method is what
+    // is wrong.
+    use sha2::Digest as _;
+    let hash: String = Sha256::digest(b"")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let signed = format!("/_groupcache/users/k#sha256={hash}");
+    let good = credential(SECRET, "POST", &signed, now(), 1);
+    let (status, _) = send("POST", &uri, Some(&good)).await;
+    assert_eq!(status, 405);
+    assert_eq!(loads.total(), 0);
+}
