@@ -10,7 +10,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::error::Error;
-use crate::node::{Node, Origin, Removal};
+use crate::node::{Node, Removal};
 use crate::stats::Stats;
 
 /// Reads values through the cache.
@@ -103,7 +103,7 @@ impl CacheHandle {
         source: &str,
         keys: &[K],
     ) -> Result<Vec<Result<Bytes, Error>>, Error> {
-        let entries = self.node.get_many(source, keys, Origin::Local).await?;
+        let entries = self.node.get_many(source, keys).await?;
         Ok(entries
             .into_iter()
             .map(|entry| entry.map(|entry| entry.value))

@@ -16,16 +16,16 @@ use crate::error::{Error, ErrorKind};
 use crate::peer::client::Speaks;
 
 impl Node {
-    /// Many keys of one source at once (docs/guide.md, "Many keys at once"): each key's
-    /// result, in the order of `keys`. Hits are answered from the caches; the misses this node
-    /// owns are loaded in one call of the data source, each joining a load of the key already
-    /// in flight instead; the others are asked of their owners. A key that appears twice is
-    /// looked up and fetched once.
+    /// Many keys of one source at once, for a caller on this node (docs/guide.md, "Many keys
+    /// at once"): each key's result, in the order of `keys`. Hits are answered from the
+    /// caches; the misses this node owns are loaded in one call of the data source, each
+    /// joining a load of the key already in flight instead; the others are asked of their
+    /// owners. A key that appears twice is looked up and fetched once. (A peer's batched get
+    /// is [`get_many_for_peer`](Self::get_many_for_peer).)
     pub(crate) async fn get_many<Q: AsRef<str>>(
         self: &Arc<Self>,
         name: &str,
         keys: &[Q],
-        origin: Origin,
     ) -> Result<Vec<Result<Entry, Error>>, Error> {
         let source = self.source(name)?.clone();
         // Each distinct key once; `slots[i]` is the place of `keys[i]` among them.
@@ -51,16 +51,11 @@ impl Node {
         let mut this_node: Option<usize> = None;
         let ring = self.ring.load();
         for (place, key) in distinct.iter().enumerate() {
-            match self.lookup_in(&source, key, origin) {
+            match self.lookup_in(&source, key, Origin::Local) {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
                 Ok(Lookup::Miss(stale)) => {
                     let miss = (place, Arc::<str>::from(*key), stale);
-                    // A peer's request is served here, never forwarded (as for a get).
-                    let owner = match origin {
-                        Origin::Local => ring.owner_arc(key),
-                        Origin::Peer => None,
-                    };
-                    let Some(owner) = owner else {
+                    let Some(owner) = ring.owner_arc(key) else {
                         local.push(miss);
                         continue;
                     };
