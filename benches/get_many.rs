@@ -77,12 +77,17 @@ async fn get_many(handle: CacheHandle, keys: Arc<[String]>) {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The runtime of every row: 2 worker threads, as the machine has 2 cores.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
     let (asker, owner, plain, remote_keys) = rt.block_on(async {
         let la = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -291,11 +296,7 @@ fn owner_in_process(c: &mut Criterion) {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let cache = Groupcache::builder()
         .self_url("http://127.0.0.1:1")
         .peers(["http://127.0.0.1:1"])
