@@ -48,7 +48,7 @@ impl Node {
         // Each owner's keys; the owners are few, and told apart by pointer (this node too,
         // once its URL has been compared).
         let mut remote: Vec<(Arc<str>, Vec<_>)> = Vec::new();
-        let mut this_node: Option<usize> = None;
+        let mut this_node: Option<&Arc<str>> = None;
         let ring = self.ring.load();
         for (place, key) in distinct.iter().enumerate() {
             match self.lookup_in(&source, key, Origin::Local) {
@@ -59,14 +59,14 @@ impl Node {
                         local.push(miss);
                         continue;
                     };
-                    if this_node == Some(Arc::as_ptr(owner).cast::<u8>() as usize) {
+                    if this_node.is_some_and(|this| Arc::ptr_eq(this, owner)) {
                         local.push(miss);
                     } else if let Some((_, keys)) =
                         remote.iter_mut().find(|(o, _)| Arc::ptr_eq(o, owner))
                     {
                         keys.push(miss);
                     } else if self.self_url.as_deref() == Some(&**owner) {
-                        this_node = Some(Arc::as_ptr(owner).cast::<u8>() as usize);
+                        this_node = Some(owner);
                         local.push(miss);
                     } else {
                         let mut keys = Vec::with_capacity(16);
@@ -110,9 +110,10 @@ impl Node {
     }
 
     /// A peer's batched get of `keys` of `source`: each key's result, in order. The keys are
-    /// looked up as they come, with no map of them, since a hit needs none (a key asked for
-    /// twice is looked up twice, and counted twice, as two gets of it would be); the misses,
-    /// each once, are loaded here in one batch, never forwarded.
+    /// looked up as they come, and only the misses go in a map (which allocates nothing while
+    /// every key hits): a key asked for twice is looked up twice, and counted twice, as two
+    /// gets of it would be; the misses, each once, are loaded here in one batch, never
+    /// forwarded.
     pub(crate) async fn get_many_for_peer(
         self: &Arc<Self>,
         source: &Arc<CachedSource>,
@@ -122,14 +123,13 @@ impl Node {
         let mut misses = Vec::new();
         // A key missed twice: its place, and the place of its first miss.
         let mut again = Vec::new();
-        let mut first_miss: Option<FxHashMap<&str, usize>> = None;
+        let mut first_miss: FxHashMap<&str, usize> = FxHashMap::default();
         for (place, &key) in keys.iter().enumerate() {
             match self.lookup_in(source, key, Origin::Peer) {
                 Ok(Lookup::Hit(entry)) => results.push(Some(Ok(entry))),
                 Ok(Lookup::Miss(stale)) => {
                     results.push(None);
-                    let first = first_miss.get_or_insert_with(FxHashMap::default);
-                    match first.entry(key) {
+                    match first_miss.entry(key) {
                         std::collections::hash_map::Entry::Occupied(seen) => {
                             again.push((place, *seen.get()));
                         }
