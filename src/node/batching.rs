@@ -34,46 +34,44 @@ impl Node {
         let queue = source.peer_queues.of(peer);
         let wait = self.config.natural_batching_wait;
         let max_keys = self.config.max_batch_keys;
-        let (done, mut result) = oneshot::channel();
+        /// What this get does: ask alone at once, or queue (gathering the queue first, with
+        /// a maximum wait), to be told its result. A get that asks alone makes no channel.
         enum Role {
             Direct,
-            Gather,
-            Queue,
+            Gather(oneshot::Receiver<Fetch>),
+            Queue(oneshot::Receiver<Fetch>),
         }
         let role = {
             let mut state = lock(&queue.state);
             let free = state.in_flight < limit && state.waiting.is_empty() && !state.gathering;
-            let role = match (free, wait.is_zero()) {
-                (true, true) => Role::Direct,
-                (true, false) => Role::Gather,
-                (false, _) => Role::Queue,
-            };
-            if !matches!(role, Role::Direct) {
+            if free && wait.is_zero() {
+                state.in_flight += 1;
+                Role::Direct
+            } else {
+                let (done, result) = oneshot::channel();
                 state.waiting.push(Queued {
                     key: key.clone(),
                     ticket: ticket.clone(),
                     done,
                 });
-            }
-            match role {
-                Role::Direct => state.in_flight += 1,
-                Role::Gather => {
+                if free {
                     state.in_flight += 1;
                     state.gathering = true;
+                    Role::Gather(result)
+                } else {
+                    if state.gathering && state.waiting.len() >= max_keys {
+                        queue.full.notify_one();
+                    }
+                    Role::Queue(result)
                 }
-                Role::Queue if state.gathering && state.waiting.len() >= max_keys => {
-                    queue.full.notify_one();
-                }
-                Role::Queue => {}
             }
-            role
         };
-        match role {
+        let mut result = match role {
             Role::Direct => {
                 let _slot = Slot(&queue);
                 return self.fetch_from(peer, source, key, ticket).await;
             }
-            Role::Gather => {
+            Role::Gather(result) => {
                 let _slot = Slot(&queue);
                 let mut collecting = Collecting(&queue, true);
                 let _ = tokio::time::timeout(wait, queue.full.notified()).await;
@@ -85,9 +83,10 @@ impl Node {
                 };
                 collecting.1 = false;
                 self.send_queued(peer, source, batch).await;
+                result
             }
-            Role::Queue => {}
-        }
+            Role::Queue(result) => result,
+        };
         loop {
             let freed = queue.freed.notified();
             tokio::pin!(freed);

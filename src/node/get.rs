@@ -311,9 +311,23 @@ pub(crate) struct LoadChain {
     /// The source's address, which tells a source of this cache from one of another cache
     /// in the process. Compared only; the load holds the source alive.
     source: usize,
-    /// The key of the load, or the keys of a batch.
-    keys: Box<[Arc<str>]>,
+    keys: ChainKeys,
     parent: Option<Arc<LoadChain>>,
+}
+
+/// The key of a load, or the keys of a batch: one key needs no slice of its own.
+enum ChainKeys {
+    One(Arc<str>),
+    Many(Box<[Arc<str>]>),
+}
+
+impl ChainKeys {
+    fn contains(&self, key: &str) -> bool {
+        match self {
+            Self::One(one) => **one == *key,
+            Self::Many(many) => many.iter().any(|k| **k == *key),
+        }
+    }
 }
 
 impl LoadChain {
@@ -327,13 +341,21 @@ impl LoadChain {
         source: &CachedSource,
         key: Arc<str>,
     ) -> Option<Arc<Self>> {
-        Self::push_many(parent, source, Box::new([key]))
+        Self::link(parent, source, ChainKeys::One(key))
     }
 
     pub(super) fn push_many(
         parent: Option<Arc<LoadChain>>,
         source: &CachedSource,
         keys: Box<[Arc<str>]>,
+    ) -> Option<Arc<Self>> {
+        Self::link(parent, source, ChainKeys::Many(keys))
+    }
+
+    fn link(
+        parent: Option<Arc<LoadChain>>,
+        source: &CachedSource,
+        keys: ChainKeys,
     ) -> Option<Arc<Self>> {
         Some(Arc::new(Self {
             source: std::ptr::from_ref(source) as usize,
@@ -345,9 +367,7 @@ impl LoadChain {
     pub(super) fn contains(&self, source: &CachedSource, key: &str) -> bool {
         let mut link = Some(self);
         while let Some(chain) = link {
-            if chain.source == std::ptr::from_ref(source) as usize
-                && chain.keys.iter().any(|k| **k == *key)
-            {
+            if chain.source == std::ptr::from_ref(source) as usize && chain.keys.contains(key) {
                 return true;
             }
             link = chain.parent.as_deref();
@@ -391,6 +411,12 @@ mod tests {
         assert!(!inner.contains(&orders, "k"));
         // Another cache's source of the same name is another source.
         assert!(!inner.contains(&cached("users"), "k"));
+        // A batch's link holds each of its keys.
+        let batch = LoadChain::push_many(Some(inner), &users, ["a".into(), "b".into()].into())
+            .expect("a link");
+        assert!(batch.contains(&users, "a") && batch.contains(&users, "b"));
+        assert!(batch.contains(&orders, "o"), "and the chain it runs inside");
+        assert!(!batch.contains(&users, "c"));
     }
 
     #[tokio::test]

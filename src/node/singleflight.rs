@@ -98,6 +98,7 @@ struct SharedLoad<T> {
     state: Mutex<LoadState<T>>,
     /// The waker the load is polled with: it wakes every waiter that waits.
     notifier: Arc<Notifier>,
+    waiters: Waiters,
 }
 
 enum LoadState<T> {
@@ -111,37 +112,72 @@ enum LoadState<T> {
 /// The wakers of the waiters, one slot each.
 #[derive(Default)]
 struct Notifier {
-    wakers: Mutex<Vec<Option<Waker>>>,
+    wakers: Mutex<Wakers>,
+}
+
+/// The waiters' wakers: the first inline, as most loads have one waiter, so that its waker
+/// is kept and woken without a vector.
+#[derive(Default)]
+struct Wakers {
+    first: Option<Waker>,
+    /// The slots after the first.
+    rest: Vec<Option<Waker>>,
+    /// The slots handed out.
+    slots: usize,
+}
+
+impl Wakers {
+    fn slot(&mut self, i: usize) -> &mut Option<Waker> {
+        match i.checked_sub(1) {
+            None => &mut self.first,
+            Some(i) => &mut self.rest[i],
+        }
+    }
 }
 
 impl Notifier {
     /// Keeps `waker` in the waiter's slot (made on its first call).
     fn register(&self, slot: &mut Option<usize>, waker: &Waker) {
         let mut wakers = lock(&self.wakers);
-        match slot {
-            Some(i) => match &mut wakers[*i] {
-                Some(old) if old.will_wake(waker) => {}
-                entry => *entry = Some(waker.clone()),
-            },
+        let i = match *slot {
+            Some(i) => i,
             None => {
-                *slot = Some(wakers.len());
-                wakers.push(Some(waker.clone()));
+                let i = wakers.slots;
+                wakers.slots += 1;
+                if i > 0 {
+                    wakers.rest.push(None);
+                }
+                *slot = Some(i);
+                i
             }
+        };
+        match wakers.slot(i) {
+            Some(old) if old.will_wake(waker) => {}
+            entry => *entry = Some(waker.clone()),
         }
     }
 
     /// Wakes every waiting waker but the one in `except`; each is taken (a woken waiter
-    /// registers again when it is polled).
+    /// registers again when it is polled). Woken outside the lock.
     fn wake_all(&self, except: Option<usize>) {
-        let woken: Vec<Waker> = lock(&self.wakers)
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, waker)| {
-                let waker = waker.take()?;
-                (Some(i) != except).then_some(waker)
-            })
-            .collect();
-        for waker in woken {
+        let (first, rest) = {
+            let mut wakers = lock(&self.wakers);
+            let first = wakers.first.take().filter(|_| except != Some(0));
+            let rest: Vec<Waker> = wakers
+                .rest
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, waker)| {
+                    let waker = waker.take()?;
+                    (Some(i + 1) != except).then_some(waker)
+                })
+                .collect();
+            (first, rest)
+        };
+        if let Some(waker) = first {
+            waker.wake();
+        }
+        for waker in rest {
             waker.wake();
         }
     }
@@ -158,10 +194,15 @@ impl Wake for Notifier {
 }
 
 impl<T: Clone> SharedLoad<T> {
-    fn new(task: LoadTask<T>) -> Self {
+    /// A load with its first waiter, finished on `runtime` should its waiters all leave.
+    fn new(task: LoadTask<T>, runtime: &tokio::runtime::Handle) -> Self {
         Self {
             state: Mutex::new(LoadState::Idle(task)),
             notifier: Arc::default(),
+            waiters: Waiters {
+                count: AtomicUsize::new(1),
+                runtime: runtime.clone(),
+            },
         }
     }
 
@@ -202,12 +243,10 @@ impl<T: Clone> SharedLoad<T> {
     }
 }
 
-/// A load in flight: the load itself, which every waiter shares, its ticket, and its
-/// waiters.
+/// A load in flight: the load itself, which every waiter shares, and its ticket.
 struct Flight<T> {
     load: FlightLoad<T>,
     ticket: Arc<Ticket>,
-    waiters: Arc<Waiters>,
 }
 
 /// What a key's flight waits for: a load of its own, or its place in a load of many keys.
@@ -218,15 +257,15 @@ enum FlightLoad<T> {
 
 impl<T: Clone + Send + Sync + 'static> FlightLoad<T> {
     /// A new waiter of this load, counted among its waiters.
-    fn join(&self, waiters: &Arc<Waiters>) -> Waiter<T> {
+    fn join(&self) -> Waiter<T> {
         match self {
-            Self::One(load) => Waiter::One(RawWaiter::join(load, waiters)),
-            Self::Batch(load, place) => Waiter::Batch(RawWaiter::join(load, waiters), *place),
+            Self::One(load) => Waiter::One(RawWaiter::join(load)),
+            Self::Batch(load, place) => Waiter::Batch(RawWaiter::join(load), *place),
         }
     }
 }
 
-/// The waiters of one load, and where to finish it when none is left.
+/// The count of a load's waiters, and where to finish it when none is left.
 struct Waiters {
     count: AtomicUsize,
     runtime: tokio::runtime::Handle,
@@ -311,22 +350,21 @@ pub(crate) struct RawWaiter<O: Clone + Send + Sync + 'static> {
     slot: Option<usize>,
     /// Whether it got the outcome.
     done: bool,
-    waiters: Arc<Waiters>,
 }
 
 impl<O: Clone + Send + Sync + 'static> RawWaiter<O> {
     /// A new waiter of a running load, counted among its waiters.
-    fn join(load: &Arc<SharedLoad<O>>, waiters: &Arc<Waiters>) -> Self {
-        waiters.count.fetch_add(1, AcqRel);
-        Self::new(load.clone(), waiters.clone())
+    fn join(load: &Arc<SharedLoad<O>>) -> Self {
+        load.waiters.count.fetch_add(1, AcqRel);
+        Self::new(load.clone())
     }
 
-    fn new(load: Arc<SharedLoad<O>>, waiters: Arc<Waiters>) -> Self {
+    /// The first waiter of a new load (counted when the load was made).
+    fn new(load: Arc<SharedLoad<O>>) -> Self {
         Self {
             load,
             slot: None,
             done: false,
-            waiters,
         }
     }
 }
@@ -348,9 +386,10 @@ impl<O: Clone + Send + Sync + 'static> Drop for RawWaiter<O> {
         // waiter that joins meanwhile drives it too.
         // The task is no waiter: dropped unfinished (its runtime shut down), it hands nothing
         // on, and the load waits in its slot for the next caller of its key.
-        if self.waiters.count.fetch_sub(1, AcqRel) == 1 && !self.done && !self.load.is_done() {
+        let waiters = &self.load.waiters;
+        if waiters.count.fetch_sub(1, AcqRel) == 1 && !self.done && !self.load.is_done() {
             let load = self.load.clone();
-            self.waiters.runtime.spawn(async move {
+            waiters.runtime.spawn(async move {
                 let mut slot = None;
                 std::future::poll_fn(|cx| load.poll(&mut slot, cx)).await
             });
@@ -413,7 +452,7 @@ where
     {
         let mut flights = lock(&self.flights);
         if let Some(flight) = flights.get(&key) {
-            return flight.load.join(&flight.waiters);
+            return flight.load.join();
         }
         let ticket = Arc::new(Ticket::new());
         let fut = load(ticket.clone());
@@ -447,18 +486,15 @@ where
             match flights.get(&key) {
                 Some(Flight {
                     load: FlightLoad::Batch(load, nth),
-                    waiters,
                     ..
                 }) => match joined_batches
                     .iter_mut()
                     .find(|(_, waiter)| Arc::ptr_eq(&waiter.load, load))
                 {
                     Some((places, _)) => places.push((place, *nth)),
-                    None => {
-                        joined_batches.push((vec![(place, *nth)], RawWaiter::join(load, waiters)))
-                    }
+                    None => joined_batches.push((vec![(place, *nth)], RawWaiter::join(load))),
                 },
-                Some(flight) => joined.push((place, flight.load.join(&flight.waiters))),
+                Some(flight) => joined.push((place, flight.load.join())),
                 None => {
                     places.push(place);
                     new.push((key, Arc::new(Ticket::new())));
@@ -488,11 +524,7 @@ where
                     Err(_) => Outcome::Panicked,
                 }
             });
-            SharedLoad::new(task)
-        });
-        let waiters = Arc::new(Waiters {
-            count: AtomicUsize::new(1),
-            runtime: runtime.clone(),
+            SharedLoad::new(task, runtime)
         });
         flights.reserve(new.len());
         for (place, (key, ticket)) in new.into_iter().enumerate() {
@@ -501,14 +533,13 @@ where
                 Flight {
                     load: FlightLoad::Batch(load.clone(), place),
                     ticket,
-                    waiters: waiters.clone(),
                 },
             );
         }
         Batch {
             joined,
             joined_batches,
-            started: Some((places, RawWaiter::new(load, waiters))),
+            started: Some((places, RawWaiter::new(load))),
         }
     }
 
@@ -537,20 +568,15 @@ where
                 Err(_) => Outcome::Panicked,
             }
         });
-        let load = Arc::new(SharedLoad::new(task));
-        let waiters = Arc::new(Waiters {
-            count: AtomicUsize::new(1),
-            runtime: runtime.clone(),
-        });
+        let load = Arc::new(SharedLoad::new(task, runtime));
         flights.insert(
             key,
             Flight {
                 load: FlightLoad::One(load.clone()),
                 ticket,
-                waiters: waiters.clone(),
             },
         );
-        Waiter::One(RawWaiter::new(load, waiters))
+        Waiter::One(RawWaiter::new(load))
     }
 
     /// Revokes the loads of `keys` in flight: they leave the map, so the next call for one of
@@ -920,6 +946,58 @@ mod tests {
         assert_eq!(first_wakes.0.load(Ordering::SeqCst), 1);
         let seen = first.as_mut().poll(&mut Context::from_waker(&first_waker));
         assert!(matches!(seen, Poll::Ready(Outcome::Done(3))));
+    }
+
+    #[tokio::test]
+    async fn every_waiter_but_the_one_that_finishes_is_woken_whatever_its_slot() {
+        /// Pending on its first three polls (waking nobody), ready on its fourth.
+        struct Fourth(u32);
+        impl Future for Fourth {
+            type Output = u32;
+            fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
+                self.0 += 1;
+                if self.0 == 4 {
+                    Poll::Ready(7)
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+        let rt = tokio::runtime::Handle::current();
+        // The waiter in the first slot (kept inline) and those in the later ones each finish
+        // the load once.
+        for finisher in 0..3 {
+            let flights = Flights::default();
+            let mut waiters: Vec<_> = (0..3)
+                .map(|_| Box::pin(flights.run(&rt, "k", |_| Fourth(0))))
+                .collect();
+            let wakes: Vec<Arc<Wakes>> = (0..3).map(|_| Arc::default()).collect();
+            let wakers: Vec<Waker> = wakes.iter().map(|w| Waker::from(w.clone())).collect();
+            // Polled in this order, waiter i takes slot i.
+            for i in 0..3 {
+                let polled = waiters[i]
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&wakers[i]));
+                assert!(polled.is_pending());
+            }
+            let ended = waiters[finisher]
+                .as_mut()
+                .poll(&mut Context::from_waker(&wakers[finisher]));
+            assert!(matches!(ended, Poll::Ready(Outcome::Done(7))));
+            for (i, woken) in wakes.iter().enumerate() {
+                assert_eq!(
+                    woken.0.load(Ordering::SeqCst),
+                    usize::from(i != finisher),
+                    "waiter {i}, when waiter {finisher} finished the load"
+                );
+            }
+            for i in (0..3).filter(|&i| i != finisher) {
+                let seen = waiters[i]
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&wakers[i]));
+                assert!(matches!(seen, Poll::Ready(Outcome::Done(7))));
+            }
+        }
     }
 
     #[tokio::test]

@@ -11,12 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 
 use super::auth::{AUTH_HEADER, PeerAuth};
+use super::body::read_all;
 pub(crate) use super::error::PeerError;
 use super::figures::{PeerFigures, PeerTable, RequestKind};
 pub(crate) use super::pool::Speaks;
@@ -526,8 +527,7 @@ impl PeerClient {
         lent: Lent,
         limit: usize,
     ) -> Result<Bytes, PeerError> {
-        let body = Limited::new(response.into_body(), limit)
-            .collect()
+        let body = read_all(Limited::new(response.into_body(), limit))
             .await
             .map_err(|error| {
                 if error.is::<http_body_util::LengthLimitError>() {
@@ -535,8 +535,7 @@ impl PeerClient {
                 } else {
                     PeerError::Body(error)
                 }
-            })?
-            .to_bytes();
+            })?;
         to.received(body.len());
         self.pool.release(to.url, lent);
         Ok(body)

@@ -3,6 +3,7 @@
 //! `crate::protocol`.
 
 pub mod auth;
+mod body;
 pub(crate) mod client;
 mod client_extensions;
 mod error;

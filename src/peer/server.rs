@@ -12,7 +12,8 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Response, StatusCode, Uri};
 
 use super::auth::AUTH_HEADER;
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use super::body::read_all;
+use http_body_util::{LengthLimitError, Limited};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{BoxError, Error, ErrorKind};
@@ -204,8 +205,8 @@ where
     // What needs no body first: a stranger's request costs no reading.
     node.admit_before_body(parts.headers.get(&AUTH_HEADER))
         .map_err(|refused| text(refused.status(), refused.to_string()))?;
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let bytes = match read_all(Limited::new(body, limit)).await {
+        Ok(bytes) => bytes,
         Err(error) if error.is::<LengthLimitError>() => {
             return Err(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
