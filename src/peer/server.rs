@@ -12,8 +12,8 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Response, StatusCode, Uri};
 
 use super::auth::AUTH_HEADER;
-use super::body::read_all;
-use http_body_util::{LengthLimitError, Limited};
+use super::body::read_apart;
+use http_body_util::LengthLimitError;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{BoxError, Error, ErrorKind};
@@ -155,7 +155,8 @@ async fn answer_with_body<B>(
     body: B,
 ) -> Response<ReplyBody>
 where
-    B: http_body::Body,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<BoxError>,
 {
     let config = node.config();
@@ -199,13 +200,14 @@ async fn read_signed<B>(
     what: &str,
 ) -> Result<Bytes, Response<ReplyBody>>
 where
-    B: http_body::Body,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<BoxError>,
 {
     // What needs no body first: a stranger's request costs no reading.
     node.admit_before_body(parts.headers.get(&AUTH_HEADER))
         .map_err(|refused| text(refused.status(), refused.to_string()))?;
-    let bytes = match read_all(Limited::new(body, limit)).await {
+    let bytes = match read_apart(body, limit).await {
         Ok(bytes) => bytes,
         Err(error) if error.is::<LengthLimitError>() => {
             return Err(text(

@@ -129,3 +129,72 @@ async fn bad_batched_gets_get_clear_statuses_and_load_nothing() {
     }
     assert_eq!(loads.total(), 0, "no bad request reached the data source");
 }
+
+/// A request body that notes the task each poll of it runs on.
+struct NotingBody {
+    data: Option<bytes::Bytes>,
+    readers: std::sync::Arc<std::sync::Mutex<Vec<Option<tokio::task::Id>>>>,
+}
+
+impl http_body::Body for NotingBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.readers.lock().unwrap().push(tokio::task::try_id());
+        std::task::Poll::Ready(
+            self.data
+                .take()
+                .map(|data| Ok(http_body::Frame::data(data))),
+        )
+    }
+}
+
+/// hyper's server hands a request body to the service through a channel that wakes the
+/// connection's task whenever a chunk is taken from it. Read on that task (the one that
+/// polls the service), the wake lands on the running task, which tokio then reschedules as a
+/// yield, waking an idle worker: two context switches per batched get, and a single get
+/// served after it took twice as long (docs/performance.md). So the layer reads a request's
+/// body on a task of its own.
+#[tokio::test]
+async fn a_batched_gets_body_is_read_off_the_task_that_serves_it() {
+    use tower::{Layer as _, ServiceExt as _};
+
+    let loads = Loads::default();
+    let cache = tower_groupcache::Groupcache::builder()
+        .open_peer_path()
+        .source("users", loads.source("single"))
+        .build()
+        .unwrap();
+    let readers = std::sync::Arc::default();
+    let body = NotingBody {
+        data: Some(request(&["a", "b"]).into()),
+        readers: std::sync::Arc::clone(&readers),
+    };
+    let service = cache.layer().layer(tower::service_fn(
+        |_request: axum::http::Request<NotingBody>| async {
+            Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
+        },
+    ));
+    let request = axum::http::Request::post("/_groupcache/users")
+        .body(body)
+        .unwrap();
+    let served = tokio::spawn(async move {
+        let response = service.oneshot(request).await.unwrap();
+        (tokio::task::id(), response.status())
+    });
+    let (server, status) = served.await.unwrap();
+    assert_eq!(status, 200);
+    let readers = readers.lock().unwrap().clone();
+    assert!(!readers.is_empty(), "the body was read");
+    assert!(
+        readers
+            .iter()
+            .all(|reader| reader.is_some_and(|id| id != server)),
+        "read on the serving task {server:?}: {readers:?}"
+    );
+    assert_eq!(loads.total(), 2);
+}
