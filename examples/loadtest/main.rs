@@ -15,7 +15,9 @@
 //!    and all 32 tasks on one key, which share fetches, beside the same baseline. And
 //!    `get_many` of 100 of those keys (one batched request to B): its sequential latency
 //!    beside one remote hit's, and its keys per second with 8 calls in flight beside the raw
-//!    client's requests per second with 8 in flight.
+//!    client's requests per second with 8 in flight; and a remote hit timed right after each
+//!    of a run of `get_many` calls (a node's single gets among its batched ones) beside a
+//!    remote hit alone.
 //! 3. **A cached get through the layer.** A front route `GET /user` on B, behind
 //!    `.layer(cache.layer())`, whose handler takes a `CacheHandle` and returns a local hit,
 //!    against a bare axum router (no layer) whose handler returns the same captured `Bytes`.
@@ -337,6 +339,21 @@ async fn run(settings: Settings) -> Result<()> {
     )
     .await?;
     progress(&format!(
+        "phase 2/5, extra: a remote hit right after each get_many of {MANY_KEYS} keys, \
+         sequential, beside a remote hit alone"
+    ));
+    let after_many = Target::RemoteHitAfterMany {
+        hit: Box::new(remote_hit.clone()),
+        many: Box::new(many.clone()),
+    };
+    let (after_many_latency, alone_latency) = sequential_pair(
+        &after_many,
+        &remote_hit,
+        settings.sequential_warmup / 10,
+        settings.sequential / 10,
+    )
+    .await?;
+    progress(&format!(
         "phase 2/5, extra: get_many of {MANY_KEYS} keys, {MANY_IN_FLIGHT} in flight, {:.2?} per \
          target",
         settings.duration
@@ -453,6 +470,8 @@ async fn run(settings: Settings) -> Result<()> {
         wide_raw_rate,
         many_latency,
         many_one_latency,
+        after_many_latency,
+        alone_latency,
         many_rate,
         many_raw_rate,
         one_key_rate,
@@ -674,6 +693,10 @@ pub(crate) enum Target {
         keys: Arc<[Arc<str>]>,
         expected: usize,
     },
+    /// A remote hit, as [`Target::RemoteHit`], each made right after an untimed `get_many`
+    /// of [`MANY_KEYS`] keys (see [`Target::prepare`]): a single get on a node that also
+    /// sends batched requests.
+    RemoteHitAfterMany { hit: Box<Target>, many: Box<Target> },
     /// `GET uri`, the whole body read.
     Http {
         client: HttpClient,
@@ -683,9 +706,19 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    /// What comes before each timed call, untimed: the `get_many` of
+    /// [`Target::RemoteHitAfterMany`]; nothing for the others.
+    pub(crate) async fn prepare(&self, task: usize) -> Result<()> {
+        match self {
+            Self::RemoteHitAfterMany { many, .. } => Box::pin(many.call(task)).await,
+            _ => Ok(()),
+        }
+    }
+
     /// One call, by the load task numbered `task`.
     pub(crate) async fn call(&self, task: usize) -> Result<()> {
         match self {
+            Self::RemoteHitAfterMany { hit, .. } => Box::pin(hit.call(task)).await,
             Self::RemoteHit {
                 cache,
                 keys,
@@ -758,6 +791,7 @@ async fn sequential(target: &Target, n: usize) -> Result<Vec<u64>> {
     tokio::spawn(async move {
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
+            target.prepare(0).await?;
             let started = Instant::now();
             target.call(0).await?;
             samples.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -930,6 +964,9 @@ struct Report<'a> {
     one_key_fetches: u64,
     many_latency: Latency,
     many_one_latency: Latency,
+    /// A remote hit right after a `get_many`, and one alone, in the same slices.
+    after_many_latency: Latency,
+    alone_latency: Latency,
     many_rate: Rate,
     many_raw_rate: Rate,
     front_rate: Rate,
@@ -1017,6 +1054,20 @@ impl Report<'_> {
                 us(self.many_latency.p99),
                 us(self.many_one_latency.p99),
                 ratio_d(self.many_latency.p99, self.many_one_latency.p99),
+            ),
+            row(
+                "   (extra) remote hit right after a get_many",
+                "p50",
+                us(self.after_many_latency.p50),
+                us(self.alone_latency.p50),
+                ratio_d(self.after_many_latency.p50, self.alone_latency.p50),
+            ),
+            row(
+                "     (baseline: a remote hit alone)",
+                "p99",
+                us(self.after_many_latency.p99),
+                us(self.alone_latency.p99),
+                ratio_d(self.after_many_latency.p99, self.alone_latency.p99),
             ),
             row(
                 "   (extra) get_many of 100, 8 in flight",
@@ -1176,7 +1227,9 @@ impl Report<'_> {
                 .to_owned(),
             "       sequentially beside one remote hit, then 8 calls in flight, in keys/s,"
                 .to_owned(),
-            "       beside the raw client at 8 in flight (requests/s).".to_owned(),
+            "       beside the raw client at 8 in flight (requests/s). And a remote hit".to_owned(),
+            "       timed right after each of A's get_many calls (untimed), beside a".to_owned(),
+            "       remote hit alone: a node's single gets among its batched ones.".to_owned(),
             format!(
                 "extra: all 32 tasks get one key: {} gets shared {} fetches to B (singleflight),",
                 self.one_key_rate.requests, self.one_key_fetches
