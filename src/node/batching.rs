@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::Node;
 use super::queue::{Collecting, Fetch, PeerQueue, Queued, Slot};
-use super::singleflight::Ticket;
+use super::singleflight::TicketRef;
 use super::source::CachedSource;
 use crate::peer::client::Speaks;
 use crate::sync::lock;
@@ -25,7 +25,7 @@ impl Node {
         peer: &str,
         source: &CachedSource,
         key: &Arc<str>,
-        ticket: &Arc<Ticket>,
+        ticket: &TicketRef,
     ) -> Fetch {
         let limit = self.config.natural_batching;
         if limit == 0 || self.client.known_speaks(peer) != Speaks::Extensions {

@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 use super::Node;
 use super::cache::{Entry, Tier};
 use super::queue::{Fetch, batch_results};
-use super::singleflight::Ticket;
+use super::singleflight::{Ticket, TicketRef};
 use super::source::{CachedSource, HotKeys};
 use crate::error::{Error, ErrorKind, OwnerFailed};
 use crate::peer::client::{Fetched, PeerError};
@@ -158,7 +158,7 @@ impl Node {
         &self,
         peer: &str,
         source: &CachedSource,
-        keys: Vec<(Arc<str>, Arc<Ticket>)>,
+        keys: Vec<(Arc<str>, TicketRef)>,
     ) -> Vec<Result<Entry, Error>> {
         let counters = &source.counters;
         let (mut results, places, to_fetch) = self.start_batch(source, keys);
@@ -202,7 +202,7 @@ impl Node {
         &self,
         peer: &str,
         source: &CachedSource,
-        chunk: &[(Arc<str>, Arc<Ticket>)],
+        chunk: &[(Arc<str>, TicketRef)],
     ) -> Vec<Fetch> {
         let counters = &source.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();

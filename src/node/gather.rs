@@ -12,7 +12,7 @@ use super::Node;
 use super::cache::Entry;
 use super::get::{LOAD_CHAIN, LoadChain};
 use super::queue::{Gathered, Leading};
-use super::singleflight::Ticket;
+use super::singleflight::TicketRef;
 use super::source::CachedSource;
 use crate::error::Error;
 use crate::sync::lock;
@@ -24,7 +24,7 @@ impl Node {
         &self,
         source: &CachedSource,
         key: &Arc<str>,
-        ticket: &Arc<Ticket>,
+        ticket: &TicketRef,
         max_keys: usize,
         max_wait: Duration,
     ) -> Result<Entry, Error> {
@@ -72,7 +72,7 @@ impl Node {
         };
         let _ = tokio::time::timeout(max_wait, gathering.full.notified()).await;
         let others = leading.take();
-        let mut batch: Vec<(Arc<str>, Arc<Ticket>)> = vec![(key.clone(), ticket.clone())];
+        let mut batch: Vec<(Arc<str>, TicketRef)> = vec![(key.clone(), ticket.clone())];
         batch.extend(others.iter().map(|g| (g.key.clone(), g.ticket.clone())));
         // The load runs for every key of the batch: a source that reads one of them through
         // the cache waits for itself, which the chain tells (`ErrorKind::RecursiveLoad`).

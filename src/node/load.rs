@@ -14,7 +14,7 @@ use super::Node;
 use super::cache::{Entry, Freshness, Tier};
 use super::fetch::ProbeSlot;
 use super::queue::batch_results;
-use super::singleflight::Ticket;
+use super::singleflight::{Ticket, TicketRef};
 use super::source::CachedSource;
 use crate::error::{BoxError, Error, ErrorKind, KeyCodecError};
 use crate::peer::health::Verdict;
@@ -28,7 +28,7 @@ impl Node {
         source: &CachedSource,
         key: Arc<str>,
         owner: Option<Arc<str>>,
-        ticket: &Arc<Ticket>,
+        ticket: &TicketRef,
     ) -> Result<Entry, Error> {
         let counters = &source.counters;
         counters.add(Event::Flight);
@@ -90,7 +90,7 @@ impl Node {
     pub(super) async fn load_batch(
         &self,
         source: &CachedSource,
-        keys: Vec<(Arc<str>, Arc<Ticket>)>,
+        keys: Vec<(Arc<str>, TicketRef)>,
     ) -> Vec<Result<Entry, Error>> {
         let (mut results, places, to_load) = self.start_batch(source, keys);
         let loaded = self.load_from_source(source, to_load).await;
@@ -108,11 +108,11 @@ impl Node {
     pub(super) fn start_batch(
         &self,
         source: &CachedSource,
-        keys: Vec<(Arc<str>, Arc<Ticket>)>,
+        keys: Vec<(Arc<str>, TicketRef)>,
     ) -> (
         Vec<Option<Result<Entry, Error>>>,
         Vec<usize>,
-        Vec<(Arc<str>, Arc<Ticket>)>,
+        Vec<(Arc<str>, TicketRef)>,
     ) {
         let counters = source.counters.stripe();
         let mut results = Vec::with_capacity(keys.len());
@@ -138,7 +138,7 @@ impl Node {
     pub(super) async fn load_from_source(
         &self,
         source: &CachedSource,
-        to_load: Vec<(Arc<str>, Arc<Ticket>)>,
+        to_load: Vec<(Arc<str>, TicketRef)>,
     ) -> Vec<Result<Entry, Error>> {
         let counters = &source.counters;
         if to_load.is_empty() {

@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use super::Node;
 use super::cache::Entry;
 use super::get::{LOAD_CHAIN, LoadChain, Lookup, Origin};
-use super::singleflight::{Outcome, Ticket};
+use super::singleflight::{Outcome, TicketRef};
 use super::source::CachedSource;
 use crate::error::{Error, ErrorKind};
 use crate::peer::client::Speaks;
@@ -217,7 +217,7 @@ impl Node {
         let batch = source.flights.run_batch(&runtime, flight_keys, |new| {
             let keys: Box<[Arc<str>]> = new.iter().map(|((key, _), _)| key.clone()).collect();
             let count = keys.len();
-            let batch: Vec<(Arc<str>, Arc<Ticket>)> = new
+            let batch: Vec<(Arc<str>, TicketRef)> = new
                 .into_iter()
                 .map(|((key, _), ticket)| (key, ticket))
                 .collect();

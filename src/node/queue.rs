@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, oneshot};
 
 use super::cache::Entry;
-use super::singleflight::Ticket;
+use super::singleflight::TicketRef;
 use crate::error::{Error, ErrorKind};
 use crate::sync::lock;
 
@@ -68,7 +68,7 @@ pub(super) struct QueueState {
 
 pub(super) struct Queued {
     pub(super) key: Arc<str>,
-    pub(super) ticket: Arc<Ticket>,
+    pub(super) ticket: TicketRef,
     pub(super) done: oneshot::Sender<Fetch>,
 }
 
@@ -112,7 +112,7 @@ pub(super) struct GatherState {
 
 pub(super) struct Gathered {
     pub(super) key: Arc<str>,
-    pub(super) ticket: Arc<Ticket>,
+    pub(super) ticket: TicketRef,
     pub(super) done: oneshot::Sender<Result<Entry, Error>>,
 }
 

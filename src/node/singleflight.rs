@@ -87,6 +87,42 @@ impl Ticket {
     }
 }
 
+/// A shared handle on one key's [`Ticket`]: a load of one key has a ticket of its own; the
+/// keys of a batch have theirs in one allocation, each revoked alone.
+#[derive(Debug, Clone)]
+pub(crate) enum TicketRef {
+    One(Arc<Ticket>),
+    Batch(Arc<[Ticket]>, usize),
+}
+
+impl TicketRef {
+    fn one() -> Self {
+        Self::One(Arc::new(Ticket::new()))
+    }
+
+    /// A ticket for each of `n` keys of a batch, in one allocation.
+    fn batch(n: usize) -> impl Iterator<Item = Self> {
+        let tickets: Arc<[Ticket]> = (0..n).map(|_| Ticket::new()).collect();
+        (0..n).map(move |i| Self::Batch(tickets.clone(), i))
+    }
+
+    /// Whether both are handles on the same ticket.
+    fn same(&self, other: &Self) -> bool {
+        std::ptr::eq::<Ticket>(&**self, &**other)
+    }
+}
+
+impl std::ops::Deref for TicketRef {
+    type Target = Ticket;
+
+    fn deref(&self) -> &Ticket {
+        match self {
+            Self::One(ticket) => ticket,
+            Self::Batch(tickets, i) => &tickets[*i],
+        }
+    }
+}
+
 type LoadTask<T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send>>;
 
 /// A load shared by its waiters, as `futures::future::Shared` shares a future, but for one
@@ -246,7 +282,7 @@ impl<T: Clone> SharedLoad<T> {
 /// A load in flight: the load itself, which every waiter shares, and its ticket.
 struct Flight<T> {
     load: FlightLoad<T>,
-    ticket: Arc<Ticket>,
+    ticket: TicketRef,
 }
 
 /// What a key's flight waits for: a load of its own, or its place in a load of many keys.
@@ -291,7 +327,7 @@ impl<K, T> Default for Singleflight<K, T> {
 struct SlotRelease<K: Hash + Eq, T> {
     flights: Flights<K, T>,
     key: Option<K>,
-    ticket: Arc<Ticket>,
+    ticket: TicketRef,
 }
 
 impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
@@ -300,7 +336,7 @@ impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
         let released = {
             let mut flights = lock(&self.flights);
             match flights.get(&key) {
-                Some(flight) if Arc::ptr_eq(&flight.ticket, &self.ticket) => flights.remove(&key),
+                Some(flight) if flight.ticket.same(&self.ticket) => flights.remove(&key),
                 _ => None,
             }
         };
@@ -445,7 +481,7 @@ where
         &self,
         runtime: &tokio::runtime::Handle,
         key: K,
-        load: impl FnOnce(Arc<Ticket>) -> F,
+        load: impl FnOnce(TicketRef) -> F,
     ) -> Waiter<T>
     where
         F: Future<Output = T> + Send + 'static,
@@ -454,7 +490,7 @@ where
         if let Some(flight) = flights.get(&key) {
             return flight.load.join();
         }
-        let ticket = Arc::new(Ticket::new());
+        let ticket = TicketRef::one();
         let fut = load(ticket.clone());
         self.start(&mut flights, runtime, key, ticket, fut)
     }
@@ -469,7 +505,7 @@ where
         &self,
         runtime: &tokio::runtime::Handle,
         keys: impl IntoIterator<Item = K>,
-        load: impl FnOnce(Vec<(K, Arc<Ticket>)>) -> F,
+        load: impl FnOnce(Vec<(K, TicketRef)>) -> F,
     ) -> Batch<T>
     where
         F: Future<Output = Vec<T>> + Send + 'static,
@@ -497,7 +533,7 @@ where
                 Some(flight) => joined.push((place, flight.load.join())),
                 None => {
                     places.push(place);
-                    new.push((key, Arc::new(Ticket::new())));
+                    new.push(key);
                 }
             }
         }
@@ -508,6 +544,9 @@ where
                 started: None,
             };
         }
+        // The new keys' tickets, in one allocation.
+        let tickets = TicketRef::batch(new.len());
+        let new: Vec<(K, TicketRef)> = new.into_iter().zip(tickets).collect();
         let fut = load(new.clone());
         let keys = new.iter().map(|(key, _)| key.clone()).collect();
         let load = Arc::new_cyclic(|load: &std::sync::Weak<SharedLoad<Arc<Vec<T>>>>| {
@@ -549,7 +588,7 @@ where
         flights: &mut FxHashMap<K, Flight<T>>,
         runtime: &tokio::runtime::Handle,
         key: K,
-        ticket: Arc<Ticket>,
+        ticket: TicketRef,
         fut: F,
     ) -> Waiter<T>
     where
@@ -618,6 +657,23 @@ mod tests {
     use tokio::sync::Notify;
 
     type Flights = Singleflight<&'static str, u32>;
+
+    #[test]
+    fn the_tickets_of_a_batch_share_an_allocation_and_are_revoked_one_by_one() {
+        let tickets: Vec<TicketRef> = TicketRef::batch(3).collect();
+        assert!(tickets.iter().all(|ticket| ticket.is_current()));
+        tickets[1].revoke();
+        let current: Vec<bool> = tickets.iter().map(|ticket| ticket.is_current()).collect();
+        assert_eq!(current, [true, false, true]);
+        assert!(tickets[0].same(&tickets[0].clone()));
+        assert!(!tickets[0].same(&tickets[1]));
+        assert!(!TicketRef::one().same(&TicketRef::one()));
+        let (TicketRef::Batch(first, _), TicketRef::Batch(last, _)) = (&tickets[0], &tickets[2])
+        else {
+            panic!("batch tickets");
+        };
+        assert!(Arc::ptr_eq(first, last), "one allocation");
+    }
 
     #[tokio::test]
     async fn concurrent_calls_share_one_load() {
@@ -1046,7 +1102,7 @@ mod tests {
         let tickets = Arc::new(Mutex::new(Vec::new()));
         let start = |value: u32| {
             let (gate, tickets) = (gate.clone(), tickets.clone());
-            move |ticket: Arc<Ticket>| async move {
+            move |ticket: TicketRef| async move {
                 lock(&tickets).push(ticket);
                 gate.notified().await;
                 value
