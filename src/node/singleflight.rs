@@ -962,24 +962,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_waiter_that_finishes_a_load_is_not_woken_by_it_and_the_others_are() {
-        /// Pending on its first poll (waking nobody), ready on its second.
-        struct Twice(bool);
-        impl Future for Twice {
-            type Output = u32;
-            fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
-                if std::mem::replace(&mut self.0, true) {
-                    Poll::Ready(3)
-                } else {
+    /// A load that is pending on its first `.0` polls (waking nobody), then ready with `.1`.
+    struct PendingFor(u32, u32);
+
+    impl Future for PendingFor {
+        type Output = u32;
+
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
+            match self.0.checked_sub(1) {
+                Some(left) => {
+                    self.0 = left;
                     Poll::Pending
                 }
+                None => Poll::Ready(self.1),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn the_waiter_that_finishes_a_load_is_not_woken_by_it_and_the_others_are() {
         let flights = Flights::default();
         let rt = tokio::runtime::Handle::current();
-        let mut first = Box::pin(flights.run(&rt, "k", |_| Twice(false)));
-        let mut second = Box::pin(flights.run(&rt, "k", |_| Twice(false)));
+        let mut first = Box::pin(flights.run(&rt, "k", |_| PendingFor(1, 3)));
+        let mut second = Box::pin(flights.run(&rt, "k", |_| PendingFor(1, 3)));
         let (first_wakes, second_wakes) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
         let first_waker = Waker::from(first_wakes.clone());
         let second_waker = Waker::from(second_wakes.clone());
@@ -1006,26 +1011,13 @@ mod tests {
 
     #[tokio::test]
     async fn every_waiter_but_the_one_that_finishes_is_woken_whatever_its_slot() {
-        /// Pending on its first three polls (waking nobody), ready on its fourth.
-        struct Fourth(u32);
-        impl Future for Fourth {
-            type Output = u32;
-            fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
-                self.0 += 1;
-                if self.0 == 4 {
-                    Poll::Ready(7)
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
         let rt = tokio::runtime::Handle::current();
         // The waiter in the first slot (kept inline) and those in the later ones each finish
         // the load once.
         for finisher in 0..3 {
             let flights = Flights::default();
             let mut waiters: Vec<_> = (0..3)
-                .map(|_| Box::pin(flights.run(&rt, "k", |_| Fourth(0))))
+                .map(|_| Box::pin(flights.run(&rt, "k", |_| PendingFor(3, 7))))
                 .collect();
             let wakes: Vec<Arc<Wakes>> = (0..3).map(|_| Arc::default()).collect();
             let wakers: Vec<Waker> = wakes.iter().map(|w| Waker::from(w.clone())).collect();
