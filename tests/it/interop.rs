@@ -719,6 +719,17 @@ async fn a_removal_never_reaches_a_go_node_and_names_it() {
 struct SwitchingProxy {
     url: String,
     target: tokio::sync::watch::Sender<std::net::SocketAddr>,
+    /// The proxied connections open now.
+    live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one proxied connection while it is open.
+struct LiveConnection(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl SwitchingProxy {
@@ -726,11 +737,16 @@ impl SwitchingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::watch::channel(target);
+        let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = live.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut switched = rx.clone();
                 let target = *switched.borrow_and_update();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let open = LiveConnection(counted.clone());
                 tokio::spawn(async move {
+                    let _open = open;
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
@@ -741,11 +757,23 @@ impl SwitchingProxy {
                 });
             }
         });
-        Self { url, target: tx }
+        Self {
+            url,
+            target: tx,
+            live,
+        }
     }
 
-    fn switch_to(&self, target: std::net::SocketAddr) {
+    /// Switches, and returns once every connection to the old target is closed: a request
+    /// sent after it cannot be forwarded there on a connection that had not seen the switch.
+    async fn switch_to(&self, target: std::net::SocketAddr) {
         self.target.send_replace(target);
+        support::eventually(
+            "the proxy closes its connections to the old target",
+            std::time::Duration::from_secs(10),
+            || self.live.load(std::sync::atomic::Ordering::SeqCst) == 0,
+        )
+        .await;
     }
 }
 
@@ -792,7 +820,7 @@ async fn a_removal_reaching_a_go_node_by_surprise_makes_it_load_nothing() {
     // A Go node takes address P; A has not heard from it yet.
     let mut go = GoNode::start_on_free_port(&binary, &["SELF".into()], &http).await;
     let go_addr: std::net::SocketAddr = go.url.trim_start_matches("http://").parse().unwrap();
-    proxy.switch_to(go_addr);
+    proxy.switch_to(go_addr).await;
     let removed = key("removed.");
     let removal = a.handle().remove(GROUP, &removed).await.unwrap();
     assert_eq!(removal.unsupported, [proxy.url.as_str()], "{removal:?}");
