@@ -1,7 +1,7 @@
 //! Reading a whole body, as `http_body_util`'s `collect` does but without its list of
-//! frames: a body that comes in one frame (every small answer and request) is its bytes as
-//! they came, with no allocation and no copy. A request's body, on the server, is read in a
-//! task of its own ([`read_apart`]).
+//! frames: a body that comes in one frame (as a small answer or request usually does) is its
+//! bytes as they came, with no allocation and no copy. A request's body, on the server, is
+//! read in a task of its own ([`read_apart`]).
 
 use bytes::{Buf, BufMut as _, Bytes, BytesMut};
 use http_body::Body;
