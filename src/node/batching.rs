@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::Node;
 use super::queue::{Collecting, Fetch, PeerQueue, Queued, Slot};
-use super::singleflight::TicketRef;
+use super::singleflight::{Ticket, TicketRef};
 use super::source::CachedSource;
 use crate::peer::client::Speaks;
 use crate::sync::lock;
@@ -135,9 +135,9 @@ impl Node {
 
     /// Sends the queued gets in one batched request, and tells each its result.
     async fn send_queued(&self, peer: &str, source: &CachedSource, batch: Vec<Queued>) {
-        let chunk: Vec<_> = batch
+        let chunk: Vec<(&str, &Ticket)> = batch
             .iter()
-            .map(|queued| (queued.key.clone(), queued.ticket.clone()))
+            .map(|queued| (&*queued.key, &*queued.ticket))
             .collect();
         let fetched = self.fetch_chunk(peer, source, &chunk).await;
         for (queued, fetch) in batch.into_iter().zip(fetched) {

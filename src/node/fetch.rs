@@ -1,7 +1,6 @@
 //! Peer fetches: asking the owner for a key, reading its answer, and keeping a hot copy of
 //! the popular ones.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tracing::Instrument as _;
@@ -9,8 +8,8 @@ use tracing::Instrument as _;
 use super::Node;
 use super::cache::{Entry, Tier};
 use super::queue::{Fetch, batch_results};
-use super::singleflight::{Ticket, TicketRef};
-use super::source::{CachedSource, HotKeys};
+use super::singleflight::{BatchKeys, Ticket};
+use super::source::{CachedSource, FlightKey, HotKeys};
 use crate::error::{Error, ErrorKind, OwnerFailed};
 use crate::peer::client::{Fetched, PeerError};
 use crate::peer::health::{PeerHealth, Verdict};
@@ -158,10 +157,13 @@ impl Node {
         &self,
         peer: &str,
         source: &CachedSource,
-        keys: Vec<(Arc<str>, TicketRef)>,
+        keys: &BatchKeys<FlightKey>,
     ) -> Vec<Result<Entry, Error>> {
         let counters = &source.counters;
-        let (mut results, places, to_fetch) = self.start_batch(source, keys);
+        let (mut results, places, to_fetch) = self.start_batch(
+            source,
+            keys.iter().map(|((key, _), ticket)| (&**key, ticket)),
+        );
         let mut local_places = Vec::new();
         let mut local = Vec::new();
         let verdict = self.health.verdict(peer);
@@ -183,13 +185,13 @@ impl Node {
                         Some(result) => results[place] = Some(result),
                         None => {
                             local_places.push(place);
-                            local.push(keyed.clone());
+                            local.push(*keyed);
                         }
                     }
                 }
             }
         }
-        let loaded = self.load_from_source(source, local).await;
+        let loaded = self.load_from_source(source, &local).await;
         for (place, result) in local_places.into_iter().zip(loaded) {
             results[place] = Some(result);
         }
@@ -202,15 +204,18 @@ impl Node {
         &self,
         peer: &str,
         source: &CachedSource,
-        chunk: &[(Arc<str>, TicketRef)],
+        chunk: &[(&str, &Ticket)],
     ) -> Vec<Fetch> {
         let counters = &source.counters;
         let fingerprint = self.ring.load().fingerprint_header().clone();
-        let rates: Vec<f64> = chunk
-            .iter()
-            .map(|(key, _)| self.fetch_rate(source, key))
-            .collect();
-        let keys: Vec<&str> = chunk.iter().map(|(key, _)| &**key).collect();
+        let keys: Vec<&str> = chunk.iter().map(|&(key, _)| key).collect();
+        // Each key's rate here, counted in one pass (none where no hot copy is kept).
+        let rates = match self.config.hot_keys {
+            HotKeys::AboveQps(_) if source.caches.hot.is_some() => {
+                source.fetch_rates.hit_many(&keys, self.clock.now())
+            }
+            _ => Vec::new(),
+        };
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("groupcache.peer_fetch_many", source = %source.name, %peer, keys = chunk.len());
         let fetched = self
@@ -252,6 +257,7 @@ impl Node {
         self.health.success(peer);
         let now = self.clock.now();
         let mut fetched = Vec::with_capacity(chunk.len());
+        let rates = rates.into_iter().chain(std::iter::repeat(0.0));
         for (((key, ticket), answer), local_rate) in chunk.iter().zip(answers).zip(rates) {
             let result = match answer.error.as_deref() {
                 None => {

@@ -12,7 +12,7 @@ use super::Node;
 use super::cache::Entry;
 use super::get::{LOAD_CHAIN, LoadChain};
 use super::queue::{Gathered, Leading};
-use super::singleflight::TicketRef;
+use super::singleflight::{Ticket, TicketRef};
 use super::source::CachedSource;
 use crate::error::Error;
 use crate::sync::lock;
@@ -81,8 +81,9 @@ impl Node {
             source,
             batch.iter().map(|(key, _)| key.clone()).collect(),
         );
+        let keyed: Vec<(&str, &Ticket)> = batch.iter().map(|(key, t)| (&**key, &**t)).collect();
         let mut results = LOAD_CHAIN
-            .scope(chain, self.load_from_source(source, batch))
+            .scope(chain, self.load_from_source(source, &keyed))
             .await
             .into_iter();
         let missing = || Err(Error::new(crate::error::ErrorKind::Load, &source.name));

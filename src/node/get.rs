@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use super::Node;
 use super::cache::{Entry, Freshness, Tier};
 use super::singleflight::Outcome;
-use super::source::CachedSource;
+use super::source::{CachedSource, FlightKey};
 use crate::error::{Error, ErrorKind};
 use crate::stats::Event;
 
@@ -315,10 +315,12 @@ pub(crate) struct LoadChain {
     parent: Option<Arc<LoadChain>>,
 }
 
-/// The key of a load, or the keys of a batch: one key needs no slice of its own.
+/// The key of a load, or the keys of a batch: one key needs no slice of its own, and a
+/// batch of flights shares its keys' list.
 enum ChainKeys {
     One(Arc<str>),
     Many(Box<[Arc<str>]>),
+    Flights(Arc<[FlightKey]>),
 }
 
 impl ChainKeys {
@@ -326,6 +328,7 @@ impl ChainKeys {
         match self {
             Self::One(one) => **one == *key,
             Self::Many(many) => many.iter().any(|k| **k == *key),
+            Self::Flights(flights) => flights.iter().any(|(k, _)| **k == *key),
         }
     }
 }
@@ -350,6 +353,15 @@ impl LoadChain {
         keys: Box<[Arc<str>]>,
     ) -> Option<Arc<Self>> {
         Self::link(parent, source, ChainKeys::Many(keys))
+    }
+
+    /// The link of a batch of flights, which loads their keys.
+    pub(super) fn push_flights(
+        parent: Option<Arc<LoadChain>>,
+        source: &CachedSource,
+        keys: Arc<[FlightKey]>,
+    ) -> Option<Arc<Self>> {
+        Self::link(parent, source, ChainKeys::Flights(keys))
     }
 
     fn link(
@@ -417,6 +429,19 @@ mod tests {
         assert!(batch.contains(&users, "a") && batch.contains(&users, "b"));
         assert!(batch.contains(&orders, "o"), "and the chain it runs inside");
         assert!(!batch.contains(&users, "c"));
+        // So does a batch of flights, remote or not.
+        let flights = LoadChain::push_flights(
+            Some(batch),
+            &orders,
+            [("x".into(), true), ("y".into(), false)].into(),
+        )
+        .expect("a link");
+        assert!(flights.contains(&orders, "x") && flights.contains(&orders, "y"));
+        assert!(
+            flights.contains(&users, "a"),
+            "and the chain it runs inside"
+        );
+        assert!(!flights.contains(&users, "x") && !flights.contains(&orders, "z"));
     }
 
     #[tokio::test]

@@ -14,8 +14,8 @@ use super::Node;
 use super::cache::{Entry, Freshness, Tier};
 use super::fetch::ProbeSlot;
 use super::queue::batch_results;
-use super::singleflight::{Ticket, TicketRef};
-use super::source::CachedSource;
+use super::singleflight::{BatchKeys, Ticket, TicketRef};
+use super::source::{CachedSource, FlightKey};
 use crate::error::{BoxError, Error, ErrorKind, KeyCodecError};
 use crate::peer::health::Verdict;
 use crate::source::Loaded;
@@ -90,10 +90,13 @@ impl Node {
     pub(super) async fn load_batch(
         &self,
         source: &CachedSource,
-        keys: Vec<(Arc<str>, TicketRef)>,
+        keys: &BatchKeys<FlightKey>,
     ) -> Vec<Result<Entry, Error>> {
-        let (mut results, places, to_load) = self.start_batch(source, keys);
-        let loaded = self.load_from_source(source, to_load).await;
+        let (mut results, places, to_load) = self.start_batch(
+            source,
+            keys.iter().map(|((key, _), ticket)| (&**key, ticket)),
+        );
+        let loaded = self.load_from_source(source, &to_load).await;
         for (place, result) in places.into_iter().zip(loaded) {
             results[place] = Some(result);
         }
@@ -105,22 +108,22 @@ impl Node {
     /// order of `keys` (`None` for the others), and the others, which are to be loaded, with
     /// their places in `keys`.
     #[allow(clippy::type_complexity)]
-    pub(super) fn start_batch(
+    pub(super) fn start_batch<'a>(
         &self,
         source: &CachedSource,
-        keys: Vec<(Arc<str>, TicketRef)>,
+        keys: impl ExactSizeIterator<Item = (&'a str, &'a Ticket)>,
     ) -> (
         Vec<Option<Result<Entry, Error>>>,
         Vec<usize>,
-        Vec<(Arc<str>, TicketRef)>,
+        Vec<(&'a str, &'a Ticket)>,
     ) {
         let counters = source.counters.stripe();
         let mut results = Vec::with_capacity(keys.len());
         let mut places = Vec::with_capacity(keys.len());
         let mut to_load = Vec::with_capacity(keys.len());
-        for (place, (key, ticket)) in keys.into_iter().enumerate() {
+        for (place, (key, ticket)) in keys.enumerate() {
             counters.add(Event::Flight);
-            if let Some((entry, Freshness::Fresh, tier)) = source.caches.get(&key, &*self.clock) {
+            if let Some((entry, Freshness::Fresh, tier)) = source.caches.get(key, &*self.clock) {
                 counters.add(tier.flight_hit_event());
                 results.push(Some(Ok(entry)));
                 continue;
@@ -138,7 +141,7 @@ impl Node {
     pub(super) async fn load_from_source(
         &self,
         source: &CachedSource,
-        to_load: Vec<(Arc<str>, TicketRef)>,
+        to_load: &[(&str, &Ticket)],
     ) -> Vec<Result<Entry, Error>> {
         let counters = &source.counters;
         if to_load.is_empty() {
@@ -166,11 +169,11 @@ impl Node {
                             let first = first.get_or_insert_with(|| {
                                 let mut first = FxHashMap::default();
                                 for (place, (key, _)) in to_load.iter().enumerate() {
-                                    first.entry(&**key).or_insert(place);
+                                    first.entry(*key).or_insert(place);
                                 }
                                 first
                             });
-                            match first.get(&**key) {
+                            match first.get(*key) {
                                 Some(&earlier) if earlier < place => {
                                     let shared = results[earlier].clone();
                                     results.push(shared);

@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use super::Node;
 use super::cache::Entry;
 use super::get::{LOAD_CHAIN, LoadChain, Lookup, Origin};
-use super::singleflight::{Outcome, TicketRef};
+use super::singleflight::Outcome;
 use super::source::CachedSource;
 use crate::error::{Error, ErrorKind};
 use crate::peer::client::Speaks;
@@ -214,14 +214,9 @@ impl Node {
             .into_iter()
             .map(|(place, key, stale)| ((place, stale), (key, remote)))
             .unzip();
-        let batch = source.flights.run_batch(&runtime, flight_keys, |new| {
-            let keys: Box<[Arc<str>]> = new.iter().map(|((key, _), _)| key.clone()).collect();
-            let count = keys.len();
-            let batch: Vec<(Arc<str>, TicketRef)> = new
-                .into_iter()
-                .map(|((key, _), ticket)| (key, ticket))
-                .collect();
-            let chain = LoadChain::push_many(loading.clone(), source, keys);
+        let batch = source.flights.run_batch(&runtime, flight_keys, |batch| {
+            let count = batch.len();
+            let chain = LoadChain::push_flights(loading.clone(), source, batch.keys.clone());
             let span =
                 tracing::debug_span!("groupcache.get_many", source = %source.name, keys = count);
             let (node, loaded_from, owner) = (self.clone(), source.clone(), owner.clone());
@@ -235,9 +230,9 @@ impl Node {
                     // are in the order of the keys.
                     match owner {
                         Some(owner) => {
-                            Box::pin(node.fetch_batch(&owner, &loaded_from, batch)).await
+                            Box::pin(node.fetch_batch(&owner, &loaded_from, &batch)).await
                         }
-                        None => Box::pin(node.load_batch(&loaded_from, batch)).await,
+                        None => Box::pin(node.load_batch(&loaded_from, &batch)).await,
                     }
                 })
                 .instrument(span)

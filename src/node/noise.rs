@@ -118,6 +118,17 @@ impl Node {
         self.admit_with(|auth| auth.verify(method, signed, credential))
     }
 
+    /// [`admit`](Self::admit) where what the credential signs costs something to make (a
+    /// request with a body signs a digest of it): made only when there is a secret.
+    pub(crate) fn admit_signing(
+        &self,
+        method: &str,
+        signed: impl FnOnce() -> String,
+        credential: Option<&HeaderValue>,
+    ) -> Result<(), Refused> {
+        self.admit_with(|auth| auth.verify(method, &signed(), credential))
+    }
+
     /// [`admit`](Self::admit) for a request with a body, before the body is read: the drain,
     /// a closed peer path, and what of the credential needs no body (there is one, well
     /// formed, within its validity). A request refused here costs no reading; one admitted

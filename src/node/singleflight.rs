@@ -14,7 +14,6 @@
 //! the next call starts a new load instead of joining it, and its [`Ticket`] says that its
 //! result must not be kept.
 
-use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
@@ -98,12 +97,6 @@ pub(crate) enum TicketRef {
 impl TicketRef {
     fn one() -> Self {
         Self::One(Arc::new(Ticket::new()))
-    }
-
-    /// A ticket for each of `n` keys of a batch, in one allocation.
-    fn batch(n: usize) -> impl Iterator<Item = Self> {
-        let tickets: Arc<[Ticket]> = (0..n).map(|_| Ticket::new()).collect();
-        (0..n).map(move |i| Self::Batch(tickets.clone(), i))
     }
 
     /// Whether both are handles on the same ticket.
@@ -348,8 +341,8 @@ impl<K: Hash + Eq, T> Drop for SlotRelease<K, T> {
 /// [`SlotRelease`] for the keys of a batch.
 struct BatchRelease<K: Hash + Eq, T> {
     flights: Flights<K, T>,
-    /// The batch's keys, in their order in its load.
-    keys: Vec<K>,
+    /// The batch's keys, in their order in its load (shared with the load).
+    keys: Arc<[K]>,
     /// The address of the batch's load, which a key's flight waits for while it is this
     /// batch's (the load outlives its release, so no other load can have it meanwhile).
     load: usize,
@@ -360,17 +353,35 @@ impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
         let mut released = Vec::with_capacity(self.keys.len());
         {
             let mut flights = lock(&self.flights);
-            for (nth, key) in self.keys.drain(..).enumerate() {
-                if let Entry::Occupied(flight) = flights.entry(key) {
-                    let ours = matches!(&flight.get().load, FlightLoad::Batch(load, place)
-                        if address(load) == self.load && *place == nth);
-                    if ours {
-                        released.push(flight.remove());
-                    }
+            for (nth, key) in self.keys.iter().enumerate() {
+                let ours = flights.get(key).is_some_and(|flight| {
+                    matches!(&flight.load, FlightLoad::Batch(load, place)
+                        if address(load) == self.load && *place == nth)
+                });
+                if ours {
+                    released.extend(flights.remove(key));
                 }
             }
         }
         drop(released);
+    }
+}
+
+/// The new keys of a batch and their tickets, in the order of its load: shared by the load,
+/// the release of its flights, and its load chain, with no copy of a key for each.
+pub(crate) struct BatchKeys<K> {
+    pub(crate) keys: Arc<[K]>,
+    pub(crate) tickets: Arc<[Ticket]>,
+}
+
+impl<K> BatchKeys<K> {
+    /// Each key and its ticket, in order.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &Ticket)> {
+        self.keys.iter().zip(self.tickets.iter())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 
@@ -471,7 +482,7 @@ pub(crate) type JoinedBatch<T> = (Vec<(usize, usize)>, BatchWaiter<T>);
 
 impl<K, T> Singleflight<K, T>
 where
-    K: Hash + Eq + Clone + Send + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
 {
     /// Joins the load of `key` in flight, or starts `load(ticket)` if there is none. The
@@ -497,7 +508,8 @@ where
 
     /// [`run`](Self::run) for many keys under one lock: joins the flights of `keys` that are
     /// running, and starts one load for all the others, which `load` makes. `load` is called
-    /// once, under the lock, with the new keys and their tickets in the order of `keys`; its
+    /// once, under the lock, with the new keys and their tickets ([`BatchKeys`]) in the order
+    /// of `keys`; its
     /// future returns one value per new key, in the same order. Each key has a flight of its
     /// own, which a later caller of that key joins, and which a removal of the key revokes
     /// alone; the load ends them together. `keys` must not repeat a key.
@@ -505,7 +517,7 @@ where
         &self,
         runtime: &tokio::runtime::Handle,
         keys: impl IntoIterator<Item = K>,
-        load: impl FnOnce(Vec<(K, TicketRef)>) -> F,
+        load: impl FnOnce(BatchKeys<K>) -> F,
     ) -> Batch<T>
     where
         F: Future<Output = Vec<T>> + Send + 'static,
@@ -544,15 +556,17 @@ where
                 started: None,
             };
         }
-        // The new keys' tickets, in one allocation.
-        let tickets = TicketRef::batch(new.len());
-        let new: Vec<(K, TicketRef)> = new.into_iter().zip(tickets).collect();
-        let fut = load(new.clone());
-        let keys = new.iter().map(|(key, _)| key.clone()).collect();
+        // The new keys, and their tickets, each in one allocation.
+        let tickets: Arc<[Ticket]> = new.iter().map(|_| Ticket::new()).collect();
+        let keys: Arc<[K]> = new.into();
+        let fut = load(BatchKeys {
+            keys: keys.clone(),
+            tickets: tickets.clone(),
+        });
         let load = Arc::new_cyclic(|load: &std::sync::Weak<SharedLoad<Arc<Vec<T>>>>| {
             let release = BatchRelease {
                 flights: self.flights.clone(),
-                keys,
+                keys: keys.clone(),
                 load: load.as_ptr().cast::<u8>() as usize,
             };
             let task: LoadTask<Arc<Vec<T>>> = Box::pin(async move {
@@ -565,13 +579,13 @@ where
             });
             SharedLoad::new(task, runtime)
         });
-        flights.reserve(new.len());
-        for (place, (key, ticket)) in new.into_iter().enumerate() {
+        flights.reserve(keys.len());
+        for (place, key) in keys.iter().enumerate() {
             flights.insert(
-                key,
+                key.clone(),
                 Flight {
                     load: FlightLoad::Batch(load.clone(), place),
-                    ticket,
+                    ticket: TicketRef::Batch(tickets.clone(), place),
                 },
             );
         }
@@ -658,21 +672,34 @@ mod tests {
 
     type Flights = Singleflight<&'static str, u32>;
 
-    #[test]
-    fn the_tickets_of_a_batch_share_an_allocation_and_are_revoked_one_by_one() {
-        let tickets: Vec<TicketRef> = TicketRef::batch(3).collect();
-        assert!(tickets.iter().all(|ticket| ticket.is_current()));
-        tickets[1].revoke();
-        let current: Vec<bool> = tickets.iter().map(|ticket| ticket.is_current()).collect();
+    #[tokio::test]
+    async fn the_tickets_of_a_batch_share_an_allocation_and_are_revoked_one_by_one() {
+        let flights = Flights::default();
+        let rt = tokio::runtime::Handle::current();
+        let mut tickets = None;
+        let batch = flights.run_batch(&rt, ["a", "b", "c"], |new| {
+            tickets = Some(new.tickets.clone());
+            async { vec![1, 2, 3] }
+        });
+        let tickets = tickets.expect("the batch's tickets");
+        let of = |key| lock(&flights.flights)[&key].ticket.clone();
+        let (a, b, c) = (of("a"), of("b"), of("c"));
+        assert!(tickets.iter().all(Ticket::is_current));
+        flights.revoke(["b"]);
+        let current: Vec<bool> = tickets.iter().map(Ticket::is_current).collect();
         assert_eq!(current, [true, false, true]);
-        assert!(tickets[0].same(&tickets[0].clone()));
-        assert!(!tickets[0].same(&tickets[1]));
+        assert!(!b.is_current(), "the flight's ticket is the load's");
+        assert!(a.same(&a.clone()));
+        assert!(!a.same(&c));
         assert!(!TicketRef::one().same(&TicketRef::one()));
-        let (TicketRef::Batch(first, _), TicketRef::Batch(last, _)) = (&tickets[0], &tickets[2])
-        else {
+        let (TicketRef::Batch(first, _), TicketRef::Batch(last, _)) = (&a, &c) else {
             panic!("batch tickets");
         };
         assert!(Arc::ptr_eq(first, last), "one allocation");
+        assert!(Arc::ptr_eq(first, &tickets), "the load's own");
+        let (_, waiter) = batch.started.expect("a load");
+        assert!(matches!(waiter.await, Outcome::Done(values) if *values == [1, 2, 3]));
+        assert_eq!(flights.in_flight(), 0);
     }
 
     #[tokio::test]
@@ -714,7 +741,7 @@ mod tests {
         let mut asked = Vec::new();
         let batch = flights.run_batch(&rt, ["a", "b", "c"], |new| {
             asked = new.iter().map(|(key, _)| *key).collect();
-            let tickets: Vec<_> = new.iter().map(|(_, ticket)| ticket.clone()).collect();
+            let tickets = new.tickets.clone();
             async move {
                 assert!(tickets.iter().all(|ticket| ticket.is_current()));
                 vec![10, 30]
