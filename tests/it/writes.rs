@@ -2,6 +2,9 @@
 //! copy; a load that started before it cannot put the old value back; bad writes fail with
 //! a typed error and leave no copy behind.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tower_groupcache::{ErrorKind, Groupcache, HotKeys, ManualClock, SourceOptions};
@@ -340,4 +343,95 @@ async fn remove_many_of_keys_a_go_free_cluster_does_not_have_is_complete() {
         ErrorKind::UnknownSource
     );
     assert_eq!(loads.total(), 0, "a removal loads nothing");
+}
+
+/// Every node reads all the time (single gets and `get_many`, every fetched value kept as a
+/// hot copy) while each key is written in turn from each node, as a service writes after
+/// updating its back end: once a write returned, no node gives an older value, however the
+/// reads, their loads, the hot copies and the removals interleave with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_a_write_returned_no_node_reads_an_older_value_under_concurrent_reads() {
+    const KEYS: usize = 12;
+    const WRITES: u32 = 120;
+    let backend: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let loads = Loads::default();
+    let be = backend.clone();
+    let nodes = cluster(3, &loads, move |b| {
+        let be = be.clone();
+        b.hot_keys(HotKeys::AboveQps(0.0))
+            .source("profiles", move |key: String| {
+                let be = be.clone();
+                async move {
+                    // Read, then finish a little later, as a query does.
+                    let value = be.lock().unwrap().get(&key).cloned();
+                    tokio::task::yield_now().await;
+                    Ok::<_, std::io::Error>(value.unwrap_or_else(|| format!("initial:{key}")))
+                }
+            })
+    })
+    .await;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("profile:{i}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for node in nodes.iter().flat_map(|node| [node, node]) {
+        let (handle, keys, stop) = (node.handle(), keys.clone(), stop.clone());
+        readers.spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for got in handle.get_many("profiles", &keys).await? {
+                    got?;
+                }
+                handle.get("profiles", &keys[reads as usize % KEYS]).await?;
+                reads += 1;
+                // Hits are ready at once: the readers leave the writer its turn.
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, tower_groupcache::Error>(reads)
+        });
+    }
+    let mut stale = Vec::new();
+    for round in 0..WRITES {
+        let key = &keys[round as usize % KEYS];
+        let value = format!("written:{round}");
+        backend.lock().unwrap().insert(key.clone(), value.clone());
+        let writer = &nodes[round as usize % nodes.len()];
+        let removal = writer
+            .handle()
+            .set("profiles", key, value.clone(), None)
+            .await
+            .unwrap();
+        assert!(removal.is_complete(), "{removal:?}");
+        for node in &nodes {
+            let one = node.handle().get("profiles", key).await.unwrap();
+            let many = node
+                .handle()
+                .get_many("profiles", std::slice::from_ref(key))
+                .await
+                .unwrap()
+                .remove(0)
+                .unwrap();
+            if one != value || many != value {
+                stale.push(format!("{key} on {}: {one:?} and {many:?}", node.url));
+            }
+        }
+        if round % 7 == 6 {
+            // A removal in between: the next reads load the back end's value again.
+            let removal = nodes[(round as usize + 1) % nodes.len()]
+                .handle()
+                .remove_many("profiles", &keys[..KEYS / 2])
+                .await
+                .unwrap();
+            assert!(removal.is_complete(), "{removal:?}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = 0;
+    while let Some(joined) = readers.join_next().await {
+        reads += joined.unwrap().expect("every read succeeds");
+    }
+    assert!(
+        stale.is_empty(),
+        "older values read after a write: {stale:#?}"
+    );
+    assert!(reads > 0);
 }
