@@ -72,16 +72,19 @@ impl Node {
         };
         let _ = tokio::time::timeout(max_wait, gathering.full.notified()).await;
         let others = leading.take();
-        let mut batch: Vec<(Arc<str>, TicketRef)> = vec![(key.clone(), ticket.clone())];
-        batch.extend(others.iter().map(|g| (g.key.clone(), g.ticket.clone())));
+        // This key first, then the others'.
+        let keyed: Vec<(&str, &Ticket)> = std::iter::once((&**key, &**ticket))
+            .chain(others.iter().map(|g| (&*g.key, &*g.ticket)))
+            .collect();
         // The load runs for every key of the batch: a source that reads one of them through
         // the cache waits for itself, which the chain tells (`ErrorKind::RecursiveLoad`).
         let chain = LoadChain::push_many(
             LoadChain::current(),
             source,
-            batch.iter().map(|(key, _)| key.clone()).collect(),
+            std::iter::once(key.clone())
+                .chain(others.iter().map(|g| g.key.clone()))
+                .collect(),
         );
-        let keyed: Vec<(&str, &Ticket)> = batch.iter().map(|(key, t)| (&**key, &**t)).collect();
         let mut results = LOAD_CHAIN
             .scope(chain, self.load_from_source(source, &keyed))
             .await

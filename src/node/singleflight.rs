@@ -353,13 +353,17 @@ impl<K: Hash + Eq, T> Drop for BatchRelease<K, T> {
         let mut released = Vec::with_capacity(self.keys.len());
         {
             let mut flights = lock(&self.flights);
+            // One look-up per key: taken out, and put back in the rare case that it is a
+            // newer load's (this batch's flight of it was revoked meanwhile).
             for (nth, key) in self.keys.iter().enumerate() {
-                let ours = flights.get(key).is_some_and(|flight| {
-                    matches!(&flight.load, FlightLoad::Batch(load, place)
-                        if address(load) == self.load && *place == nth)
-                });
-                if ours {
-                    released.extend(flights.remove(key));
+                if let Some((key, flight)) = flights.remove_entry(key) {
+                    let ours = matches!(&flight.load, FlightLoad::Batch(load, place)
+                        if address(load) == self.load && *place == nth);
+                    if ours {
+                        released.push(flight);
+                    } else {
+                        flights.insert(key, flight);
+                    }
                 }
             }
         }
