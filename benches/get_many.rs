@@ -10,6 +10,8 @@
 //! in a task of that runtime, on a worker thread, as a handler's would (criterion's `to_async`
 //! would poll them on the bench's own thread, which every reply then has to wake: that adds
 //! a thread wake-up to each call, and made one remote get look twice as slow as it is).
+//! Beside them, the baselines of a raw pooled hyper client: one request to a bare axum handler,
+//! and two at once to two of them (what fanning out to two servers costs on this runtime).
 //! Last, the owner's half of a batched get of 50 hits alone, in process (group
 //! `owner_in_process`), beside a single get. `cargo bench --bench get_many`
 
@@ -22,7 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tower_groupcache::{CacheHandle, Groupcache};
 
 const KEYS: usize = 100;
@@ -232,7 +239,64 @@ fn bench(c: &mut Criterion) {
     group.bench_function("100_keys_2_owners/one_remote_get", |b| {
         b.iter_custom(|iters| repeat(&rt, iters, &a_handle, &one, gets))
     });
+    // The baselines: a raw pooled hyper client's one request to a bare axum handler, and its
+    // two requests at once to two of them, on the same runtime: what fanning out to two
+    // servers costs before any cache work.
+    let (client, bare) = rt.block_on(bare_servers());
+    let raw_one = bare[0].clone();
+    let raw_client = client.clone();
+    group.bench_function("raw/one_request", |b| {
+        b.iter_custom(|iters| {
+            let (client, uri) = (raw_client.clone(), raw_one.clone());
+            on_worker(&rt, vec![(); iters as usize], move |()| {
+                raw_get(client.clone(), uri.clone())
+            })
+        })
+    });
+    group.bench_function("raw/two_requests_to_two_servers", |b| {
+        b.iter_custom(|iters| {
+            let (client, bare) = (client.clone(), bare.clone());
+            on_worker(&rt, vec![(); iters as usize], move |()| {
+                let first = raw_get(client.clone(), bare[0].clone());
+                let second = raw_get(client.clone(), bare[1].clone());
+                async move {
+                    futures_util::future::join(first, second).await;
+                }
+            })
+        })
+    });
     group.finish();
+}
+
+/// A raw pooled HTTP/1.1 client, as the load test's baseline.
+type RawClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Two bare axum handlers on 127.0.0.1, each answering a value the size of the nodes' own,
+/// and the raw client that asks them.
+async fn bare_servers() -> (RawClient, Arc<[hyper::Uri]>) {
+    let mut uris = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let uri = format!("http://{}/value", listener.local_addr().expect("bound"));
+        uris.push(uri.parse().expect("a URI"));
+        let app = Router::new().route(
+            "/value",
+            axum::routing::get(|| async { "value of spread:1" }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    (client, uris.into())
+}
+
+/// One request of the raw client, its body read whole.
+async fn raw_get(client: RawClient, uri: hyper::Uri) {
+    let reply = client.get(uri).await.expect("a reply");
+    reply.into_body().collect().await.expect("a body");
 }
 
 /// Nodes A, P (A without natural batching), B and C on one ring, serving on 127.0.0.1; B and

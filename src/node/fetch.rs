@@ -160,10 +160,8 @@ impl Node {
         keys: &BatchKeys<FlightKey>,
     ) -> Vec<Result<Entry, Error>> {
         let counters = &source.counters;
-        let (mut results, places, to_fetch) = self.start_batch(
-            source,
-            keys.iter().map(|((key, _), ticket)| (&**key, ticket)),
-        );
+        let (mut results, places, to_fetch) =
+            self.start_batch(source, keys.iter().map(|(key, ticket)| (key.key(), ticket)));
         let mut local_places = Vec::new();
         let mut local = Vec::new();
         let verdict = self.health.verdict(peer);

@@ -206,7 +206,7 @@ impl Node {
             key = tracing::field::Empty,
         );
         let span = self.with_key(span, &key);
-        let flight_key = (key.clone(), owner.is_some());
+        let flight_key = FlightKey::whole(key.clone(), owner.is_some());
         Ok(source.flights.run(runtime, flight_key, move |ticket| {
             let (node, source) = (self.clone(), source.clone());
             let chain = LoadChain::push(loading, &source, key.clone());
@@ -328,7 +328,7 @@ impl ChainKeys {
         match self {
             Self::One(one) => **one == *key,
             Self::Many(many) => many.iter().any(|k| **k == *key),
-            Self::Flights(flights) => flights.iter().any(|(k, _)| **k == *key),
+            Self::Flights(flights) => flights.iter().any(|k| k.key() == key),
         }
     }
 }
@@ -433,7 +433,11 @@ mod tests {
         let flights = LoadChain::push_flights(
             Some(batch),
             &orders,
-            [("x".into(), true), ("y".into(), false)].into(),
+            [
+                FlightKey::whole("x".into(), true),
+                FlightKey::whole("y".into(), false),
+            ]
+            .into(),
         )
         .expect("a link");
         assert!(flights.contains(&orders, "x") && flights.contains(&orders, "y"));

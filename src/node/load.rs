@@ -92,10 +92,8 @@ impl Node {
         source: &CachedSource,
         keys: &BatchKeys<FlightKey>,
     ) -> Vec<Result<Entry, Error>> {
-        let (mut results, places, to_load) = self.start_batch(
-            source,
-            keys.iter().map(|((key, _), ticket)| (&**key, ticket)),
-        );
+        let (mut results, places, to_load) =
+            self.start_batch(source, keys.iter().map(|(key, ticket)| (key.key(), ticket)));
         let loaded = self.load_from_source(source, &to_load).await;
         for (place, result) in places.into_iter().zip(loaded) {
             results[place] = Some(result);

@@ -11,7 +11,7 @@ use super::Node;
 use super::cache::Entry;
 use super::get::{LOAD_CHAIN, LoadChain, Lookup, Origin};
 use super::singleflight::Outcome;
-use super::source::CachedSource;
+use super::source::{CachedSource, FlightKey};
 use crate::error::{Error, ErrorKind};
 use crate::peer::client::Speaks;
 
@@ -44,6 +44,10 @@ impl Node {
             .collect();
 
         let mut results: Vec<Option<Result<Entry, Error>>> = vec![None; distinct.len()];
+        // The keys in one text, which the flights of the misses share: one allocation, not
+        // one per key.
+        let text: Arc<str> = distinct.concat().into();
+        let mut start = 0;
         let mut local = Vec::new();
         // Each owner's keys; the owners are few, and told apart by pointer (this node too,
         // once its URL has been compared).
@@ -51,10 +55,12 @@ impl Node {
         let mut this_node: Option<&Arc<str>> = None;
         let ring = self.ring.load();
         for (place, key) in distinct.iter().enumerate() {
+            let end = start + key.len();
+            let (key_start, key) = (std::mem::replace(&mut start, end), *key);
             match self.lookup_in(&source, key, Origin::Local) {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
                 Ok(Lookup::Miss(stale)) => {
-                    let miss = (place, Arc::<str>::from(*key), stale);
+                    let miss = (place, FlightKey::part(&text, key_start, end, false), stale);
                     let Some(owner) = ring.owner_arc(key) else {
                         local.push(miss);
                         continue;
@@ -135,13 +141,19 @@ impl Node {
                         }
                         std::collections::hash_map::Entry::Vacant(slot) => {
                             slot.insert(place);
-                            misses.push((place, key.into(), stale));
+                            misses.push((place, key, stale));
                         }
                     }
                 }
                 Err(error) => results.push(Some(Err(error))),
             }
         }
+        let keys = FlightKey::shared(misses.iter().map(|&(_, key, _)| key), false);
+        let misses = misses
+            .into_iter()
+            .zip(keys)
+            .map(|((place, _, stale), key)| (place, key, stale))
+            .collect();
         for (place, result) in self.load_many_flights(source, misses, None).await {
             results[place] = Some(result);
         }
@@ -161,7 +173,7 @@ impl Node {
         self: &Arc<Self>,
         source: &Arc<CachedSource>,
         owner: Arc<str>,
-        keys: Vec<(usize, Arc<str>, Option<Entry>)>,
+        keys: Vec<(usize, FlightKey, Option<Entry>)>,
     ) -> Vec<(usize, Result<Entry, Error>)> {
         let fingerprint = self.ring.load().fingerprint_header().clone();
         let speaks = self
@@ -174,7 +186,7 @@ impl Node {
         let gets = keys.into_iter().map(|(place, key, stale)| {
             let load = self
                 .clone()
-                .load_entry(source.clone(), key, Origin::Local, stale);
+                .load_entry(source.clone(), key.to_arc(), Origin::Local, stale);
             async move { (place, load.await) }
         });
         futures_util::future::join_all(gets).await
@@ -186,7 +198,7 @@ impl Node {
     async fn load_many_flights(
         self: &Arc<Self>,
         source: &Arc<CachedSource>,
-        keys: Vec<(usize, Arc<str>, Option<Entry>)>,
+        keys: Vec<(usize, FlightKey, Option<Entry>)>,
         owner: Option<Arc<str>>,
     ) -> Vec<(usize, Result<Entry, Error>)> {
         if keys.is_empty() {
@@ -206,13 +218,13 @@ impl Node {
             None => (Vec::new(), keys),
             Some(chain) => keys
                 .into_iter()
-                .partition(|(_, key, _)| chain.contains(source, key)),
+                .partition(|(_, key, _)| chain.contains(source, key.key())),
         };
         // The keys go to their flights; what is left of each is its place and stale entry.
         let remote = owner.is_some();
         let (keys, flight_keys): (Vec<_>, Vec<_>) = keys
             .into_iter()
-            .map(|(place, key, stale)| ((place, stale), (key, remote)))
+            .map(|(place, key, stale)| ((place, stale), key.asking(remote)))
             .unzip();
         let batch = source.flights.run_batch(&runtime, flight_keys, |batch| {
             let count = batch.len();

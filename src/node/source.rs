@@ -188,7 +188,98 @@ impl Sources {
 /// The key of a load in flight: the key, and whether it asks the owning peer first (a peer
 /// request, always served locally, never joins a load that waits on another peer). A get after
 /// a remove never joins a load from before it: the remove revokes that load.
-pub(crate) type FlightKey = (Arc<str>, bool);
+///
+/// The key is a part of a shared text: its own, or the text of every key that missed in one
+/// `get_many`, which so makes one allocation for all of them, not one each. Keys are equal,
+/// and hash alike, by their text alone, whatever text holds them.
+#[derive(Clone)]
+pub(crate) struct FlightKey {
+    text: Arc<str>,
+    start: usize,
+    end: usize,
+    remote: bool,
+}
+
+impl FlightKey {
+    /// `key`, a text of its own.
+    pub(crate) fn whole(key: Arc<str>, remote: bool) -> Self {
+        let end = key.len();
+        Self {
+            text: key,
+            start: 0,
+            end,
+            remote,
+        }
+    }
+
+    /// The keys of `keys`, each a part of one shared text, in order.
+    pub(crate) fn shared<'a>(
+        keys: impl Iterator<Item = &'a str> + Clone,
+        remote: bool,
+    ) -> Vec<Self> {
+        let text: Arc<str> = keys.clone().collect::<String>().into();
+        let mut start = 0;
+        keys.map(|key| {
+            let end = start + key.len();
+            Self::part(&text, std::mem::replace(&mut start, end), end, remote)
+        })
+        .collect()
+    }
+
+    /// The key at `start..end` of `text`, which must be on char boundaries.
+    pub(crate) fn part(text: &Arc<str>, start: usize, end: usize, remote: bool) -> Self {
+        Self {
+            text: text.clone(),
+            start,
+            end,
+            remote,
+        }
+    }
+
+    /// The same key, asking the owning peer first or not.
+    pub(crate) fn asking(self, remote: bool) -> Self {
+        Self { remote, ..self }
+    }
+
+    /// The key.
+    pub(crate) fn key(&self) -> &str {
+        // The bounds are where `shared` (or `whole`) put this key, on a char boundary.
+        self.text.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The key in a text of its own (an allocation, unless it has one already).
+    pub(crate) fn to_arc(&self) -> Arc<str> {
+        if self.start == 0 && self.end == self.text.len() {
+            self.text.clone()
+        } else {
+            self.key().into()
+        }
+    }
+}
+
+impl PartialEq for FlightKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.remote == other.remote && self.key() == other.key()
+    }
+}
+
+impl Eq for FlightKey {}
+
+impl Hash for FlightKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+        self.remote.hash(state);
+    }
+}
+
+impl std::fmt::Debug for FlightKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FlightKey")
+            .field(&self.key())
+            .field(&self.remote)
+            .finish()
+    }
+}
 
 /// One data source and its caches, counters and loads in flight.
 pub(crate) struct CachedSource {
@@ -273,8 +364,10 @@ impl CachedSource {
     /// kept, and the next get starts a new load. Loads of other keys are left alone.
     pub(crate) fn remove(&self, key: &str) {
         let key: Arc<str> = key.into();
-        self.flights
-            .revoke([(key.clone(), false), (key.clone(), true)]);
+        self.flights.revoke([
+            FlightKey::whole(key.clone(), false),
+            FlightKey::whole(key.clone(), true),
+        ]);
         self.caches.remove(&key);
     }
 
@@ -325,6 +418,33 @@ impl CachedSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_in_a_shared_text_is_the_flight_key_of_its_own_text() {
+        let keys = ["a", "", "h\u{e9}llo", "a/b%2F", "a"];
+        let shared = FlightKey::shared(keys.iter().copied(), true);
+        let hash = |key: &FlightKey| {
+            let mut hasher = FxHasher::default();
+            key.hash(&mut hasher);
+            hasher.finish()
+        };
+        for (key, part) in keys.iter().zip(&shared) {
+            let whole = FlightKey::whole((*key).into(), true);
+            assert_eq!(part.key(), *key);
+            assert_eq!(*part, whole);
+            assert_eq!(hash(part), hash(&whole));
+            assert_ne!(*part, whole.clone().asking(false), "asking first or not");
+            assert_eq!(&*part.to_arc(), *key);
+        }
+        assert_ne!(shared[0], shared[1]);
+        assert_eq!(shared[0], shared[4]);
+        assert!(
+            shared
+                .windows(2)
+                .all(|w| Arc::ptr_eq(&w[0].text, &w[1].text)),
+            "one text for all"
+        );
+    }
 
     #[test]
     fn the_longest_jitter_never_panics() {
