@@ -212,12 +212,18 @@ impl FlightKey {
         }
     }
 
-    /// The keys of `keys`, each a part of one shared text, in order.
+    /// The keys of `keys`, each a part of one shared text, in order (none is made for no
+    /// keys).
     pub(crate) fn shared<'a>(
         keys: impl Iterator<Item = &'a str> + Clone,
         remote: bool,
     ) -> Vec<Self> {
-        let text: Arc<str> = keys.clone().collect::<String>().into();
+        if keys.clone().next().is_none() {
+            return Vec::new();
+        }
+        let mut joined = String::with_capacity(keys.clone().map(str::len).sum());
+        keys.clone().for_each(|key| joined.push_str(key));
+        let text: Arc<str> = joined.into();
         let mut start = 0;
         keys.map(|key| {
             let end = start + key.len();
@@ -436,6 +442,7 @@ mod tests {
             assert_ne!(*part, whole.clone().asking(false), "asking first or not");
             assert_eq!(&*part.to_arc(), *key);
         }
+        assert!(FlightKey::shared(std::iter::empty(), true).is_empty());
         assert_ne!(shared[0], shared[1]);
         assert_eq!(shared[0], shared[4]);
         assert!(
