@@ -44,39 +44,44 @@ impl Node {
             .collect();
 
         let mut results: Vec<Option<Result<Entry, Error>>> = vec![None; distinct.len()];
-        let mut misses = Vec::new();
-        for (place, &key) in distinct.iter().enumerate() {
-            match self.lookup_in(&source, key, Origin::Local) {
-                Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
-                Ok(Lookup::Miss(stale)) => misses.push((place, key, stale)),
-                Err(error) => results[place] = Some(Err(error)),
-            }
-        }
-        // The misses' flights share one text of their keys: one allocation, not one per key.
-        let flight_keys = FlightKey::shared(misses.iter().map(|&(_, key, _)| key), false);
+        // The keys in one text, which the flights of the misses share: one allocation, not
+        // one per key. Made at the first miss (a call whose keys all hit makes none).
+        let mut text: Option<Arc<str>> = None;
+        let mut start = 0;
         let mut local = Vec::new();
         // Each owner's keys; the owners are few, and told apart by pointer (this node too,
         // once its URL has been compared).
         let mut remote: Vec<(Arc<str>, Vec<_>)> = Vec::new();
         let mut this_node: Option<&Arc<str>> = None;
         let ring = self.ring.load();
-        for ((place, key, stale), flight_key) in misses.into_iter().zip(flight_keys) {
-            let miss = (place, flight_key, stale);
-            let Some(owner) = ring.owner_arc(key) else {
-                local.push(miss);
-                continue;
-            };
-            if this_node.is_some_and(|this| Arc::ptr_eq(this, owner)) {
-                local.push(miss);
-            } else if let Some((_, keys)) = remote.iter_mut().find(|(o, _)| Arc::ptr_eq(o, owner)) {
-                keys.push(miss);
-            } else if self.self_url.as_deref() == Some(&**owner) {
-                this_node = Some(owner);
-                local.push(miss);
-            } else {
-                let mut keys = Vec::with_capacity(16);
-                keys.push(miss);
-                remote.push((owner.clone(), keys));
+        for (place, &key) in distinct.iter().enumerate() {
+            let end = start + key.len();
+            let key_start = std::mem::replace(&mut start, end);
+            match self.lookup_in(&source, key, Origin::Local) {
+                Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
+                Ok(Lookup::Miss(stale)) => {
+                    let text = text.get_or_insert_with(|| distinct.concat().into());
+                    let miss = (place, FlightKey::part(text, key_start, end, false), stale);
+                    let Some(owner) = ring.owner_arc(key) else {
+                        local.push(miss);
+                        continue;
+                    };
+                    if this_node.is_some_and(|this| Arc::ptr_eq(this, owner)) {
+                        local.push(miss);
+                    } else if let Some((_, keys)) =
+                        remote.iter_mut().find(|(o, _)| Arc::ptr_eq(o, owner))
+                    {
+                        keys.push(miss);
+                    } else if self.self_url.as_deref() == Some(&**owner) {
+                        this_node = Some(owner);
+                        local.push(miss);
+                    } else {
+                        let mut keys = Vec::with_capacity(16);
+                        keys.push(miss);
+                        remote.push((owner.clone(), keys));
+                    }
+                }
+                Err(error) => results[place] = Some(Err(error)),
             }
         }
         drop(ring);
