@@ -12,8 +12,9 @@
 //! a thread wake-up to each call, and made one remote get look twice as slow as it is).
 //! Beside them, the baselines of a raw pooled hyper client: one request to a bare axum handler,
 //! and two at once to two of them (what fanning out to two servers costs on this runtime).
-//! Last, the owner's half of a batched get of 50 hits alone, in process (group
-//! `owner_in_process`), beside a single get. `cargo bench --bench get_many`
+//! Then the owner's half of a batched get of 50 hits alone, in process (group
+//! `owner_in_process`), beside a single get. Last, `get_many` of 100 keys a node holds, beside
+//! 100 `get`s of them one after the other (group `local_hits`). `cargo bench --bench get_many`
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
@@ -416,5 +417,35 @@ fn owner_in_process(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, owner_in_process);
+/// 100 keys a single node holds: `get_many` of them all, beside 100 `get`s one after the
+/// other (each a hit, ready at once), on a worker of the bench's runtime.
+fn local_hits(c: &mut Criterion) {
+    let rt = runtime();
+    let cache = Groupcache::builder()
+        .source("users", |key: String| async move {
+            Ok::<_, std::io::Error>(format!("value of {key}"))
+        })
+        .build()
+        .expect("valid config");
+    let keys: Arc<[String]> = (0..KEYS).map(|i| format!("local:{i}")).collect();
+    let handle = cache.handle();
+    rt.block_on(get_many(handle.clone(), keys.clone()));
+    let mut group = c.benchmark_group("local_hits");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    group.bench_function("100_keys/get_many", |b| {
+        b.iter_custom(|iters| repeat(&rt, iters, &handle, &keys, get_many))
+    });
+    group.bench_function("100_keys/100_gets_one_after_the_other", |b| {
+        b.iter_custom(|iters| {
+            repeat(&rt, iters, &handle, &keys, |handle, keys| async move {
+                for key in keys.iter() {
+                    handle.get("users", key).await.expect("a value");
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, owner_in_process, local_hits);
 criterion_main!(benches);

@@ -81,9 +81,10 @@ impl CacheHandle {
     /// Hits are answered from this node's caches. The misses this node owns are loaded in one
     /// call of the data source ([`Source::load_many`](crate::Source::load_many)); a key that
     /// is already loading on this node, for a get or another `get_many`, joins that load
-    /// instead. The misses other nodes own are asked of their owners. A key that appears
-    /// twice in `keys` is fetched once. Fails as a whole only for a source that does not
-    /// exist ([`ErrorKind::UnknownSource`](crate::ErrorKind::UnknownSource)).
+    /// instead. The misses other nodes own are asked of their owners. Each key counts as a
+    /// get, and a hit costs what it costs a `get`; a key that appears twice in `keys` is
+    /// fetched once. Fails as a whole only for a source that does not exist
+    /// ([`ErrorKind::UnknownSource`](crate::ErrorKind::UnknownSource)).
     ///
     /// ```
     /// # async fn demo(cache: tower_groupcache::CacheHandle) -> Result<(), tower_groupcache::Error> {
@@ -103,11 +104,7 @@ impl CacheHandle {
         source: &str,
         keys: &[K],
     ) -> Result<Vec<Result<Bytes, Error>>, Error> {
-        let entries = self.node.get_many(source, keys).await?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| entry.map(|entry| entry.value))
-            .collect())
+        self.node.get_many(source, keys).await
     }
 
     /// Drops `key` from `source` on every node: on this node, then on its owner, then on every

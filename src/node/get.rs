@@ -37,7 +37,12 @@ impl Node {
     /// [`get_value`](Self::get_value).
     #[inline(always)]
     pub(crate) fn fresh_hit(&self, name: &str, key: &str) -> Option<Bytes> {
-        let source = self.sources.get(name)?;
+        self.fresh_hit_in(self.sources.get(name)?, key)
+    }
+
+    /// [`fresh_hit`](Self::fresh_hit) in `source`.
+    #[inline(always)]
+    pub(super) fn fresh_hit_in(&self, source: &CachedSource, key: &str) -> Option<Bytes> {
         if key.len() > self.config.max_key_bytes {
             return None;
         }

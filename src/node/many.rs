@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::FutureExt as _;
 use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
@@ -20,14 +21,48 @@ impl Node {
     /// at once"): each key's result, in the order of `keys`. Hits are answered from the
     /// caches; the misses this node owns are loaded in one call of the data source, each
     /// joining a load of the key already in flight instead; the others are asked of their
-    /// owners. A key that appears twice is looked up and fetched once. (A peer's batched get
-    /// is [`get_many_for_peer`](Self::get_many_for_peer).)
+    /// owners. Each key counts as a get; a key that misses twice is fetched once. (A peer's
+    /// batched get is [`get_many_for_peer`](Self::get_many_for_peer).)
     pub(crate) async fn get_many<Q: AsRef<str>>(
         self: &Arc<Self>,
         name: &str,
         keys: &[Q],
-    ) -> Result<Vec<Result<Entry, Error>>, Error> {
+    ) -> Result<Vec<Result<Bytes, Error>>, Error> {
         let source = self.source(name)?.clone();
+        // The keys are looked up as they come, and answered at once while they hit: a call
+        // whose keys all hit makes no map of its keys and no list but its results. From the
+        // first miss on, the rest of the call goes to `get_many_from`.
+        let mut results = Vec::with_capacity(keys.len());
+        for (at, key) in keys.iter().enumerate() {
+            let key = key.as_ref();
+            // A fresh hit as a single get takes it; any other case as `lookup_in` has it.
+            if let Some(value) = self.fresh_hit_in(&source, key) {
+                results.push(Ok(value));
+                continue;
+            }
+            match self.lookup_in(&source, key, Origin::Local) {
+                Ok(Lookup::Hit(entry)) => results.push(Ok(entry.value)),
+                Ok(Lookup::Miss(stale)) => {
+                    let rest = self.get_many_from(&source, &keys[at..], stale).await;
+                    results.extend(rest.into_iter().map(|result| result.map(|e| e.value)));
+                    break;
+                }
+                Err(error) => results.push(Err(error)),
+            }
+        }
+        Ok(results)
+    }
+
+    /// The rest of a [`get_many`](Self::get_many) from its first miss: `keys[0]`, which
+    /// missed (with `stale`, its expired entry kept for stale-if-error, if any). Each distinct
+    /// key of the rest is looked up once more (the first is not), and each miss fetched once.
+    async fn get_many_from<Q: AsRef<str>>(
+        self: &Arc<Self>,
+        source: &Arc<CachedSource>,
+        keys: &[Q],
+        stale: Option<Entry>,
+    ) -> Vec<Result<Entry, Error>> {
+        let mut first_miss = Some(stale);
         // Each distinct key once; `slots[i]` is the place of `keys[i]` among them.
         let mut places: FxHashMap<&str, usize> =
             FxHashMap::with_capacity_and_hasher(keys.len(), Default::default());
@@ -57,7 +92,11 @@ impl Node {
         for (place, &key) in distinct.iter().enumerate() {
             let end = start + key.len();
             let key_start = std::mem::replace(&mut start, end);
-            match self.lookup_in(&source, key, Origin::Local) {
+            let lookup = match first_miss.take() {
+                Some(stale) => Ok(Lookup::Miss(stale)),
+                None => self.lookup_in(source, key, Origin::Local),
+            };
+            match lookup {
                 Ok(Lookup::Hit(entry)) => results[place] = Some(Ok(entry)),
                 Ok(Lookup::Miss(stale)) => {
                     let text = text.get_or_insert_with(|| distinct.concat().into());
@@ -89,9 +128,9 @@ impl Node {
         let remote = futures_util::future::join_all(
             remote
                 .into_iter()
-                .map(|(owner, keys)| self.load_many_remote(&source, owner, keys)),
+                .map(|(owner, keys)| self.load_many_remote(source, owner, keys)),
         );
-        let local = self.load_many_flights(&source, local, None);
+        let local = self.load_many_flights(source, local, None);
         let (remote, local) = futures_util::future::join(remote, local).await;
         for (place, result) in remote.into_iter().flatten().chain(local) {
             results[place] = Some(result);
@@ -102,7 +141,7 @@ impl Node {
         for &place in &slots {
             uses[place] += 1;
         }
-        Ok(slots
+        slots
             .into_iter()
             .map(|place| {
                 uses[place] -= 1;
@@ -111,9 +150,9 @@ impl Node {
                 } else {
                     results[place].clone()
                 };
-                result.unwrap_or_else(|| Err(Error::new(ErrorKind::Load, name)))
+                result.unwrap_or_else(|| Err(Error::new(ErrorKind::Load, &source.name)))
             })
-            .collect())
+            .collect()
     }
 
     /// A peer's batched get of `keys` of `source`: each key's result, in order. The keys are

@@ -185,6 +185,45 @@ async fn each_key_answered_in_place_duplicates_fetched_once_in_one_batch() {
 }
 
 #[tokio::test]
+async fn each_key_of_a_call_counts_as_a_get_and_a_miss_after_hits_loads_once() {
+    let batches = Batches::default();
+    let cache = node(&batches);
+    let handle = cache.handle();
+    handle.get_many("users", &["a", "b"]).await.unwrap();
+    let before = cache.stats().sources[0].stats;
+
+    // Every key a hit, one of them twice: each counted as the get it stands for.
+    let hits = handle.get_many("users", &["a", "b", "a"]).await.unwrap();
+    assert_eq!(values(&hits), ["value-of:a", "value-of:b", "value-of:a"]);
+    let after = cache.stats().sources[0].stats;
+    assert_eq!(after.gets - before.gets, 3, "three gets");
+    assert_eq!(after.cache_hits - before.cache_hits, 3, "three hits");
+    assert_eq!(batches.calls().len(), 1, "nothing loaded");
+
+    // Hits, then misses, one missed key twice and a hit again after them: in order, and each
+    // missed key loaded once in one call.
+    let keys = ["a", "x", "b", "x", "y", "a", "missing:z"];
+    let mixed = handle.get_many("users", &keys).await.unwrap();
+    assert_eq!(
+        values(&mixed),
+        [
+            "value-of:a",
+            "value-of:x",
+            "value-of:b",
+            "value-of:x",
+            "value-of:y",
+            "value-of:a",
+            "NotFound"
+        ]
+    );
+    assert_eq!(batches.calls()[1], ["missing:z", "x", "y"]);
+    assert_eq!(batches.calls().len(), 2);
+    let last = cache.stats().sources[0].stats;
+    assert_eq!(last.loads - after.loads, 3, "each missed key counted once");
+    assert_eq!(last.cache_hits - after.cache_hits, 3, "a, b and a");
+}
+
+#[tokio::test]
 async fn the_call_fails_whole_only_for_an_unknown_source_and_a_long_key_fails_alone() {
     let batches = Batches::default();
     let cache = Groupcache::builder()
