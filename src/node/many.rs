@@ -54,8 +54,8 @@ impl Node {
     }
 
     /// The rest of a [`get_many`](Self::get_many) from its first miss: `keys[0]`, which
-    /// missed (with `stale`, its expired entry kept for stale-if-error, if any). Each distinct
-    /// key of the rest is looked up once more (the first is not), and each miss fetched once.
+    /// missed (with `stale`, its expired entry kept for stale-if-error, if any). Each other
+    /// distinct key of the rest is looked up once, and each miss fetched once.
     async fn get_many_from<Q: AsRef<str>>(
         self: &Arc<Self>,
         source: &Arc<CachedSource>,
