@@ -170,7 +170,13 @@ impl Node {
         // A key missed twice: its place, and the place of its first miss.
         let mut again = Vec::new();
         let mut first_miss: FxHashMap<&str, usize> = FxHashMap::default();
+        // The misses' flights share one text of the keys, made at the first miss, as
+        // `get_many_from`'s do.
+        let mut text: Option<Arc<str>> = None;
+        let mut start = 0;
         for (place, &key) in keys.iter().enumerate() {
+            let end = start + key.len();
+            let key_start = std::mem::replace(&mut start, end);
             match self.lookup_in(source, key, Origin::Peer) {
                 Ok(Lookup::Hit(entry)) => results.push(Some(Ok(entry))),
                 Ok(Lookup::Miss(stale)) => {
@@ -181,6 +187,8 @@ impl Node {
                         }
                         std::collections::hash_map::Entry::Vacant(slot) => {
                             slot.insert(place);
+                            let text = text.get_or_insert_with(|| keys.concat().into());
+                            let key = FlightKey::part(text, key_start, end, false);
                             misses.push((place, key, stale));
                         }
                     }
@@ -188,12 +196,6 @@ impl Node {
                 Err(error) => results.push(Some(Err(error))),
             }
         }
-        let keys = FlightKey::shared(misses.iter().map(|&(_, key, _)| key), false);
-        let misses = misses
-            .into_iter()
-            .zip(keys)
-            .map(|((place, _, stale), key)| (place, key, stale))
-            .collect();
         for (place, result) in self.load_many_flights(source, misses, None).await {
             results[place] = Some(result);
         }

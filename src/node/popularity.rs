@@ -67,36 +67,22 @@ impl Rates {
     pub(crate) fn hit_many(&self, keys: &[&str], now: Instant) -> Vec<f64> {
         let hashes: Vec<u64> = keys.iter().map(|key| self.hasher.hash_one(key)).collect();
         let shard_of = |hash: u64| (hash >> 60) as usize % RATE_SHARDS;
-        // The keys' places grouped by shard, each shard's in the order asked (a key asked
-        // for twice is counted in order): a counting sort, as the shards are few.
-        let mut ends = [0usize; RATE_SHARDS];
-        for &hash in &hashes {
-            ends[shard_of(hash)] += 1;
-        }
-        let mut next = [0usize; RATE_SHARDS];
-        let mut total = 0;
-        for (shard, end) in ends.iter_mut().enumerate() {
-            next[shard] = total;
-            total += *end;
-            *end = total;
-        }
-        let mut order = vec![0usize; keys.len()];
-        for (i, &hash) in hashes.iter().enumerate() {
-            let at = &mut next[shard_of(hash)];
-            order[*at] = i;
-            *at += 1;
-        }
+        // Each key's shard in the high bits, its place in the low: sorted, the keys of a
+        // shard are together and in the order asked (a key asked for twice is counted in
+        // order).
+        let mut order: Vec<u64> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &hash)| ((shard_of(hash) as u64) << 32) | i as u64)
+            .collect();
+        order.sort_unstable();
         let mut rates = vec![0.0; keys.len()];
-        let mut start = 0;
-        for (shard, &end) in ends.iter().enumerate() {
-            if start == end {
-                continue;
-            }
-            let mut shard = lock(&self.shards[shard]);
-            for &i in &order[start..end] {
+        for run in order.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let mut shard = lock(&self.shards[(run[0] >> 32) as usize]);
+            for &i in run {
+                let i = i as u32 as usize;
                 rates[i] = count(&mut shard, hashes[i], now);
             }
-            start = end;
         }
         rates
     }

@@ -189,8 +189,9 @@ impl Sources {
 /// request, always served locally, never joins a load that waits on another peer). A get after
 /// a remove never joins a load from before it: the remove revokes that load.
 ///
-/// The key is a part of a shared text: its own, or the text of every key that missed in one
-/// `get_many`, which so makes one allocation for all of them, not one each. Keys are equal,
+/// The key is a part of a shared text: its own, or the text of all the keys of one
+/// `get_many` (or of a peer's batched get), made at its first miss, so that its misses make one
+/// allocation, not one each. Keys are equal,
 /// and hash alike, by their text alone, whatever text holds them.
 #[derive(Clone)]
 pub(crate) struct FlightKey {
@@ -212,26 +213,6 @@ impl FlightKey {
         }
     }
 
-    /// The keys of `keys`, each a part of one shared text, in order (none is made for no
-    /// keys).
-    pub(crate) fn shared<'a>(
-        keys: impl Iterator<Item = &'a str> + Clone,
-        remote: bool,
-    ) -> Vec<Self> {
-        if keys.clone().next().is_none() {
-            return Vec::new();
-        }
-        let mut joined = String::with_capacity(keys.clone().map(str::len).sum());
-        keys.clone().for_each(|key| joined.push_str(key));
-        let text: Arc<str> = joined.into();
-        let mut start = 0;
-        keys.map(|key| {
-            let end = start + key.len();
-            Self::part(&text, std::mem::replace(&mut start, end), end, remote)
-        })
-        .collect()
-    }
-
     /// The key at `start..end` of `text`, which must be on char boundaries.
     pub(crate) fn part(text: &Arc<str>, start: usize, end: usize, remote: bool) -> Self {
         Self {
@@ -249,7 +230,7 @@ impl FlightKey {
 
     /// The key.
     pub(crate) fn key(&self) -> &str {
-        // The bounds are where `shared` (or `whole`) put this key, on a char boundary.
+        // The bounds are where `part` (or `whole`) put this key, on char boundaries.
         self.text.get(self.start..self.end).unwrap_or_default()
     }
 
@@ -428,7 +409,15 @@ mod tests {
     #[test]
     fn a_key_in_a_shared_text_is_the_flight_key_of_its_own_text() {
         let keys = ["a", "", "h\u{e9}llo", "a/b%2F", "a"];
-        let shared = FlightKey::shared(keys.iter().copied(), true);
+        let text: Arc<str> = keys.concat().into();
+        let mut start = 0;
+        let shared: Vec<FlightKey> = keys
+            .iter()
+            .map(|key| {
+                let end = start + key.len();
+                FlightKey::part(&text, std::mem::replace(&mut start, end), end, true)
+            })
+            .collect();
         let hash = |key: &FlightKey| {
             let mut hasher = FxHasher::default();
             key.hash(&mut hasher);
@@ -442,7 +431,6 @@ mod tests {
             assert_ne!(*part, whole.clone().asking(false), "asking first or not");
             assert_eq!(&*part.to_arc(), *key);
         }
-        assert!(FlightKey::shared(std::iter::empty(), true).is_empty());
         assert_ne!(shared[0], shared[1]);
         assert_eq!(shared[0], shared[4]);
         assert!(
