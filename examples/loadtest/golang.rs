@@ -283,13 +283,13 @@ pub(crate) async fn run(
     let our_keys = keys_owned_by(&Ring::new(50, &our_peers), &b, n);
 
     progress(&format!(
-        "phase 5/5: warming {n} keys on each owner (G2 and B)"
+        "phase 5/6: warming {n} keys on each owner (G2 and B)"
     ));
     each_once(&get_targets(client, &g2, &go_keys)?).await?;
     each_once(&get_targets(client, &b, &our_keys)?).await?;
 
     progress(&format!(
-        "phase 5/5: front + remote hit, {sequential} sequential gets per side, each key once"
+        "phase 5/6: front + remote hit, {sequential} sequential gets per side, each key once"
     ));
     let go_remote = get_targets(client, &g1, &go_keys)?;
     let our_remote = get_targets(client, &a, &our_keys)?;
@@ -311,7 +311,7 @@ pub(crate) async fn run(
     }
 
     progress(&format!(
-        "phase 5/5: front, local hit on the owner, {IN_FLIGHT} in flight, {duration:.2?} per side"
+        "phase 5/6: front, local hit on the owner, {IN_FLIGHT} in flight, {duration:.2?} per side"
     ));
     let go_local = get_targets(client, &g2, &go_keys[..1])?.remove(0);
     let our_local = get_targets(client, &b, &our_keys[..1])?.remove(0);
@@ -320,7 +320,7 @@ pub(crate) async fn run(
 
     drop(nodes);
 
-    progress("phase 5/5: local hits in process, golang's Group.Get and CacheHandle::get");
+    progress("phase 5/6: local hits in process, golang's Group.Get and CacheHandle::get");
     let go_first = go_local_hits(&go_binary).await?;
     let ours = || tokio::task::spawn_blocking(our_local_hits);
     let our_first = ours().await??;

@@ -31,22 +31,31 @@
 //!    a local hit, 32 in flight; the baseline column is the Go node (see `golang.rs`). Runs
 //!    when the Go test peer is built (`tests/interop/gopeer/build.sh`) and the `node` example
 //!    is built beside this program.
+//! 6. **Nodes in processes of their own.** Node A in this process, nodes B and C in two
+//!    processes of the `node` example, this process on one CPU and the others on another (see
+//!    `processes.rs`): `get_many` of 100 keys spread over A, B and C beside one remote hit; 100
+//!    gets at once of the same keys (with natural batching, and without) beside the
+//!    `get_many`; a remote hit beside the raw client on a bare server in a process of its own;
+//!    and the raw client's two requests at once to two such processes beside its one. Runs
+//!    when the `node` example is built beside this program.
 //!
-//! The client and the servers share one multi-thread tokio runtime (default worker count) and
-//! the machine's cores, so the absolute figures are of this machine and this run; the ratios
-//! are the point. Subject and baseline are measured in interleaved slices (`S B B S S B B S`)
+//! In phases 1-4 the client and the servers share one multi-thread tokio runtime (default
+//! worker count) and the machine's cores, so the absolute figures are of this machine and this
+//! run; the ratios are the point. Subject and baseline are measured in interleaved slices (`S B B S S B B S`)
 //! so that a noisy neighbour weighs on both alike.
 //!
 //! ```text
 //! cargo build --release --example node && cargo run --release --example loadtest
 //! cargo run --release --example loadtest -- --value-bytes 1024
 //! cargo run --example loadtest -- --quick      # or LOADTEST_QUICK=1: about 10x fewer requests
+//! cargo build --release --example node && cargo run --release --example loadtest -- --only-processes
 //! ```
 //!
 //! Progress goes to stderr; the table goes to stdout. Any failed request or broken expectation
 //! (a local load on A, a hot copy on A, a wrong value) ends the run with an error.
 
 mod golang;
+mod processes;
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -74,7 +83,7 @@ pub(crate) const IN_FLIGHT: usize = 32;
 /// Requests in flight in phase 2's wide row, where natural batching has the most to gather.
 const WIDE_IN_FLIGHT: usize = 256;
 /// Keys of each `get_many` in phase 2's batch rows.
-const MANY_KEYS: usize = 100;
+pub(crate) const MANY_KEYS: usize = 100;
 /// `get_many` calls in flight in phase 2's batch throughput row.
 const MANY_IN_FLIGHT: usize = 8;
 
@@ -96,6 +105,8 @@ struct Settings {
     warmup: Duration,
     /// The Go test peer for phase 5, if it is built.
     go: Option<PathBuf>,
+    /// Phase 6 alone.
+    only_processes: bool,
     args: Vec<String>,
 }
 
@@ -104,13 +115,14 @@ impl Settings {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut quick = std::env::var("LOADTEST_QUICK").is_ok_and(|v| v == "1" || v == "true");
         let mut value_bytes = 64;
-        let (mut go, mut no_go) = (None, false);
+        let (mut go, mut no_go, mut only_processes) = (None, false, false);
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--go" => go = Some(PathBuf::from(rest.next().ok_or("--go needs a path")?)),
                 "--no-go" => no_go = true,
+                "--only-processes" => only_processes = true,
                 "--value-bytes" => {
                     let n = rest.next().ok_or("--value-bytes needs a number")?;
                     value_bytes = parse_bytes(n)?;
@@ -118,10 +130,11 @@ impl Settings {
                 "-h" | "--help" => {
                     println!(
                         "usage: cargo run --release --example loadtest -- \
-                         [--quick] [--value-bytes N] [--go PATH | --no-go]\n\
+                         [--quick] [--value-bytes N] [--go PATH | --no-go] [--only-processes]\n\
                          LOADTEST_QUICK=1 is the same as --quick\n\
                          --go: the Go test peer for phase 5 (default: target/gopeer/gopeer \
-                         if it exists; build it with tests/interop/gopeer/build.sh)"
+                         if it exists; build it with tests/interop/gopeer/build.sh)\n\
+                         --only-processes: phase 6 alone (needs the `node` example)"
                     );
                     std::process::exit(0);
                 }
@@ -153,6 +166,7 @@ impl Settings {
                 Duration::from_millis(250)
             },
             go,
+            only_processes,
             args,
         })
     }
@@ -189,6 +203,19 @@ fn parse_bytes(n: &str) -> Result<usize> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // A baseline server of phase 6, started by the load test itself.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, address] = args.as_slice() {
+        if flag == "--bare-server" {
+            return match processes::bare_server(address).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("bare server: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -206,6 +233,23 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> Result<()> {
+    if settings.only_processes {
+        let node_binary = golang::node_binary().ok_or(
+            "--only-processes needs the `node` example beside this program \
+             (cargo build --release --example node builds it)",
+        )?;
+        let figures = run_processes(&settings, node_binary, raw_client()).await?;
+        println!();
+        println!("tower-groupcache load test, phase 6 alone");
+        println!("Command: {}", settings.command());
+        println!();
+        print_table(&figures.rows());
+        println!();
+        for note in processes::NOTES {
+            println!("  {note}");
+        }
+        return Ok(());
+    }
     let value = Bytes::from(
         (0..settings.value_bytes)
             .map(|i| b'a' + (i % 26) as u8)
@@ -223,16 +267,19 @@ async fn run(settings: Settings) -> Result<()> {
     // Phase 1 and 2 targets: A's remote hit, and the raw client on the bare handler.
     let remote_hit = Target::RemoteHit {
         cache: setup.a.handle(),
+        source: USERS,
         keys: setup.keys.clone(),
         expected,
     };
     let many = Target::GetMany {
         cache: setup.a.handle(),
+        source: USERS,
         keys: setup.keys.clone(),
         expected,
     };
     let one_key = Target::RemoteHit {
         cache: setup.a.handle(),
+        source: USERS,
         keys: setup.keys[..1].into(),
         expected,
     };
@@ -261,7 +308,7 @@ async fn run(settings: Settings) -> Result<()> {
         expected,
     };
 
-    progress("phase 1/5, extra: the raw client on B's peer path, sequential");
+    progress("phase 1/6, extra: the raw client on B's peer path, sequential");
     let (server_latency, server_raw_latency) = sequential_pair(
         &peer_path,
         &raw,
@@ -274,7 +321,7 @@ async fn run(settings: Settings) -> Result<()> {
     let b_before = users(&setup.b);
 
     progress(&format!(
-        "phase 1/5: remote hit, sequential: {} gets per target after {} warm-up",
+        "phase 1/6: remote hit, sequential: {} gets per target after {} warm-up",
         settings.sequential, settings.sequential_warmup
     ));
     let (hit_latency, raw_latency) = sequential_pair(
@@ -285,7 +332,7 @@ async fn run(settings: Settings) -> Result<()> {
     )
     .await?;
     progress(&format!(
-        "phase 2/5: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
+        "phase 2/6: remote hit, {IN_FLIGHT} in flight, {:.2?} per target",
         settings.duration
     ));
     let (hit_rate, raw_rate) =
@@ -316,7 +363,7 @@ async fn run(settings: Settings) -> Result<()> {
     )?;
 
     progress(&format!(
-        "phase 2/5, extra: {WIDE_IN_FLIGHT} in flight, {:.2?} per target",
+        "phase 2/6, extra: {WIDE_IN_FLIGHT} in flight, {:.2?} per target",
         settings.duration
     ));
     let (wide_rate, wide_raw_rate) = throughput_pair_with(
@@ -329,7 +376,7 @@ async fn run(settings: Settings) -> Result<()> {
     .await?;
 
     progress(&format!(
-        "phase 2/5, extra: get_many of {MANY_KEYS} keys, sequential, beside a remote hit"
+        "phase 2/6, extra: get_many of {MANY_KEYS} keys, sequential, beside a remote hit"
     ));
     let (many_latency, many_one_latency) = sequential_pair(
         &many,
@@ -339,7 +386,7 @@ async fn run(settings: Settings) -> Result<()> {
     )
     .await?;
     progress(&format!(
-        "phase 2/5, extra: a remote hit right after each get_many of {MANY_KEYS} keys, \
+        "phase 2/6, extra: a remote hit right after each get_many of {MANY_KEYS} keys, \
          sequential, beside a remote hit alone"
     ));
     let after_many = Target::RemoteHitAfterMany {
@@ -354,7 +401,7 @@ async fn run(settings: Settings) -> Result<()> {
     )
     .await?;
     progress(&format!(
-        "phase 2/5, extra: get_many of {MANY_KEYS} keys, {MANY_IN_FLIGHT} in flight, {:.2?} per \
+        "phase 2/6, extra: get_many of {MANY_KEYS} keys, {MANY_IN_FLIGHT} in flight, {:.2?} per \
          target",
         settings.duration
     ));
@@ -370,7 +417,7 @@ async fn run(settings: Settings) -> Result<()> {
     let many_rate = many_calls.times(MANY_KEYS as u64);
 
     progress(&format!(
-        "phase 2/5, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
+        "phase 2/6, extra: all {IN_FLIGHT} tasks on one key, {:.2?}",
         settings.duration
     ));
     let a_mid = users(&setup.a);
@@ -379,7 +426,7 @@ async fn run(settings: Settings) -> Result<()> {
     let one_key_fetches = users(&setup.a).stats.peer_loads - a_mid.stats.peer_loads;
 
     progress(&format!(
-        "phase 3/5: front route through the layer (local hit), {IN_FLIGHT} in flight, \
+        "phase 3/6: front route through the layer (local hit), {IN_FLIGHT} in flight, \
          {:.2?} per target",
         settings.duration
     ));
@@ -395,13 +442,14 @@ async fn run(settings: Settings) -> Result<()> {
     )?;
 
     progress(&format!(
-        "phase 4/5: remote hit with signed peer requests: {} sequential gets, then {IN_FLIGHT} \
+        "phase 4/6: remote hit with signed peer requests: {} sequential gets, then {IN_FLIGHT} \
          in flight, {:.2?} per target",
         settings.sequential, settings.duration
     ));
     let signed = &setup.signed;
     let signed_hit = Target::RemoteHit {
         cache: signed.requester.handle(),
+        source: USERS,
         keys: signed.keys.clone(),
         expected,
     };
@@ -440,13 +488,23 @@ async fn run(settings: Settings) -> Result<()> {
         ),
         (None, _) => {
             progress(
-                "phase 5/5 skipped: no Go test peer (tests/interop/gopeer/build.sh builds it)",
+                "phase 5/6 skipped: no Go test peer (tests/interop/gopeer/build.sh builds it)",
             );
             None
         }
         (Some(_), None) => {
             progress(
-                "phase 5/5 skipped: no `node` example beside this program \
+                "phase 5/6 skipped: no `node` example beside this program \
+                 (cargo build --release --example node builds it)",
+            );
+            None
+        }
+    };
+    let processes = match golang::node_binary() {
+        Some(node_binary) => Some(run_processes(&settings, node_binary, client.clone()).await?),
+        None => {
+            progress(
+                "phase 6/6 skipped: no `node` example beside this program \
                  (cargo build --release --example node builds it)",
             );
             None
@@ -486,9 +544,26 @@ async fn run(settings: Settings) -> Result<()> {
         signed_raw_rate,
         signed_fetches,
         go,
+        processes,
     };
     report.print();
     Ok(())
+}
+
+/// Phase 6, on a worker thread as the other phases' measuring tasks.
+async fn run_processes(
+    settings: &Settings,
+    node_binary: PathBuf,
+    client: HttpClient,
+) -> Result<processes::Figures> {
+    tokio::spawn(processes::run(
+        node_binary,
+        client,
+        settings.sequential / 10,
+        settings.sequential_warmup / 10,
+    ))
+    .await
+    .map_err(|error| format!("phase 6 failed: {error}"))?
 }
 
 /// Nodes A and B, nodes C and D (the same pair, with a peer secret), and the bare server, all
@@ -680,19 +755,30 @@ fn raw_client() -> HttpClient {
 /// One thing to call in a loop.
 #[derive(Clone)]
 pub(crate) enum Target {
-    /// `cache.get(USERS, key)`, the caller's task number choosing one of the keys.
+    /// `cache.get(source, key)`, the caller's task number choosing one of the keys.
     RemoteHit {
         cache: CacheHandle,
+        source: &'static str,
         keys: Arc<[Arc<str>]>,
         expected: usize,
     },
-    /// `cache.get_many(USERS, ..)` of [`MANY_KEYS`] of the keys, from a place the caller's
+    /// `cache.get_many(source, ..)` of [`MANY_KEYS`] of the keys, from a place the caller's
     /// task number chooses.
     GetMany {
         cache: CacheHandle,
+        source: &'static str,
         keys: Arc<[Arc<str>]>,
         expected: usize,
     },
+    /// `cache.get(source, key)` of every key at once (phase 6's baseline of a `get_many`).
+    Gets {
+        cache: CacheHandle,
+        source: &'static str,
+        keys: Arc<[Arc<str>]>,
+        expected: usize,
+    },
+    /// Every target once, all at once (phase 6's raw client fanning out to two servers).
+    Join(Arc<[Target]>),
     /// A remote hit, as [`Target::RemoteHit`], each made right after an untimed `get_many`
     /// of [`MANY_KEYS`] keys (see [`Target::prepare`]): a single get on a node that also
     /// sends batched requests.
@@ -721,12 +807,13 @@ impl Target {
             Self::RemoteHitAfterMany { hit, .. } => Box::pin(hit.call(task)).await,
             Self::RemoteHit {
                 cache,
+                source,
                 keys,
                 expected,
             } => {
                 let key = &keys[task % keys.len()];
                 let value = cache
-                    .get(USERS, key)
+                    .get(source, key)
                     .await
                     .map_err(|error| format!("get {key}: {error}"))?;
                 // Checked without formatting anything on success: this is the measured loop.
@@ -737,13 +824,14 @@ impl Target {
             }
             Self::GetMany {
                 cache,
+                source,
                 keys,
                 expected,
             } => {
                 let start = (task * MANY_KEYS) % (keys.len() - MANY_KEYS + 1);
                 let asked = &keys[start..start + MANY_KEYS];
                 let values = cache
-                    .get_many(USERS, asked)
+                    .get_many(source, asked)
                     .await
                     .map_err(|error| format!("get_many: {error}"))?;
                 for (key, value) in asked.iter().zip(values) {
@@ -752,6 +840,35 @@ impl Target {
                         let len = value.len();
                         return Err(format!("get_many, {key}: {len} bytes, not {expected}").into());
                     }
+                }
+                Ok(())
+            }
+            Self::Gets {
+                cache,
+                source,
+                keys,
+                expected,
+            } => {
+                let gets = keys.iter().map(|key| async move {
+                    let value = cache
+                        .get(source, key)
+                        .await
+                        .map_err(|error| format!("get {key}: {error}"))?;
+                    if value.len() != *expected {
+                        let len = value.len();
+                        return Err(format!("get {key}: {len} bytes, not {expected}"));
+                    }
+                    Ok(())
+                });
+                for result in futures_util::future::join_all(gets).await {
+                    result?;
+                }
+                Ok(())
+            }
+            Self::Join(targets) => {
+                let calls = targets.iter().map(|target| Box::pin(target.call(task)));
+                for result in futures_util::future::join_all(calls).await {
+                    result?;
                 }
                 Ok(())
             }
@@ -807,7 +924,7 @@ async fn sequential(target: &Target, n: usize) -> Result<Vec<u64>> {
 pub(crate) const SLICES: [bool; 8] = [true, false, false, true, true, false, false, true];
 
 /// Phase 1's measurement: subject and baseline, warmed up, then in interleaved slices.
-async fn sequential_pair(
+pub(crate) async fn sequential_pair(
     subject: &Target,
     baseline: &Target,
     warmup: usize,
@@ -898,8 +1015,8 @@ async fn throughput_pair_with(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Latency {
     count: usize,
-    p50: Duration,
-    p99: Duration,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
     mean: Duration,
 }
 
@@ -979,6 +1096,7 @@ struct Report<'a> {
     signed_raw_rate: Rate,
     signed_fetches: u64,
     go: Option<golang::Figures>,
+    processes: Option<processes::Figures>,
 }
 
 impl Report<'_> {
@@ -1162,43 +1280,10 @@ impl Report<'_> {
                 ),
             ]);
         }
-        let header = row(
-            "measurement",
-            "metric",
-            "tower-groupcache".into(),
-            "baseline".into(),
-            "ratio".into(),
-        );
-        let widths: Vec<usize> = (0..5)
-            .map(|c| {
-                std::iter::once(&header)
-                    .chain(&rows)
-                    .map(|r| r[c].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |r: &[String; 5]| {
-            println!(
-                "  {:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3],
-                w4 = widths[4],
-            );
-        };
-        line(&header);
-        let total: usize = widths.iter().sum::<usize>() + 2 * 4;
-        println!("  {}", "-".repeat(total));
-        for r in &rows {
-            line(r);
+        if let Some(processes) = &self.processes {
+            rows.extend(processes.rows());
         }
+        print_table(&rows);
         println!();
         println!(
             "  ratio = tower-groupcache / baseline (latency: lower is better; req/s: higher is better)"
@@ -1256,14 +1341,25 @@ impl Report<'_> {
             "       Group.Get (gopeer -bench-local) and CacheHandle::get, 100,000 keys, 1,000 per",
             "       thread; the mean of two runs each, in the order Go, ours, ours, Go.",
         ];
-        let notes: Vec<String> = if self.go.is_some() {
-            notes
-                .into_iter()
-                .chain(go_notes.iter().map(|n| (*n).to_owned()))
-                .collect()
+        let go_notes = if self.go.is_some() {
+            &go_notes[..]
         } else {
-            notes.into_iter().collect()
+            &[]
         };
+        let processes_notes = if self.processes.is_some() {
+            processes::NOTES
+        } else {
+            &[]
+        };
+        let notes: Vec<String> = notes
+            .into_iter()
+            .chain(
+                go_notes
+                    .iter()
+                    .chain(processes_notes)
+                    .map(|n| (*n).to_owned()),
+            )
+            .collect();
         for note in notes {
             println!("  {note}");
         }
@@ -1283,11 +1379,52 @@ impl Report<'_> {
     }
 }
 
-fn row(a: &str, b: &str, c: String, d: String, e: String) -> [String; 5] {
+/// The table of `rows`, under its header, each column as wide as its widest cell.
+fn print_table(rows: &[[String; 5]]) {
+    let header = row(
+        "measurement",
+        "metric",
+        "tower-groupcache".into(),
+        "baseline".into(),
+        "ratio".into(),
+    );
+    let widths: Vec<usize> = (0..5)
+        .map(|c| {
+            std::iter::once(&header)
+                .chain(rows)
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |r: &[String; 5]| {
+        println!(
+            "  {:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4],
+        );
+    };
+    line(&header);
+    let total: usize = widths.iter().sum::<usize>() + 2 * 4;
+    println!("  {}", "-".repeat(total));
+    for r in rows {
+        line(r);
+    }
+}
+
+pub(crate) fn row(a: &str, b: &str, c: String, d: String, e: String) -> [String; 5] {
     [a.to_owned(), b.to_owned(), c, d, e]
 }
 
-fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     format!("{:.1} us", d.as_secs_f64() * 1e6)
 }
 
@@ -1316,7 +1453,7 @@ fn ratio(subject: f64, baseline: f64) -> String {
     }
 }
 
-fn ratio_d(subject: Duration, baseline: Duration) -> String {
+pub(crate) fn ratio_d(subject: Duration, baseline: Duration) -> String {
     ratio(subject.as_secs_f64(), baseline.as_secs_f64())
 }
 
