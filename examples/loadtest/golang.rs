@@ -154,21 +154,25 @@ fn our_local_hits() -> Result<LocalHits> {
 }
 
 /// A node process, killed when dropped.
-struct NodeProcess {
-    url: String,
+pub(crate) struct NodeProcess {
+    pub(crate) url: String,
     _child: Child,
 }
 
 /// A free port on 127.0.0.1, by binding one and letting it go (the Go peers need each other's
 /// URL before they start).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Starts one node process on `port` and waits (with a deadline) until it answers.
-async fn start_node(mut command: Command, url: &str, client: &HttpClient) -> Result<NodeProcess> {
+pub(crate) async fn start_node(
+    mut command: Command,
+    url: &str,
+    client: &HttpClient,
+) -> Result<NodeProcess> {
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())

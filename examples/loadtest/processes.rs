@@ -25,17 +25,18 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tower_groupcache::{Groupcache, HotKeys};
 
-use crate::{HttpClient, Latency, MANY_KEYS, Result, Target, check, progress, ratio_d, row, us};
+use crate::{
+    HttpClient, Latency, MANY_KEYS, Result, Target, check, golang, progress, ratio_d, row, us,
+};
 
 /// The `node` example's data source.
 const DEMO: &str = "demo";
@@ -63,12 +64,6 @@ pub(crate) struct Figures {
     pub(crate) raw_one: Latency,
 }
 
-/// A process, killed when dropped.
-struct Process {
-    url: String,
-    _child: Child,
-}
-
 /// Serves the bare handler on `address` until killed: the baseline's server in a process of
 /// its own (`loadtest --bare-server ADDRESS`).
 pub(crate) async fn bare_server(address: &str) -> Result<()> {
@@ -83,40 +78,6 @@ pub(crate) async fn bare_server(address: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts `command` and waits, with a deadline, until `{url}/healthz` answers `200`.
-async fn start(mut command: Command, url: String, client: &HttpClient) -> Result<Process> {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start a process for {url}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let health: axum::http::Uri = format!("{url}/healthz").parse()?;
-    loop {
-        if let Ok(response) = client.get(health.clone()).await {
-            if response.status() == StatusCode::OK {
-                break;
-            }
-        }
-        check(
-            Instant::now() < deadline,
-            format!("the process for {url} did not start"),
-        )?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(Process { url, _child: child })
-}
-
-/// A free port on 127.0.0.1, by binding one and letting it go (each node needs every node's
-/// URL before it starts).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Where the processes run: this one on the first CPU and the others on the last, so that
 /// each request goes from one CPU to another, as between machines, and wakes a process that
 /// waits there, as a node between requests does. Without it, the scheduler puts a server now
@@ -125,24 +86,35 @@ fn free_port() -> Result<u16> {
 /// one CPU or without `taskset` (util-linux).
 #[derive(Debug, Clone)]
 pub(crate) struct Pinning {
+    /// This process's CPU: the first it may run on.
     this: String,
+    /// The other processes' CPU: the last this process may run on.
     others: String,
+    /// The CPUs this process may run on, as `Cpus_allowed_list` gives them.
     all: String,
 }
 
 impl Pinning {
     async fn find() -> Option<Self> {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let status = tokio::fs::read_to_string("/proc/self/status").await.ok()?;
+        let all = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?
+            .trim()
+            .to_owned();
+        // `0-3`, or `0,2,5-7`: the first CPU and the last.
+        let first = all.split([',', '-']).next()?.trim().to_owned();
+        let last = all.rsplit([',', '-']).next()?.trim().to_owned();
         let taskset = Command::new("taskset")
             .arg("--version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .await;
-        (cpus >= 2 && taskset.is_ok_and(|status| status.success())).then(|| Self {
-            this: "0".to_owned(),
-            others: (cpus - 1).to_string(),
-            all: format!("0-{}", cpus - 1),
+        (first != last && taskset.is_ok_and(|status| status.success())).then_some(Self {
+            this: first,
+            others: last,
+            all,
         })
     }
 
@@ -198,7 +170,7 @@ async fn measure(
     let client = &client;
     let a_listener = TcpListener::bind("127.0.0.1:0").await?;
     let a_url = format!("http://{}", a_listener.local_addr()?);
-    let ports = [free_port()?, free_port()?];
+    let ports = [golang::free_port()?, golang::free_port()?];
     let [b_url, c_url] = ports.map(|port| format!("http://127.0.0.1:{port}"));
     let peers = [a_url.clone(), b_url.clone(), c_url.clone()];
 
@@ -214,15 +186,15 @@ async fn measure(
             .env("RUST_LOG", "warn")
             .env_remove("GROUPCACHE_PEER_SECRET")
             .env_remove("GROUPCACHE_DNS_NAME");
-        processes.push(start(command, url.clone(), client).await?);
+        processes.push(golang::start_node(command, url, client).await?);
     }
     let program = std::env::current_exe()?;
     let mut bare = Vec::new();
     for _ in 0..2 {
-        let address = format!("127.0.0.1:{}", free_port()?);
+        let address = format!("127.0.0.1:{}", golang::free_port()?);
         let mut command = command(&program);
         command.args(["--bare-server", &address]);
-        bare.push(start(command, format!("http://{address}"), client).await?);
+        bare.push(golang::start_node(command, &format!("http://{address}"), client).await?);
     }
 
     // A keeps its own keys in its main cache and never a copy of another node's.
@@ -309,7 +281,7 @@ async fn measure(
         keys: b_keys,
         expected: VALUE_LEN,
     };
-    let raw_to = |process: &Process| -> Result<Target> {
+    let raw_to = |process: &golang::NodeProcess| -> Result<Target> {
         Ok(Target::Http {
             client: client.clone(),
             uri: format!("{}/user", process.url).parse()?,
