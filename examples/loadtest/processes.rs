@@ -291,32 +291,35 @@ async fn measure(
     let raw_one = raw_to(&bare[0])?;
     let raw_two = Target::Join(Arc::from([raw_to(&bare[0])?, raw_to(&bare[1])?]));
 
-    progress(&format!(
-        "phase 6/6: get_many of {MANY_KEYS} keys beside one remote hit, {sequential} each"
-    ));
-    let (many_latency, many_one) =
-        crate::sequential_pair(&many, &remote, warmup, sequential).await?;
-    progress(&format!(
-        "phase 6/6: {MANY_KEYS} gets at once beside a get_many, {sequential} each"
-    ));
-    let (gets_latency, gets_many) =
-        crate::sequential_pair(&gets, &many, warmup, sequential).await?;
-    progress(&format!(
-        "phase 6/6: {MANY_KEYS} gets at once without natural batching beside a get_many, \
-         {sequential} each"
-    ));
-    let (lone_latency, lone_many) =
-        crate::sequential_pair(&lone_gets, &many, warmup, sequential).await?;
-    progress(&format!(
-        "phase 6/6: remote hit beside the raw client, {sequential} each"
-    ));
-    let (remote_latency, remote_raw) =
-        crate::sequential_pair(&remote, &raw_one, warmup, sequential).await?;
-    progress(&format!(
-        "phase 6/6: the raw client's two requests at once beside its one, {sequential} each"
-    ));
-    let (two_latency, one_latency) =
-        crate::sequential_pair(&raw_two, &raw_one, warmup, sequential).await?;
+    // Each subject beside its baseline, in interleaved slices.
+    let pairs = [
+        ("get_many of 100 keys beside one remote hit", &many, &remote),
+        ("100 gets at once beside a get_many", &gets, &many),
+        (
+            "100 gets at once without natural batching beside a get_many",
+            &lone_gets,
+            &many,
+        ),
+        ("remote hit beside the raw client", &remote, &raw_one),
+        (
+            "the raw client's two requests at once beside its one",
+            &raw_two,
+            &raw_one,
+        ),
+    ];
+    let mut measured = Vec::with_capacity(pairs.len());
+    for (what, subject, baseline) in pairs {
+        progress(&format!("phase 6/6: {what}, {sequential} each"));
+        measured.push(crate::sequential_pair(subject, baseline, warmup, sequential).await?);
+    }
+    let [
+        (many_latency, many_one),
+        (gets_latency, gets_many),
+        (lone_latency, lone_many),
+        (remote_latency, remote_raw),
+        (two_latency, one_latency),
+    ] = <[(Latency, Latency); 5]>::try_from(measured)
+        .map_err(|_| "phase 6: a measurement is missing")?;
     // Every get was a hit on its owner: neither A nor its twin loaded anything more, fetched
     // with an error, or kept a copy of another node's key.
     for (node, before) in [&a, &lone].into_iter().zip(before) {
