@@ -54,8 +54,9 @@ impl Node {
     }
 
     /// The rest of a [`get_many`](Self::get_many) from its first miss: `keys[0]`, which
-    /// missed (with `stale`, its expired entry kept for stale-if-error, if any). Each other
-    /// distinct key of the rest is looked up once, and each miss fetched once.
+    /// missed (with `stale`, its expired entry kept for stale-if-error, if any). Each key is
+    /// looked up, and counted, once per place, as a get of it would be; each distinct miss is
+    /// fetched once.
     async fn get_many_from<Q: AsRef<str>>(
         self: &Arc<Self>,
         source: &Arc<CachedSource>,
@@ -124,6 +125,22 @@ impl Node {
             }
         }
         drop(ring);
+        // A key asked for again is looked up again, and counted, as another get of it would
+        // be: a hit answers that place, and a miss shares the fetch of the key's first place.
+        let mut own: Vec<Option<Result<Entry, Error>>> = Vec::new();
+        if distinct.len() < slots.len() {
+            own = vec![None; slots.len()];
+            let mut seen = vec![false; distinct.len()];
+            for (at, &place) in slots.iter().enumerate() {
+                if std::mem::replace(&mut seen[place], true) {
+                    match self.lookup_in(source, distinct[place], Origin::Local) {
+                        Ok(Lookup::Hit(entry)) => own[at] = Some(Ok(entry)),
+                        Ok(Lookup::Miss(_)) => {}
+                        Err(error) => own[at] = Some(Err(error)),
+                    }
+                }
+            }
+        }
 
         let remote = futures_util::future::join_all(
             remote
@@ -135,15 +152,22 @@ impl Node {
         for (place, result) in remote.into_iter().flatten().chain(local) {
             results[place] = Some(result);
         }
-        // Each result moves to its key's last place, and is cloned only for a key asked for
-        // more than once.
+        // Each result moves to the last place that shares it, and is cloned only for a key
+        // asked for more than once.
+        let shares = |at: usize| own.get(at).is_none_or(Option::is_none);
         let mut uses = vec![0usize; results.len()];
-        for &place in &slots {
-            uses[place] += 1;
+        for (at, &place) in slots.iter().enumerate() {
+            if shares(at) {
+                uses[place] += 1;
+            }
         }
         slots
             .into_iter()
-            .map(|place| {
+            .enumerate()
+            .map(|(at, place)| {
+                if let Some(result) = own.get_mut(at).and_then(Option::take) {
+                    return result;
+                }
                 uses[place] -= 1;
                 let result = if uses[place] == 0 {
                     results[place].take()

@@ -218,9 +218,21 @@ async fn each_key_of_a_call_counts_as_a_get_and_a_miss_after_hits_loads_once() {
     );
     assert_eq!(batches.calls()[1], ["missing:z", "x", "y"]);
     assert_eq!(batches.calls().len(), 2);
+    // Counted as seven gets would be: three hits, and four gets that missed (`x` twice) and
+    // joined or started one of three loads.
     let last = cache.stats().sources[0].stats;
-    assert_eq!(last.loads - after.loads, 3, "each missed key counted once");
+    assert_eq!(last.gets - after.gets, 7, "seven gets");
     assert_eq!(last.cache_hits - after.cache_hits, 3, "a, b and a");
+    assert_eq!(last.loads - after.loads, 4, "x twice, y and missing:z");
+    assert_eq!(last.loads_deduped - after.loads_deduped, 3, "one load per missed key");
+
+    // A key asked for again after the first miss, that hits: each occurrence a hit.
+    let again = handle.get_many("users", &["new", "a", "a"]).await.unwrap();
+    assert_eq!(values(&again), ["value-of:new", "value-of:a", "value-of:a"]);
+    let end = cache.stats().sources[0].stats;
+    assert_eq!(end.gets - last.gets, 3, "three gets");
+    assert_eq!(end.cache_hits - last.cache_hits, 2, "a twice");
+    assert_eq!(end.loads - last.loads, 1, "new");
 }
 
 #[tokio::test]
