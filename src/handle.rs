@@ -126,11 +126,15 @@ impl CacheHandle {
     /// be dropped; they expire within
     /// [`hot_max_staleness`](crate::GroupcacheBuilder::hot_max_staleness).
     ///
-    /// Fails, having written nothing and with no copy of the key left on this node, when a
-    /// golang/groupcache node owns the key ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
-    /// it has no writes), when the owner cannot be reached or refuses
-    /// ([`ErrorKind::Peer`](crate::ErrorKind::Peer)), or for a value over
-    /// [`max_value_bytes`](crate::GroupcacheBuilder::max_value_bytes).
+    /// Fails, having written nothing, when a golang/groupcache node owns the key
+    /// ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported): it has no writes), when
+    /// the owner cannot be reached or refuses ([`ErrorKind::Peer`](crate::ErrorKind::Peer)),
+    /// or for a value over [`max_value_bytes`](crate::GroupcacheBuilder::max_value_bytes)
+    /// ([`ErrorKind::ValueTooLarge`](crate::ErrorKind::ValueTooLarge)). Since the back end
+    /// has the new value already, a failed write then drops the key as
+    /// [`remove`](Self::remove) does, everywhere it can, so that the next get loads the new
+    /// value; only a golang/groupcache owner (which has no removal) and an owner that could
+    /// not be reached keep their old copy.
     ///
     /// ```
     /// # async fn demo(cache: tower_groupcache::CacheHandle) -> Result<(), tower_groupcache::Error> {

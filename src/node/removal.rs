@@ -61,9 +61,12 @@ impl Node {
     /// every other peer. Returns the peers whose hot copies could not be dropped.
     ///
     /// This node's own copies are dropped first, and once more after the owner took the
-    /// value (a get in between may have fetched the old one). A key a Go node owns is not
-    /// written ([`ErrorKind::Unsupported`]), nor one whose owner fails
-    /// ([`ErrorKind::Peer`]); either way this node keeps no copy.
+    /// value (a get in between may have fetched the old one). A value over `max_value_bytes`
+    /// is not written ([`ErrorKind::ValueTooLarge`]), nor a key a Go node owns
+    /// ([`ErrorKind::Unsupported`]), nor one whose owner fails or refuses
+    /// ([`ErrorKind::Peer`]). Since the back end has the new value already, a write that
+    /// fails then drops the key as [`remove`](Self::remove) does, everywhere it can, so that
+    /// the next get loads the new value rather than find the old one.
     pub(crate) async fn set(
         &self,
         source: &CachedSource,
@@ -72,8 +75,24 @@ impl Node {
         ttl: Option<Duration>,
     ) -> Result<Removal, Error> {
         if key.len() > self.config.max_key_bytes {
+            // No node keeps such a key: nothing to drop.
             return Err(Error::new(ErrorKind::KeyTooLong, &source.name));
         }
+        let written = self.write(source, key, value, ttl).await;
+        if written.is_err() {
+            self.remove(source, key).await;
+        }
+        written
+    }
+
+    /// [`set`](Self::set) without what it does when the write fails.
+    async fn write(
+        &self,
+        source: &CachedSource,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<Removal, Error> {
         if value.len() > self.config.max_value_bytes {
             return Err(Error::new(ErrorKind::ValueTooLarge, &source.name));
         }

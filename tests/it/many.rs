@@ -224,7 +224,11 @@ async fn each_key_of_a_call_counts_as_a_get_and_a_miss_after_hits_loads_once() {
     assert_eq!(last.gets - after.gets, 7, "seven gets");
     assert_eq!(last.cache_hits - after.cache_hits, 3, "a, b and a");
     assert_eq!(last.loads - after.loads, 4, "x twice, y and missing:z");
-    assert_eq!(last.loads_deduped - after.loads_deduped, 3, "one load per missed key");
+    assert_eq!(
+        last.loads_deduped - after.loads_deduped,
+        3,
+        "one load per missed key"
+    );
 
     // A key asked for again after the first miss, that hits: each occurrence a hit.
     let again = handle.get_many("users", &["new", "a", "a"]).await.unwrap();

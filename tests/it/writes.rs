@@ -435,3 +435,93 @@ async fn once_a_write_returned_no_node_reads_an_older_value_under_concurrent_rea
     );
     assert!(reads > 0);
 }
+
+/// A back end that the service updates before it calls `set`: each key's current row, or
+/// `old:{key}` while it has none.
+#[derive(Clone, Default)]
+struct Rows(Arc<Mutex<HashMap<String, String>>>);
+
+impl Rows {
+    fn update(&self, key: &str, value: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), value.to_owned());
+    }
+
+    fn read(&self, key: &str) -> String {
+        let rows = self.0.lock().unwrap();
+        rows.get(key)
+            .cloned()
+            .unwrap_or_else(|| format!("old:{key}"))
+    }
+}
+
+/// A write that fails, here for its size or on an owner that refuses it, leaves no node with
+/// the value the back end had before: the next get anywhere loads the back end's new one.
+#[tokio::test]
+async fn after_a_failed_write_every_node_gets_the_back_ends_new_value() {
+    for (case, owner_limit) in [("too large here", 64), ("refused by its owner", 24)] {
+        let rows = Rows::default();
+        let loads = Loads::default();
+        let (listeners, urls) = crate::support::listeners(3).await;
+        let mut nodes = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let rows = rows.clone();
+            // Every fetched value kept as a hot copy; node 1 owns the key written.
+            let limit = if i == 1 { owner_limit } else { 64 };
+            let node = crate::support::start_node(listener, &urls, &loads, move |b| {
+                let rows = rows.clone();
+                b.hot_keys(HotKeys::AboveQps(0.0))
+                    .max_value_bytes(limit)
+                    .source("rows", move |key: String| {
+                        let row = rows.read(&key);
+                        async move { Ok::<_, std::io::Error>(row) }
+                    })
+            })
+            .await;
+            nodes.push(node);
+        }
+        let key = key_owned_by(&nodes[0].cache, &nodes[1].url, "k");
+        for node in &nodes {
+            assert_eq!(
+                node.handle().get("rows", &key).await.unwrap(),
+                format!("old:{key}"),
+                "{case}"
+            );
+        }
+        assert_eq!(
+            nodes[2].stats("rows").hot_promotions,
+            1,
+            "{case}: a hot copy: {:?}",
+            nodes[2].stats("rows")
+        );
+
+        // The service updates its back end, then writes a value the cache cannot take.
+        let new = if owner_limit == 64 {
+            "the new row, longer than the 64 bytes that every node takes at most"
+        } else {
+            "the new row, over the owner's 24"
+        };
+        rows.update(&key, new);
+        let error = nodes[0]
+            .handle()
+            .set("rows", &key, new, None)
+            .await
+            .unwrap_err();
+        let expected = if owner_limit == 64 {
+            ErrorKind::ValueTooLarge
+        } else {
+            ErrorKind::Peer
+        };
+        assert_eq!(error.kind(), expected, "{case}: {error}");
+        for node in [&nodes[0], &nodes[2], &nodes[1]] {
+            assert_eq!(
+                node.handle().get("rows", &key).await.unwrap(),
+                new,
+                "{case}: {}",
+                node.url
+            );
+        }
+    }
+}
