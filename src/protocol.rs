@@ -95,6 +95,10 @@ pub struct GetResponse {
 }
 
 impl GetResponse {
+    /// The most bytes a reply adds to its value: field 1's tag and length (1 + 10), then
+    /// `minute_qps` (1 + 8) and `expire` (1 + 10).
+    pub(crate) const MAX_FRAMING: usize = 31;
+
     /// The encoded message as two pieces: the other fields and field 1's header, then the
     /// value itself (not copied). Protobuf parsers accept fields in any order (Go's does), so
     /// writing `value` last lets it go from the cache to the socket right behind its header,

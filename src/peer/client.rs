@@ -510,12 +510,25 @@ impl PeerClient {
             }
             status => return Err(PeerError::Status(status)),
         }
+        // The limit is the value's: the reply may carry a few bytes more around it.
+        let limit = self.config.max_value_bytes;
         let body = self
-            .read_value(to, response, lent, self.config.max_value_bytes)
+            .read_value(
+                to,
+                response,
+                lent,
+                limit.saturating_add(GetResponse::MAX_FRAMING),
+            )
             .await?;
-        GetResponse::decode(body)
-            .map(Fetched::Value)
-            .map_err(PeerError::Decode)
+        let reply = GetResponse::decode(body).map_err(PeerError::Decode)?;
+        if reply
+            .value
+            .as_ref()
+            .is_some_and(|value| value.len() > limit)
+        {
+            return Err(PeerError::TooLarge);
+        }
+        Ok(Fetched::Value(reply))
     }
 
     /// Reads a body of values, at most `limit` bytes (more is [`PeerError::TooLarge`]), and

@@ -231,3 +231,80 @@ async fn a_negative_expire_from_a_peer_is_not_cached() {
     let users = cache.stats().source("users").unwrap().clone();
     assert_eq!(users.hot_cache.items + users.main_cache.items, 0);
 }
+
+/// `max_value_bytes` bounds the value, not the reply that carries it: a value of the asker's
+/// limit, or one byte under, is a remote hit like any other; one byte over is refused by the
+/// owner and loaded here.
+#[tokio::test]
+async fn a_value_at_the_askers_limit_is_fetched_from_its_owner() {
+    const LIMIT: usize = 64;
+    let loads = Loads::default();
+    let nodes = support::cluster(2, &loads, |b| b.max_value_bytes(LIMIT)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for (len, fetched) in [(LIMIT - 1, true), (LIMIT, true), (LIMIT + 1, false)] {
+        // A key of b whose value, `value-of:<key>`, is `len` bytes long.
+        let prefix = "k".repeat(len - "value-of:".len() - 2);
+        let key = (10..100)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| a.cache.ring().owner(k) == Some(b.url.as_str()))
+            .expect("a key of b");
+        assert_eq!(value_of(&key).len(), len);
+        let before = a.stats("users");
+        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+        let after = a.stats("users");
+        assert_eq!(
+            (
+                after.peer_loads - before.peer_loads,
+                after.local_loads - before.local_loads
+            ),
+            if fetched { (1, 0) } else { (0, 1) },
+            "a value of {len} bytes, limit {LIMIT}: {after:?}"
+        );
+        // A refused value counts as a peer error (it does not get the owner skipped).
+        assert_eq!(
+            after.peer_errors - before.peer_errors,
+            u64::from(!fetched),
+            "{after:?}"
+        );
+    }
+}
+
+/// An owner that ignores the asker's limit, as a Go owner does, and sends a value a few bytes
+/// over it: the reply is read (it is within the limit and the reply's framing), and the value
+/// refused all the same, and loaded here; a value of the limit itself is taken.
+#[tokio::test]
+async fn a_value_just_over_the_limit_from_an_owner_that_ignores_it_is_refused() {
+    use prost::Message as _;
+    const LIMIT: usize = 64;
+    for (len, taken) in [(LIMIT, true), (LIMIT + 1, false), (LIMIT + 20, false)] {
+        let reply = tower_groupcache::protocol::GetResponse {
+            value: Some(Bytes::from(vec![b'v'; len])),
+            minute_qps: Some(1.0),
+            expire: None,
+        }
+        .encode_to_vec();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let owner = format!("http://{}", listener.local_addr().unwrap());
+        let answer = move || {
+            let reply = reply.clone();
+            async move { reply }
+        };
+        let _server = serve(listener, Router::new().route("/{*rest}", get(answer))).await;
+        let loads = Loads::default();
+        let nodes = cluster(1, &loads, |b| {
+            b.peers([owner.clone()]).max_value_bytes(LIMIT)
+        })
+        .await;
+        let a = &nodes[0];
+        let key = key_owned_by(&a.cache, &owner, "user:");
+        let got = a.handle().get("users", &key).await.unwrap();
+        let stats = a.stats("users");
+        if taken {
+            assert_eq!(got, vec![b'v'; len], "{stats:?}");
+            assert_eq!((stats.peer_loads, stats.peer_errors), (1, 0), "{stats:?}");
+        } else {
+            assert_eq!(got, value_of(&key), "a value of {len} bytes: {stats:?}");
+            assert_eq!((stats.local_loads, stats.peer_errors), (1, 1), "{stats:?}");
+        }
+    }
+}
