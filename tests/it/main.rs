@@ -10,6 +10,7 @@ mod batch_requests;
 mod cache_bytes;
 mod config;
 mod container;
+mod doc_promises;
 mod expiry;
 mod hot_keys;
 mod interop;
