@@ -206,7 +206,7 @@ pub struct PeerRequestCounts {
     /// Writes of one key.
     pub writes: u64,
     /// Questions of what the peer speaks (`GET` of the bare peer path), asked once before
-    /// the first removal or write, and again if the peer changed.
+    /// the first batched get, removal or write, and again if the peer changed.
     pub probes: u64,
 }
 

@@ -241,13 +241,21 @@ impl Node {
         owner: Arc<str>,
         keys: Vec<(usize, FlightKey, Option<Entry>)>,
     ) -> Vec<(usize, Result<Entry, Error>)> {
-        let fingerprint = self.ring.load().fingerprint_header().clone();
-        let speaks = self
-            .client
-            .speaks(&owner, &self.config.base_path, &fingerprint)
-            .await;
-        if matches!(speaks, Ok(Speaks::Extensions)) && keys.len() > 1 {
-            return self.load_many_flights(source, keys, Some(owner)).await;
+        // One key goes as a single get would, asking nothing first.
+        if keys.len() > 1 {
+            if self.health.is_skipped(&owner) {
+                // Asked nothing, not even what it speaks: the batch loads its keys here and
+                // counts them as skipped, as for a skipped peer of this crate.
+                return self.load_many_flights(source, keys, Some(owner)).await;
+            }
+            let fingerprint = self.ring.load().fingerprint_header().clone();
+            let speaks = self
+                .client
+                .speaks(&owner, &self.config.base_path, &fingerprint)
+                .await;
+            if matches!(speaks, Ok(Speaks::Extensions)) {
+                return self.load_many_flights(source, keys, Some(owner)).await;
+            }
         }
         let gets = keys.into_iter().map(|(place, key, stale)| {
             let load = self

@@ -175,6 +175,20 @@ impl PeerHealth {
         self.tracked.store(states.len(), Relaxed);
     }
 
+    /// Whether `peer` is skipped now: what [`verdict`](Self::verdict) would say, without
+    /// taking the probe that ends a cooldown.
+    pub(crate) fn is_skipped(&self, peer: &str) -> bool {
+        if self.tracked.load(Relaxed) == 0 {
+            return false;
+        }
+        let peers = self.peers();
+        peers.states.get(peer).is_some_and(|state| {
+            state
+                .skip_until
+                .is_some_and(|until| Instant::now() < until || state.probing)
+        })
+    }
+
     pub(crate) fn verdict(&self, peer: &str) -> Verdict {
         if self.tracked.load(Relaxed) == 0 {
             return Verdict::Ask;

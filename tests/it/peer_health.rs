@@ -45,6 +45,56 @@ async fn a_dead_peer_is_skipped_instead_of_waited_for() {
     assert_eq!((s.peer_errors, s.peer_skips, s.local_loads), (2, 20, 22));
 }
 
+/// A `get_many` of a skipped peer's keys does not ask it anything, not even what it speaks:
+/// its keys load here at once, in one call of the data source, and count as skipped.
+#[tokio::test]
+async fn a_get_many_of_a_skipped_peers_keys_sends_it_nothing() {
+    let black_hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}", black_hole.local_addr().unwrap());
+    let _hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let loads = Loads::default();
+    let health = PeerHealthConfig::default()
+        .failure_threshold(2)
+        .cooldown(Duration::from_secs(3_600))
+        .max_cooldown(Duration::from_secs(3_600));
+    let nodes = cluster(1, &loads, |b| {
+        b.peers([hole_url.clone()])
+            .peer_timeout(Duration::from_millis(200))
+            .peer_health(health)
+    })
+    .await;
+    let a = &nodes[0];
+    for i in 0..2 {
+        let key = key_owned_by(&a.cache, &hole_url, &format!("slow{i}:"));
+        assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
+    }
+    assert_eq!(a.cache.stats().cluster.skipped_peers, [hole_url.as_str()]);
+    for round in 0..3 {
+        let keys: Vec<String> = (0..4)
+            .map(|i| key_owned_by(&a.cache, &hole_url, &format!("many{round}.{i}:")))
+            .collect();
+        let values = a.handle().get_many("users", &keys).await.unwrap();
+        for (key, value) in keys.iter().zip(values) {
+            assert_eq!(value.unwrap(), value_of(key));
+        }
+    }
+    let peer = a.cache.stats().peer(&hole_url).cloned().unwrap();
+    assert_eq!(
+        peer.requests.total(),
+        2,
+        "only the two gets that failed: {:?}",
+        peer.requests
+    );
+    assert_eq!(peer.skipped, 12);
+    let s = a.stats("users");
+    assert_eq!((s.peer_errors, s.peer_skips, s.local_loads), (2, 12, 14));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_skipped_peer_is_probed_and_comes_back() {
     let loads = Loads::default();
