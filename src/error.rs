@@ -309,6 +309,20 @@ impl StdError for KeyCodecError {
     }
 }
 
+/// What the default [`Source::load_many`](crate::Source::load_many) gives a key whose own
+/// load panicked: that key alone fails, with [`ErrorKind::LoadPanicked`], as its single load
+/// would.
+#[derive(Debug)]
+pub(crate) struct KeyLoadPanicked;
+
+impl fmt::Display for KeyLoadPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the load of this key panicked")
+    }
+}
+
+impl StdError for KeyLoadPanicked {}
+
 /// A configuration error, from [`GroupcacheBuilder::build`](crate::GroupcacheBuilder::build) or
 /// [`Groupcache::set_peers`](crate::Groupcache::set_peers).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, KeyLoadPanicked};
 
 /// What a data source returns for a key: a value with an optional time to live, or *not found*.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,9 +229,10 @@ pub trait Source: Send + Sync + 'static {
     /// that this node owns. Each key appears once in `keys`.
     ///
     /// Give each key its value, its *not found* or its error in the returned [`LoadedMany`];
-    /// a key left out of it is *not found*. An `Err` fails every key of the call. The default
-    /// calls [`load`](Self::load) for every key, concurrently; override it when the back end
-    /// can answer many keys in one query (`WHERE id = ANY($1)`).
+    /// a key left out of it is *not found*. An `Err` fails every key of the call, and so does
+    /// a panic. The default calls [`load`](Self::load) for every key, concurrently, each as
+    /// a single load: a key whose load fails or panics fails alone. Override it when the back
+    /// end can answer many keys in one query (`WHERE id = ANY($1)`).
     ///
     /// ```
     /// use tower_groupcache::{Loaded, LoadedMany, Source};
@@ -260,10 +261,18 @@ pub trait Source: Send + Sync + 'static {
         keys: &[String],
     ) -> impl Future<Output = Result<LoadedMany, Self::Error>> + Send {
         async move {
-            // Each error boxed as it comes, so that the results kept meanwhile are `Send`.
-            let loads = keys
-                .iter()
-                .map(|key| async move { self.load(key).await.map_err(Into::<BoxError>::into) });
+            use futures_util::FutureExt as _;
+            // Each error boxed as it comes, so that the results kept meanwhile are `Send`; a
+            // panic is that key's alone, as it would be in a single load.
+            let loads = keys.iter().map(|key| async move {
+                match std::panic::AssertUnwindSafe(self.load(key))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(result) => result.map_err(Into::<BoxError>::into),
+                    Err(_panic) => Err(Box::new(KeyLoadPanicked) as BoxError),
+                }
+            });
             let results = futures_util::future::join_all(loads).await;
             let mut many = LoadedMany::with_capacity(keys.len());
             for (key, result) in keys.iter().zip(results) {

@@ -16,7 +16,7 @@ use super::fetch::ProbeSlot;
 use super::queue::batch_results;
 use super::singleflight::{BatchKeys, Ticket, TicketRef};
 use super::source::{CachedSource, FlightKey};
-use crate::error::{BoxError, Error, ErrorKind, KeyCodecError};
+use crate::error::{BoxError, Error, ErrorKind, KeyCodecError, KeyLoadPanicked};
 use crate::peer::health::Verdict;
 use crate::source::Loaded;
 use crate::stats::Event;
@@ -246,6 +246,10 @@ impl Node {
 
     /// The error of a failed load of `keys` keys, counted.
     fn load_failed(&self, source: &CachedSource, cause: BoxError, keys: usize) -> Error {
+        // A key of the default `load_many` whose own load panicked.
+        if keys == 1 && cause.is::<KeyLoadPanicked>() {
+            return self.load_panicked(source);
+        }
         for _ in 0..keys {
             source.counters.add(Event::LocalLoadErr);
         }

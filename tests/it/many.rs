@@ -955,3 +955,36 @@ async fn a_gathered_load_that_gets_a_key_of_its_batch_fails_that_get_instead_of_
     assert_eq!(b.await.unwrap().unwrap(), "b");
     assert_eq!(*nested.lock().unwrap(), ["Err(RecursiveLoad)"]);
 }
+
+/// A source without a `load_many` of its own loads a batch key by key: one key whose load
+/// panics fails alone, with `LoadPanicked`, as its single load would, and every other key of
+/// the batch gets its own outcome, on the node that asked and on an owner answering a
+/// batched get.
+#[tokio::test]
+async fn a_panicking_key_of_a_batch_loaded_key_by_key_fails_alone() {
+    let loads = Loads::default();
+    let nodes = cluster(2, &loads, |b| b.hot_keys(tower_groupcache::HotKeys::Never)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut keys = Vec::new();
+    for owner in [&a.url, &b.url] {
+        for kind in ["ok", "panic:", "missing:", "fail:"] {
+            keys.push(key_owned_by(&a.cache, owner, &format!("{kind}k")));
+        }
+    }
+    let results = a.handle().get_many("users", &keys).await.unwrap();
+    let kinds: Vec<String> = results
+        .iter()
+        .map(|result| match result {
+            Ok(_) => "value".to_owned(),
+            Err(error) => format!("{:?}", error.kind()),
+        })
+        .collect();
+    let each = ["value", "LoadPanicked", "NotFound", "Load"];
+    assert_eq!(kinds, [each, each].concat(), "{keys:?}");
+    assert_eq!(results[0].as_ref().unwrap(), &value_of(&keys[0]));
+    assert_eq!(results[4].as_ref().unwrap(), &value_of(&keys[4]));
+    // Each key loaded once, by its owner.
+    for key in &keys {
+        assert_eq!(loads.count(key), 1, "{key}");
+    }
+}
