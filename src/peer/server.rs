@@ -207,14 +207,20 @@ where
     // What needs no body first: a stranger's request costs no reading.
     node.admit_before_body(parts.headers.get(&AUTH_HEADER))
         .map_err(|refused| text(refused.status(), refused.to_string()))?;
+    // A body announced longer than the limit is refused from its `content-length`, without
+    // waiting for bytes that may never come.
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} is at most {limit} bytes"),
+        )
+    };
+    if body.size_hint().lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Err(too_large());
+    }
     let bytes = match read_apart(body, limit).await {
         Ok(bytes) => bytes,
-        Err(error) if error.is::<LengthLimitError>() => {
-            return Err(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("{what} is at most {limit} bytes"),
-            ));
-        }
+        Err(error) if error.is::<LengthLimitError>() => return Err(too_large()),
         Err(_) => {
             return Err(text(
                 StatusCode::BAD_REQUEST,

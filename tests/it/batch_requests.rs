@@ -198,3 +198,39 @@ async fn a_batched_gets_body_is_read_off_the_task_that_serves_it() {
     );
     assert_eq!(loads.total(), 2);
 }
+
+/// A batched get or a write whose `content-length` is over the limit is refused with `413`
+/// at once, from its headers, and the node does not wait for a body that may never come.
+#[tokio::test]
+async fn a_body_announced_over_the_limit_is_refused_before_it_arrives() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| b.max_value_bytes(1_000)).await;
+    for (method, target) in [
+        ("POST", "/_groupcache/users"),
+        ("PUT", "/_groupcache/users?key=k"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(nodes[0].addr).await.unwrap();
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nhost: {}\r\ncontent-length: 1073741824\r\n\r\n",
+            nodes[0].addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // Only the headers were sent: the answer comes from them, or not at all.
+        let mut answer = vec![0u8; 1024];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            let mut len = 0;
+            while !answer[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut answer[len..]).await.unwrap();
+                assert!(n > 0, "{method}: the connection closed without an answer");
+                len += n;
+            }
+            len
+        })
+        .await;
+        let len = read.unwrap_or_else(|_| panic!("{method}: no answer within 30 s"));
+        let text = String::from_utf8_lossy(&answer[..len]);
+        assert!(text.starts_with("HTTP/1.1 413"), "{method}: {text}");
+    }
+    assert_eq!(loads.total(), 0);
+}
