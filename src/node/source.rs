@@ -77,7 +77,9 @@ impl SourceOptions {
     }
 
     /// For `window` after a value expires, a get whose load fails returns the expired value
-    /// instead of the error (counted as `stale_served`). Off by default.
+    /// instead of the error (counted as `stale_served`). Off by default. It applies to the
+    /// values of the main cache (the owner's, and those a node loaded itself); a hot copy is
+    /// never served past its expiry (docs/hotkeys.md, "Stale serving").
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.stale_if_error = window;
         self
