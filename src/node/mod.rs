@@ -181,6 +181,11 @@ impl Node {
         &self.config
     }
 
+    /// The peer timeout, which bounds a peer exchange on either side.
+    pub(crate) fn peer_timeout(&self) -> Duration {
+        self.client.timeout()
+    }
+
     pub(crate) fn self_url(&self) -> Option<&str> {
         self.self_url.as_deref()
     }

@@ -193,6 +193,11 @@ impl PeerClient {
         }
     }
 
+    /// The peer timeout: the bound of a whole exchange with a peer.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// Forgets the connections to peers that are not in `peers` any more, and the figures of
     /// those that are not in `peers` or are `self_url`; a new peer's figures start at zero.
     pub(crate) fn retain_peers(&self, peers: &[String], self_url: Option<&str>) {

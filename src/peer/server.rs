@@ -218,7 +218,16 @@ where
     if body.size_hint().lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
         return Err(too_large());
     }
-    let bytes = match read_apart(body, limit).await {
+    // A body that stops coming is given up after the peer timeout, which bounds the sender's
+    // whole exchange too.
+    let timeout = node.peer_timeout();
+    let Ok(read) = tokio::time::timeout(timeout, read_apart(body, limit)).await else {
+        return Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("{what} did not arrive within the peer timeout ({timeout:?})"),
+        ));
+    };
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(error) if error.is::<LengthLimitError>() => return Err(too_large()),
         Err(_) => {

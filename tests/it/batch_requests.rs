@@ -199,38 +199,67 @@ async fn a_batched_gets_body_is_read_off_the_task_that_serves_it() {
     assert_eq!(loads.total(), 2);
 }
 
+/// The status line and headers a node sends back to `request`, written as raw bytes on a
+/// connection of its own; a failure if nothing comes within 30 s.
+async fn head_of_answer(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let mut len = 0;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !answer[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut answer[len..]).await.unwrap();
+            assert!(n > 0, "the connection closed without an answer");
+            len += n;
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    String::from_utf8_lossy(&answer[..len]).into_owned()
+}
+
 /// A batched get or a write whose `content-length` is over the limit is refused with `413`
 /// at once, from its headers, and the node does not wait for a body that may never come.
 #[tokio::test]
 async fn a_body_announced_over_the_limit_is_refused_before_it_arrives() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let loads = Loads::default();
     let nodes = cluster(1, &loads, |b| b.max_value_bytes(1_000)).await;
+    let addr = nodes[0].addr;
     for (method, target) in [
         ("POST", "/_groupcache/users"),
         ("PUT", "/_groupcache/users?key=k"),
     ] {
-        let mut stream = tokio::net::TcpStream::connect(nodes[0].addr).await.unwrap();
-        let head = format!(
-            "{method} {target} HTTP/1.1\r\nhost: {}\r\ncontent-length: 1073741824\r\n\r\n",
-            nodes[0].addr
+        // Only the headers: the answer comes from them, or not at all.
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1073741824\r\n\r\n"
         );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        // Only the headers were sent: the answer comes from them, or not at all.
-        let mut answer = vec![0u8; 1024];
-        let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-            let mut len = 0;
-            while !answer[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut answer[len..]).await.unwrap();
-                assert!(n > 0, "{method}: the connection closed without an answer");
-                len += n;
-            }
-            len
-        })
-        .await;
-        let len = read.unwrap_or_else(|_| panic!("{method}: no answer within 30 s"));
-        let text = String::from_utf8_lossy(&answer[..len]);
-        assert!(text.starts_with("HTTP/1.1 413"), "{method}: {text}");
+        let head = head_of_answer(addr, request.as_bytes()).await;
+        assert!(head.starts_with("HTTP/1.1 413"), "{method}: {head}");
+    }
+    assert_eq!(loads.total(), 0);
+}
+
+/// A batched get or a write whose body stops coming before its `content-length` is answered
+/// `408` once the owner's `peer_timeout` has passed, rather than held open for as long as the
+/// sender keeps the connection.
+#[tokio::test]
+async fn a_body_that_stops_coming_is_answered_408_after_the_peer_timeout() {
+    let loads = Loads::default();
+    let nodes = cluster(1, &loads, |b| {
+        b.peer_timeout(std::time::Duration::from_millis(300))
+    })
+    .await;
+    let addr = nodes[0].addr;
+    for (method, target) in [
+        ("POST", "/_groupcache/users"),
+        ("PUT", "/_groupcache/users?key=k"),
+    ] {
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n0123456789"
+        );
+        let head = head_of_answer(addr, request.as_bytes()).await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{method}: {head}");
     }
     assert_eq!(loads.total(), 0);
 }
