@@ -12,6 +12,7 @@ mod config;
 mod container;
 mod doc_promises;
 mod doc_promises_hotkeys;
+mod doc_promises_interop;
 mod doc_promises_ops;
 mod doc_promises_wire;
 mod expiry;
