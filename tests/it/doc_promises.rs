@@ -10,17 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 use tower_groupcache::{
     CacheHandle, Error, ErrorKind, Groupcache, GroupcacheBuilder, HotKeys, Loaded, LoadedMany,
     ManualClock, Source, SourceOptions, batch_fn,
 };
 
-use crate::support::{Loads, Node, eventually, key_owned_by, listeners, start_node};
-
-/// The bound of every wait: generous, since the machine may be loaded; a test that passes
-/// never waits this long.
-const DEADLINE: Duration = Duration::from_secs(30);
+use crate::support::recorded::{
+    DEADLINE, Gate, cluster_per_node, delta, spawn_get, spawn_get_many, within,
+};
+use crate::support::{
+    Loads, Node, cluster, eventually, key_owned_by, listeners, peer_stats, start_node,
+};
 
 // ---------------------------------------------------------------------------------------
 // A data source that records each call it gets.
@@ -44,19 +44,17 @@ struct Call {
 #[derive(Clone, Default)]
 struct Rec {
     calls: Arc<Mutex<Vec<Call>>>,
-    gate: Arc<Mutex<Option<Arc<Semaphore>>>>,
+    gate: Gate,
     generation: Arc<AtomicUsize>,
 }
 
 impl Rec {
     fn close(&self) {
-        *self.gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
+        self.gate.close();
     }
 
     fn open(&self) {
-        if let Some(gate) = self.gate.lock().unwrap().take() {
-            gate.add_permits(Semaphore::MAX_PERMITS / 2);
-        }
+        self.gate.open();
     }
 
     fn bump(&self) {
@@ -124,10 +122,7 @@ impl Rec {
             many,
             keys: keys.to_vec(),
         });
-        let gate = self.gate.lock().unwrap().clone();
-        if let Some(gate) = gate {
-            let _permit = gate.acquire().await;
-        }
+        self.gate.pass().await;
         if keys.iter().any(|k| k.starts_with("panic:")) {
             panic!("data source bug in a batch of {} keys", keys.len());
         }
@@ -198,19 +193,27 @@ async fn items_cluster(
     options: SourceOptions,
     configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
 ) -> Vec<Node> {
-    let (listeners, urls) = listeners(n).await;
-    let loads = Loads::default();
-    let mut nodes = Vec::new();
-    for listener in listeners {
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let source = rec.source(&url);
-        let node = start_node(listener, &urls, &loads, |b| {
-            configure(b.source_with("items", source.clone(), options))
-        })
-        .await;
-        nodes.push(node);
-    }
-    nodes
+    cluster_per_node(n, &Loads::default(), |url, b| {
+        configure(b.source_with("items", rec.source(url), options))
+    })
+    .await
+}
+
+/// Three nodes with the source `items` recording into `rec` (with `options`) and the hot-key
+/// policy `hot`, sharing one `ManualClock`, returned with them.
+async fn clocked_three(
+    rec: &Rec,
+    options: SourceOptions,
+    hot: HotKeys,
+) -> (ManualClock, Vec<Node>) {
+    let clock = ManualClock::new();
+    let nodes = items_cluster(3, rec, options, |b| b.clock(clock.clone()).hot_keys(hot)).await;
+    (clock, nodes)
+}
+
+/// Three nodes with the source `items` recording into `rec` and the hot-key policy `hot`.
+async fn three_nodes(rec: &Rec, hot: HotKeys) -> Vec<Node> {
+    items_cluster(3, rec, SourceOptions::new(), |b| b.hot_keys(hot)).await
 }
 
 fn stats(node: &Node) -> tower_groupcache::SourceStats {
@@ -223,6 +226,11 @@ fn show(result: &Result<Bytes, Error>) -> String {
         Ok(value) => String::from_utf8_lossy(value).into_owned(),
         Err(error) => format!("{:?}", error.kind()),
     }
+}
+
+/// A get of `key` from `items` through `node`, as [`show`] gives it.
+async fn get_shown(node: &Node, key: &str) -> String {
+    show(&node.handle().get("items", key).await)
 }
 
 fn show_all(results: &[Result<Bytes, Error>]) -> Vec<String> {
@@ -247,22 +255,6 @@ async fn learn_peers(nodes: &[Node], asker: usize, rec: &Rec) {
     rec.clear();
 }
 
-/// Spawns `fut` and waits for it with the deadline, failing with `what`.
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// What `node` counts of its requests to `peer`.
-fn peer_stat(node: &Node, peer: &str) -> tower_groupcache::PeerStats {
-    node.cache
-        .stats()
-        .peer(peer)
-        .expect("peer on the ring")
-        .clone()
-}
-
 // ---------------------------------------------------------------------------------------
 // get_many: order and per-key outcomes
 // ---------------------------------------------------------------------------------------
@@ -273,10 +265,7 @@ fn peer_stat(node: &Node, peer: &str) -> tower_groupcache::PeerStats {
 #[tokio::test]
 async fn get_many_gives_one_result_per_key_in_order_each_as_get_gives_it() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::Never)
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::Never).await;
     learn_peers(&nodes, 0, &rec).await;
     let mut keys = Vec::new();
     for (i, owner) in nodes.iter().enumerate() {
@@ -326,10 +315,7 @@ async fn get_many_gives_one_result_per_key_in_order_each_as_get_gives_it() {
 #[tokio::test]
 async fn get_many_fetches_a_duplicate_key_once_and_counts_each_as_a_get() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::Never)
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::Never).await;
     learn_peers(&nodes, 0, &rec).await;
     let local = key_owned_by(&nodes[0].cache, &nodes[0].url, "dup-local-");
     let remote = key_owned_by(&nodes[0].cache, &nodes[1].url, "dup-remote-");
@@ -432,10 +418,7 @@ async fn get_many_fails_whole_only_for_an_unknown_source_and_a_long_key_fails_al
 #[tokio::test]
 async fn get_many_round_trips_empty_escaped_and_unicode_keys_from_every_node() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::Never)
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::Never).await;
     let odd = [
         "",
         "%",
@@ -490,7 +473,7 @@ async fn get_many_round_trips_empty_escaped_and_unicode_keys_from_every_node() {
         );
         for key in odd {
             assert_eq!(
-                show(&node.handle().get("items", key).await),
+                get_shown(node, key).await,
                 rec.value(key),
                 "get {key:?} from node {i}"
             );
@@ -540,7 +523,7 @@ async fn cold_keys_cost_one_batch_call_per_owner_and_one_load_each_in_the_cluste
     assert_eq!(by_owner.len(), 3, "90 keys land on every node");
     let before: Vec<_> = nodes[1..]
         .iter()
-        .map(|n| peer_stat(&nodes[0], &n.url).requests)
+        .map(|n| peer_stats(&nodes[0].cache, &n.url).requests)
         .collect();
     let results = nodes[0].handle().get_many("items", &keys).await.unwrap();
     assert_eq!(
@@ -567,7 +550,7 @@ async fn cold_keys_cost_one_batch_call_per_owner_and_one_load_each_in_the_cluste
         assert_eq!(rec.loads_of(key), 1, "{key}");
     }
     for (n, before) in nodes[1..].iter().zip(before) {
-        let after = peer_stat(&nodes[0], &n.url).requests;
+        let after = peer_stats(&nodes[0].cache, &n.url).requests;
         assert_eq!(
             after.batched_gets - before.batched_gets,
             1,
@@ -590,13 +573,13 @@ async fn a_batch_over_max_batch_keys_is_split_into_requests_of_at_most_that_many
     let keys: Vec<String> = (0..25)
         .map(|i| key_owned_by(&nodes[0].cache, &nodes[1].url, &format!("split-{i}-")))
         .collect();
-    let before = peer_stat(&nodes[0], &nodes[1].url).requests;
+    let before = peer_stats(&nodes[0].cache, &nodes[1].url).requests;
     let results = nodes[0].handle().get_many("items", &keys).await.unwrap();
     assert_eq!(
         show_all(&results),
         keys.iter().map(|k| rec.value(k)).collect::<Vec<_>>()
     );
-    let after = peer_stat(&nodes[0], &nodes[1].url).requests;
+    let after = peer_stats(&nodes[0].cache, &nodes[1].url).requests;
     assert_eq!(
         after.batched_gets - before.batched_gets,
         3,
@@ -640,13 +623,13 @@ async fn batched_replies_over_the_value_budget_are_fetched_alone_or_loaded_here(
         on1("mid:d-"),
         on1("s:e-"),
     ];
-    let before = peer_stat(&nodes[0], &nodes[1].url).requests;
+    let before = peer_stats(&nodes[0].cache, &nodes[1].url).requests;
     let results = nodes[0].handle().get_many("items", &keys).await.unwrap();
     assert_eq!(
         show_all(&results),
         keys.iter().map(|k| rec.value(k)).collect::<Vec<_>>()
     );
-    let after = peer_stat(&nodes[0], &nodes[1].url).requests;
+    let after = peer_stats(&nodes[0].cache, &nodes[1].url).requests;
     assert_eq!(after.batched_gets - before.batched_gets, 1);
     assert_eq!(
         after.gets - before.gets,
@@ -678,21 +661,11 @@ async fn a_key_already_loading_is_joined_and_left_out_of_the_batch() {
         owned("join-c-"),
     );
     rec.close();
-    let h = nodes[0].handle();
-    let single = tokio::spawn({
-        let (h, j) = (h.clone(), j.clone());
-        async move { h.get("items", &j).await }
-    });
+    let single = spawn_get(&nodes[0], "items", &j);
     eventually("the single load of j starts", DEADLINE, || rec.started(&j)).await;
-    let first = tokio::spawn({
-        let (h, keys) = (h.clone(), vec![j.clone(), a.clone(), b.clone()]);
-        async move { h.get_many("items", &keys).await }
-    });
+    let first = spawn_get_many(&nodes[0], "items", &[&j, &a, &b]);
     eventually("the first batch starts", DEADLINE, || rec.started(&a)).await;
-    let second = tokio::spawn({
-        let (h, keys) = (h.clone(), vec![b.clone(), c.clone(), a.clone(), j.clone()]);
-        async move { h.get_many("items", &keys).await }
-    });
+    let second = spawn_get_many(&nodes[0], "items", &[&b, &c, &a, &j]);
     eventually("the second batch starts", DEADLINE, || rec.started(&c)).await;
     rec.open();
     assert_eq!(
@@ -733,25 +706,15 @@ async fn a_key_already_loading_is_joined_and_left_out_of_the_batch() {
 #[tokio::test]
 async fn a_remote_key_being_fetched_is_joined_not_asked_again() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::Never)
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::Never).await;
     learn_peers(&nodes, 1, &rec).await;
     let owned = |p: &str| key_owned_by(&nodes[0].cache, &nodes[0].url, p);
     let (k, k2, k3) = (owned("far-k-"), owned("far-k2-"), owned("far-k3-"));
     let owner_before = stats(&nodes[0]);
     rec.close();
-    let h = nodes[1].handle();
-    let single = tokio::spawn({
-        let (h, k) = (h.clone(), k.clone());
-        async move { h.get("items", &k).await }
-    });
+    let single = spawn_get(&nodes[1], "items", &k);
     eventually("the owner loads k", DEADLINE, || rec.started(&k)).await;
-    let many = tokio::spawn({
-        let (h, keys) = (h.clone(), vec![k.clone(), k2.clone(), k3.clone()]);
-        async move { h.get_many("items", &keys).await }
-    });
+    let many = spawn_get_many(&nodes[1], "items", &[&k, &k2, &k3]);
     eventually("the owner loads k2 and k3", DEADLINE, || {
         rec.started(&k2) && rec.started(&k3)
     })
@@ -784,12 +747,8 @@ async fn a_remote_key_being_fetched_is_joined_not_asked_again() {
 #[tokio::test]
 async fn a_batch_loader_gives_each_key_its_own_ttl_and_not_found() {
     let rec = Rec::default();
-    let clock = ManualClock::new();
     let options = SourceOptions::new().negative_ttl(Duration::from_secs(30));
-    let nodes = items_cluster(3, &rec, options, |b| {
-        b.clock(clock.clone()).hot_keys(HotKeys::Never)
-    })
-    .await;
+    let (clock, nodes) = clocked_three(&rec, options, HotKeys::Never).await;
     learn_peers(&nodes, 0, &rec).await;
     let mut keys = Vec::new();
     for owner in [&nodes[0], &nodes[1]] {
@@ -885,11 +844,7 @@ async fn a_batch_loader_gives_each_key_its_own_ttl_and_not_found() {
 #[tokio::test]
 async fn a_hot_copy_fetched_in_a_batch_expires_with_its_keys_ttl() {
     let rec = Rec::default();
-    let clock = ManualClock::new();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.clock(clock.clone()).hot_keys(HotKeys::AboveQps(0.0))
-    })
-    .await;
+    let (clock, nodes) = clocked_three(&rec, SourceOptions::new(), HotKeys::AboveQps(0.0)).await;
     learn_peers(&nodes, 0, &rec).await;
     let on1 = |p: &str| key_owned_by(&nodes[0].cache, &nodes[1].url, p);
     let keys = vec![on1("ttl10:h-"), on1("ttl100:h-"), on1("forever:h-")];
@@ -989,12 +944,8 @@ type ClosureCalls = Arc<Mutex<Vec<(String, Vec<String>)>>>;
 #[tokio::test]
 async fn a_key_the_batch_closure_leaves_out_is_not_found() {
     let calls: ClosureCalls = Arc::default();
-    let (listeners, urls) = listeners(3).await;
-    let loads = Loads::default();
-    let mut nodes = Vec::new();
-    for listener in listeners {
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (calls, me) = (calls.clone(), url.clone());
+    let nodes = cluster_per_node(3, &Loads::default(), |url, b| {
+        let (calls, me) = (calls.clone(), url.to_owned());
         let source = batch_fn(move |ids: Vec<String>| {
             let (calls, me) = (calls.clone(), me.clone());
             async move {
@@ -1007,15 +958,9 @@ async fn a_key_the_batch_closure_leaves_out_is_not_found() {
                 Ok::<_, std::io::Error>(rows)
             }
         });
-        let source = Arc::new(source);
-        nodes.push(
-            start_node(listener, &urls, &loads, |b| {
-                b.source("rows", ArcSource(source.clone()))
-                    .hot_keys(HotKeys::Never)
-            })
-            .await,
-        );
-    }
+        b.source("rows", source).hot_keys(HotKeys::Never)
+    })
+    .await;
     let mut keys = Vec::new();
     for owner in &nodes {
         keys.push(key_owned_by(&nodes[0].cache, &owner.url, "gone-"));
@@ -1075,10 +1020,7 @@ impl<S: Source> Source for ArcSource<S> {
 #[tokio::test]
 async fn a_failing_batch_fails_only_its_own_keys_and_nothing_is_cached_for_them() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::Never)
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::Never).await;
     learn_peers(&nodes, 0, &rec).await;
     let on = |i: usize, p: &str| key_owned_by(&nodes[0].cache, &nodes[i].url, p);
     // Node 1's batch fails whole; node 2's panics; node 0's has one key that fails alone.
@@ -1171,23 +1113,17 @@ async fn each_key_of_a_batch_counts_as_a_load_of_its_own() {
     nodes[0].handle().get_many("items", &keys).await.unwrap();
     let after = stats(&nodes[0]);
     assert_eq!(rec.calls().len(), 1, "one batch: {:?}", rec.calls());
-    assert_eq!(after.local_loads - before.local_loads, 3, "{after:?}");
-    assert_eq!(
-        after.local_not_found - before.local_not_found,
-        2,
-        "{after:?}"
-    );
-    assert_eq!(
-        after.local_load_errs - before.local_load_errs,
-        2,
-        "{after:?}"
-    );
+    let d = delta(&before, &after);
+    assert_eq!(d.local_loads, 3, "{after:?}");
+    assert_eq!(d.local_not_found, 2, "{after:?}");
+    assert_eq!(d.local_load_errs, 2, "{after:?}");
     // And a whole batch failing counts each of its keys.
     let keys = vec![on0("boom:1-"), on0("ok-4-"), on0("ok-5-")];
     nodes[0].handle().get_many("items", &keys).await.unwrap();
     let last = stats(&nodes[0]);
-    assert_eq!(last.local_load_errs - after.local_load_errs, 3, "{last:?}");
-    assert_eq!(last.local_loads - after.local_loads, 0, "{last:?}");
+    let d = delta(&after, &last);
+    assert_eq!(d.local_load_errs, 3, "{last:?}");
+    assert_eq!(d.local_loads, 0, "{last:?}");
 }
 
 /// docs/guide.md ("Many keys at once") "A key whose owner is down, skipped or answers badly is
@@ -1227,10 +1163,7 @@ async fn a_remove_during_a_batch_load_keeps_not_that_keys_value() {
     let on0 = |p: &str| key_owned_by(&nodes[0].cache, &nodes[0].url, p);
     let (a, b) = (on0("rev-a-"), on0("rev-b-"));
     rec.close();
-    let many = tokio::spawn({
-        let (h, keys) = (nodes[0].handle(), vec![a.clone(), b.clone()]);
-        async move { h.get_many("items", &keys).await }
-    });
+    let many = spawn_get_many(&nodes[0], "items", &[&a, &b]);
     eventually("the batch starts", DEADLINE, || rec.started(&a)).await;
     let old_a = rec.value(&a);
     let removal = within("remove", nodes[1].handle().remove("items", &a))
@@ -1243,7 +1176,7 @@ async fn a_remove_during_a_batch_load_keeps_not_that_keys_value() {
     // The batch's own answer for `a` may be either value; what it must not do is keep it.
     assert_eq!(results.len(), 2);
     assert_eq!(
-        show(&nodes[0].handle().get("items", &a).await),
+        get_shown(&nodes[0], &a).await,
         rec.value(&a),
         "after the removal, a is loaded again (the batch answered {})",
         show(&results[0])
@@ -1272,10 +1205,7 @@ async fn gathered_single_misses_on_the_owner_are_loaded_in_one_call() {
     let gets: Vec<_> = nodes
         .iter()
         .zip(keys.clone())
-        .map(|(node, key)| {
-            let h = node.handle();
-            tokio::spawn(async move { h.get("items", &key).await })
-        })
+        .map(|(node, key)| spawn_get(node, "items", &key))
         .collect();
     for (get, key) in gets.into_iter().zip(&keys) {
         assert_eq!(
@@ -1328,10 +1258,7 @@ async fn a_lone_gathered_miss_waits_max_wait_and_no_longer() {
 async fn set_then_get_from_every_node_gives_the_new_value() {
     let rec = Rec::default();
     // A rate of 0 keeps a hot copy of every fetched value: every node holds a copy to drop.
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::AboveQps(0.0))
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::AboveQps(0.0)).await;
     for owner in 0..3 {
         for writer in 0..3 {
             let key = key_owned_by(
@@ -1341,10 +1268,7 @@ async fn set_then_get_from_every_node_gives_the_new_value() {
             );
             for _round in 0..2 {
                 for node in &nodes {
-                    assert_eq!(
-                        show(&node.handle().get("items", &key).await),
-                        rec.value(&key)
-                    );
+                    assert_eq!(get_shown(node, &key).await, rec.value(&key));
                 }
             }
             let new = format!("new value of {key} by {writer}");
@@ -1356,7 +1280,7 @@ async fn set_then_get_from_every_node_gives_the_new_value() {
             assert!(removal.is_complete(), "{removal:?}");
             for (i, node) in nodes.iter().enumerate() {
                 assert_eq!(
-                    show(&node.handle().get("items", &key).await),
+                    get_shown(node, &key).await,
                     new,
                     "get from node {i}, owner {owner}, writer {writer}"
                 );
@@ -1385,24 +1309,15 @@ async fn set_then_get_from_every_node_gives_the_new_value() {
 #[tokio::test]
 async fn a_load_that_started_before_a_set_never_overwrites_it() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::AboveQps(0.0))
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::AboveQps(0.0)).await;
     learn_peers(&nodes, 1, &rec).await;
     learn_peers(&nodes, 2, &rec).await;
     let on0 = |p: &str| key_owned_by(&nodes[0].cache, &nodes[0].url, p);
     let (single_key, batch_key, other) = (on0("race-s-"), on0("race-m-"), on0("race-o-"));
     rec.close();
     // A single get from node 1 and a batch from node 2 both start the owner's loads.
-    let single = tokio::spawn({
-        let (h, k) = (nodes[1].handle(), single_key.clone());
-        async move { h.get("items", &k).await }
-    });
-    let many = tokio::spawn({
-        let (h, keys) = (nodes[2].handle(), vec![batch_key.clone(), other.clone()]);
-        async move { h.get_many("items", &keys).await }
-    });
+    let single = spawn_get(&nodes[1], "items", &single_key);
+    let many = spawn_get_many(&nodes[2], "items", &[&batch_key, &other]);
     eventually("the owner's loads start", DEADLINE, || {
         rec.started(&single_key) && rec.started(&batch_key)
     })
@@ -1423,7 +1338,7 @@ async fn a_load_that_started_before_a_set_never_overwrites_it() {
     for (i, node) in nodes.iter().enumerate() {
         for key in [&single_key, &batch_key] {
             assert_eq!(
-                show(&node.handle().get("items", key).await),
+                get_shown(node, key).await,
                 "written",
                 "node {i}, {key} (the held get answered {}, the batch {:?})",
                 show(&single),
@@ -1439,12 +1354,8 @@ async fn a_load_that_started_before_a_set_never_overwrites_it() {
 #[tokio::test]
 async fn a_written_value_lives_for_the_ttl_given_or_the_sources_default() {
     let rec = Rec::default();
-    let clock = ManualClock::new();
     let options = SourceOptions::new().ttl(Duration::from_secs(20));
-    let nodes = items_cluster(3, &rec, options, |b| {
-        b.clock(clock.clone()).hot_keys(HotKeys::Never)
-    })
-    .await;
+    let (clock, nodes) = clocked_three(&rec, options, HotKeys::Never).await;
     let given = key_owned_by(&nodes[0].cache, &nodes[1].url, "ttl-given-");
     let default = key_owned_by(&nodes[0].cache, &nodes[2].url, "ttl-default-");
     let h = nodes[0].handle();
@@ -1504,10 +1415,7 @@ async fn a_failed_write_writes_nothing_and_keeps_no_copy_here() {
     let (far, near, big) = (on(2, "fw-far-"), on(1, "fw-near-"), on(1, "fw-big-"));
     for _ in 0..2 {
         for key in [&far, &near, &big] {
-            assert_eq!(
-                show(&nodes[0].handle().get("items", key).await),
-                rec.value(key)
-            );
+            assert_eq!(get_shown(&nodes[0], key).await, rec.value(key));
         }
     }
     // Too large: refused; the owner's value untouched; node 0's hot copy gone (its next get
@@ -1519,26 +1427,16 @@ async fn a_failed_write_writes_nothing_and_keeps_no_copy_here() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ValueTooLarge, "{error:?}");
     assert_eq!(
-        show(&nodes[1].handle().get("items", &big).await),
+        get_shown(&nodes[1], &big).await,
         rec.value(&big),
         "the owner's value is untouched"
     );
     let before = stats(&nodes[0]);
-    assert_eq!(
-        show(&nodes[0].handle().get("items", &big).await),
-        rec.value(&big)
-    );
+    assert_eq!(get_shown(&nodes[0], &big).await, rec.value(&big));
     let after = stats(&nodes[0]);
-    assert_eq!(
-        after.cache_hits - before.cache_hits,
-        0,
-        "no copy kept here: {after:?}"
-    );
-    assert_eq!(
-        after.peer_loads - before.peer_loads,
-        1,
-        "fetched from the owner: {after:?}"
-    );
+    let d = delta(&before, &after);
+    assert_eq!(d.cache_hits, 0, "no copy kept here: {after:?}");
+    assert_eq!(d.peer_loads, 1, "fetched from the owner: {after:?}");
     // The owner down: `Peer`, and no copy of the key kept here (node 0 had a hot copy).
     nodes[2].stop();
     eventually("node 2 stops", DEADLINE, || nodes[2].is_stopped()).await;
@@ -1548,7 +1446,7 @@ async fn a_failed_write_writes_nothing_and_keeps_no_copy_here() {
     assert_eq!(error.kind(), ErrorKind::Peer, "{error:?}");
     rec.bump();
     assert_eq!(
-        show(&nodes[0].handle().get("items", &far).await),
+        get_shown(&nodes[0], &far).await,
         rec.value(&far),
         "no copy kept here: the next get loads the key (here, its owner being down)"
     );
@@ -1562,7 +1460,7 @@ async fn a_failed_write_writes_nothing_and_keeps_no_copy_here() {
         "{removal:?}"
     );
     assert!(removal.unsupported.is_empty());
-    assert_eq!(show(&nodes[1].handle().get("items", &near).await), "kept");
+    assert_eq!(get_shown(&nodes[1], &near).await, "kept");
     let removal = within(
         "remove_many",
         nodes[0].handle().remove_many("items", &[&near, &big]),
@@ -1584,10 +1482,7 @@ async fn after_a_write_too_large_the_next_get_loads_the_key_from_the_back_end() 
     let rec = Rec::default();
     let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| b.max_value_bytes(100)).await;
     let key = key_owned_by(&nodes[0].cache, &nodes[1].url, "fw-big-");
-    assert_eq!(
-        show(&nodes[0].handle().get("items", &key).await),
-        rec.value(&key)
-    );
+    assert_eq!(get_shown(&nodes[0], &key).await, rec.value(&key));
     // The back end takes the new value (here: the next generation), then the write fails.
     rec.bump();
     let error = nodes[0]
@@ -1597,7 +1492,7 @@ async fn after_a_write_too_large_the_next_get_loads_the_key_from_the_back_end() 
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ValueTooLarge, "{error:?}");
     assert_eq!(
-        show(&nodes[0].handle().get("items", &key).await),
+        get_shown(&nodes[0], &key).await,
         rec.value(&key),
         "the next get after the failed write (loads: {:?})",
         rec.calls()
@@ -1612,10 +1507,7 @@ async fn after_a_write_too_large_the_next_get_loads_the_key_from_the_back_end() 
 #[tokio::test]
 async fn set_and_remove_many_handle_empty_escaped_and_unicode_keys() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::AboveQps(0.0))
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::AboveQps(0.0)).await;
     let odd = [
         "",
         "%",
@@ -1727,10 +1619,7 @@ async fn set_and_remove_many_handle_empty_escaped_and_unicode_keys() {
 #[tokio::test]
 async fn remove_many_drops_every_key_everywhere_in_at_most_two_requests_per_peer() {
     let rec = Rec::default();
-    let nodes = items_cluster(3, &rec, SourceOptions::new(), |b| {
-        b.hot_keys(HotKeys::AboveQps(0.0))
-    })
-    .await;
+    let nodes = three_nodes(&rec, HotKeys::AboveQps(0.0)).await;
     let keys: Vec<String> = (0..30).map(|i| format!("rm-{i}")).collect();
     let kept = "rm-kept".to_owned();
     for _round in 0..2 {
@@ -1747,26 +1636,26 @@ async fn remove_many_drops_every_key_everywhere_in_at_most_two_requests_per_peer
     let remover = &nodes[1];
     let before: Vec<u64> = [0, 2]
         .iter()
-        .map(|&i| peer_stat(remover, &nodes[i].url).requests.total())
+        .map(|&i| peer_stats(&remover.cache, &nodes[i].url).requests.total())
         .collect();
     let removal = within("remove_many", remover.handle().remove_many("items", &keys))
         .await
         .unwrap();
     assert!(removal.is_complete(), "{removal:?}");
     for (&i, before) in [0, 2].iter().zip(before) {
-        let sent = peer_stat(remover, &nodes[i].url).requests.total() - before;
+        let sent = peer_stats(&remover.cache, &nodes[i].url).requests.total() - before;
         assert!(sent <= 2, "{sent} requests to node {i}");
     }
     for (i, node) in nodes.iter().enumerate() {
         for key in &keys {
             assert_eq!(
-                show(&node.handle().get("items", key).await),
+                get_shown(node, key).await,
                 rec.value(key),
                 "node {i} after remove_many"
             );
         }
         assert_eq!(
-            show(&node.handle().get("items", &kept).await),
+            get_shown(node, &kept).await,
             format!("0:{kept}"),
             "a key not removed is kept on node {i}"
         );
@@ -1788,25 +1677,20 @@ async fn remove_many_drops_every_key_everywhere_in_at_most_two_requests_per_peer
 /// real cluster.
 #[tokio::test]
 async fn guide_get_many_example() {
-    let (listeners, urls) = listeners(3).await;
-    let loads = Loads::default();
-    let mut nodes = Vec::new();
-    for listener in listeners {
-        let source = Arc::new(batch_fn(|ids: Vec<String>| async move {
-            let rows: HashMap<String, String> = ids
-                .into_iter()
-                .filter(|id| id != "0") // no row: *not found*
-                .map(|id| (id.clone(), format!("user {id}")))
-                .collect();
-            Ok::<_, std::io::Error>(rows)
-        }));
-        nodes.push(
-            start_node(listener, &urls, &loads, |b| {
-                b.source("people", ArcSource(source.clone()))
-            })
-            .await,
-        );
-    }
+    let nodes = cluster(3, &Loads::default(), |b| {
+        b.source(
+            "people",
+            batch_fn(|ids: Vec<String>| async move {
+                let rows: HashMap<String, String> = ids
+                    .into_iter()
+                    .filter(|id| id != "0") // no row: *not found*
+                    .map(|id| (id.clone(), format!("user {id}")))
+                    .collect();
+                Ok::<_, std::io::Error>(rows)
+            }),
+        )
+    })
+    .await;
     for node in &nodes {
         let ids = ["1", "2", "0", "1"];
         let users = node.handle().get_many("people", &ids).await.unwrap();
@@ -1840,19 +1724,12 @@ async fn guide_get_many_example() {
 /// docs/guide.md ("Writes"), the write example, from every node of a real cluster.
 #[tokio::test]
 async fn guide_write_example() {
-    let (listeners, urls) = listeners(3).await;
-    let loads = Loads::default();
-    let mut nodes = Vec::new();
-    for listener in listeners {
-        nodes.push(
-            start_node(listener, &urls, &loads, |b| {
-                b.source("people", |id: String| async move {
-                    Ok::<_, std::io::Error>(format!("user {id} as stored"))
-                })
-            })
-            .await,
-        );
-    }
+    let nodes = cluster(3, &Loads::default(), |b| {
+        b.source("people", |id: String| async move {
+            Ok::<_, std::io::Error>(format!("user {id} as stored"))
+        })
+    })
+    .await;
     for (i, node) in nodes.iter().enumerate() {
         let users = node.handle();
         let id = format!("7{i}");

@@ -11,17 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
 use tower_groupcache::{
     Clock, Error, Groupcache, GroupcacheBuilder, HotKeys, Loaded, ManualClock, SourceOptions,
     SourceSnapshot,
 };
 
-use crate::support::{self, Loads, Node, eventually, key_owned_by, listeners, start_node};
-
-/// The bound of every wait: generous, since the machine may be loaded; a test that passes
-/// never waits this long.
-const DEADLINE: Duration = Duration::from_secs(30);
+use crate::support::recorded::{
+    DEADLINE, Gate, cluster_per_node, eventually_async, spawn_get, within,
+};
+use crate::support::{self, Loads, Node, eventually, key_owned_by, keys_owned_by};
 
 /// The source name used by every test here.
 const SRC: &str = "v";
@@ -43,20 +41,18 @@ struct Src {
 #[derive(Default)]
 struct SrcInner {
     loads: Mutex<HashMap<String, Vec<String>>>,
-    gate: Mutex<Option<Arc<Semaphore>>>,
+    gate: Gate,
     failing: AtomicBool,
     ttl: Mutex<Option<Duration>>,
 }
 
 impl Src {
     fn close(&self) {
-        *self.inner.gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
+        self.inner.gate.close();
     }
 
     fn open(&self) {
-        if let Some(gate) = self.inner.gate.lock().unwrap().take() {
-            gate.add_permits(Semaphore::MAX_PERMITS / 2);
-        }
+        self.inner.gate.open();
     }
 
     fn fail(&self, failing: bool) {
@@ -94,10 +90,7 @@ impl Src {
                     list.push(node);
                     list.len()
                 };
-                let gate = this.inner.gate.lock().unwrap().clone();
-                if let Some(gate) = gate {
-                    let _permit = gate.acquire().await;
-                }
+                this.inner.gate.pass().await;
                 if this.inner.failing.load(Ordering::SeqCst) {
                     return Err(std::io::Error::other(format!("back end down for {key}")));
                 }
@@ -129,18 +122,30 @@ async fn nodes(
     options: SourceOptions,
     configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
 ) -> Vec<Node> {
-    let (listeners, urls) = listeners(n).await;
-    let loads = Loads::default();
-    let mut nodes = Vec::new();
-    for listener in listeners {
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let node = start_node(listener, &urls, &loads, |b| {
-            configure(b.source_with(SRC, src.source(&url), options))
-        })
-        .await;
-        nodes.push(node);
-    }
-    nodes
+    cluster_per_node(n, &Loads::default(), |url, b| {
+        configure(b.source_with(SRC, src.source(url), options))
+    })
+    .await
+}
+
+/// [`nodes`] sharing one `ManualClock`, returned with them.
+async fn clocked_nodes(
+    n: usize,
+    src: &Src,
+    options: SourceOptions,
+    configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
+) -> (ManualClock, Vec<Node>) {
+    let clock = ManualClock::new();
+    let c = clock.clone();
+    let nodes = nodes(n, src, options, move |b| configure(b.clock(c.clone()))).await;
+    (clock, nodes)
+}
+
+/// Removes `key` through `node`, within the deadline (failing with `what`).
+async fn remove(node: &Node, what: &str, key: &str) -> tower_groupcache::Removal {
+    within(what, node.handle().remove(SRC, key))
+        .await
+        .expect("remove")
 }
 
 fn snap(node: &Node) -> SourceSnapshot {
@@ -153,12 +158,6 @@ fn snap(node: &Node) -> SourceSnapshot {
 
 fn stats(node: &Node) -> tower_groupcache::SourceStats {
     node.stats(SRC)
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 /// A get through `node`, bounded by the deadline.
@@ -292,12 +291,7 @@ async fn never_keeps_no_copy_and_one_in_ten_keeps_about_a_tenth() {
     })
     .await;
     let (a, b) = (&ten[0], &ten[1]);
-    let ring = a.cache.ring();
-    let keys: Vec<String> = (0..10_000)
-        .map(|i| format!("one-in-ten:{i}"))
-        .filter(|k| ring.owner(k) == Some(b.url.as_str()))
-        .take(300)
-        .collect();
+    let keys = keys_owned_by(&a.cache, &b.url, "one-in-ten:", 300);
     assert_eq!(keys.len(), 300);
     for key in &keys {
         get(a, key).await;
@@ -367,12 +361,9 @@ async fn hot_cache_fraction_splits_cache_bytes_and_zero_keeps_no_copy() {
 /// stays: the refetch loads nothing.
 #[tokio::test]
 async fn a_hot_copy_without_ttl_is_fetched_again_after_hot_max_staleness() {
-    let clock = ManualClock::new();
     let src = Src::default();
-    let c = clock.clone();
-    let nodes = nodes(2, &src, SourceOptions::new(), move |b| {
-        b.clock(c.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, SourceOptions::new(), |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(secs(10))
     })
     .await;
@@ -397,10 +388,8 @@ async fn a_hot_copy_without_ttl_is_fetched_again_after_hot_max_staleness() {
     assert_eq!(src.count(&key), 1, "the owner's own copy has no TTL");
 
     // The default is 60 s.
-    let clock = ManualClock::new();
-    let c = clock.clone();
-    let nodes = self::nodes(2, &src, SourceOptions::new(), move |b| {
-        b.clock(c.clone()).hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, SourceOptions::new(), |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
     })
     .await;
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -448,13 +437,10 @@ async fn hot_max_staleness_zero_keeps_no_hot_copy() {
 /// bound; with a TTL longer than the staleness, the staleness is.
 #[tokio::test]
 async fn a_hot_copy_lives_until_the_earlier_of_the_owners_expiry_and_hot_max_staleness() {
-    let clock = ManualClock::new();
     let src = Src::default();
     src.set_ttl(Some(secs(20)));
-    let c = clock.clone();
-    let nodes = nodes(2, &src, SourceOptions::new(), move |b| {
-        b.clock(c.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, SourceOptions::new(), |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(Duration::MAX)
     })
     .await;
@@ -473,12 +459,9 @@ async fn a_hot_copy_lives_until_the_earlier_of_the_owners_expiry_and_hot_max_sta
     assert_eq!(stats(b).server_requests, 2);
 
     // TTL 100 s, staleness 10 s: the staleness bounds the copy.
-    let clock = ManualClock::new();
     src.set_ttl(Some(secs(100)));
-    let c = clock.clone();
-    let nodes = self::nodes(2, &src, SourceOptions::new(), move |b| {
-        b.clock(c.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, SourceOptions::new(), |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(secs(10))
     })
     .await;
@@ -505,23 +488,15 @@ async fn a_hot_copy_lives_until_the_earlier_of_the_owners_expiry_and_hot_max_sta
 /// a hot copy never outlives its owner's copy, and the keys do not all expire together.
 #[tokio::test]
 async fn default_ttl_with_jitter_bounds_expiry_and_hot_copies_follow_the_owner() {
-    let clock = ManualClock::new();
     let src = Src::default();
-    let c = clock.clone();
     let options = SourceOptions::new().ttl(secs(10)).ttl_jitter(secs(5));
-    let nodes = nodes(2, &src, options, move |b| {
-        b.clock(c.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, options, |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(secs(3600))
     })
     .await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let ring = a.cache.ring();
-    let keys: Vec<String> = (0..10_000)
-        .map(|i| format!("jitter:{i}"))
-        .filter(|k| ring.owner(k) == Some(b.url.as_str()))
-        .take(20)
-        .collect();
+    let keys = keys_owned_by(&a.cache, &b.url, "jitter:", 20);
     for key in &keys {
         assert_eq!(get(a, key).await, format!("{key}#1"));
     }
@@ -570,11 +545,9 @@ async fn default_ttl_with_jitter_bounds_expiry_and_hot_copies_follow_the_owner()
 /// hot copy.
 #[tokio::test]
 async fn a_ttl_of_zero_is_never_served_from_a_cache() {
-    let clock = ManualClock::new();
     let src = Src::default();
-    let c = clock.clone();
-    let nodes = nodes(2, &src, SourceOptions::new(), move |b| {
-        b.clock(c.clone()).hot_keys(HotKeys::AboveQps(0.0))
+    let (_clock, nodes) = clocked_nodes(2, &src, SourceOptions::new(), |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
     })
     .await;
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -595,15 +568,8 @@ async fn a_ttl_of_zero_is_never_served_from_a_cache() {
     );
 
     // The same through SourceOptions::ttl(0).
-    let clock = ManualClock::new();
-    let c = clock.clone();
-    let nodes = self::nodes(
-        1,
-        &src,
-        SourceOptions::new().ttl(Duration::ZERO),
-        move |b| b.clock(c.clone()),
-    )
-    .await;
+    let (_clock, nodes) =
+        clocked_nodes(1, &src, SourceOptions::new().ttl(Duration::ZERO), |b| b).await;
     assert_eq!(get(&nodes[0], "default-ttl0").await, "default-ttl0#1");
     assert_eq!(
         get(&nodes[0], "default-ttl0").await,
@@ -620,15 +586,12 @@ async fn a_ttl_of_zero_is_never_served_from_a_cache() {
 /// it is neither expired at once nor a panic.
 #[tokio::test]
 async fn a_ttl_that_overflows_keeps_the_value_and_panics_nowhere() {
-    let clock = ManualClock::new();
     let src = Src::default();
-    let c = clock.clone();
     let options = SourceOptions::new()
         .ttl(Duration::MAX)
         .ttl_jitter(Duration::MAX);
-    let nodes = nodes(2, &src, options, move |b| {
-        b.clock(c.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, options, |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(secs(60))
     })
     .await;
@@ -823,14 +786,10 @@ async fn the_owners_expire_bounds_the_hot_copy_whatever_its_value() {
 /// answers for `ttl`".
 #[tokio::test]
 async fn not_found_is_kept_for_negative_ttl_on_the_owner_and_never_loaded_by_the_asker() {
-    let clock = ManualClock::new();
     let src = Src::default();
-    let c = clock.clone();
     let options = SourceOptions::new().negative_ttl(secs(10));
-    let nodes = nodes(2, &src, options, move |b| {
-        b.clock(c.clone()).hot_keys(HotKeys::AboveQps(0.0))
-    })
-    .await;
+    let (clock, nodes) =
+        clocked_nodes(2, &src, options, |b| b.hot_keys(HotKeys::AboveQps(0.0))).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let key = key_owned_by(&a.cache, &b.url, "missing:neg-");
     for _ in 0..3 {
@@ -868,9 +827,7 @@ async fn not_found_is_asked_again_without_a_negative_ttl_or_with_a_zero_one() {
         ("none", SourceOptions::new()),
         ("zero", SourceOptions::new().negative_ttl(Duration::ZERO)),
     ] {
-        let clock = ManualClock::new();
-        let c = clock.clone();
-        let nodes = nodes(1, &src, options, move |b| b.clock(c.clone())).await;
+        let (_clock, nodes) = clocked_nodes(1, &src, options, |b| b).await;
         let key = format!("missing:{name}");
         for _ in 0..3 {
             assert!(try_get(&nodes[0], &key).await.unwrap_err().is_not_found());
@@ -893,12 +850,10 @@ async fn not_found_is_asked_again_without_a_negative_ttl_or_with_a_zero_one() {
 /// return anyway, and only one refresh starts.
 #[tokio::test]
 async fn stale_while_revalidate_answers_at_once_with_one_refresh_and_not_past_grace() {
-    let clock = ManualClock::new();
     let src = Src::default();
     src.set_ttl(Some(secs(10)));
-    let c = clock.clone();
     let options = SourceOptions::new().stale_while_revalidate(secs(30));
-    let nodes = nodes(1, &src, options, move |b| b.clock(c.clone())).await;
+    let (clock, nodes) = clocked_nodes(1, &src, options, |b| b).await;
     let n = &nodes[0];
     assert_eq!(get(n, "swr").await, "swr#1");
     clock.advance(secs(11));
@@ -912,17 +867,10 @@ async fn stale_while_revalidate_answers_at_once_with_one_refresh_and_not_past_gr
     })
     .await;
     src.open();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if get(n, "swr").await == "swr#2" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the refresh never landed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually_async("the refresh never landed", || async move {
+        get(n, "swr").await == "swr#2"
+    })
+    .await;
     assert_eq!(
         src.count("swr"),
         2,
@@ -940,12 +888,10 @@ async fn stale_while_revalidate_answers_at_once_with_one_refresh_and_not_past_gr
 /// count in `SourceStats::stale_served`". Past the window, the error.
 #[tokio::test]
 async fn stale_if_error_serves_within_the_window_then_the_error() {
-    let clock = ManualClock::new();
     let src = Src::default();
     src.set_ttl(Some(secs(10)));
-    let c = clock.clone();
     let options = SourceOptions::new().stale_if_error(secs(60));
-    let nodes = nodes(1, &src, options, move |b| b.clock(c.clone())).await;
+    let (clock, nodes) = clocked_nodes(1, &src, options, |b| b).await;
     let n = &nodes[0];
     assert_eq!(get(n, "sie").await, "sie#1");
     clock.advance(secs(11));
@@ -970,14 +916,11 @@ async fn stale_if_error_serves_within_the_window_then_the_error() {
 /// 10 s, staleness 600 s) has expired; the owner is down and A's own load fails.
 #[tokio::test]
 async fn an_expired_hot_copy_is_not_served_stale_when_the_owner_is_down() {
-    let clock = ManualClock::new();
     let src = Src::default();
     src.set_ttl(Some(secs(10)));
-    let c = clock.clone();
     let options = SourceOptions::new().stale_if_error(secs(60));
-    let nodes = nodes(2, &src, options, move |b| {
-        b.clock(c.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, options, |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(secs(600))
     })
     .await;
@@ -1003,15 +946,10 @@ async fn an_expired_hot_copy_is_not_served_stale_when_the_owner_is_down() {
 /// is answered with the expired value (B serves it stale), not the error.
 #[tokio::test]
 async fn stale_if_error_on_the_owner_answers_an_asking_node() {
-    let clock = ManualClock::new();
     let src = Src::default();
     src.set_ttl(Some(secs(10)));
-    let c = clock.clone();
     let options = SourceOptions::new().stale_if_error(secs(60));
-    let nodes = nodes(2, &src, options, move |b| {
-        b.clock(c.clone()).hot_keys(HotKeys::Never)
-    })
-    .await;
+    let (clock, nodes) = clocked_nodes(2, &src, options, |b| b.hot_keys(HotKeys::Never)).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let key = key_owned_by(&a.cache, &b.url, "stale-owner:");
     assert_eq!(get(b, &key).await, format!("{key}#1"));
@@ -1047,9 +985,7 @@ async fn remove_on_one_node_drops_the_owners_copy_and_every_hot_copy() {
     assert_eq!(get(c, &key).await, format!("{key}#1"));
     assert_eq!(snap(a).hot_cache.items, 1);
     assert_eq!(snap(c).hot_cache.items, 1);
-    let removal = within("remove", c.handle().remove(SRC, &key))
-        .await
-        .expect("remove");
+    let removal = remove(c, "remove", &key).await;
     assert!(removal.is_complete(), "{removal:?}");
     assert_eq!(snap(a).hot_cache.items, 0, "A's hot copy dropped");
     assert_eq!(snap(c).hot_cache.items, 0, "C's hot copy dropped");
@@ -1062,9 +998,7 @@ async fn remove_on_one_node_drops_the_owners_copy_and_every_hot_copy() {
     assert_eq!(get(c, &key).await, format!("{key}#2"));
     assert_eq!(src.count(&key), 2);
     // The owner removes it: both hot copies go too.
-    let removal = within("remove on the owner", b.handle().remove(SRC, &key))
-        .await
-        .expect("remove");
+    let removal = remove(b, "remove on the owner", &key).await;
     assert!(removal.is_complete(), "{removal:?}");
     assert_eq!(snap(a).hot_cache.items, 0);
     assert_eq!(snap(c).hot_cache.items, 0);
@@ -1079,12 +1013,9 @@ async fn remove_on_one_node_drops_the_owners_copy_and_every_hot_copy() {
 /// again once `hot_max_staleness` has passed.
 #[tokio::test]
 async fn a_peer_down_during_remove_is_unreachable_and_its_hot_copy_ends_at_hot_max_staleness() {
-    let clock = ManualClock::new();
     let src = Src::default();
-    let c_ = clock.clone();
-    let nodes = nodes(3, &src, SourceOptions::new(), move |b| {
-        b.clock(c_.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(3, &src, SourceOptions::new(), |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(secs(10))
     })
     .await;
@@ -1093,9 +1024,7 @@ async fn a_peer_down_during_remove_is_unreachable_and_its_hot_copy_ends_at_hot_m
     assert_eq!(get(c, &key).await, format!("{key}#1"));
     c.stop();
     eventually("C stops", DEADLINE, || c.is_stopped()).await;
-    let removal = within("remove", a.handle().remove(SRC, &key))
-        .await
-        .expect("remove");
+    let removal = remove(a, "remove", &key).await;
     assert_eq!(removal.unreachable, vec![c.url.clone()], "{removal:?}");
     assert!(removal.unsupported.is_empty(), "{removal:?}");
     assert!(!removal.is_complete());
@@ -1119,22 +1048,15 @@ async fn a_key_removed_while_it_loads_on_its_owner_is_not_put_back() {
     let key = key_owned_by(&b.cache, &b.url, "removed-loading:");
     let other = key_owned_by(&b.cache, &b.url, "other-loading:");
     src.close();
-    let h = b.handle();
-    let (k, o) = (key.clone(), other.clone());
-    let waiting = tokio::spawn(async move { h.get(SRC, &k).await });
-    let h = b.handle();
-    let other_get = tokio::spawn(async move { h.get(SRC, &o).await });
+    let waiting = spawn_get(b, SRC, &key);
+    let other_get = spawn_get(b, SRC, &other);
     eventually("both loads start", DEADLINE, || {
         src.count(&key) == 1 && src.count(&other) == 1
     })
     .await;
-    let removal = within("remove", b.handle().remove(SRC, &key))
-        .await
-        .expect("remove");
+    let removal = remove(b, "remove", &key).await;
     assert!(removal.is_complete(), "{removal:?}");
-    let h = b.handle();
-    let k = key.clone();
-    let after = tokio::spawn(async move { h.get(SRC, &k).await });
+    let after = spawn_get(b, SRC, &key);
     eventually(
         "a get after the removal starts a load of its own",
         DEADLINE,
@@ -1179,13 +1101,9 @@ async fn a_key_removed_by_the_asker_while_the_owner_loads_leaves_no_copy_anywher
     let (a, b) = (&nodes[0], &nodes[1]);
     let key = key_owned_by(&a.cache, &b.url, "asker-removes:");
     src.close();
-    let h = a.handle();
-    let k = key.clone();
-    let waiting = tokio::spawn(async move { h.get(SRC, &k).await });
+    let waiting = spawn_get(a, SRC, &key);
     eventually("the owner's load starts", DEADLINE, || src.count(&key) == 1).await;
-    let removal = within("remove", a.handle().remove(SRC, &key))
-        .await
-        .expect("remove");
+    let removal = remove(a, "remove", &key).await;
     assert!(removal.is_complete(), "{removal:?}");
     src.open();
     let waited = within("waiting get", waiting).await.unwrap().unwrap();
@@ -1228,12 +1146,8 @@ async fn clear_empties_every_node_and_revokes_the_loads_in_flight() {
     let on_b = key_owned_by(&a.cache, &b.url, "inflight-b:");
     let on_c = key_owned_by(&a.cache, &c.url, "inflight-c:");
     src.close();
-    let h = a.handle();
-    let k = on_b.clone();
-    let get_b = tokio::spawn(async move { h.get(SRC, &k).await });
-    let h = c.handle();
-    let k = on_c.clone();
-    let get_c = tokio::spawn(async move { h.get(SRC, &k).await });
+    let get_b = spawn_get(a, SRC, &on_b);
+    let get_c = spawn_get(c, SRC, &on_c);
     eventually("both loads start", DEADLINE, || {
         src.count(&on_b) == 1 && src.count(&on_c) == 1
     })
@@ -1241,9 +1155,7 @@ async fn clear_empties_every_node_and_revokes_the_loads_in_flight() {
     let removal = within("clear", a.handle().clear(SRC)).await.expect("clear");
     assert!(removal.is_complete(), "{removal:?}");
     // A get after the clear never joins a revoked load: it starts one of its own.
-    let h = c.handle();
-    let k = on_c.clone();
-    let get_after = tokio::spawn(async move { h.get(SRC, &k).await });
+    let get_after = spawn_get(c, SRC, &on_c);
     eventually(
         "a get after the clear starts its own load",
         DEADLINE,
@@ -1293,13 +1205,9 @@ async fn a_key_removed_by_a_third_node_while_an_asker_waits_leaves_no_hot_copy()
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let key = key_owned_by(&a.cache, &b.url, "third-removes:");
     src.close();
-    let h = a.handle();
-    let k = key.clone();
-    let waiting = tokio::spawn(async move { h.get(SRC, &k).await });
+    let waiting = spawn_get(a, SRC, &key);
     eventually("the owner's load starts", DEADLINE, || src.count(&key) == 1).await;
-    let removal = within("remove", c.handle().remove(SRC, &key))
-        .await
-        .expect("remove");
+    let removal = remove(c, "remove", &key).await;
     assert!(removal.is_complete(), "{removal:?}");
     src.open();
     assert_eq!(
@@ -1321,12 +1229,10 @@ async fn a_key_removed_by_a_third_node_while_an_asker_waits_leaves_no_hot_copy()
 /// 15 s, not at 300 s.
 #[tokio::test]
 async fn a_ttl_the_source_gives_wins_over_the_default() {
-    let clock = ManualClock::new();
     let src = Src::default();
     src.set_ttl(Some(secs(10)));
-    let c = clock.clone();
     let options = SourceOptions::new().ttl(secs(300)).ttl_jitter(secs(5));
-    let nodes = nodes(1, &src, options, move |b| b.clock(c.clone())).await;
+    let (clock, nodes) = clocked_nodes(1, &src, options, |b| b).await;
     let n = &nodes[0];
     assert_eq!(get(n, "given").await, "given#1");
     clock.advance(Duration::from_millis(9_900));
@@ -1352,14 +1258,11 @@ async fn a_ttl_the_source_gives_wins_over_the_default() {
 /// it. The docs do not say which node counts.)
 #[tokio::test]
 async fn stale_while_revalidate_reaches_an_asker_whose_hot_copy_expired() {
-    let clock = ManualClock::new();
     let src = Src::default();
     src.set_ttl(Some(secs(10)));
-    let c = clock.clone();
     let options = SourceOptions::new().stale_while_revalidate(secs(30));
-    let nodes = nodes(2, &src, options, move |b| {
-        b.clock(c.clone())
-            .hot_keys(HotKeys::AboveQps(0.0))
+    let (clock, nodes) = clocked_nodes(2, &src, options, |b| {
+        b.hot_keys(HotKeys::AboveQps(0.0))
             .hot_max_staleness(secs(600))
     })
     .await;
@@ -1382,13 +1285,10 @@ async fn stale_while_revalidate_reaches_an_asker_whose_hot_copy_expired() {
         src.count(&key) == 2
     })
     .await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while get(b, &key).await != format!("{key}#2") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the refresh never landed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let fresh = format!("{key}#2");
+    eventually_async("the refresh never landed", || async {
+        get(b, &key).await == fresh
+    })
+    .await;
     assert_eq!(src.count(&key), 2);
 }

@@ -11,80 +11,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::any;
-use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_groupcache::{
-    DnsDiscovery, ErrorKind, Groupcache, GroupcacheBuilder, HotKeys, Loaded, PeerHealthConfig,
-    PeerStats, Resolve, SourceStats,
+    DnsDiscovery, ErrorKind, GroupcacheBuilder, HotKeys, Loaded, PeerHealthConfig, Resolve,
+    SourceStats,
 };
 
-use crate::support::metrics::{Snapshot, snapshot};
+use crate::support::metrics::{counter, gauge, snapshot};
+use crate::support::recorded::{DEADLINE, cluster_per_node, delta, spawn_get, within};
 use crate::support::{
-    Loads, Node, capture_logs, cluster, count_lines, dead_url, eventually, key_owned_by, listeners,
-    serve, start_node, value_of,
+    Loads, Node, capture_logs, cluster, count_lines, dead_url, eventually, garbage_peer,
+    hanging_peer, key_owned_by, keys_owned_by, listeners, peer_stats, start_node, value_of,
 };
-
-/// The bound of every wait: generous, since the machine may be loaded; a test that passes
-/// never waits this long.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// `count` keys that `cache`'s ring places on `owner`, made from `prefix`.
-fn keys_owned_by(cache: &Groupcache, owner: &str, prefix: &str, count: usize) -> Vec<String> {
-    let ring = cache.ring();
-    let keys: Vec<String> = (0..100_000)
-        .map(|i| format!("{prefix}{i}"))
-        .filter(|k| ring.owner(k) == Some(owner))
-        .take(count)
-        .collect();
-    assert_eq!(keys.len(), count, "enough keys land on {owner}");
-    keys
-}
-
-/// What `cache` counts of its requests to `url`.
-fn peer(cache: &Groupcache, url: &str) -> PeerStats {
-    cache
-        .stats()
-        .peer(url)
-        .unwrap_or_else(|| panic!("{url} has figures"))
-        .clone()
-}
-
-/// Spawns nothing: waits for `fut` with the deadline, failing with `what`.
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// The counters of `b` minus those of `a` (field by field).
-fn delta(a: &SourceStats, b: &SourceStats) -> SourceStats {
-    let mut d = *b;
-    d.gets -= a.gets;
-    d.cache_hits -= a.cache_hits;
-    d.peer_loads -= a.peer_loads;
-    d.peer_errors -= a.peer_errors;
-    d.peer_load_errors -= a.peer_load_errors;
-    d.peer_not_found -= a.peer_not_found;
-    d.loads -= a.loads;
-    d.loads_deduped -= a.loads_deduped;
-    d.local_loads -= a.local_loads;
-    d.local_not_found -= a.local_not_found;
-    d.local_load_errs -= a.local_load_errs;
-    d.server_requests -= a.server_requests;
-    d.peer_skips -= a.peer_skips;
-    d.stale_served -= a.stale_served;
-    d.hot_promotions -= a.hot_promotions;
-    d
-}
 
 /// The counters that a test names, as a map (fields left out are expected to be 0).
 fn counters(s: &SourceStats) -> BTreeMap<&'static str, u64> {
@@ -112,31 +55,6 @@ fn counters(s: &SourceStats) -> BTreeMap<&'static str, u64> {
 
 fn expect(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
     pairs.iter().copied().filter(|(_, v)| *v != 0).collect()
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut labels: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    labels.sort();
-    labels
-}
-
-fn counter(s: &Snapshot, name: &str, pairs: &[(&str, &str)]) -> Option<u64> {
-    match s.get(&(name.to_owned(), labels(pairs))) {
-        Some(DebugValue::Counter(v)) => Some(*v),
-        None => None,
-        other => panic!("{name}: {other:?}"),
-    }
-}
-
-fn gauge(s: &Snapshot, name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
-    match s.get(&(name.to_owned(), labels(pairs))) {
-        Some(DebugValue::Gauge(v)) => Some(v.into_inner()),
-        None => None,
-        other => panic!("{name}: {other:?}"),
-    }
 }
 
 /// A data source whose keys starting with `hold:` wait, each for its own release; the others
@@ -207,30 +125,10 @@ async fn held_cluster(
     held: &Held,
     configure: impl Fn(GroupcacheBuilder) -> GroupcacheBuilder,
 ) -> Vec<Node> {
-    let (listeners, urls) = listeners(n).await;
-    let mut nodes = Vec::new();
-    for listener in listeners {
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let source = held.source(&url);
-        nodes.push(
-            start_node(listener, &urls, loads, |b| {
-                configure(b.source("held", source.clone()))
-            })
-            .await,
-        );
-    }
-    nodes
-}
-
-/// A stand-in peer that answers every request `200` with a body that is not protobuf.
-async fn garbage_peer() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route(
-        "/{*rest}",
-        any(|| async { (StatusCode::OK, Bytes::from_static(b"\xff\xff\xff\xff")) }),
-    );
-    (url, serve(listener, app).await)
+    cluster_per_node(n, loads, |url, b| {
+        configure(b.source("held", held.source(url)))
+    })
+    .await
 }
 
 /// A health policy whose cooldown no test outlives: once skipped, a peer stays skipped.
@@ -239,6 +137,19 @@ fn sticky_health() -> PeerHealthConfig {
         .failure_threshold(3)
         .cooldown(Duration::from_secs(3_600))
         .max_cooldown(Duration::from_secs(3_600))
+}
+
+/// One node whose only peer is a URL where nothing listens (returned with it), with
+/// [`sticky_health`] and no hot copies.
+async fn beside_dead_peer() -> (String, Vec<Node>) {
+    let dead = dead_url().await;
+    let nodes = cluster(1, &Loads::default(), |b| {
+        b.peers([dead.clone()])
+            .peer_health(sticky_health())
+            .hot_keys(HotKeys::Never)
+    })
+    .await;
+    (dead, nodes)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -311,12 +222,7 @@ async fn concurrent_gets_of_one_key_count_five_loads_and_one_deduplicated_load()
     let nodes = cluster(1, &loads, |b| b).await;
     let a = &nodes[0];
     loads.close();
-    let tasks: Vec<_> = (0..5)
-        .map(|_| {
-            let h = a.handle();
-            tokio::spawn(async move { h.get("users", "shared").await })
-        })
-        .collect();
+    let tasks: Vec<_> = (0..5).map(|_| spawn_get(a, "users", "shared")).collect();
     eventually("five gets counted, one load started", DEADLINE, || {
         a.stats("users").gets == 5 && loads.count("shared") == 1
     })
@@ -402,7 +308,7 @@ async fn a_remote_get_counts_on_the_asker_and_on_the_owner() {
         stats.cluster.skipped_peers.is_empty(),
         "the owner is healthy"
     );
-    let fb = peer(&a.cache, &b.url);
+    let fb = peer_stats(&a.cache, &b.url);
     assert_eq!((fb.requests.gets, fb.total_requests()), (8, 8));
     assert_eq!(fb.errors.total(), 0, "{:?}", fb.errors);
     assert_eq!(
@@ -441,7 +347,7 @@ async fn a_hot_copy_is_counted_once_and_then_served_from_the_hot_cache() {
     let s = snap.source("users").unwrap();
     assert_eq!((s.hot_cache.items, s.main_cache.items), (1, 0));
     assert_eq!(s.hot_cache.hits, 2);
-    assert_eq!(peer(&a.cache, &b.url).requests.gets, 1);
+    assert_eq!(peer_stats(&a.cache, &b.url).requests.gets, 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -463,7 +369,7 @@ async fn get_many_counts_each_key_and_sends_one_batched_request_per_owner() {
         a.handle().get("users", &k).await.unwrap();
     }
     let (a0, b0, c0) = (a.stats("users"), b.stats("users"), c.stats("users"));
-    let (pb0, pc0) = (peer(&a.cache, &b.url), peer(&a.cache, &c.url));
+    let (pb0, pc0) = (peer_stats(&a.cache, &b.url), peer_stats(&a.cache, &c.url));
 
     let bk = keys_owned_by(&a.cache, &b.url, "b:", 4);
     let ck = keys_owned_by(&a.cache, &c.url, "c:", 3);
@@ -496,7 +402,7 @@ async fn get_many_counts_each_key_and_sends_one_batched_request_per_owner() {
         "owner b"
     );
     assert_eq!(delta(&c0, &c.stats("users")).server_requests, 3, "owner c");
-    let (pb, pc) = (peer(&a.cache, &b.url), peer(&a.cache, &c.url));
+    let (pb, pc) = (peer_stats(&a.cache, &b.url), peer_stats(&a.cache, &c.url));
     assert_eq!(
         (
             pb.requests.gets - pb0.requests.gets,
@@ -538,7 +444,7 @@ async fn the_first_batched_get_to_a_peer_is_preceded_by_one_probe() {
     let bk = keys_owned_by(&a.cache, &b.url, "b:", 3);
     let got = a.handle().get_many("users", &bk).await.unwrap();
     assert!(got.iter().all(Result::is_ok));
-    let pb = peer(&a.cache, &b.url);
+    let pb = peer_stats(&a.cache, &b.url);
     assert_eq!(
         (
             pb.requests.probes,
@@ -590,7 +496,7 @@ async fn gets_queued_behind_four_in_flight_go_in_one_batched_request() {
         tokio::task::yield_now().await;
     }
     assert_eq!(
-        peer(&a.cache, &b.url).requests.gets,
+        peer_stats(&a.cache, &b.url).requests.gets,
         5,
         "the three further gets queue and send nothing yet"
     );
@@ -602,7 +508,7 @@ async fn gets_queued_behind_four_in_flight_go_in_one_batched_request() {
         let (r, k) = within("get", t).await.unwrap();
         assert_eq!(r.unwrap(), value_of(&k));
     }
-    let pb = peer(&a.cache, &b.url);
+    let pb = peer_stats(&a.cache, &b.url);
     assert_eq!(
         (pb.requests.gets, pb.requests.batched_gets),
         (5, 1),
@@ -640,14 +546,7 @@ async fn gets_queued_behind_four_in_flight_go_in_one_batched_request() {
 async fn a_dead_owner_counts_three_errors_then_skips_every_key_single_or_batched() {
     let recorder = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let dead = dead_url().await;
-    let loads = Loads::default();
-    let nodes = cluster(1, &loads, |b| {
-        b.peers([dead.clone()])
-            .peer_health(sticky_health())
-            .hot_keys(HotKeys::Never)
-    })
-    .await;
+    let (dead, nodes) = beside_dead_peer().await;
     let a = &nodes[0];
     let keys = keys_owned_by(&a.cache, &dead, "d:", 11);
     for k in &keys[..5] {
@@ -673,7 +572,7 @@ async fn a_dead_owner_counts_three_errors_then_skips_every_key_single_or_batched
             ("peer_skips", 8),
         ])
     );
-    let fd = peer(&a.cache, &dead);
+    let fd = peer_stats(&a.cache, &dead);
     assert_eq!(
         fd.total_requests(),
         3,
@@ -720,14 +619,7 @@ async fn a_dead_owner_counts_three_errors_then_skips_every_key_single_or_batched
 async fn a_skipped_peer_that_leaves_the_ring_is_forgotten_and_comes_back_healthy() {
     let recorder = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let dead = dead_url().await;
-    let loads = Loads::default();
-    let nodes = cluster(1, &loads, |b| {
-        b.peers([dead.clone()])
-            .peer_health(sticky_health())
-            .hot_keys(HotKeys::Never)
-    })
-    .await;
+    let (dead, nodes) = beside_dead_peer().await;
     let a = &nodes[0];
     let keys = keys_owned_by(&a.cache, &dead, "d:", 5);
     for k in &keys[..4] {
@@ -768,7 +660,7 @@ async fn a_skipped_peer_that_leaves_the_ring_is_forgotten_and_comes_back_healthy
     a.handle().get("users", &keys[4]).await.unwrap();
     let d = delta(&before, &a.stats("users"));
     assert_eq!((d.peer_errors, d.peer_skips), (1, 0));
-    let fd = peer(&a.cache, &dead);
+    let fd = peer_stats(&a.cache, &dead);
     assert_eq!((fd.requests.gets, fd.errors.connect, fd.skipped), (1, 1, 0));
 }
 
@@ -798,7 +690,7 @@ async fn a_garbage_answer_is_a_peer_error_and_the_local_value_is_kept() {
             ("peer_errors", 1),
         ])
     );
-    let fg = peer(&a.cache, &garbage);
+    let fg = peer_stats(&a.cache, &garbage);
     assert_eq!(
         (fg.requests.gets, fg.errors.decode, fg.errors.total()),
         (1, 1, 1)
@@ -832,7 +724,7 @@ async fn a_draining_owner_refuses_with_503_and_both_sides_count_it() {
     assert_eq!(loads.of(&key), vec![a.url.clone()], "the asker loaded it");
     let sa = a.stats("users");
     assert_eq!((sa.peer_errors, sa.local_loads, sa.peer_loads), (1, 1, 0));
-    let fb = peer(&a.cache, &b.url);
+    let fb = peer_stats(&a.cache, &b.url);
     assert_eq!((fb.errors.status, fb.errors.total()), (1, 1));
 
     let stats = b.cache.stats();
@@ -878,7 +770,7 @@ async fn removals_and_writes_are_counted_per_peer_with_one_probe_each() {
     let removal = a.handle().remove("users", &key).await.unwrap();
     assert!(removal.is_complete(), "{removal:?}");
     for p in [&b.url, &c.url] {
-        let f = peer(&a.cache, p);
+        let f = peer_stats(&a.cache, p);
         assert_eq!(
             (f.requests.probes, f.requests.removals, f.requests.gets),
             (1, 1, 0),
@@ -898,7 +790,7 @@ async fn removals_and_writes_are_counted_per_peer_with_one_probe_each() {
     let value = "written value";
     let removal = a.handle().set("users", &key, value, None).await.unwrap();
     assert!(removal.is_complete(), "{removal:?}");
-    let fb = peer(&a.cache, &b.url);
+    let fb = peer_stats(&a.cache, &b.url);
     assert_eq!(
         (
             fb.requests.probes,
@@ -915,7 +807,7 @@ async fn removals_and_writes_are_counted_per_peer_with_one_probe_each() {
         "the written value is sent: {}",
         fb.bytes_sent
     );
-    let fc = peer(&a.cache, &c.url);
+    let fc = peer_stats(&a.cache, &c.url);
     assert_eq!(
         (fc.requests.probes, fc.requests.removals, fc.requests.writes),
         (1, 3, 0),
@@ -1184,7 +1076,7 @@ async fn record_metrics_writes_the_documented_names_labels_and_the_stats_values(
         Some(f64::from(fingerprint))
     );
     assert_eq!(gauge(&s, "groupcache_draining", &[]), Some(0.0));
-    let fb = peer(&a.cache, &b.url);
+    let fb = peer_stats(&a.cache, &b.url);
     assert_eq!(
         counter(&s, "groupcache_peer_requests_total", &[("peer", &b.url)]),
         Some(fb.total_requests())
@@ -1420,10 +1312,7 @@ async fn shutdown_waits_for_a_peers_load_that_started_before_it_and_not_for_late
     let (a, b) = (&nodes[0], &nodes[1]);
     // A load on b, started by a peer request of a.
     let before = key_owned_by(&a.cache, &b.url, "hold:before-");
-    let first = {
-        let (h, k) = (a.handle(), before.clone());
-        tokio::spawn(async move { h.get("held", &k).await })
-    };
+    let first = spawn_get(a, "held", &before);
     eventually("b loads the key a asked for", DEADLINE, || {
         held.started(&before) == vec![b.url.clone()]
     })
@@ -1435,10 +1324,7 @@ async fn shutdown_waits_for_a_peers_load_that_started_before_it_and_not_for_late
     eventually("b drains", DEADLINE, || b.cache.is_shutting_down()).await;
     // A load that starts during the drain: not waited for.
     let during = key_owned_by(&b.cache, &b.url, "hold:during-");
-    let own = {
-        let (h, k) = (b.handle(), during.clone());
-        tokio::spawn(async move { h.get("held", &k).await })
-    };
+    let own = spawn_get(b, "held", &during);
     eventually("b loads its own key", DEADLINE, || {
         held.started(&during) == vec![b.url.clone()]
     })
@@ -1491,14 +1377,8 @@ async fn shutdown_abandons_hung_loads_at_shutdown_timeout_and_says_so() {
     let (a, b) = (&nodes[0], &nodes[1]);
     let keys = keys_owned_by(&b.cache, &b.url, "hold:hung-", 2);
     // One load from b's own caller, one from a peer's request.
-    let own = {
-        let (h, k) = (b.handle(), keys[0].clone());
-        tokio::spawn(async move { h.get("held", &k).await })
-    };
-    let remote = {
-        let (h, k) = (a.handle(), keys[1].clone());
-        tokio::spawn(async move { h.get("held", &k).await })
-    };
+    let own = spawn_get(b, "held", &keys[0]);
+    let remote = spawn_get(a, "held", &keys[1]);
     eventually("both loads run on b", DEADLINE, || {
         keys.iter().all(|k| held.started(k) == vec![b.url.clone()])
     })
@@ -1541,14 +1421,7 @@ async fn shutdown_abandons_hung_loads_at_shutdown_timeout_and_says_so() {
 /// answers, skipped after 3 timeouts: a `get_many` of its keys must not wait for it.
 #[tokio::test]
 async fn get_many_of_a_skipped_hanging_peers_keys_sends_nothing_and_does_not_wait() {
-    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let slow = format!("http://{}", hanging.local_addr().unwrap());
-    let _hanging = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            held.push(socket);
-        }
-    });
+    let (slow, _hanging) = hanging_peer().await;
     let timeout = Duration::from_millis(300);
     let loads = Loads::default();
     let nodes = cluster(1, &loads, |b| {
@@ -1568,7 +1441,7 @@ async fn get_many_of_a_skipped_hanging_peers_keys_sends_nothing_and_does_not_wai
     let got = a.handle().get_many("users", &keys[3..]).await.unwrap();
     let took = started.elapsed();
     assert!(got.iter().all(Result::is_ok));
-    let fs = peer(&a.cache, &slow);
+    let fs = peer_stats(&a.cache, &slow);
     assert_eq!(
         (fs.total_requests(), fs.skipped),
         (3, 3),

@@ -192,8 +192,29 @@ fn chunked(body: &[u8], size: usize) -> Vec<u8> {
     out
 }
 
+/// [`req`] written to `addr` by [`raw`].
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Raw {
+    raw(addr, &req(method, target, headers, body)).await
+}
+
+/// [`send`] with the credential `auth` in `x-groupcache-auth`.
+async fn signed(addr: SocketAddr, auth: &str, method: &str, target: &str, body: &[u8]) -> Raw {
+    send(addr, method, target, &[("x-groupcache-auth", auth)], body).await
+}
+
+/// A batched get: `body` with `headers`, `POST`ed to `/_groupcache/users`.
+async fn batch(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Raw {
+    send(addr, "POST", "/_groupcache/users", headers, body).await
+}
+
 async fn get(addr: SocketAddr, target: &str) -> Raw {
-    raw(addr, &req("GET", target, &[], b"")).await
+    send(addr, "GET", target, &[], b"").await
 }
 
 /// docs/protocol.md: "every byte but `A-Z a-z 0-9 - _ . ~`, a space as `%20`, `+` as `%2B`,
@@ -308,6 +329,18 @@ fn credential(secret: &str, method: &str, path: &str, t: u64, sender: u64, seq: 
 /// `#sha256=` and its body's SHA-256 in 64 lower-case hex digits".
 fn with_body_hash(target: &str, body: &[u8]) -> String {
     format!("{target}#sha256={}", hex(&Sha256::digest(body)))
+}
+
+/// A credential for now, with [`SECRET`], over `target` and `body` ([`with_body_hash`]).
+fn credential_over_body(method: &str, target: &str, body: &[u8], sender: u64, seq: u64) -> String {
+    credential(
+        SECRET,
+        method,
+        &with_body_hash(target, body),
+        now(),
+        sender,
+        seq,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -579,7 +612,7 @@ async fn a_key_over_max_key_bytes_is_414_and_loads_nothing() {
 async fn other_methods_are_405_with_allow_and_load_nothing() {
     let (node, loads) = one_node(|b| b).await;
     for method in ["PATCH", "OPTIONS", "FOO", "TRACE"] {
-        let r = raw(node.addr, &req(method, "/_groupcache/users/k", &[], b"")).await;
+        let r = send(node.addr, method, "/_groupcache/users/k", &[], b"").await;
         assert_text(&r, 405, "method not allowed", method);
         assert!(
             r.header("allow")
@@ -589,7 +622,7 @@ async fn other_methods_are_405_with_allow_and_load_nothing() {
         );
     }
     // A method the path does not exist for is still 405 before the path is looked at.
-    let r = raw(node.addr, &req("PATCH", "/_groupcache/nope/%zz", &[], b"")).await;
+    let r = send(node.addr, "PATCH", "/_groupcache/nope/%zz", &[], b"").await;
     assert_eq!(r.status, 405, "method before path: {:?}", r.text());
     let r = raw_for(
         node.addr,
@@ -603,7 +636,7 @@ async fn other_methods_are_405_with_allow_and_load_nothing() {
         ("POST", "/_groupcache/"),
         ("PUT", "/_groupcache/users/k"),
     ] {
-        let r = raw(node.addr, &req(method, target, &[], b"x")).await;
+        let r = send(node.addr, method, target, &[], b"x").await;
         assert_text(&r, 405, "method not allowed", &format!("{method} {target}"));
         assert_eq!(
             r.header("allow"),
@@ -619,7 +652,7 @@ async fn other_methods_are_405_with_allow_and_load_nothing() {
 #[tokio::test]
 async fn the_allow_header_of_a_patch_is_the_documented_one() {
     let (node, _loads) = one_node(|b| b).await;
-    let r = raw(node.addr, &req("PATCH", "/_groupcache/users/k", &[], b"")).await;
+    let r = send(node.addr, "PATCH", "/_groupcache/users/k", &[], b"").await;
     assert_eq!(r.status, 405);
     assert_eq!(
         r.header("allow"),
@@ -642,11 +675,7 @@ async fn a_peer_get_is_never_forwarded_and_a_foreign_ring_is_counted_not_refused
     assert_eq!(own.len(), 8, "8 hex digits: {own}");
     let target = format!("/_groupcache/users/{}", esc(&key));
 
-    let r = raw(
-        a.addr,
-        &req("GET", &target, &[("x-groupcache-ring", &own)], b""),
-    )
-    .await;
+    let r = send(a.addr, "GET", &target, &[("x-groupcache-ring", &own)], b"").await;
     value_of_reply(&r);
     assert_eq!(
         loads.of(&key),
@@ -666,9 +695,12 @@ async fn a_peer_get_is_never_forwarded_and_a_foreign_ring_is_counted_not_refused
     };
     let key2 = key_owned_by(&a.cache, &b.url, "fwd2:");
     let target2 = format!("/_groupcache/users/{}", esc(&key2));
-    let r = raw(
+    let r = send(
         a.addr,
-        &req("GET", &target2, &[("x-groupcache-ring", foreign)], b""),
+        "GET",
+        &target2,
+        &[("x-groupcache-ring", foreign)],
+        b"",
     )
     .await;
     value_of_reply(&r);
@@ -681,17 +713,15 @@ async fn a_peer_get_is_never_forwarded_and_a_foreign_ring_is_counted_not_refused
     .await;
 
     // Another kind of ring, same fingerprint: also a mismatch.
-    let r = raw(
+    let r = send(
         a.addr,
-        &req(
-            "GET",
-            &target,
-            &[
-                ("x-groupcache-ring", &own),
-                ("x-groupcache-ring-kind", "balanced"),
-            ],
-            b"",
-        ),
+        "GET",
+        &target,
+        &[
+            ("x-groupcache-ring", &own),
+            ("x-groupcache-ring-kind", "balanced"),
+        ],
+        b"",
     )
     .await;
     value_of_reply(&r);
@@ -704,11 +734,7 @@ async fn a_peer_get_is_never_forwarded_and_a_foreign_ring_is_counted_not_refused
 
     // Garbage in the header: still served, nothing forwarded.
     for junk in ["", "zz", "DEADBEEF00", "\u{7f}"] {
-        let r = raw(
-            a.addr,
-            &req("GET", &target, &[("x-groupcache-ring", junk)], b""),
-        )
-        .await;
+        let r = send(a.addr, "GET", &target, &[("x-groupcache-ring", junk)], b"").await;
         assert!(
             r.status == 200 || r.status == 400,
             "ring {junk:?}: {}",
@@ -735,50 +761,43 @@ async fn prime(node: &Node, loads: &Loads, key: &str, expected_loads: usize) {
 async fn deletes_drop_the_key_or_the_group() {
     let (node, loads) = one_node(|b| b).await;
     prime(&node, &loads, "d:1", 1).await;
-    let r = raw(
+    let r = send(
         node.addr,
-        &req("DELETE", "/_groupcache/users?key=d%3A1", &[], b""),
+        "DELETE",
+        "/_groupcache/users?key=d%3A1",
+        &[],
+        b"",
     )
     .await;
     assert_eq!((r.status, r.body.len()), (200, 0));
     assert_eq!(r.header("x-groupcache-extensions"), Some("1"));
     prime(&node, &loads, "d:1", 2).await;
 
-    let r = raw(
-        node.addr,
-        &req("DELETE", "/_groupcache/users/d%3A1", &[], b""),
-    )
-    .await;
+    let r = send(node.addr, "DELETE", "/_groupcache/users/d%3A1", &[], b"").await;
     assert_eq!((r.status, r.body.len()), (200, 0), "path form");
     prime(&node, &loads, "d:1", 3).await;
 
     // A key with `+`, `/` and unicode, escaped as in a get.
     let odd = "a+b/c ключ";
     prime(&node, &loads, odd, 1).await;
-    let r = raw(
+    let r = send(
         node.addr,
-        &req(
-            "DELETE",
-            &format!("/_groupcache/users?key={}", esc(odd)),
-            &[],
-            b"",
-        ),
+        "DELETE",
+        &format!("/_groupcache/users?key={}", esc(odd)),
+        &[],
+        b"",
     )
     .await;
     assert_eq!(r.status, 200);
     prime(&node, &loads, odd, 2).await;
 
     prime(&node, &loads, "d:2", 1).await;
-    let r = raw(node.addr, &req("DELETE", "/_groupcache/users", &[], b"")).await;
+    let r = send(node.addr, "DELETE", "/_groupcache/users", &[], b"").await;
     assert_eq!((r.status, r.body.len()), (200, 0), "the whole group");
     prime(&node, &loads, "d:1", 4).await;
     prime(&node, &loads, "d:2", 2).await;
 
-    let r = raw(
-        node.addr,
-        &req("DELETE", "/_groupcache/nope?key=x", &[], b""),
-    )
-    .await;
+    let r = send(node.addr, "DELETE", "/_groupcache/nope?key=x", &[], b"").await;
     assert_text(&r, 404, "no such group: nope", "DELETE of an unknown group");
 }
 
@@ -814,7 +833,7 @@ async fn a_delete_with_another_query_is_400_and_drops_nothing() {
         ("key=%FF", "bad request: group or key is not UTF-8"),
     ] {
         let target = format!("/_groupcache/users?{query}");
-        let r = raw(node.addr, &req("DELETE", &target, &[], b"")).await;
+        let r = send(node.addr, "DELETE", &target, &[], b"").await;
         assert_eq!(r.status, 400, "{target}: {:?}", r.text());
         assert_eq!(r.header("x-groupcache-extensions"), Some("1"), "{target}");
         if !r.text().starts_with(text) {
@@ -840,14 +859,10 @@ async fn a_batched_get_answers_each_key_in_order_and_loads_duplicates_once() {
     let (node, loads) = one_node(|b| b).await;
     let keys = ["a", "missing:b", "fail:c", "a", "x%2Fy", "ключ/+ "];
     let body = GetManyRequest::encode_keys(&keys);
-    let r = raw(
+    let r = batch(
         node.addr,
-        &req(
-            "POST",
-            "/_groupcache/users",
-            &[("content-type", "application/x-protobuf")],
-            &body,
-        ),
+        &[("content-type", "application/x-protobuf")],
+        &body,
     )
     .await;
     let reply = batch_reply(&r);
@@ -885,19 +900,15 @@ async fn a_batched_get_answers_each_key_in_order_and_loads_duplicates_once() {
 #[tokio::test]
 async fn an_empty_batch_and_a_chunked_batch_are_answered() {
     let (node, loads) = one_node(|b| b).await;
-    let r = raw(node.addr, &req("POST", "/_groupcache/users", &[], b"")).await;
+    let r = batch(node.addr, &[], b"").await;
     assert_eq!(batch_reply(&r).results.len(), 0);
     assert_eq!(loads.total(), 0);
 
     let body = GetManyRequest::encode_keys(&["c1", "c2"]);
-    let r = raw(
+    let r = batch(
         node.addr,
-        &req(
-            "POST",
-            "/_groupcache/users",
-            &[("transfer-encoding", "chunked")],
-            &chunked(&body, 3),
-        ),
+        &[("transfer-encoding", "chunked")],
+        &chunked(&body, 3),
     )
     .await;
     assert_eq!(batch_reply(&r).results.len(), 2, "a chunked body");
@@ -920,7 +931,7 @@ async fn a_garbage_or_truncated_batch_is_400_and_loads_nothing() {
         ("good key then garbage", [&whole[..], b"\xff"].concat()),
     ];
     for (what, body) in bodies {
-        let r = raw(node.addr, &req("POST", "/_groupcache/users", &[], &body)).await;
+        let r = batch(node.addr, &[], &body).await;
         assert_text(&r, 400, "the body is not a GetManyRequest", what);
     }
     assert_eq!(loads.total(), 0, "a bad batch loaded something");
@@ -933,7 +944,7 @@ async fn a_garbage_or_truncated_batch_is_400_and_loads_nothing() {
 async fn a_batch_over_the_key_limits_or_of_an_unknown_source_is_refused_before_loading() {
     let (node, loads) = one_node(|b| b.max_batch_keys(4).max_key_bytes(16)).await;
     let five = GetManyRequest::encode_keys(&["k1", "k2", "k3", "k4", "k5"]);
-    let r = raw(node.addr, &req("POST", "/_groupcache/users", &[], &five)).await;
+    let r = batch(node.addr, &[], &five).await;
     assert_text(
         &r,
         413,
@@ -941,20 +952,20 @@ async fn a_batch_over_the_key_limits_or_of_an_unknown_source_is_refused_before_l
         "5 keys",
     );
     let dupes = GetManyRequest::encode_keys(&["k1", "k1", "k1", "k1", "k1"]);
-    let r = raw(node.addr, &req("POST", "/_groupcache/users", &[], &dupes)).await;
+    let r = batch(node.addr, &[], &dupes).await;
     assert_eq!(r.status, 413, "5 keys, all the same");
 
     let long = GetManyRequest::encode_keys(&["ok", &"k".repeat(17)]);
-    let r = raw(node.addr, &req("POST", "/_groupcache/users", &[], &long)).await;
+    let r = batch(node.addr, &[], &long).await;
     assert_text(&r, 414, "key too long", "a key of 17 bytes");
 
     let body = GetManyRequest::encode_keys(&["k1"]);
-    let r = raw(node.addr, &req("POST", "/_groupcache/nope", &[], &body)).await;
+    let r = send(node.addr, "POST", "/_groupcache/nope", &[], &body).await;
     assert_text(&r, 404, "no such group: nope", "unknown source");
     assert_eq!(loads.total(), 0, "a refused batch loaded something");
 
     let four = GetManyRequest::encode_keys(&["k1", "k2", "k3", &"k".repeat(16)]);
-    let r = raw(node.addr, &req("POST", "/_groupcache/users", &[], &four)).await;
+    let r = batch(node.addr, &[], &four).await;
     assert_eq!(
         batch_reply(&r).results.len(),
         4,
@@ -980,11 +991,7 @@ fn padded_batch(len: usize) -> Vec<u8> {
 async fn a_batch_body_over_its_byte_limit_is_413_without_being_read() {
     let (node, loads) = one_node(|b| b.max_batch_keys(4).max_key_bytes(16)).await;
     // 4 × (16 + 8) = 96 bytes.
-    let r = raw(
-        node.addr,
-        &req("POST", "/_groupcache/users", &[], &padded_batch(96)),
-    )
-    .await;
+    let r = batch(node.addr, &[], &padded_batch(96)).await;
     assert_eq!(
         batch_reply(&r).results.len(),
         4,
@@ -992,22 +999,14 @@ async fn a_batch_body_over_its_byte_limit_is_413_without_being_read() {
     );
     assert_eq!(loads.total(), 4);
 
-    let r = raw(
-        node.addr,
-        &req("POST", "/_groupcache/users", &[], &padded_batch(97)),
-    )
-    .await;
+    let r = batch(node.addr, &[], &padded_batch(97)).await;
     assert_text(&r, 413, "a batched get is at most 96 bytes", "97 bytes");
 
     // Chunked, no content-length: cut off once it passes the limit.
-    let r = raw(
+    let r = batch(
         node.addr,
-        &req(
-            "POST",
-            "/_groupcache/users",
-            &[("transfer-encoding", "chunked")],
-            &chunked(&padded_batch(97), 10),
-        ),
+        &[("transfer-encoding", "chunked")],
+        &chunked(&padded_batch(97), 10),
     )
     .await;
     assert_text(
@@ -1018,16 +1017,7 @@ async fn a_batch_body_over_its_byte_limit_is_413_without_being_read() {
     );
 
     // "read no further": a content-length of 1 GiB, and 200 bytes of it sent.
-    let r = raw(
-        node.addr,
-        &req(
-            "POST",
-            "/_groupcache/users",
-            &[("content-length", "1073741824")],
-            &[b'p'; 200],
-        ),
-    )
-    .await;
+    let r = batch(node.addr, &[("content-length", "1073741824")], &[b'p'; 200]).await;
     assert_text(
         &r,
         413,
@@ -1115,16 +1105,7 @@ async fn a_batch_reply_is_bounded_by_the_askers_value_limit() {
     let big = "b".repeat(20); // value-of:bbbb…: 29 bytes
     let keys = ["a", "a2", big.as_str(), "a3"]; // 10, 11, 29, 11 bytes
     let body = GetManyRequest::encode_keys(&keys);
-    let r = raw(
-        node.addr,
-        &req(
-            "POST",
-            "/_groupcache/users",
-            &[("x-groupcache-max-value-bytes", "25")],
-            &body,
-        ),
-    )
-    .await;
+    let r = batch(node.addr, &[("x-groupcache-max-value-bytes", "25")], &body).await;
     let reply = batch_reply(&r);
     let got: Vec<(Option<&[u8]>, Option<&str>)> = reply
         .results
@@ -1150,16 +1131,7 @@ async fn a_batch_reply_is_bounded_by_the_askers_value_limit() {
 
     // Duplicates count twice toward the budget.
     let body = GetManyRequest::encode_keys(&["a", "a", "a"]);
-    let r = raw(
-        node.addr,
-        &req(
-            "POST",
-            "/_groupcache/users",
-            &[("x-groupcache-max-value-bytes", "20")],
-            &body,
-        ),
-    )
-    .await;
+    let r = batch(node.addr, &[("x-groupcache-max-value-bytes", "20")], &body).await;
     let reply = batch_reply(&r);
     let errors: Vec<Option<&str>> = reply.results.iter().map(|r| r.error.as_deref()).collect();
     assert_eq!(errors, vec![None, None, Some("reply-full")]);
@@ -1177,13 +1149,16 @@ async fn a_batched_removal_drops_its_keys_and_other_queries_are_400() {
     let body = GetManyRequest::encode_keys(&["r1", "r2", "never-loaded"]);
     for query in ["?other", "?remove=1", "?key=r1", "?remove&x", "?"] {
         let target = format!("/_groupcache/users{query}");
-        let r = raw(node.addr, &req("POST", &target, &[], &body)).await;
+        let r = send(node.addr, "POST", &target, &[], &body).await;
         assert_eq!(r.status, 400, "{target}: {:?}", r.text());
         assert_eq!(r.header("x-groupcache-extensions"), Some("1"), "{target}");
     }
-    let r = raw(
+    let r = send(
         node.addr,
-        &req("POST", "/_groupcache/users?remove", &[], b"\xff\xff"),
+        "POST",
+        "/_groupcache/users?remove",
+        &[],
+        b"\xff\xff",
     )
     .await;
     assert_text(
@@ -1196,11 +1171,7 @@ async fn a_batched_removal_drops_its_keys_and_other_queries_are_400() {
     prime(&node, &loads, "r1", 1).await;
     assert_eq!(loads.count("never-loaded"), 0);
 
-    let r = raw(
-        node.addr,
-        &req("POST", "/_groupcache/users?remove", &[], &body),
-    )
-    .await;
+    let r = send(node.addr, "POST", "/_groupcache/users?remove", &[], &body).await;
     assert_eq!((r.status, r.body.len()), (200, 0), "{:?}", r.text());
     assert_eq!(loads.count("never-loaded"), 0, "a removal loaded its key");
     prime(&node, &loads, "r1", 2).await;
@@ -1218,11 +1189,7 @@ async fn a_batched_removal_drops_its_keys_and_other_queries_are_400() {
 async fn a_put_stores_the_value_as_sent_and_a_get_serves_it_without_loading() {
     let (node, loads) = one_node(|b| b).await;
     let value = b"\x00written\xff value";
-    let r = raw(
-        node.addr,
-        &req("PUT", "/_groupcache/users?key=w%3A1", &[], value),
-    )
-    .await;
+    let r = send(node.addr, "PUT", "/_groupcache/users?key=w%3A1", &[], value).await;
     assert_eq!((r.status, r.body.len()), (200, 0), "{:?}", r.text());
     assert_eq!(r.header("x-groupcache-extensions"), Some("1"));
     let reply = value_of_reply(&get(node.addr, "/_groupcache/users/w%3A1").await);
@@ -1230,14 +1197,12 @@ async fn a_put_stores_the_value_as_sent_and_a_get_serves_it_without_loading() {
     assert_eq!(reply.expire, None);
     assert_eq!(loads.count("w:1"), 0, "a written key was loaded");
 
-    let r = raw(
+    let r = send(
         node.addr,
-        &req(
-            "PUT",
-            "/_groupcache/users?key=w%3A2&ttl_ms=600000",
-            &[],
-            b"v",
-        ),
+        "PUT",
+        "/_groupcache/users?key=w%3A2&ttl_ms=600000",
+        &[],
+        b"v",
     )
     .await;
     assert_eq!(r.status, 200);
@@ -1253,11 +1218,7 @@ async fn a_put_stores_the_value_as_sent_and_a_get_serves_it_without_loading() {
         "expire {expire}"
     );
 
-    let r = raw(
-        node.addr,
-        &req("PUT", "/_groupcache/users?key=empty", &[], b""),
-    )
-    .await;
+    let r = send(node.addr, "PUT", "/_groupcache/users?key=empty", &[], b"").await;
     assert_eq!(r.status, 200);
     let r = get(node.addr, "/_groupcache/users/empty").await;
     assert!(
@@ -1267,14 +1228,12 @@ async fn a_put_stores_the_value_as_sent_and_a_get_serves_it_without_loading() {
     );
     assert_eq!(value_of_reply(&r).value.as_deref(), Some(&b""[..]));
     // An empty value fits a limit of 0.
-    let r = raw(
+    let r = send(
         node.addr,
-        &req(
-            "GET",
-            "/_groupcache/users/empty",
-            &[("x-groupcache-max-value-bytes", "0")],
-            b"",
-        ),
+        "GET",
+        "/_groupcache/users/empty",
+        &[("x-groupcache-max-value-bytes", "0")],
+        b"",
     )
     .await;
     assert_eq!(r.status, 200);
@@ -1287,20 +1246,21 @@ async fn a_put_stores_the_value_as_sent_and_a_get_serves_it_without_loading() {
 #[tokio::test]
 async fn a_bad_put_is_refused_and_writes_nothing() {
     let (node, loads) = one_node(|b| b.max_value_bytes(8).max_key_bytes(16)).await;
-    let r = raw(
+    let r = send(
         node.addr,
-        &req("PUT", "/_groupcache/users?key=p", &[], b"123456789"),
+        "PUT",
+        "/_groupcache/users?key=p",
+        &[],
+        b"123456789",
     )
     .await;
     assert_text(&r, 413, "a value is at most 8 bytes", "9 bytes");
-    let r = raw(
+    let r = send(
         node.addr,
-        &req(
-            "PUT",
-            "/_groupcache/users?key=p",
-            &[("content-length", "1073741824")],
-            &[b'v'; 200],
-        ),
+        "PUT",
+        "/_groupcache/users?key=p",
+        &[("content-length", "1073741824")],
+        &[b'v'; 200],
     )
     .await;
     assert_text(
@@ -1309,14 +1269,12 @@ async fn a_bad_put_is_refused_and_writes_nothing() {
         "a value is at most 8 bytes",
         "1 GiB announced, 200 sent",
     );
-    let r = raw(
+    let r = send(
         node.addr,
-        &req(
-            "PUT",
-            "/_groupcache/users?key=p",
-            &[("transfer-encoding", "chunked")],
-            &chunked(b"123456789", 2),
-        ),
+        "PUT",
+        "/_groupcache/users?key=p",
+        &[("transfer-encoding", "chunked")],
+        &chunked(b"123456789", 2),
     )
     .await;
     assert_text(&r, 413, "a value is at most 8 bytes", "9 bytes chunked");
@@ -1334,22 +1292,20 @@ async fn a_bad_put_is_refused_and_writes_nothing() {
         "?key=p&ttl=5",
     ] {
         let target = format!("/_groupcache/users{query}");
-        let r = raw(node.addr, &req("PUT", &target, &[], b"1")).await;
+        let r = send(node.addr, "PUT", &target, &[], b"1").await;
         assert_eq!(r.status, 400, "{target}: {:?}", r.text());
         assert_eq!(r.header("x-groupcache-extensions"), Some("1"), "{target}");
     }
-    let r = raw(
+    let r = send(
         node.addr,
-        &req(
-            "PUT",
-            &format!("/_groupcache/users?key={}", "k".repeat(17)),
-            &[],
-            b"1",
-        ),
+        "PUT",
+        &format!("/_groupcache/users?key={}", "k".repeat(17)),
+        &[],
+        b"1",
     )
     .await;
     assert_text(&r, 414, "key too long", "PUT of a 17-byte key");
-    let r = raw(node.addr, &req("PUT", "/_groupcache/nope?key=p", &[], b"1")).await;
+    let r = send(node.addr, "PUT", "/_groupcache/nope?key=p", &[], b"1").await;
     assert_text(&r, 404, "no such group: nope", "PUT to an unknown source");
 
     // Nothing was written: the get loads the key from the source.
@@ -1372,12 +1328,6 @@ async fn a_refused_credential_is_401_counted_and_loads_nothing() {
     let sender = 0x0d0c_0000_0000_0001;
     let path = "/_groupcache/users/s%3A1";
     let t = now();
-    let send = |auth: Option<String>, method: &'static str, target: &'static str| {
-        let headers: Vec<(&str, String)> =
-            auth.into_iter().map(|a| ("x-groupcache-auth", a)).collect();
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        req(method, target, &headers, b"")
-    };
     let good = credential(SECRET, "GET", path, t, sender, 1);
     let upper_nonce = {
         let (head, sig) = good.split_once(",s=").unwrap();
@@ -1438,11 +1388,11 @@ async fn a_refused_credential_is_401_counted_and_loads_nothing() {
         ),
     ];
     for (what, auth, _reason) in &cases {
-        let r = raw(
-            node.addr,
-            &send(auth.clone(), "GET", "/_groupcache/users/s%3A1"),
-        )
-        .await;
+        let headers: Vec<(&str, &str)> = auth
+            .iter()
+            .map(|a| ("x-groupcache-auth", a.as_str()))
+            .collect();
+        let r = send(node.addr, "GET", path, &headers, b"").await;
         assert_text_prefix(&r, 401, "unauthorized: ", what);
     }
     assert_eq!(loads.total(), 0, "a refused request loaded something");
@@ -1453,43 +1403,21 @@ async fn a_refused_credential_is_401_counted_and_loads_nothing() {
     assert_eq!(refused.expired, 2, "{refused:?}");
 
     // The right credential, in upper-case hex: served.
-    let r = raw(
-        node.addr,
-        &send(Some(upper_nonce), "GET", "/_groupcache/users/s%3A1"),
-    )
-    .await;
+    let r = signed(node.addr, &upper_nonce, "GET", path, b"").await;
     value_of_reply(&r);
     assert_eq!(loads.count("s:1"), 1);
     // The same credential again: replayed.
-    let r = raw(
-        node.addr,
-        &send(Some(good), "GET", "/_groupcache/users/s%3A1"),
-    )
-    .await;
+    let r = signed(node.addr, &good, "GET", path, b"").await;
     assert_text_prefix(&r, 401, "unauthorized: ", "replayed");
     assert_eq!(node.cache.stats().cluster.refused_requests.replayed, 1);
 
     // Below the window: 10,000 accepted, then 1.
     let target = "/_groupcache/users/s%3A3";
-    let r = raw(
-        node.addr,
-        &send(
-            Some(credential(SECRET, "GET", target, t, sender, 10_000)),
-            "GET",
-            target,
-        ),
-    )
-    .await;
+    let auth = credential(SECRET, "GET", target, t, sender, 10_000);
+    let r = signed(node.addr, &auth, "GET", target, b"").await;
     assert_eq!(r.status, 200);
-    let r = raw(
-        node.addr,
-        &send(
-            Some(credential(SECRET, "GET", target, t, sender, 2)),
-            "GET",
-            target,
-        ),
-    )
-    .await;
+    let auth = credential(SECRET, "GET", target, t, sender, 2);
+    let r = signed(node.addr, &auth, "GET", target, b"").await;
     assert_eq!(r.status, 401, "below the window");
     assert_eq!(node.cache.stats().cluster.refused_requests.replayed, 2);
 }
@@ -1507,7 +1435,7 @@ async fn the_credential_is_checked_before_the_method_and_the_path() {
         ("GET", "/_groupcache/"),
         ("DELETE", "/_groupcache/users"),
     ] {
-        let r = raw(node.addr, &req(method, target, &[], b"")).await;
+        let r = send(node.addr, method, target, &[], b"").await;
         assert_text_prefix(
             &r,
             401,
@@ -1536,42 +1464,22 @@ async fn a_delete_is_signed_over_its_query() {
     let sender = 0x0d0c_0000_0000_0003;
     let get_target = "/_groupcache/users/del";
     let auth = credential(SECRET, "GET", get_target, now(), sender, 1);
-    value_of_reply(
-        &raw(
-            node.addr,
-            &req("GET", get_target, &[("x-groupcache-auth", &auth)], b""),
-        )
-        .await,
-    );
+    value_of_reply(&signed(node.addr, &auth, "GET", get_target, b"").await);
     let target = "/_groupcache/users?key=del";
     for (seq, signed_path) in [
         (2, "/_groupcache/users"),
         (3, "/_groupcache/users?key=other"),
     ] {
         let auth = credential(SECRET, "DELETE", signed_path, now(), sender, seq);
-        let r = raw(
-            node.addr,
-            &req("DELETE", target, &[("x-groupcache-auth", &auth)], b""),
-        )
-        .await;
+        let r = signed(node.addr, &auth, "DELETE", target, b"").await;
         assert_eq!(r.status, 401, "signed over {signed_path}");
     }
     // Still cached: a signed get loads nothing more.
     let auth = credential(SECRET, "GET", get_target, now(), sender, 4);
-    value_of_reply(
-        &raw(
-            node.addr,
-            &req("GET", get_target, &[("x-groupcache-auth", &auth)], b""),
-        )
-        .await,
-    );
+    value_of_reply(&signed(node.addr, &auth, "GET", get_target, b"").await);
     assert_eq!(loads.count("del"), 1, "a refused DELETE dropped the key");
     let auth = credential(SECRET, "DELETE", target, now(), sender, 5);
-    let r = raw(
-        node.addr,
-        &req("DELETE", target, &[("x-groupcache-auth", &auth)], b""),
-    )
-    .await;
+    let r = signed(node.addr, &auth, "DELETE", target, b"").await;
     assert_eq!(r.status, 200, "signed over its path and query");
 }
 
@@ -1587,14 +1495,7 @@ async fn a_batched_get_is_signed_over_its_body_and_refused_before_reading_it() {
     let changed = GetManyRequest::encode_keys(&["b1", "evil"]);
     let post = |auth: &str, body: &[u8]| req("POST", target, &[("x-groupcache-auth", auth)], body);
 
-    let auth = credential(
-        SECRET,
-        "POST",
-        &with_body_hash(target, &body),
-        now(),
-        sender,
-        1,
-    );
+    let auth = credential_over_body("POST", target, &body, sender, 1);
     let r = raw(node.addr, &post(&auth, &changed)).await;
     assert_text_prefix(&r, 401, "unauthorized: ", "a changed body");
     let auth = credential(SECRET, "POST", target, now(), sender, 2);
@@ -1629,18 +1530,11 @@ async fn a_batched_get_is_signed_over_its_body_and_refused_before_reading_it() {
             headers.push(("x-groupcache-auth", auth));
         }
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let r = raw(node.addr, &req("POST", target, &headers, b"")).await;
+        let r = send(node.addr, "POST", target, &headers, b"").await;
         assert_text_prefix(&r, 401, "unauthorized: ", what);
     }
 
-    let auth = credential(
-        SECRET,
-        "POST",
-        &with_body_hash(target, &body),
-        now(),
-        sender,
-        5,
-    );
+    let auth = credential_over_body("POST", target, &body, sender, 5);
     let reply = batch_reply(&raw(node.addr, &post(&auth, &body)).await);
     assert_eq!(reply.results.len(), 2);
     assert_eq!(loads.count("evil"), 0);
@@ -1656,34 +1550,13 @@ async fn a_put_is_signed_over_its_query_and_value() {
     let sender = 0x0d0c_0000_0000_0005;
     let target = "/_groupcache/users?key=pw";
     let put = |auth: &str, body: &[u8]| req("PUT", target, &[("x-groupcache-auth", auth)], body);
-    let auth = credential(
-        SECRET,
-        "PUT",
-        &with_body_hash(target, b"mine"),
-        now(),
-        sender,
-        1,
-    );
+    let auth = credential_over_body("PUT", target, b"mine", sender, 1);
     let r = raw(node.addr, &put(&auth, b"evil")).await;
     assert_eq!(r.status, 401, "a value changed after signing");
-    let auth = credential(
-        SECRET,
-        "PUT",
-        &with_body_hash("/_groupcache/users?key=other", b"mine"),
-        now(),
-        sender,
-        2,
-    );
+    let auth = credential_over_body("PUT", "/_groupcache/users?key=other", b"mine", sender, 2);
     let r = raw(node.addr, &put(&auth, b"mine")).await;
     assert_eq!(r.status, 401, "signed for another key");
-    let auth = credential(
-        SECRET,
-        "PUT",
-        &with_body_hash(target, b"mine"),
-        now(),
-        sender,
-        3,
-    );
+    let auth = credential_over_body("PUT", target, b"mine", sender, 3);
     let r = raw(node.addr, &put(&auth, b"mine")).await;
     assert_eq!(r.status, 200, "signed over its value: {:?}", r.text());
     // Replayed: refused.
@@ -1692,13 +1565,7 @@ async fn a_put_is_signed_over_its_query_and_value() {
 
     let get_target = "/_groupcache/users/pw";
     let auth = credential(SECRET, "GET", get_target, now(), sender, 4);
-    let reply = value_of_reply(
-        &raw(
-            node.addr,
-            &req("GET", get_target, &[("x-groupcache-auth", &auth)], b""),
-        )
-        .await,
-    );
+    let reply = value_of_reply(&signed(node.addr, &auth, "GET", get_target, b"").await);
     assert_eq!(reply.value.as_deref(), Some(&b"mine"[..]));
     assert_eq!(loads.total(), 0);
 }
@@ -1722,7 +1589,7 @@ async fn a_closed_peer_path_is_403_for_everything() {
         ("PUT", "/_groupcache/users?key=x", b"v"),
         ("PATCH", "/_groupcache/users/x", b""),
     ] {
-        let r = raw(addr, &req(method, target, &[], body)).await;
+        let r = send(addr, method, target, &[], body).await;
         assert_text(
             &r,
             403,
@@ -1760,7 +1627,7 @@ async fn after_shutdown_every_peer_request_is_503_and_loads_nothing() {
     ] {
         let headers: Vec<(&str, &str)> =
             auth.map(|a| ("x-groupcache-auth", a)).into_iter().collect();
-        let r = raw(node.addr, &req(method, target, &headers, body)).await;
+        let r = send(node.addr, method, target, &headers, body).await;
         assert_text(&r, 503, "shutting down", &format!("{method} {target}"));
     }
     assert_eq!(loads.total(), 0);
@@ -1775,30 +1642,19 @@ async fn after_shutdown_every_peer_request_is_503_and_loads_nothing() {
 async fn a_content_length_over_the_limit_is_refused_before_any_body_arrives() {
     let (node, loads) =
         one_node(|b| b.max_batch_keys(4).max_key_bytes(16).max_value_bytes(8)).await;
-    let r = raw(
-        node.addr,
-        &req(
-            "POST",
-            "/_groupcache/users",
-            &[("content-length", "1073741824")],
-            b"",
-        ),
-    )
-    .await;
+    let r = batch(node.addr, &[("content-length", "1073741824")], b"").await;
     assert_text(
         &r,
         413,
         "a batched get is at most 96 bytes",
         "POST, 1 GiB announced, none sent",
     );
-    let r = raw(
+    let r = send(
         node.addr,
-        &req(
-            "PUT",
-            "/_groupcache/users?key=p",
-            &[("content-length", "1073741824")],
-            b"",
-        ),
+        "PUT",
+        "/_groupcache/users?key=p",
+        &[("content-length", "1073741824")],
+        b"",
     )
     .await;
     assert_text(
@@ -1893,9 +1749,12 @@ async fn a_removal_during_a_load_keeps_the_loaded_value_out_of_the_cache() {
 async fn a_put_during_a_load_is_not_overwritten_by_the_older_value() {
     let (node, loads) = one_node(|b| b).await;
     let task = held_get(&node, &loads, "race:put").await;
-    let r = raw(
+    let r = send(
         node.addr,
-        &req("PUT", "/_groupcache/users?key=race%3Aput", &[], b"new"),
+        "PUT",
+        "/_groupcache/users?key=race%3Aput",
+        &[],
+        b"new",
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.text());
@@ -2018,7 +1877,7 @@ async fn each_key_of_a_batch_is_answered_as_its_single_get_whatever_its_neighbou
     let (node, loads) = one_node(|b| b).await;
     // Without a panic among them: each key its own answer.
     let body = GetManyRequest::encode_keys(&["fail:m", "missing:m", "ok:m"]);
-    let reply = batch_reply(&raw(node.addr, &req("POST", "/_groupcache/users", &[], &body)).await);
+    let reply = batch_reply(&batch(node.addr, &[], &body).await);
     let got: Vec<(Option<&str>, bool)> = reply
         .results
         .iter()
@@ -2035,7 +1894,7 @@ async fn each_key_of_a_batch_is_answered_as_its_single_get_whatever_its_neighbou
     // With a key whose load panics among them.
     let keys = ["fail:n", "panic:n", "missing:n", "ok:n"];
     let body = GetManyRequest::encode_keys(&keys);
-    let reply = batch_reply(&raw(node.addr, &req("POST", "/_groupcache/users", &[], &body)).await);
+    let reply = batch_reply(&batch(node.addr, &[], &body).await);
     let got: Vec<(Option<&str>, bool)> = reply
         .results
         .iter()
@@ -2072,7 +1931,7 @@ async fn a_put_with_the_largest_ttl_is_served_afterwards() {
         ("ttl-0", 0),
     ] {
         let target = format!("/_groupcache/users?key={key}&ttl_ms={ttl}");
-        let r = raw(node.addr, &req("PUT", &target, &[], b"v")).await;
+        let r = send(node.addr, "PUT", &target, &[], b"v").await;
         eprintln!("PUT {key}: {} {:?}", r.status, r.text());
         if r.status == 200 {
             let r = get(node.addr, &format!("/_groupcache/users/{key}")).await;

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Loads, Node, cluster, dead_url, key_owned_by, value_of};
-use tokio::net::TcpListener;
+use crate::support::{Loads, Node, cluster, dead_url, hanging_peer, key_owned_by, value_of};
 use tokio::task::JoinHandle;
 use tower_groupcache::PeerHealthConfig;
 
@@ -12,14 +11,7 @@ use tower_groupcache::PeerHealthConfig;
 /// whole timeout), after two gets of the peer's keys that failed and got it skipped for an
 /// hour: the node, the peer's URL, and the peer's task.
 async fn beside_a_skipped_black_hole(loads: &Loads) -> (Vec<Node>, String, JoinHandle<()>) {
-    let black_hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}", black_hole.local_addr().unwrap());
-    let hole = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = black_hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let (hole_url, hole) = hanging_peer().await;
     let health = PeerHealthConfig::default()
         .failure_threshold(2)
         .cooldown(Duration::from_secs(3_600))

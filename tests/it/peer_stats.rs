@@ -4,33 +4,16 @@
 
 use std::time::Duration;
 
-use crate::support::metrics::{Snapshot, snapshot};
-use crate::support::{self, Loads, cluster, dead_url, key_owned_by, serve, value_of};
-use axum::Router;
+use crate::support::metrics::{Snapshot, counter, labels, snapshot};
+use crate::support::{
+    self, Loads, cluster, dead_url, garbage_peer, hanging_peer, key_owned_by, keys_owned_by,
+    peer_stats, value_of,
+};
 use axum::http::StatusCode;
-use axum::routing::any;
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use tokio::net::TcpListener;
+use tower_groupcache::PeerHealthConfig;
 use tower_groupcache::protocol::GetManyRequest;
-use tower_groupcache::{Groupcache, PeerHealthConfig, PeerStats};
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut labels: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    labels.sort();
-    labels
-}
-
-fn counter(s: &Snapshot, name: &str, pairs: &[(&str, &str)]) -> Option<u64> {
-    match s.get(&(name.to_owned(), labels(pairs))) {
-        Some(DebugValue::Counter(v)) => Some(*v),
-        None => None,
-        other => panic!("{name}: {other:?}"),
-    }
-}
 
 fn histogram_len(s: &Snapshot, name: &str, pairs: &[(&str, &str)]) -> usize {
     match s.get(&(name.to_owned(), labels(pairs))) {
@@ -38,26 +21,6 @@ fn histogram_len(s: &Snapshot, name: &str, pairs: &[(&str, &str)]) -> usize {
         None => 0,
         other => panic!("{name}: {other:?}"),
     }
-}
-
-/// `count` keys that the ring places on `owner`, made from `prefix`.
-fn keys_owned_by(cache: &Groupcache, owner: &str, prefix: &str, count: usize) -> Vec<String> {
-    let ring = cache.ring();
-    let keys: Vec<String> = (0..100_000)
-        .map(|i| format!("{prefix}{i}"))
-        .filter(|k| ring.owner(k) == Some(owner))
-        .take(count)
-        .collect();
-    assert_eq!(keys.len(), count, "enough keys land on {owner}");
-    keys
-}
-
-fn peer(cache: &Groupcache, url: &str) -> PeerStats {
-    cache
-        .stats()
-        .peer(url)
-        .unwrap_or_else(|| panic!("{url} has figures"))
-        .clone()
 }
 
 #[tokio::test]
@@ -106,7 +69,7 @@ async fn each_peer_counts_its_requests_and_bytes() {
     assert_eq!(status, StatusCode::OK);
     let c_answer = body.len() as u64;
 
-    let fb = peer(&a.cache, &b.url);
+    let fb = peer_stats(&a.cache, &b.url);
     assert_eq!(
         (
             fb.requests.gets,
@@ -121,7 +84,7 @@ async fn each_peer_counts_its_requests_and_bytes() {
     // Before its first batched get, a asked c what it speaks (a get's answer had not told
     // it yet): a probe, whose answer c gives anyone.
     let (_, _, probe_answer) = support::request("GET", &format!("{}/_groupcache/", c.url)).await;
-    let fc = peer(&a.cache, &c.url);
+    let fc = peer_stats(&a.cache, &c.url);
     assert_eq!(
         (
             fc.requests.gets,
@@ -145,13 +108,13 @@ async fn each_peer_counts_its_requests_and_bytes() {
         .unwrap();
     // A removal: one to each peer.
     a.handle().remove("users", &c_keys[0]).await.unwrap();
-    let fb = peer(&a.cache, &b.url);
+    let fb = peer_stats(&a.cache, &b.url);
     assert_eq!(
         (fb.requests.writes, fb.requests.removals, fb.requests.probes),
         (1, 1, 0)
     );
     assert_eq!(fb.bytes_sent, value.len() as u64);
-    let fc = peer(&a.cache, &c.url);
+    let fc = peer_stats(&a.cache, &c.url);
     assert_eq!(
         (fc.requests.writes, fc.requests.removals, fc.requests.probes),
         (0, 2, 1)
@@ -204,17 +167,6 @@ async fn each_peer_counts_its_requests_and_bytes() {
     assert_eq!(durations(&a.url), 0);
 }
 
-/// A stand-in peer that answers every request `200` with a body that is not protobuf.
-async fn garbage_peer() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route(
-        "/{*rest}",
-        any(|| async { (StatusCode::OK, Bytes::from_static(b"\xff\xff\xff\xff")) }),
-    );
-    (url, serve(listener, app).await)
-}
-
 #[tokio::test]
 async fn errors_are_counted_by_kind_and_skips_apart() {
     let recorder = DebuggingRecorder::new();
@@ -223,14 +175,7 @@ async fn errors_are_counted_by_kind_and_skips_apart() {
     let (garbage, _garbage_server) = garbage_peer().await;
     let dead = dead_url().await;
     // Accepts connections and never answers.
-    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let slow = format!("http://{}", hanging.local_addr().unwrap());
-    let _hanging = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            held.push(socket);
-        }
-    });
+    let (slow, _hanging) = hanging_peer().await;
     let loads = Loads::default();
     // A cooldown no test run outlives: once skipped, the dead peer stays skipped.
     let health = PeerHealthConfig::default()
@@ -258,19 +203,19 @@ async fn errors_are_counted_by_kind_and_skips_apart() {
     for key in keys_owned_by(&a.cache, &slow, "s:", 1) {
         assert_eq!(a.handle().get("users", &key).await.unwrap(), value_of(&key));
     }
-    let fs = peer(&a.cache, &slow);
+    let fs = peer_stats(&a.cache, &slow);
     assert_eq!(
         (fs.requests.gets, fs.errors.timeout, fs.errors.total()),
         (1, 1, 1)
     );
     // The estimate is within an eighth of the 300 ms waited at least.
     assert!(fs.latency_p50 >= Some(Duration::from_millis(300) * 7 / 8));
-    let fg = peer(&a.cache, &garbage);
+    let fg = peer_stats(&a.cache, &garbage);
     assert_eq!(fg.requests.gets, 2);
     assert_eq!((fg.errors.decode, fg.errors.total()), (2, 2));
     assert_eq!(fg.skipped, 0);
     assert_eq!(fg.bytes_received, 8, "the garbage was read: 4 bytes each");
-    let fd = peer(&a.cache, &dead);
+    let fd = peer_stats(&a.cache, &dead);
     assert_eq!(fd.requests.gets, 3, "a skipped fetch sends nothing");
     assert_eq!((fd.errors.connect, fd.errors.total()), (3, 3));
     assert_eq!(fd.skipped, 2);
@@ -302,7 +247,7 @@ async fn a_peer_that_leaves_the_ring_leaves_the_figures() {
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let key = key_owned_by(&a.cache, &b.url, "user:");
     a.handle().get("users", &key).await.unwrap();
-    assert_eq!(peer(&a.cache, &b.url).requests.gets, 1);
+    assert_eq!(peer_stats(&a.cache, &b.url).requests.gets, 1);
 
     a.cache.set_peers([a.url.clone(), c.url.clone()]).unwrap();
     let stats = a.cache.stats();
@@ -329,5 +274,5 @@ async fn a_peer_that_leaves_the_ring_leaves_the_figures() {
     a.cache
         .set_peers([a.url.clone(), b.url.clone(), c.url.clone()])
         .unwrap();
-    assert_eq!(peer(&a.cache, &b.url).total_requests(), 0);
+    assert_eq!(peer_stats(&a.cache, &b.url).total_requests(), 0);
 }

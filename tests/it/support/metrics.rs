@@ -25,3 +25,31 @@ pub(crate) fn snapshot(recorder: &DebuggingRecorder) -> Snapshot {
         })
         .collect()
 }
+
+/// `pairs` as the sorted labels of a [`Snapshot`] key.
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    labels.sort();
+    labels
+}
+
+/// The counter `name` with the labels `pairs`, if recorded.
+pub(crate) fn counter(s: &Snapshot, name: &str, pairs: &[(&str, &str)]) -> Option<u64> {
+    match s.get(&(name.to_owned(), labels(pairs))) {
+        Some(DebugValue::Counter(v)) => Some(*v),
+        None => None,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// The gauge `name` with the labels `pairs`, if recorded.
+pub(crate) fn gauge(s: &Snapshot, name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
+    match s.get(&(name.to_owned(), labels(pairs))) {
+        Some(DebugValue::Gauge(v)) => Some(v.into_inner()),
+        None => None,
+        other => panic!("{name}: {other:?}"),
+    }
+}

@@ -6,6 +6,7 @@ pub(crate) mod gopeer;
 pub(crate) mod metrics;
 #[cfg(all(unix, feature = "serde"))]
 pub(crate) mod node_process;
+pub(crate) mod recorded;
 pub(crate) mod stand_in;
 
 use std::collections::HashMap;
@@ -25,7 +26,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower_groupcache::{CacheHandle, Groupcache, GroupcacheBuilder, Loaded};
 
 /// The value the test source gives for `key`.
@@ -44,19 +44,17 @@ pub(crate) struct Loads {
 #[derive(Default)]
 struct LoadsInner {
     by_key: Mutex<HashMap<String, Vec<String>>>,
-    gate: Mutex<Option<Arc<Semaphore>>>,
+    gate: recorded::Gate,
 }
 
 impl Loads {
     /// Holds every later load until [`open`](Loads::open).
     pub(crate) fn close(&self) {
-        *self.inner.gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
+        self.inner.gate.close();
     }
 
     pub(crate) fn open(&self) {
-        if let Some(gate) = self.inner.gate.lock().unwrap().take() {
-            gate.add_permits(Semaphore::MAX_PERMITS / 2);
-        }
+        self.inner.gate.open();
     }
 
     /// The nodes that loaded `key`, in order.
@@ -118,10 +116,7 @@ impl Loads {
                     .entry(key.clone())
                     .or_default()
                     .push(node);
-                let gate = loads.inner.gate.lock().unwrap().clone();
-                if let Some(gate) = gate {
-                    let _permit = gate.acquire().await;
-                }
+                loads.inner.gate.pass().await;
                 if key.starts_with("fail:") {
                     return Err(std::io::Error::other(format!("back end refused {key}")));
                 }
@@ -361,6 +356,32 @@ pub(crate) fn key_owned_by(cache: &Groupcache, owner: &str, prefix: &str) -> Str
         .expect("some key lands on every peer")
 }
 
+/// `count` keys that `cache`'s ring places on `owner`, made from `prefix`.
+pub(crate) fn keys_owned_by(
+    cache: &Groupcache,
+    owner: &str,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
+    let ring = cache.ring();
+    let keys: Vec<String> = (0..100_000)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| ring.owner(k) == Some(owner))
+        .take(count)
+        .collect();
+    assert_eq!(keys.len(), count, "enough keys land on {owner}");
+    keys
+}
+
+/// What `cache` counts of its requests to `url`.
+pub(crate) fn peer_stats(cache: &Groupcache, url: &str) -> tower_groupcache::PeerStats {
+    cache
+        .stats()
+        .peer(url)
+        .unwrap_or_else(|| panic!("{url} has figures"))
+        .clone()
+}
+
 /// Polls `check` until it holds, or panics after `deadline` with `what`.
 pub(crate) async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
     let give_up = tokio::time::Instant::now() + deadline;
@@ -416,6 +437,30 @@ pub(crate) async fn post(
 pub(crate) async fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A stand-in peer that answers every request `200` with a body that is not protobuf.
+pub(crate) async fn garbage_peer() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route(
+        "/{*rest}",
+        axum::routing::any(|| async { (StatusCode::OK, Bytes::from_static(b"\xff\xff\xff\xff")) }),
+    );
+    (url, serve(listener, app).await)
+}
+
+/// A stand-in peer that accepts connections and never answers: its URL and its task.
+pub(crate) async fn hanging_peer() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
 }
 
 /// A node without peers whose `users` source is `loads`' (recorded as node `single`).
