@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::GroupcacheBuilder;
+use super::{GroupcacheBuilder, check_max_batch_keys};
 use crate::config::{check_secret_length, validate_base_path};
 use crate::error::ConfigError;
 use crate::peer::auth::PeerSecret;
@@ -34,7 +34,8 @@ impl GroupcacheBuilder {
     ///
     /// Values are trimmed. Unset variables keep their defaults. A value that is not Unicode,
     /// does not parse or is out of range is a [`ConfigError::Env`] that names the variable:
-    /// `REPLICAS` from 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), timeouts above 0, secrets
+    /// `REPLICAS` from 1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS), timeouts above 0,
+    /// `MAX_CONNECTIONS_PER_PEER` above 0, `MAX_BATCH_KEYS` from 1 to 100,000, secrets
     /// of [`MIN_PEER_SECRET_BYTES`](crate::MIN_PEER_SECRET_BYTES) or more, a `BASE_PATH` that
     /// [`base_path`](Self::base_path) accepts. [`build`](Self::build) checks the rest: the
     /// URLs, and what depends on other settings (the ring's size, a connect timeout above the
@@ -157,10 +158,16 @@ impl GroupcacheBuilder {
             self.shutdown_timeout = Duration::from_millis(number(&v)?);
         }
         if let Some(v) = var("MAX_CONNECTIONS_PER_PEER")? {
-            self.max_connections_per_peer = number(&v)?;
+            let connections = number(&v)?;
+            if connections == 0 {
+                check(&v, Err(ConfigError::ZeroLimit("max connections per peer")))?;
+            }
+            self.max_connections_per_peer = connections;
         }
         if let Some(v) = var("MAX_BATCH_KEYS")? {
-            self.max_batch_keys = number(&v)?;
+            let keys = number(&v)?;
+            check(&v, check_max_batch_keys(keys))?;
+            self.max_batch_keys = keys;
         }
         if let Some(v) = var("NATURAL_BATCHING")? {
             self.natural_batching = number(&v)?;

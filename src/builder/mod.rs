@@ -444,16 +444,13 @@ impl GroupcacheBuilder {
                 self.max_connections_per_peer == 0,
             ),
             ("max key bytes", self.max_key_bytes == 0),
-            ("max batch keys", self.max_batch_keys == 0),
             ("max value bytes", self.max_value_bytes == 0),
         ] {
             if zero {
                 return Err(ConfigError::ZeroLimit(what));
             }
         }
-        if self.max_batch_keys > defaults::MAX_BATCH_KEYS_LIMIT {
-            return Err(ConfigError::TooManyBatchKeys(self.max_batch_keys));
-        }
+        check_max_batch_keys(self.max_batch_keys)?;
         let connect_timeout = match self.connect_timeout {
             Some(connect) if connect > self.peer_timeout => {
                 return Err(ConfigError::ConnectTimeoutAbovePeerTimeout {
@@ -567,6 +564,17 @@ impl GroupcacheBuilder {
             https,
         })))
     }
+}
+
+/// `max_batch_keys` from 1 to [`defaults::MAX_BATCH_KEYS_LIMIT`].
+pub(crate) fn check_max_batch_keys(keys: usize) -> Result<(), ConfigError> {
+    if keys == 0 {
+        return Err(ConfigError::ZeroLimit("max batch keys"));
+    }
+    if keys > defaults::MAX_BATCH_KEYS_LIMIT {
+        return Err(ConfigError::TooManyBatchKeys(keys));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -221,20 +221,6 @@ fn reads_the_environment() {
             .unwrap();
     assert_eq!(builder.max_batch_keys, 250);
     let err =
-        GroupcacheBuilder::from_env_lookup("PARSEC", env(&[("PARSEC_MAX_BATCH_KEYS", "200000")]))
-            .unwrap()
-            .build()
-            .unwrap_err();
-    assert_eq!(err, ConfigError::TooManyBatchKeys(200_000));
-    let err = GroupcacheBuilder::from_env_lookup(
-        "PARSEC",
-        env(&[("PARSEC_MAX_CONNECTIONS_PER_PEER", "0")]),
-    )
-    .unwrap()
-    .build()
-    .unwrap_err();
-    assert_eq!(err, ConfigError::ZeroLimit("max connections per peer"));
-    let err =
         GroupcacheBuilder::from_env_lookup("PARSEC", env(&[("PARSEC_PEER_URLS", "http://b:1")]))
             .unwrap()
             .build()
@@ -481,6 +467,9 @@ fn env_values_out_of_range_name_their_variable() {
         ("PARSEC_PEER_TIMEOUT_MS", "0"),
         ("PARSEC_CONNECT_TIMEOUT_MS", "0"),
         ("PARSEC_PEER_IDLE_TIMEOUT_MS", "0"),
+        ("PARSEC_MAX_CONNECTIONS_PER_PEER", "0"),
+        ("PARSEC_MAX_BATCH_KEYS", "0"),
+        ("PARSEC_MAX_BATCH_KEYS", "100001"),
         ("PARSEC_PEER_SECRET", "s3cret"),
         ("PARSEC_PEER_SECRET_PREVIOUS", "s3cret"),
         ("PARSEC_BASE_PATH", "/../"),
@@ -505,6 +494,18 @@ fn env_values_out_of_range_name_their_variable() {
     assert_eq!(
         err.to_string(),
         "environment variable PARSEC_REPLICAS: ring replicas 10001 is above the maximum of 10000"
+    );
+    let err = GroupcacheBuilder::from_env_lookup("PARSEC", |name| {
+        (name == "PARSEC_MAX_BATCH_KEYS").then(|| "200000".to_owned())
+    })
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::Env {
+            variable: "PARSEC_MAX_BATCH_KEYS".to_owned(),
+            reason: ConfigError::TooManyBatchKeys(200_000).to_string(),
+        }
     );
     // In range, and trimmed.
     let b = GroupcacheBuilder::from_env_lookup("PARSEC", |name| match name {

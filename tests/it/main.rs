@@ -11,6 +11,7 @@ mod cache_bytes;
 mod config;
 mod container;
 mod doc_promises;
+mod doc_promises_config;
 mod doc_promises_hotkeys;
 mod doc_promises_interop;
 mod doc_promises_ops;
