@@ -343,18 +343,39 @@ impl Ring {
 
         let mut points = Vec::with_capacity(all.len());
         let mut owners = Vec::with_capacity(all.len());
+        // The points where two peers collide: the order of the peers decides who wins them.
+        let mut collided = Vec::new();
         for (point, _, peer_index) in all {
             if points.last() == Some(&point) {
                 *owners.last_mut().expect("owners grows with points") = peer_index;
+                if collided.last() != Some(&point) {
+                    collided.push(point);
+                }
             } else {
                 points.push(point);
                 owners.push(peer_index);
             }
         }
 
-        // Order-blind: peer order only matters on a point collision.
-        let fingerprint =
-            crc32fast::hash(format!("{replicas}\n{}", sorted_peers(&unique)).as_bytes());
+        // The peer set, blind to its order, which matters only on a collision: then each
+        // collided point's winner too. Without one (nearly always) the text is the one of
+        // earlier versions, so that they agree during a rolling upgrade.
+        let sorted = sorted_peers(&unique);
+        let mut text = format!("{replicas}\n{}", sorted.join("\n"));
+        if !collided.is_empty() {
+            // Each winner by its place among the sorted peers, not by its URL: two URLs whose
+            // points collide have the same crc32 after the same prefix.
+            text.push('\n');
+            for point in collided {
+                use std::fmt::Write as _;
+                if let Ok(at) = points.binary_search(&point) {
+                    let winner = &*unique[owners[at] as usize];
+                    let rank = sorted.binary_search(&winner).unwrap_or(usize::MAX);
+                    let _ = write!(text, "\n{point:08x} {rank}");
+                }
+            }
+        }
+        let fingerprint = crc32fast::hash(text.as_bytes());
         Self::assemble(
             Placement::Golang { points, owners },
             unique,
@@ -373,7 +394,7 @@ impl Ring {
             format!(
                 "balanced/{per_peer}/{BALANCED_PROBES}/{}\n{}",
                 balanced.mask.count_zeros(),
-                sorted_peers(&unique)
+                sorted_peers(&unique).join("\n")
             )
             .as_bytes(),
         );
@@ -481,8 +502,10 @@ impl Ring {
         shares
     }
 
-    /// A short hash of the ring's kind, its peer set and its points per peer: two nodes with
-    /// the same fingerprint place every key the same way. Peer requests carry it so that nodes
+    /// A short hash of the ring's kind, its peer set and its points per peer (and, on
+    /// golang's ring, which peer wins each point where two collide, the one place where the
+    /// order of the peers matters): two nodes with the same fingerprint place every key the
+    /// same way. Peer requests carry it so that nodes
     /// with different peer lists, or on different kinds of ring, notice. A golang ring's
     /// fingerprint is the one earlier versions of this crate computed.
     pub fn fingerprint(&self) -> u32 {
@@ -499,11 +522,11 @@ impl Ring {
     }
 }
 
-/// The peers sorted and joined by newlines: what a fingerprint covers.
-fn sorted_peers(unique: &[Arc<str>]) -> String {
+/// The peers sorted: what a fingerprint covers, joined by newlines.
+fn sorted_peers(unique: &[Arc<str>]) -> Vec<&str> {
     let mut sorted: Vec<&str> = unique.iter().map(|p| &**p).collect();
     sorted.sort_unstable();
-    sorted.join("\n")
+    sorted
 }
 
 impl Balanced {
@@ -797,6 +820,25 @@ mod tests {
         assert_eq!(key_on_point.owner("x"), Some(second));
         let reversed = Ring::new(1, [second, first]);
         assert_eq!(reversed.owner("x"), Some(first));
+    }
+
+    #[test]
+    fn a_fingerprint_tells_apart_rings_whose_collisions_go_to_different_peers() {
+        // The pair of `later_peer_wins_a_collision`: one point, won by the peer added later.
+        let (first, second) = ("pa02552f76dbdf5fd", "p670009b22c087272");
+        let forward = Ring::new(1, [first, second]);
+        let reversed = Ring::new(1, [second, first]);
+        assert_ne!(forward.owner("x"), reversed.owner("x"));
+        assert_ne!(forward.fingerprint(), reversed.fingerprint());
+        // Without a collision the order changes nothing, and the fingerprint is the one of
+        // earlier versions: the replica count and the sorted peers.
+        let ring = Ring::new(50, [PEERS[2], PEERS[0], PEERS[1]]);
+        let mut sorted = PEERS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(
+            ring.fingerprint(),
+            crc32fast::hash(format!("50\n{}", sorted.join("\n")).as_bytes())
+        );
     }
 
     #[test]

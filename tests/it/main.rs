@@ -15,6 +15,7 @@ mod doc_promises_config;
 mod doc_promises_hotkeys;
 mod doc_promises_interop;
 mod doc_promises_ops;
+mod doc_promises_usage;
 mod doc_promises_wire;
 mod expiry;
 mod hot_keys;

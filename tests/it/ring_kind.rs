@@ -11,7 +11,7 @@ use crate::support::{Loads, capture_logs, cluster, count_lines, listeners, start
 
 #[path = "../../examples/ringsim/sim.rs"]
 #[allow(dead_code, unreachable_pub)]
-mod sim;
+pub(crate) mod sim;
 
 #[tokio::test]
 async fn three_nodes_on_the_balanced_ring_load_each_key_once() {
