@@ -6,7 +6,7 @@
 //! export GROUPCACHE_PEER_URLS=http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083
 //! GROUPCACHE_LISTEN=127.0.0.1:8081 GROUPCACHE_SELF_URL=http://127.0.0.1:8081 target/debug/examples/users &
 //! # ... the same for 8082 and 8083, then:
-//! curl http://127.0.0.1:8081/users/42       # {"id":42,"name":"user 42","email":"user42@example.com"}
+//! curl http://127.0.0.1:8081/users/42       # {"email":"user42@example.com","id":42,"name":"user 42"}
 //! curl http://127.0.0.1:8081/users?page=3   # users 300 to 399, one JSON object per line
 //! curl http://127.0.0.1:8081/stats          # the SQL queries this process ran, and the cache's stats
 //! ```

@@ -309,6 +309,24 @@ impl StdError for KeyCodecError {
     }
 }
 
+/// A typed data source's value that its codec could not encode: the get fails with
+/// [`ErrorKind::Codec`], as for a key that does not decode, and the inner error is its
+/// `source()`.
+#[derive(Debug)]
+pub(crate) struct ValueCodecError(pub(crate) BoxError);
+
+impl fmt::Display for ValueCodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the value does not encode: {}", self.0)
+    }
+}
+
+impl StdError for ValueCodecError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// What the default [`Source::load_many`](crate::Source::load_many) gives a key whose own
 /// load panicked: that key alone fails, with [`ErrorKind::LoadPanicked`], as its single load
 /// would.

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{BoxError, Error, ErrorKind, KeyCodecError};
+use crate::error::{BoxError, Error, ErrorKind, KeyCodecError, ValueCodecError};
 use crate::handle::CacheHandle;
 use crate::source::{Loaded, Source};
 
@@ -140,7 +140,12 @@ where
             let Some(value) = started?.await.map_err(Into::into)? else {
                 return Ok(Loaded::not_found());
             };
-            Ok(Loaded::new(self.codec.encode_value(&value)?))
+            // So is a value that does not encode.
+            let value = self
+                .codec
+                .encode_value(&value)
+                .map_err(|error| -> BoxError { Box::new(ValueCodecError(error)) })?;
+            Ok(Loaded::new(value))
         }
     }
 }

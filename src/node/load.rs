@@ -16,7 +16,7 @@ use super::fetch::ProbeSlot;
 use super::queue::batch_results;
 use super::singleflight::{BatchKeys, Ticket, TicketRef};
 use super::source::{CachedSource, FlightKey};
-use crate::error::{BoxError, Error, ErrorKind, KeyCodecError, KeyLoadPanicked};
+use crate::error::{BoxError, Error, ErrorKind, KeyCodecError, KeyLoadPanicked, ValueCodecError};
 use crate::peer::health::Verdict;
 use crate::source::Loaded;
 use crate::stats::Event;
@@ -255,8 +255,10 @@ impl Node {
         }
         tracing::debug!(source = %source.name, error = %cause, keys, "data source failed");
         // A typed source that could not decode its key says so with `KeyCodecError`.
+        // So does one whose value did not encode (`ValueCodecError`).
         let (kind, cause) = match cause.downcast::<KeyCodecError>() {
             Ok(codec) => (ErrorKind::Codec, codec.0),
+            Err(cause) if cause.is::<ValueCodecError>() => (ErrorKind::Codec, cause),
             Err(cause) => (ErrorKind::Load, cause),
         };
         Error::with_cause(kind, &source.name, Some(cause))

