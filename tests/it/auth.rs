@@ -1,11 +1,8 @@
 //! Peer authentication over real HTTP: the credential format of the `auth` module, and every
 //! way a credential can be wrong.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use crate::support::{self, Loads, cluster, key_owned_by, value_of};
+use crate::support::{self, Loads, cluster, key_owned_by, now, value_of};
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt as _, Empty};
 use sha2::Sha256;
 use tower_groupcache::{ConfigError, Groupcache};
@@ -17,23 +14,7 @@ const SENDER: u64 = 0x7e57_0000_0000_0001;
 
 /// A credential as the `auth` module documents it, from `SENDER` with sequence number `seq`.
 fn credential(secret: &str, method: &str, path: &str, t: u64, seq: u64) -> String {
-    let nonce = format!("{SENDER:016x}{seq:016x}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{method}\n{path}\n{t}\n{nonce}").as_bytes());
-    let signature: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},n={nonce},s={signature}")
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    support::credential(secret, method, path, t, SENDER, seq)
 }
 
 async fn send(method: &str, uri: &str, auth: Option<&str>) -> (u16, Bytes) {

@@ -17,10 +17,10 @@ use tower_groupcache::{
     MIN_PEER_SECRET_BYTES, PeerHealthConfig, RingKind, defaults,
 };
 
-use crate::support::{Loads, Node, eventually, listeners, request, start_node, value_of};
-
-/// The bound of every wait: generous, since the machine may be loaded.
-const DEADLINE: Duration = Duration::from_secs(30);
+use crate::support::recorded::DEADLINE;
+use crate::support::{
+    Loads, Node, eventually, keys_owned_by, listeners, request, start_node, value_of,
+};
 
 const SECRET: &str = "a secret all nodes share: 32 or more random bytes";
 
@@ -70,6 +70,19 @@ fn b() -> GroupcacheBuilder {
     Groupcache::builder().source("users", echo)
 }
 
+/// A builder from `vars` (see [`from_vars_ok`]) with one data source, `users`.
+fn env_b(vars: &[(&str, &str)]) -> GroupcacheBuilder {
+    from_vars_ok(vars).source("users", echo)
+}
+
+/// [`b`] as the node at `self_url` among `peers`, signing with `SECRET`.
+fn b_among<P: Into<String>>(
+    self_url: impl Into<String>,
+    peers: impl IntoIterator<Item = P>,
+) -> GroupcacheBuilder {
+    b().self_url(self_url).peers(peers).peer_secret(SECRET)
+}
+
 /// `from_env_lookup("GROUPCACHE", ..)` over `vars` (full names), never a panic.
 fn from_vars(vars: &[(&str, &str)]) -> Result<GroupcacheBuilder, ConfigError> {
     let map: HashMap<String, String> = vars
@@ -98,18 +111,6 @@ fn capacities(cache: &Groupcache) -> (u64, u64) {
     let stats = cache.stats();
     let s = stats.source("users").expect("users is registered");
     (s.main_cache.capacity_bytes, s.hot_cache.capacity_bytes)
-}
-
-/// `n` keys the ring of `cache` places on `owner`, made from `prefix`.
-fn keys_owned_by(cache: &Groupcache, owner: &str, prefix: &str, n: usize) -> Vec<String> {
-    let ring = cache.ring();
-    let keys: Vec<String> = (0..n * 200)
-        .map(|i| format!("{prefix}{i}"))
-        .filter(|k| ring.owner(k) == Some(owner))
-        .take(n)
-        .collect();
-    assert_eq!(keys.len(), n, "not enough keys land on {owner}");
-    keys
 }
 
 fn peer_urls(n: usize) -> Vec<String> {
@@ -248,9 +249,10 @@ async fn cache_bytes_zero_turns_caching_off() {
 fn default_ring_is_golang_with_50_replicas() {
     let cache = build_ok(
         "three nodes",
-        b().self_url("http://10.0.0.1:8080")
-            .peers(["http://10.0.0.2:8080", "http://10.0.0.3:8080"])
-            .peer_secret(SECRET),
+        b_among(
+            "http://10.0.0.1:8080",
+            ["http://10.0.0.2:8080", "http://10.0.0.3:8080"],
+        ),
     );
     let ring = cache.ring();
     assert_eq!(ring.kind(), RingKind::Golang);
@@ -557,14 +559,15 @@ async fn hot_max_staleness_zero_keeps_no_hot_copy() {
 fn peers_with_duplicates_and_without_self() {
     let cache = build_ok(
         "duplicates",
-        b().self_url("http://10.0.0.1:8080")
-            .peers([
+        b_among(
+            "http://10.0.0.1:8080",
+            [
                 "http://10.0.0.1:8080",
                 "http://10.0.0.2:8080",
                 "http://10.0.0.2:8080",
                 "HTTP://10.0.0.2:8080",
-            ])
-            .peer_secret(SECRET),
+            ],
+        ),
     );
     let stats = cache.stats();
     assert_eq!(stats.cluster.count, 2, "{:?}", stats.cluster);
@@ -576,9 +579,10 @@ fn peers_with_duplicates_and_without_self() {
 
     let cache = build_ok(
         "self missing from peers",
-        b().self_url("http://10.0.0.9:8080")
-            .peers(["http://10.0.0.2:8080", "http://10.0.0.3:8080"])
-            .peer_secret(SECRET),
+        b_among(
+            "http://10.0.0.9:8080",
+            ["http://10.0.0.2:8080", "http://10.0.0.3:8080"],
+        ),
     );
     let stats = cache.stats();
     assert_eq!(stats.cluster.count, 3, "{:?}", stats.cluster);
@@ -593,9 +597,10 @@ fn peers_with_duplicates_and_without_self() {
 
     let cache = build_ok(
         "case",
-        b().self_url("HTTP://Node-1:8080")
-            .peers(["http://node-1:8080", "Http://NODE-2:8080"])
-            .peer_secret(SECRET),
+        b_among(
+            "HTTP://Node-1:8080",
+            ["http://node-1:8080", "Http://NODE-2:8080"],
+        ),
     );
     let stats = cache.stats();
     assert_eq!(
@@ -631,9 +636,7 @@ fn trailing_slash_path_and_query_are_refused() {
         assert_eq!(e.to_string(), want);
         let e = build_err(
             &format!("peer {url}"),
-            b().self_url("http://10.0.0.9:8080")
-                .peers([url])
-                .peer_secret(SECRET),
+            b_among("http://10.0.0.9:8080", [url]),
         );
         assert_eq!(e.to_string(), want);
     }
@@ -976,12 +979,7 @@ fn replicas_limits() {
 fn ring_too_large_at_the_edge() {
     let mut peers = peer_urls(20_001);
     let self_url = peers[0].clone();
-    let e = build_err(
-        "20001 peers",
-        b().self_url(self_url.clone())
-            .peers(peers.clone())
-            .peer_secret(SECRET),
-    );
+    let e = build_err("20001 peers", b_among(self_url.clone(), peers.clone()));
     assert_eq!(
         e,
         ConfigError::RingTooLarge {
@@ -995,10 +993,7 @@ fn ring_too_large_at_the_edge() {
     );
     // 20,000 distinct peers (the last one repeated): exactly the maximum.
     peers[20_000] = peers[1].clone();
-    let cache = build_ok(
-        "20000 distinct peers",
-        b().self_url(self_url).peers(peers).peer_secret(SECRET),
-    );
+    let cache = build_ok("20000 distinct peers", b_among(self_url, peers));
     // crc32 collisions merge a few of the 1,000,000 points ("the peer added later wins").
     assert!(cache.ring().points() <= MAX_RING_POINTS);
     assert_eq!(cache.stats().cluster.count, 20_000);
@@ -1356,17 +1351,11 @@ fn from_env_unset_keeps_the_defaults() {
     assert_eq!((main + hot, hot), (64 << 20, 8 << 20));
     let cache = build_ok(
         "lookup, nothing",
-        from_vars_ok(&[])
-            .source("users", echo)
-            .self_url("http://10.0.0.1:1")
-            .peer_secret(SECRET),
+        env_b(&[]).self_url("http://10.0.0.1:1").peer_secret(SECRET),
     );
     assert_eq!(cache.ring().replicas(), 50);
     assert_eq!(cache.ring().kind(), RingKind::Golang);
-    let cache = build_ok(
-        "empty peers",
-        from_vars_ok(&[("GROUPCACHE_PEER_URLS", "")]).source("users", echo),
-    );
+    let cache = build_ok("empty peers", env_b(&[("GROUPCACHE_PEER_URLS", "")]));
     assert_eq!(
         cache.stats().cluster.count,
         0,
@@ -1374,11 +1363,10 @@ fn from_env_unset_keeps_the_defaults() {
     );
     let cache = build_ok(
         "self, empty peers",
-        from_vars_ok(&[
+        env_b(&[
             ("GROUPCACHE_PEER_URLS", "  "),
             ("GROUPCACHE_SELF_URL", "http://10.0.0.1:1"),
-        ])
-        .source("users", echo),
+        ]),
     );
     assert_eq!(
         cache.stats().cluster.count,
@@ -1414,7 +1402,7 @@ fn from_env_every_variable_is_parsed() {
         ),
         ("GROUPCACHE_OPEN_PEER_PATH", "false"),
     ];
-    let cache = build_ok("every variable", from_vars_ok(&vars).source("users", echo));
+    let cache = build_ok("every variable", env_b(&vars));
     let stats = cache.stats();
     assert_eq!(
         stats.cluster.self_url.as_deref(),
@@ -1427,10 +1415,7 @@ fn from_env_every_variable_is_parsed() {
     // The timeouts are milliseconds: the connect timeout 3001 ms is refused above 3 s.
     let mut above = vars.to_vec();
     above.push(("GROUPCACHE_CONNECT_TIMEOUT_MS", "3001"));
-    let e = build_err(
-        "connect above peer",
-        from_vars_ok(&above[..]).source("users", echo),
-    );
+    let e = build_err("connect above peer", env_b(&above[..]));
     assert_eq!(
         e,
         ConfigError::ConnectTimeoutAbovePeerTimeout {
@@ -1445,7 +1430,7 @@ fn from_env_every_variable_is_parsed() {
         .filter(|(k, _)| !k.starts_with("GROUPCACHE_PEER_SECRET"))
         .collect();
     assert_eq!(
-        build_err("no secret", from_vars_ok(&no_secret).source("users", echo)),
+        build_err("no secret", env_b(&no_secret)),
         ConfigError::PeerAuthRequired
     );
 }
@@ -1465,43 +1450,46 @@ fn from_env_documented_error_messages() {
         e.to_string(),
         "environment variable GROUPCACHE_CACHE_BYTES: `64MiB` is not a whole number"
     );
-    let e = from_vars_err(&[("GROUPCACHE_REPLICAS", "0")]);
-    assert_eq!(
-        e.to_string(),
-        "environment variable GROUPCACHE_REPLICAS: ring replicas must be at least 1"
-    );
-    let e = from_vars_err(&[("GROUPCACHE_REPLICAS", "10001")]);
-    assert_eq!(
-        e.to_string(),
-        "environment variable GROUPCACHE_REPLICAS: ring replicas 10001 is above the maximum of 10000"
-    );
+    for (var, value, expected) in [
+        (
+            "GROUPCACHE_REPLICAS",
+            "0",
+            "environment variable GROUPCACHE_REPLICAS: ring replicas must be at least 1",
+        ),
+        (
+            "GROUPCACHE_REPLICAS",
+            "10001",
+            "environment variable GROUPCACHE_REPLICAS: ring replicas 10001 is above the maximum of 10000",
+        ),
+        (
+            "GROUPCACHE_PEER_SECRET",
+            "abcdef",
+            "environment variable GROUPCACHE_PEER_SECRET: the current peer secret has 6 bytes; at least 32 are needed: use 32 or more random bytes",
+        ),
+        (
+            "GROUPCACHE_BASE_PATH",
+            "/",
+            "environment variable GROUPCACHE_BASE_PATH: invalid base path `/`: every request would be a peer request; use a path of its own, e.g. /_groupcache/",
+        ),
+        // "(any message above, after the variable's name)", for a bound of the table.
+        (
+            "GROUPCACHE_MAX_BATCH_KEYS",
+            "100001",
+            "environment variable GROUPCACHE_MAX_BATCH_KEYS: max batch keys 100001 is above the maximum of 100000",
+        ),
+    ] {
+        assert_eq!(from_vars_err(&[(var, value)]).to_string(), expected);
+    }
     for (var, what) in [
         ("GROUPCACHE_PEER_TIMEOUT_MS", "peer timeout"),
         ("GROUPCACHE_CONNECT_TIMEOUT_MS", "connect timeout"),
         ("GROUPCACHE_PEER_IDLE_TIMEOUT_MS", "peer idle timeout"),
     ] {
-        let e = from_vars_err(&[(var, "0")]);
         assert_eq!(
-            e.to_string(),
+            from_vars_err(&[(var, "0")]).to_string(),
             format!("environment variable {var}: {what} must be greater than zero")
         );
     }
-    let e = from_vars_err(&[("GROUPCACHE_PEER_SECRET", "abcdef")]);
-    assert_eq!(
-        e.to_string(),
-        "environment variable GROUPCACHE_PEER_SECRET: the current peer secret has 6 bytes; at least 32 are needed: use 32 or more random bytes"
-    );
-    let e = from_vars_err(&[("GROUPCACHE_BASE_PATH", "/")]);
-    assert_eq!(
-        e.to_string(),
-        "environment variable GROUPCACHE_BASE_PATH: invalid base path `/`: every request would be a peer request; use a path of its own, e.g. /_groupcache/"
-    );
-    // "(any message above, after the variable's name)", for a bound of the table.
-    let e = from_vars_err(&[("GROUPCACHE_MAX_BATCH_KEYS", "100001")]);
-    assert_eq!(
-        e.to_string(),
-        "environment variable GROUPCACHE_MAX_BATCH_KEYS: max batch keys 100001 is above the maximum of 100000"
-    );
 }
 
 /// "A value that does not parse or is out of range (the bounds in the table, a base path
@@ -1648,7 +1636,7 @@ fn from_env_edge_values_are_accepted() {
     );
     let big = build_ok(
         "cache max",
-        from_vars_ok(&[("GROUPCACHE_CACHE_BYTES", "18446744073709551615")]).source("users", echo),
+        env_b(&[("GROUPCACHE_CACHE_BYTES", "18446744073709551615")]),
     );
     let (main, hot) = capacities(&big);
     assert!(main.checked_add(hot).is_some());
@@ -1660,11 +1648,11 @@ fn from_env_edge_values_are_accepted() {
 #[test]
 fn from_env_ring_and_open_peer_path_spellings() {
     let kind = |value: &str| {
-        let builder = from_vars_ok(&[
+        let vars = [
             ("GROUPCACHE_RING", value),
             ("GROUPCACHE_SELF_URL", "http://10.0.0.1:1"),
-        ]);
-        build_ok(value, builder.source("users", echo)).ring().kind()
+        ];
+        build_ok(value, env_b(&vars)).ring().kind()
     };
     for v in ["golang", "GOLANG", "Golang", "", "  ", " golang "] {
         assert_eq!(kind(v), RingKind::Golang, "{v:?}");
@@ -1679,7 +1667,7 @@ fn from_env_ring_and_open_peer_path_spellings() {
     let opens = |value: &str| {
         let mut vars = cluster.to_vec();
         vars.push(("GROUPCACHE_OPEN_PEER_PATH", value));
-        match build(value, from_vars_ok(&vars).source("users", echo)) {
+        match build(value, env_b(&vars)) {
             Ok(_) => true,
             Err(ConfigError::PeerAuthRequired) => false,
             Err(e) => panic!("OPEN_PEER_PATH={value:?}: {e}"),
@@ -1707,7 +1695,7 @@ fn from_env_values_are_trimmed() {
         ("GROUPCACHE_PEER_SECRET", &format!(" {SECRET} ")),
         ("GROUPCACHE_BASE_PATH", " /gc/ "),
     ];
-    let cache = build_ok("trimmed", from_vars_ok(&vars).source("users", echo));
+    let cache = build_ok("trimmed", env_b(&vars));
     assert_eq!(
         cache.stats().cluster.self_url.as_deref(),
         Some("http://10.0.0.1:8080")
@@ -1776,11 +1764,10 @@ fn from_env_leaves_the_rest_to_build() {
     }
     let message = build_err(
         "connect > peer via env",
-        from_vars_ok(&[
+        env_b(&[
             ("GROUPCACHE_PEER_TIMEOUT_MS", "1000"),
             ("GROUPCACHE_CONNECT_TIMEOUT_MS", "2000"),
-        ])
-        .source("users", echo),
+        ]),
     )
     .to_string();
     assert_eq!(

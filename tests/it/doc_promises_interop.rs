@@ -9,46 +9,25 @@
 //! `doc_promises_interop::`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse as _;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
-use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, ChildStdout, Command};
 use tower_groupcache::protocol::{GetManyRequest, escape};
-use tower_groupcache::{ErrorKind, Groupcache, GroupcacheBuilder, HotKeys};
+use tower_groupcache::{ErrorKind, Groupcache, GroupcacheBuilder, HotKeys, Source};
 
 use crate::support::gopeer::{
-    self, At, GROUP, GoNode, Http, Mixed, OurLoads, assert_bytes, go_value,
+    At, GROUP, GoNode, Http, Mixed, OurLoads, assert_bytes, go_or_skip, value,
 };
-use crate::support::{self, Loads, value_of};
-
-/// The bound of every wait and exchange; a test that passes never waits this long.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The Go peer, or return from the test after printing why it is skipped.
-macro_rules! go_or_skip {
-    ($test:literal) => {
-        match gopeer::binary_or_skip($test) {
-            Some(binary) => binary,
-            None => return,
-        }
-    };
-}
-
-fn value(key: &str) -> Bytes {
-    go_value(key).expect("a key the getter knows")
-}
+use crate::support::recorded::DEADLINE;
+use crate::support::{self, Loads, credential, now, value_of};
 
 // ---------------------------------------------------------------------------------------------
 // Nodes of ours
@@ -67,6 +46,11 @@ impl Drop for Ours {
 }
 
 impl Ours {
+    /// A get of `key` from `GROUP` through this node, which must succeed.
+    async fn get(&self, key: &str) -> Bytes {
+        self.cache.handle().get(GROUP, key).await.unwrap()
+    }
+
     fn src(&self) -> tower_groupcache::SourceStats {
         self.cache.stats().source(GROUP).expect("the group").stats
     }
@@ -90,6 +74,18 @@ async fn bind() -> (TcpListener, String) {
         .expect("bind 127.0.0.1:0");
     let url = format!("http://{}", listener.local_addr().unwrap());
     (listener, url)
+}
+
+/// A builder for the node at `url` among `peers` (none if empty), loading `GROUP` with
+/// `source`.
+fn node_at(url: &str, peers: &[String], source: impl Source) -> GroupcacheBuilder {
+    let builder = Groupcache::builder().self_url(url);
+    let builder = if peers.is_empty() {
+        builder
+    } else {
+        builder.peers(peers.to_vec())
+    };
+    builder.source(GROUP, source)
 }
 
 /// Builds a node from `builder` (self URL, peers and source already set) and serves it.
@@ -132,6 +128,11 @@ async fn send_body(
         Ok(Err(e)) => panic!("{method} {uri}: {e}"),
         Err(_) => panic!("{method} {uri}: no answer within {DEADLINE:?}"),
     }
+}
+
+/// An empty `method` request of `uri` with the credential `auth`.
+async fn send_signed(method: Method, uri: &str, auth: &str) -> (StatusCode, HeaderMap, Bytes) {
+    send_body(method, uri, &[("x-groupcache-auth", auth)], "").await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,17 +234,8 @@ impl RecordingProxy {
 /// passes the proxy, and is recorded.
 struct GoBehindProxy {
     proxy: RecordingProxy,
-    /// The Go node's own address, for `/loads` and `/stats` (not recorded).
-    direct: String,
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    http: Http,
-}
-
-impl Drop for GoBehindProxy {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
+    /// The Go node at its own address, for `/loads` and `/stats` (not recorded).
+    go: GoNode,
 }
 
 impl GoBehindProxy {
@@ -254,75 +246,9 @@ impl GoBehindProxy {
         peers: &[String],
     ) -> Self {
         let proxy_url = format!("http://{}", proxy_listener.local_addr().unwrap());
-        let mut child = Command::new(binary)
-            .args([
-                "-self",
-                &proxy_url,
-                "-listen",
-                "127.0.0.1:0",
-                "-peers",
-                &peers.join(","),
-                "-group",
-                GROUP,
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start gopeer");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let ready = tokio::time::timeout(DEADLINE, async {
-            let mut line = String::new();
-            for _ in 0..100 {
-                line.clear();
-                match stdout.read_line(&mut line).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {
-                        if let Some(addr) = line.trim().strip_prefix("READY ") {
-                            return Some(addr.to_owned());
-                        }
-                    }
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some(addr)) = ready else {
-            let _ = child.start_kill();
-            panic!("gopeer behind the proxy printed no READY: {ready:?}");
-        };
-        let direct = format!("http://{addr}");
-        let proxy = RecordingProxy::start(proxy_listener, direct.clone()).await;
-        Self {
-            proxy,
-            direct,
-            child,
-            _stdout: stdout,
-            http: Http::default(),
-        }
-    }
-
-    async fn loads(&self, key: &str) -> u64 {
-        let reply = self
-            .http
-            .get(&format!(
-                "{}/loads?group={GROUP}&key={}",
-                self.direct,
-                escape(key)
-            ))
-            .await;
-        assert_eq!(reply.status, StatusCode::OK);
-        std::str::from_utf8(&reply.body)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    async fn stop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(DEADLINE, self.child.wait()).await;
+        let go = GoNode::start_known_as(binary, &proxy_url, peers, &Http::default()).await;
+        let proxy = RecordingProxy::start(proxy_listener, go.url.clone()).await;
+        Self { proxy, go }
     }
 }
 
@@ -347,6 +273,23 @@ async fn go_cache_items(http: &Http, node_url: &str, cache: &str) -> u64 {
 // =============================================================================================
 // Mixed clusters (docs/interop.md)
 // =============================================================================================
+
+/// Every node of `c` gets `key`, which is loaded once in the whole cluster, by its owner
+/// `owner` (a node of `whose`).
+async fn got_everywhere_loaded_once(c: &Mixed, shape: &str, key: &str, owner: At, whose: &str) {
+    for at in c.all() {
+        assert_bytes(
+            &c.get(at, key).await,
+            &value(key),
+            &format!("{shape}: {at} gets {key:.40?}"),
+        );
+    }
+    assert_eq!(
+        c.loaders(key).await,
+        [c.url(owner)],
+        "{shape}: {key:.40?} owned by {whose}, loaded once in the whole cluster"
+    );
+}
 
 /// The odd keys of the brief: `%`, `+`, `/`, `//`, unicode, and a long one (4,000 bytes).
 fn odd_bases() -> Vec<String> {
@@ -410,18 +353,7 @@ async fn odd_keys_are_placed_alike_and_loaded_once_in_a_mixed_cluster() {
                 go_errors,
                 "{shape}: {key:.40?}: the Go node's fetch from our owner is no peer error"
             );
-            for at in c.all() {
-                assert_bytes(
-                    &c.get(at, &key).await,
-                    &value(&key),
-                    &format!("{shape}: {at} gets {key:.40?}"),
-                );
-            }
-            assert_eq!(
-                c.loaders(&key).await,
-                [c.url(At::Ours(n_ours - 1))],
-                "{shape}: {key:.40?} owned by ours, loaded once in the whole cluster"
-            );
+            got_everywhere_loaded_once(&c, &shape, &key, At::Ours(n_ours - 1), "ours").await;
 
             // Our client to a Go owner.
             let key = c.key_owned_by(At::Go(0), &format!("{base}.ours-to-go.{i}."));
@@ -456,18 +388,7 @@ async fn odd_keys_are_placed_alike_and_loaded_once_in_a_mixed_cluster() {
                     (before.peer_errors, before.peer_loads + 1),
                     "{shape}: {key:.40?}: fetched from the Go owner"
                 );
-                for at in c.all() {
-                    assert_bytes(
-                        &c.get(at, &key).await,
-                        &value(&key),
-                        &format!("{shape}: {at} gets {key:.40?}"),
-                    );
-                }
-                assert_eq!(
-                    c.loaders(&key).await,
-                    [c.go[0].url.as_str()],
-                    "{shape}: {key:.40?} owned by Go, loaded once in the whole cluster"
-                );
+                got_everywhere_loaded_once(&c, &shape, &key, At::Go(0), "Go").await;
             }
         }
 
@@ -574,32 +495,19 @@ async fn hot_copies_in_a_mixed_cluster_change_where_gets_are_served_not_loads() 
     let peers = [x_url.clone(), y_url.clone(), go.url.clone()];
     let loads = OurLoads::default();
     let node = |url: &str, hot: HotKeys| {
-        Groupcache::builder()
+        node_at(url, &peers, loads.source(url))
             .open_peer_path()
-            .self_url(url)
-            .peers(peers.clone())
             .hot_keys(hot)
-            .source(GROUP, loads.source(url))
     };
     let x = serve_ours(x_listener, &x_url, node(&x_url, HotKeys::OneInTen)).await;
     let y = serve_ours(y_listener, &y_url, node(&y_url, HotKeys::AboveQps(0.05))).await;
-    let ring = x.cache.ring();
-    let owned_by = |owner: &str, prefix: &str, n: usize| -> Vec<String> {
-        (0..100_000)
-            .map(|i| format!("{prefix}{i}"))
-            .filter(|k| ring.owner(k) == Some(owner))
-            .take(n)
-            .collect()
-    };
+    let owned_by =
+        |owner: &str, prefix: &str, n: usize| support::keys_owned_by(&x.cache, owner, prefix, n);
 
     // X, one in ten: 100 keys of the Go node, fetched once each.
     let keys = owned_by(&go.url, "hot:x:", 100);
     for key in &keys {
-        assert_bytes(
-            &x.cache.handle().get(GROUP, key).await.unwrap(),
-            &value(key),
-            key,
-        );
+        assert_bytes(&x.get(key).await, &value(key), key);
     }
     let promoted = x.src().hot_promotions;
     assert!(
@@ -612,11 +520,7 @@ async fn hot_copies_in_a_mixed_cluster_change_where_gets_are_served_not_loads() 
     // is still loaded once, by the Go node.
     let served_before = go.stats().await.server_requests;
     for key in &keys {
-        assert_bytes(
-            &x.cache.handle().get(GROUP, key).await.unwrap(),
-            &value(key),
-            key,
-        );
+        assert_bytes(&x.get(key).await, &value(key), key);
     }
     assert_eq!(
         go.stats().await.server_requests - served_before,
@@ -661,20 +565,12 @@ async fn hot_copies_in_a_mixed_cluster_change_where_gets_are_served_not_loads() 
             "no hot copy after {gets} gets of one key: {:?}",
             y.src()
         );
-        assert_bytes(
-            &y.cache.handle().get(GROUP, key).await.unwrap(),
-            &value(key),
-            key,
-        );
+        assert_bytes(&y.get(key).await, &value(key), key);
         gets += 1;
     }
     let served = go.stats().await.server_requests;
     for _ in 0..5 {
-        assert_bytes(
-            &y.cache.handle().get(GROUP, key).await.unwrap(),
-            &value(key),
-            key,
-        );
+        assert_bytes(&y.get(key).await, &value(key), key);
     }
     assert_eq!(
         go.stats().await.server_requests,
@@ -707,22 +603,10 @@ async fn our_nodes_send_a_go_node_plain_gets_only_whatever_we_ask() {
     let peers = vec![a_url.clone(), b_url.clone(), p_url.clone()];
     let mut go = GoBehindProxy::start(&binary, p_listener, &peers).await;
     let loads = OurLoads::default();
-    let node = |url: &str| {
-        Groupcache::builder()
-            .open_peer_path()
-            .self_url(url)
-            .peers(peers.clone())
-            .source(GROUP, loads.source(url))
-    };
+    let node = |url: &str| node_at(url, &peers, loads.source(url)).open_peer_path();
     let a = serve_ours(a_listener, &a_url, node(&a_url)).await;
     let b = serve_ours(b_listener, &b_url, node(&b_url)).await;
-    let ring = a.cache.ring();
-    let owned = |owner: &str, prefix: &str| -> String {
-        (0..100_000)
-            .map(|i| format!("{prefix}{i}"))
-            .find(|k| ring.owner(k) == Some(owner))
-            .unwrap()
-    };
+    let owned = |owner: &str, prefix: &str| support::key_owned_by(&a.cache, owner, prefix);
     let h = a.cache.handle();
     let (g1, g2, g3, g4) = (
         owned(&p_url, "go1 /x:"),
@@ -789,11 +673,11 @@ async fn our_nodes_send_a_go_node_plain_gets_only_whatever_we_ask() {
     expected.sort();
     assert_eq!(key_paths, expected, "one plain get per Go key asked");
     for key in [&g1, &g2] {
-        assert_eq!(go.loads(key).await, 1, "{key}");
+        assert_eq!(go.go.loads(key).await, 1, "{key}");
     }
     for key in [&g3, &g4, &ak, &bk] {
         assert_eq!(
-            go.loads(key).await,
+            go.go.loads(key).await,
             0,
             "{key}: a Go node loaded a key it was only asked to drop or write"
         );
@@ -823,7 +707,7 @@ async fn our_nodes_send_a_go_node_plain_gets_only_whatever_we_ask() {
         "{to_b:?}"
     );
     drop(b);
-    go.stop().await;
+    go.go.stop().await;
 }
 
 /// docs/interop.md: "A Go server does not check the method: a `DELETE` or `POST` of
@@ -836,8 +720,7 @@ async fn our_nodes_send_a_go_node_plain_gets_only_whatever_we_ask() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_node_asked_for_our_extensions_anyway_loads_nothing() {
     let binary = go_or_skip!("a_go_node_asked_for_our_extensions_anyway_loads_nothing");
-    let http = Http::default();
-    let mut go = GoNode::start_on_free_port(&binary, &["SELF".into()], &http).await;
+    let mut go = GoNode::start_alone(&binary).await;
     let base = format!("{}/_groupcache/", go.url);
     let group = format!("{base}{GROUP}");
     let batch = GetManyRequest {
@@ -876,8 +759,7 @@ async fn a_go_node_asked_for_our_extensions_anyway_loads_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_reaching_a_go_node_is_answered_as_the_docs_say() {
     let binary = go_or_skip!("a_put_reaching_a_go_node_is_answered_as_the_docs_say");
-    let http = Http::default();
-    let mut go = GoNode::start_on_free_port(&binary, &["SELF".into()], &http).await;
+    let mut go = GoNode::start_alone(&binary).await;
     let uri = format!("{}/_groupcache/{GROUP}?key=put:k", go.url);
     let (status, _, body) = send_body(Method::PUT, &uri, &[], "a value").await;
     let loads = go.loads("put:k").await;
@@ -896,27 +778,6 @@ async fn a_put_reaching_a_go_node_is_answered_as_the_docs_say() {
 const OLD: &str = "the old secret of the cluster, 32+ bytes";
 const NEW: &str = "the new secret of the cluster, 32+ bytes";
 
-/// A credential as docs/security.md, "The credential", describes it.
-fn credential(secret: &str, method: &str, path: &str, t: u64, sender: u64, seq: u64) -> String {
-    let nonce = format!("{sender:016x}{seq:016x}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{method}\n{path}\n{t}\n{nonce}").as_bytes());
-    let s: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},n={nonce},s={s}")
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Secrets of one rotation stage: (current, previous).
 type Stage = (&'static str, Option<&'static str>);
 
@@ -926,11 +787,7 @@ async fn pair(a: Stage, b: Stage, loads: &Loads) -> (Ours, Ours) {
     let (b_listener, b_url) = bind().await;
     let peers = [a_url.clone(), b_url.clone()];
     let node = |url: &str, (current, previous): Stage| {
-        let mut builder = Groupcache::builder()
-            .self_url(url)
-            .peers(peers.clone())
-            .peer_secret(current)
-            .source(GROUP, loads.source(url));
+        let mut builder = node_at(url, &peers, loads.source(url)).peer_secret(current);
         if let Some(previous) = previous {
             builder = builder.previous_peer_secret(previous);
         }
@@ -965,10 +822,7 @@ async fn a_secret_rotation_in_three_rollouts_refuses_no_peer_request() {
         let (a, b) = pair(sa, sb, &loads).await;
         for (asker, owner) in [(&a, &b), (&b, &a)] {
             let key = key_of(asker, owner, &format!("rot{n}:"));
-            assert_eq!(
-                asker.cache.handle().get(GROUP, &key).await.unwrap(),
-                value_of(&key)
-            );
+            assert_eq!(asker.get(&key).await, value_of(&key));
             assert_eq!(
                 loads.of(&key),
                 [owner.url.as_str()],
@@ -992,11 +846,7 @@ async fn a_secret_rotation_in_three_rollouts_refuses_no_peer_request() {
     let loads = Loads::default();
     let (updated, old) = pair(step2, step0, &loads).await;
     let key = key_of(&updated, &old, "skip:");
-    assert_eq!(
-        updated.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key),
-        "no failed get"
-    );
+    assert_eq!(updated.get(&key).await, value_of(&key), "no failed get");
     assert_eq!(
         loads.of(&key),
         [updated.url.as_str()],
@@ -1005,10 +855,7 @@ async fn a_secret_rotation_in_three_rollouts_refuses_no_peer_request() {
     assert_eq!(updated.src().peer_errors, 1);
     assert_eq!(old.refused().bad_signature, 1, "{:?}", old.refused());
     let key = key_of(&old, &updated, "skip-back:");
-    assert_eq!(
-        old.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key)
-    );
+    assert_eq!(old.get(&key).await, value_of(&key));
     assert_eq!(
         loads.of(&key),
         [updated.url.as_str()],
@@ -1021,10 +868,7 @@ async fn a_secret_rotation_in_three_rollouts_refuses_no_peer_request() {
     let loads = Loads::default();
     let (s1, s3) = pair(step1, step3, &loads).await;
     let key = key_of(&s1, &s3, "control:");
-    assert_eq!(
-        s1.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key)
-    );
+    assert_eq!(s1.get(&key).await, value_of(&key));
     assert_eq!(loads.of(&key), [s1.url.as_str()]);
     assert_eq!(s3.refused().bad_signature, 1);
 }
@@ -1039,10 +883,7 @@ async fn a_credential_more_than_30_s_off_is_expired_and_loads_nothing() {
     let node = serve_ours(
         listener,
         &url,
-        Groupcache::builder()
-            .self_url(url.clone())
-            .peer_secret(OLD)
-            .source(GROUP, loads.source(&url)),
+        node_at(&url, &[], loads.source(&url)).peer_secret(OLD),
     )
     .await;
     let sender = 0x5ce0_0000_0000_0001;
@@ -1059,13 +900,7 @@ async fn a_credential_more_than_30_s_off_is_expired_and_loads_nothing() {
     {
         let path = format!("/_groupcache/{GROUP}/skew:{i}");
         let auth = credential(OLD, "GET", &path, t, sender, i as u64 + 1);
-        let (status, _, body) = send_body(
-            Method::GET,
-            &format!("{url}{path}"),
-            &[("x-groupcache-auth", &auth)],
-            "",
-        )
-        .await;
+        let (status, _, body) = send_signed(Method::GET, &format!("{url}{path}"), &auth).await;
         assert_eq!(status.as_u16(), expected, "skew case {i}: {body:?}");
         if expected == 401 {
             assert!(
@@ -1100,33 +935,13 @@ async fn a_request_captured_from_a_real_node_cannot_be_replayed() {
     let (b_listener, b_direct) = bind().await;
     let (p_listener, p_url) = bind().await;
     // B is known to the cluster by the proxy's URL.
-    let peers = [a_url.clone(), p_url.clone()];
-    let a = serve_ours(
-        a_listener,
-        &a_url,
-        Groupcache::builder()
-            .self_url(a_url.clone())
-            .peers(peers.clone())
-            .peer_secret(OLD)
-            .source(GROUP, loads.source("a")),
-    )
-    .await;
-    let b = serve_ours(
-        b_listener,
-        &b_direct,
-        Groupcache::builder()
-            .self_url(p_url.clone())
-            .peers(peers.clone())
-            .peer_secret(OLD)
-            .source(GROUP, loads.source("b")),
-    )
-    .await;
+    let peers = vec![a_url.clone(), p_url.clone()];
+    let node = |url: &str, name: &str| node_at(url, &peers, loads.source(name)).peer_secret(OLD);
+    let a = serve_ours(a_listener, &a_url, node(&a_url, "a")).await;
+    let b = serve_ours(b_listener, &b_direct, node(&p_url, "b")).await;
     let proxy = RecordingProxy::start(p_listener, b_direct.clone()).await;
     let key = support::key_owned_by(&a.cache, &p_url, "replay:");
-    assert_eq!(
-        a.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key)
-    );
+    assert_eq!(a.get(&key).await, value_of(&key));
     assert_eq!(loads.of(&key), ["b"], "fetched from B through the proxy");
     let captured = proxy
         .seen()
@@ -1143,13 +958,8 @@ async fn a_request_captured_from_a_real_node_cannot_be_replayed() {
 
     // Replayed as it was: refused.
     b.cache.handle().remove(GROUP, &key).await.unwrap();
-    let (status, _, body) = send_body(
-        Method::GET,
-        &format!("{b_direct}{}", captured.target),
-        &[("x-groupcache-auth", &auth)],
-        "",
-    )
-    .await;
+    let captured_uri = format!("{b_direct}{}", captured.target);
+    let (status, _, body) = send_signed(Method::GET, &captured_uri, &auth).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body:?}");
     assert!(
         String::from_utf8_lossy(&body).contains("replayed"),
@@ -1158,21 +968,9 @@ async fn a_request_captured_from_a_real_node_cannot_be_replayed() {
     assert_eq!(b.refused().replayed, 1, "{:?}", b.refused());
     // On another path, or with another method: the signature no longer matches.
     let other = format!("/_groupcache/{GROUP}/replay-other");
-    let (status, _, body) = send_body(
-        Method::GET,
-        &format!("{b_direct}{other}"),
-        &[("x-groupcache-auth", &auth)],
-        "",
-    )
-    .await;
+    let (status, _, body) = send_signed(Method::GET, &format!("{b_direct}{other}"), &auth).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body:?}");
-    let (status, _, body) = send_body(
-        Method::DELETE,
-        &format!("{b_direct}{}", captured.target),
-        &[("x-groupcache-auth", &auth)],
-        "",
-    )
-    .await;
+    let (status, _, body) = send_signed(Method::DELETE, &captured_uri, &auth).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body:?}");
     assert_eq!(b.refused().bad_signature, 2, "{:?}", b.refused());
     assert_eq!(
@@ -1182,10 +980,7 @@ async fn a_request_captured_from_a_real_node_cannot_be_replayed() {
     );
     assert!(loads.of("replay-other").is_empty());
     // B's removal above dropped the key; a fresh, signed get from A still works.
-    assert_eq!(
-        a.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key)
-    );
+    assert_eq!(a.get(&key).await, value_of(&key));
 }
 
 /// docs/security.md: "A node answers `401` to a request whose credential is missing"; "A
@@ -1201,31 +996,11 @@ async fn a_node_without_a_secret_beside_one_with_a_secret() {
     let (o_listener, o_url) = bind().await;
     let (s_listener, s_url) = bind().await;
     let peers = [o_url.clone(), s_url.clone()];
-    let o = serve_ours(
-        o_listener,
-        &o_url,
-        Groupcache::builder()
-            .self_url(o_url.clone())
-            .peers(peers.clone())
-            .open_peer_path()
-            .source(GROUP, loads.source("o")),
-    )
-    .await;
-    let s = serve_ours(
-        s_listener,
-        &s_url,
-        Groupcache::builder()
-            .self_url(s_url.clone())
-            .peers(peers.clone())
-            .peer_secret(OLD)
-            .source(GROUP, loads.source("s")),
-    )
-    .await;
+    let node = |url: &str, name: &str| node_at(url, &peers, loads.source(name));
+    let o = serve_ours(o_listener, &o_url, node(&o_url, "o").open_peer_path()).await;
+    let s = serve_ours(s_listener, &s_url, node(&s_url, "s").peer_secret(OLD)).await;
     let key = key_of(&o, &s, "unsigned:");
-    assert_eq!(
-        o.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key)
-    );
+    assert_eq!(o.get(&key).await, value_of(&key));
     assert_eq!(loads.of(&key), ["o"], "refused by S, loaded by O");
     assert_eq!(o.src().peer_errors, 1);
     assert_eq!(
@@ -1238,39 +1013,19 @@ async fn a_node_without_a_secret_beside_one_with_a_secret() {
     assert_eq!(s.src().server_requests, 0, "refused before any work");
     // S signs; O's open path serves it.
     let key = key_of(&s, &o, "signed:");
-    assert_eq!(
-        s.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key)
-    );
+    assert_eq!(s.get(&key).await, value_of(&key));
     assert_eq!(loads.of(&key), ["o"]);
     assert_eq!(s.src().peer_errors, 0);
 
     // C: a single node (self URL, no peers, no secret): its peer path is closed.
     let (c_listener, c_url) = bind().await;
-    let c = serve_ours(
-        c_listener,
-        &c_url,
-        Groupcache::builder()
-            .self_url(c_url.clone())
-            .source(GROUP, loads.source("c")),
-    )
-    .await;
+    let c = serve_ours(c_listener, &c_url, node_at(&c_url, &[], loads.source("c"))).await;
     let (s2_listener, s2_url) = bind().await;
-    let s2 = serve_ours(
-        s2_listener,
-        &s2_url,
-        Groupcache::builder()
-            .self_url(s2_url.clone())
-            .peers([s2_url.clone(), c_url.clone()])
-            .peer_secret(OLD)
-            .source(GROUP, loads.source("s2")),
-    )
-    .await;
+    let s2_peers = [s2_url.clone(), c_url.clone()];
+    let s2_node = node_at(&s2_url, &s2_peers, loads.source("s2")).peer_secret(OLD);
+    let s2 = serve_ours(s2_listener, &s2_url, s2_node).await;
     let key = key_of(&s2, &c, "closed:");
-    assert_eq!(
-        s2.cache.handle().get(GROUP, &key).await.unwrap(),
-        value_of(&key)
-    );
+    assert_eq!(s2.get(&key).await, value_of(&key));
     assert_eq!(loads.of(&key), ["s2"], "403, so loaded locally");
     assert_eq!(
         s2.peer_errors_to(&c_url).status,
@@ -1287,23 +1042,10 @@ async fn a_node_without_a_secret_beside_one_with_a_secret() {
     let go_loads = OurLoads::default();
     let mut go =
         GoNode::start_on_free_port(&binary, &[g_our_url.clone(), "SELF".into()], &http).await;
-    let ours = serve_ours(
-        g_listener,
-        &g_our_url,
-        Groupcache::builder()
-            .self_url(g_our_url.clone())
-            .peers([g_our_url.clone(), go.url.clone()])
-            .peer_secret(OLD)
-            .source(GROUP, go_loads.source(&g_our_url)),
-    )
-    .await;
-    let ring = ours.cache.ring();
-    let find = |owner: &str, prefix: &str| {
-        (0..100_000)
-            .map(|i| format!("{prefix}{i}"))
-            .find(|k| ring.owner(k) == Some(owner))
-            .unwrap()
-    };
+    let g_peers = [g_our_url.clone(), go.url.clone()];
+    let g_node = node_at(&g_our_url, &g_peers, go_loads.source(&g_our_url)).peer_secret(OLD);
+    let ours = serve_ours(g_listener, &g_our_url, g_node).await;
+    let find = |owner: &str, prefix: &str| support::key_owned_by(&ours.cache, owner, prefix);
     let key = find(&g_our_url, "go-unsigned:");
     let before = go.stats().await;
     assert_bytes(
@@ -1317,11 +1059,7 @@ async fn a_node_without_a_secret_beside_one_with_a_secret() {
     assert!(go_loads.of(&key).is_empty(), "ours loaded nothing");
     assert!(ours.refused().missing >= 1, "{:?}", ours.refused());
     let key = find(&go.url, "to-go-signed:");
-    assert_bytes(
-        &ours.cache.handle().get(GROUP, &key).await.unwrap(),
-        &value(&key),
-        "ours asks Go",
-    );
+    assert_bytes(&ours.get(&key).await, &value(&key), "ours asks Go");
     assert_eq!(go.loads(&key).await, 1);
     assert_eq!(ours.src().peer_errors, 0, "Go ignores the credential");
     go.stop().await;
@@ -1334,119 +1072,20 @@ async fn a_node_without_a_secret_beside_one_with_a_secret() {
 #[cfg(feature = "tls")]
 mod tls {
     use super::*;
-    use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    use rustls::RootCertStore;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use rustls::server::WebPkiClientVerifier;
-    use tokio_rustls::TlsAcceptor;
+    use crate::support::pki::{Ca, serve_tls};
     use tower_groupcache::PeerTls;
-
-    struct Ca {
-        pem: String,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    impl Ca {
-        fn new() -> Arc<Self> {
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            let key = KeyPair::generate().unwrap();
-            let ca = params.self_signed(&key).unwrap();
-            Arc::new(Self {
-                pem: ca.pem(),
-                issuer: Issuer::new(params, key),
-            })
-        }
-
-        /// A certificate for `names`, for servers and clients; `expired` puts its validity in
-        /// 2000.
-        fn cert(&self, names: &[&str], expired: bool) -> (String, String) {
-            let mut params =
-                CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                    .unwrap();
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            if expired {
-                params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-                params.not_after = rcgen::date_time_ymd(2000, 12, 31);
-            }
-            let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &self.issuer).unwrap();
-            (cert.pem(), key.serialize_pem())
-        }
-
-        fn roots(&self) -> RootCertStore {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
-                roots.add(cert.unwrap()).unwrap();
-            }
-            roots
-        }
-    }
 
     /// Trusts `trusted`, presenting a client certificate of `client_ca` if any.
     fn peer_tls(trusted: &Ca, client_ca: Option<&Ca>) -> PeerTls {
         let tls = PeerTls::from_pem(trusted.pem.as_bytes()).unwrap();
         match client_ca {
             Some(ca) => {
-                let (cert, key) = ca.cert(&["127.0.0.1"], false);
+                let (cert, key) = ca.node();
                 tls.client_certificate(cert.as_bytes(), key.as_bytes())
                     .unwrap()
             }
             None => tls,
         }
-    }
-
-    /// Serves `app` over TLS with `cert`, requiring a client certificate of `client_ca`.
-    fn serve_tls(
-        listener: TcpListener,
-        app: Router,
-        client_ca: &Ca,
-        (cert, key): &(String, String),
-    ) -> tokio::task::JoinHandle<()> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(
-            Arc::new(client_ca.roots()),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (acceptor, app) = (acceptor.clone(), app.clone());
-                connections.spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
-                        .await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        })
     }
 
     /// A port of 127.0.0.1 picked free (bound, then released) for a node that never serves.
@@ -1455,131 +1094,125 @@ mod tls {
         format!("{scheme}://{}", listener.local_addr().unwrap())
     }
 
+    /// B serves TLS with `server` (a certificate of `server_ca`), requiring a client
+    /// certificate of `server_ca`; A trusts `a_trusts` and presents a certificate of
+    /// `a_cert_ca`, if any.
+    struct Tls {
+        server_ca: Arc<Ca>,
+        server: (String, String),
+        a_trusts: Arc<Ca>,
+        a_cert_ca: Option<Arc<Ca>>,
+    }
+
+    impl Tls {
+        /// Mutual TLS that works: everything of `ca`, B's certificate for 127.0.0.1.
+        fn mutual(ca: &Arc<Ca>) -> Self {
+            Self {
+                server: ca.node(),
+                server_ca: ca.clone(),
+                a_trusts: ca.clone(),
+                a_cert_ca: Some(ca.clone()),
+            }
+        }
+
+        /// Mutual TLS of a new CA, B's certificate for `names` (`expired`: valid in 2000).
+        fn of_new_ca(names: &[&str], expired: bool) -> Self {
+            let ca = Ca::new();
+            Self {
+                server: ca.cert(names, expired),
+                ..Self::mutual(&ca)
+            }
+        }
+    }
+
     /// How B serves, and how A reaches it.
     enum Case {
-        /// B serves TLS with `server` (a certificate of `server_ca`), requiring a client
-        /// certificate of `server_ca`; A trusts `a_trusts` and presents a certificate of
-        /// `a_cert_ca`, if any.
-        Tls {
-            server_ca: Arc<Ca>,
-            server: (String, String),
-            a_trusts: Arc<Ca>,
-            a_cert_ca: Option<Arc<Ca>>,
-        },
+        Tls(Tls),
         /// B serves plain HTTP; A asks it over https.
         PlainServerHttpsUrl,
         /// B serves TLS; A asks it over plain http.
         TlsServerHttpUrl,
     }
 
+    /// A, which never serves, and B, served at its URL as A knows it.
     struct Setup {
         a: Groupcache,
-        b: Groupcache,
-        b_url: String,
-        server: tokio::task::JoinHandle<()>,
+        b: Ours,
     }
 
-    impl Drop for Setup {
-        fn drop(&mut self) {
-            self.server.abort();
+    /// A node named `name` in `loads`, with the cluster's secret, `peers` and `tls` if any.
+    fn node(
+        self_url: String,
+        peers: [String; 2],
+        tls: Option<PeerTls>,
+        loads: &Loads,
+        name: &str,
+    ) -> Groupcache {
+        let mut builder = node_at(&self_url, &peers, loads.source(name)).peer_secret(super::OLD);
+        if let Some(tls) = tls {
+            builder = builder.peer_tls(tls);
         }
+        builder.build().unwrap()
     }
 
     async fn setup(case: Case, loads: &Loads) -> Setup {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let secret = super::OLD;
-        let b_source = loads.source("b");
         let (b_url, a, b, server) = match case {
-            Case::Tls {
+            Case::Tls(Tls {
                 server_ca,
                 server,
                 a_trusts,
                 a_cert_ca,
-            } => {
+            }) => {
                 let b_url = format!("https://{addr}");
                 let a_url = free_url("https").await;
                 let peers = [a_url.clone(), b_url.clone()];
-                let b = Groupcache::builder()
-                    .self_url(b_url.clone())
-                    .peers(peers.clone())
-                    .peer_secret(secret)
-                    .peer_tls(peer_tls(&server_ca, Some(&server_ca)))
-                    .source(GROUP, b_source)
-                    .build()
-                    .unwrap();
+                let tls = peer_tls(&server_ca, Some(&server_ca));
+                let b = node(b_url.clone(), peers.clone(), Some(tls), loads, "b");
                 let handle = serve_tls(listener, support::app(&b), &server_ca, &server);
-                let a = Groupcache::builder()
-                    .self_url(a_url)
-                    .peers(peers)
-                    .peer_secret(secret)
-                    .peer_tls(peer_tls(&a_trusts, a_cert_ca.as_deref()))
-                    .source(GROUP, loads.source("a"))
-                    .build()
-                    .unwrap();
+                let tls = peer_tls(&a_trusts, a_cert_ca.as_deref());
+                let a = node(a_url, peers, Some(tls), loads, "a");
                 (b_url, a, b, handle)
             }
             Case::PlainServerHttpsUrl => {
                 let ca = Ca::new();
                 let b_url = format!("https://{addr}");
                 let a_url = free_url("https").await;
-                let b = Groupcache::builder()
-                    .self_url(format!("http://{addr}"))
-                    .peers([a_url.replacen("https", "http", 1), format!("http://{addr}")])
-                    .peer_secret(secret)
-                    .source(GROUP, b_source)
-                    .build()
-                    .unwrap();
+                let b_peers = [a_url.replacen("https", "http", 1), format!("http://{addr}")];
+                let b = node(format!("http://{addr}"), b_peers, None, loads, "b");
                 let handle = support::serve(listener, support::app(&b)).await;
-                let a = Groupcache::builder()
-                    .self_url(a_url.clone())
-                    .peers([a_url, b_url.clone()])
-                    .peer_secret(secret)
-                    .peer_tls(peer_tls(&ca, Some(&ca)))
-                    .source(GROUP, loads.source("a"))
-                    .build()
-                    .unwrap();
+                let tls = peer_tls(&ca, Some(&ca));
+                let a = node(a_url.clone(), [a_url, b_url.clone()], Some(tls), loads, "a");
                 (b_url, a, b, handle)
             }
             Case::TlsServerHttpUrl => {
                 let ca = Ca::new();
                 let b_url = format!("http://{addr}");
                 let a_url = free_url("http").await;
-                let b = Groupcache::builder()
-                    .self_url(format!("https://{addr}"))
-                    .peers([
-                        a_url.replacen("http", "https", 1),
-                        format!("https://{addr}"),
-                    ])
-                    .peer_secret(secret)
-                    .peer_tls(peer_tls(&ca, Some(&ca)))
-                    .source(GROUP, b_source)
-                    .build()
-                    .unwrap();
-                let cert = ca.cert(&["127.0.0.1"], false);
-                let handle = serve_tls(listener, support::app(&b), &ca, &cert);
-                let a = Groupcache::builder()
-                    .self_url(a_url.clone())
-                    .peers([a_url, b_url.clone()])
-                    .peer_secret(secret)
-                    .source(GROUP, loads.source("a"))
-                    .build()
-                    .unwrap();
+                let b_peers = [
+                    a_url.replacen("http", "https", 1),
+                    format!("https://{addr}"),
+                ];
+                let tls = peer_tls(&ca, Some(&ca));
+                let b = node(format!("https://{addr}"), b_peers, Some(tls), loads, "b");
+                let handle = serve_tls(listener, support::app(&b), &ca, &ca.node());
+                let a = node(a_url.clone(), [a_url, b_url.clone()], None, loads, "a");
                 (b_url, a, b, handle)
             }
         };
-        Setup {
-            a,
-            b,
-            b_url,
+        let b = Ours {
+            url: b_url,
+            cache: b,
             server,
-        }
+        };
+        Setup { a, b }
     }
 
     /// A refused connection: A's get succeeds by a local load; B loads nothing and serves no
     /// get; A counts one peer error, of a connection kind. Returns the kinds counted.
     async fn refused(name: &str, s: &Setup, loads: &Loads) -> Vec<(&'static str, u64)> {
-        let key = support::key_owned_by(&s.a, &s.b_url, &format!("{name}:"));
+        let key = support::key_owned_by(&s.a, &s.b.url, &format!("{name}:"));
         assert_eq!(
             s.a.handle().get(GROUP, &key).await.unwrap(),
             value_of(&key),
@@ -1597,12 +1230,12 @@ mod tls {
             (1, 1),
             "{name}: {src:?}"
         );
-        let b_src = s.b.stats().source(GROUP).unwrap().stats;
+        let b_src = s.b.cache.stats().source(GROUP).unwrap().stats;
         assert_eq!(
             b_src.server_requests, 0,
             "{name}: B served nothing: {b_src:?}"
         );
-        let errors = a_stats.peer(&s.b_url).unwrap().errors;
+        let errors = a_stats.peer(&s.b.url).unwrap().errors;
         let kinds: Vec<_> = errors
             .by_kind()
             .into_iter()
@@ -1625,17 +1258,8 @@ mod tls {
     async fn mutual_tls_fetches_from_the_owner_and_refuses_a_client_without_a_certificate() {
         let loads = Loads::default();
         let ca = Ca::new();
-        let s = setup(
-            Case::Tls {
-                server: ca.cert(&["127.0.0.1"], false),
-                server_ca: ca.clone(),
-                a_trusts: ca.clone(),
-                a_cert_ca: Some(ca.clone()),
-            },
-            &loads,
-        )
-        .await;
-        let key = support::key_owned_by(&s.a, &s.b_url, "mtls:");
+        let s = setup(Case::Tls(Tls::mutual(&ca)), &loads).await;
+        let key = support::key_owned_by(&s.a, &s.b.url, "mtls:");
         assert_eq!(s.a.handle().get(GROUP, &key).await.unwrap(), value_of(&key));
         assert_eq!(
             loads.of(&key),
@@ -1645,16 +1269,11 @@ mod tls {
         assert_eq!(s.a.stats().source(GROUP).unwrap().stats.peer_errors, 0);
 
         let loads = Loads::default();
-        let s = setup(
-            Case::Tls {
-                server: ca.cert(&["127.0.0.1"], false),
-                server_ca: ca.clone(),
-                a_trusts: ca.clone(),
-                a_cert_ca: None,
-            },
-            &loads,
-        )
-        .await;
+        let no_client_certificate = Tls {
+            a_cert_ca: None,
+            ..Tls::mutual(&ca)
+        };
+        let s = setup(Case::Tls(no_client_certificate), &loads).await;
         refused("no-client-certificate", &s, &loads).await;
     }
 
@@ -1672,49 +1291,27 @@ mod tls {
             (
                 "wrong-ca",
                 Box::new(|| {
-                    let ca = Ca::new();
-                    Case::Tls {
-                        server: ca.cert(&["127.0.0.1"], false),
+                    Case::Tls(Tls {
                         a_trusts: Ca::new(),
-                        a_cert_ca: Some(ca.clone()),
-                        server_ca: ca,
-                    }
+                        ..Tls::mutual(&Ca::new())
+                    })
                 }),
             ),
             (
                 "expired",
-                Box::new(|| {
-                    let ca = Ca::new();
-                    Case::Tls {
-                        server: ca.cert(&["127.0.0.1"], true),
-                        a_trusts: ca.clone(),
-                        a_cert_ca: Some(ca.clone()),
-                        server_ca: ca,
-                    }
-                }),
+                Box::new(|| Case::Tls(Tls::of_new_ca(&["127.0.0.1"], true))),
             ),
             (
                 "wrong-host",
-                Box::new(|| {
-                    let ca = Ca::new();
-                    Case::Tls {
-                        server: ca.cert(&["other.example"], false),
-                        a_trusts: ca.clone(),
-                        a_cert_ca: Some(ca.clone()),
-                        server_ca: ca,
-                    }
-                }),
+                Box::new(|| Case::Tls(Tls::of_new_ca(&["other.example"], false))),
             ),
             (
                 "client-certificate-of-another-ca",
                 Box::new(|| {
-                    let ca = Ca::new();
-                    Case::Tls {
-                        server: ca.cert(&["127.0.0.1"], false),
-                        a_trusts: ca.clone(),
+                    Case::Tls(Tls {
                         a_cert_ca: Some(Ca::new()),
-                        server_ca: ca,
-                    }
+                        ..Tls::mutual(&Ca::new())
+                    })
                 }),
             ),
             (
@@ -1730,7 +1327,7 @@ mod tls {
             // Three more keys: the third failure in a row gets B skipped (peer health), and
             // every get still succeeds.
             for i in 0..3 {
-                let key = support::key_owned_by(&s.a, &s.b_url, &format!("{name}:more{i}:"));
+                let key = support::key_owned_by(&s.a, &s.b.url, &format!("{name}:more{i}:"));
                 assert_eq!(s.a.handle().get(GROUP, &key).await.unwrap(), value_of(&key));
                 assert_eq!(loads.of(&key), ["a"], "{name}");
             }
@@ -1740,7 +1337,11 @@ mod tls {
                 src.peer_skips >= 1,
                 "{name}: a peer refused at the handshake counts toward skipping: {src:?}"
             );
-            assert_eq!(s.b.stats().source(GROUP).unwrap().stats.loads, 0, "{name}");
+            assert_eq!(
+                s.b.cache.stats().source(GROUP).unwrap().stats.loads,
+                0,
+                "{name}"
+            );
         }
         eprintln!("TLS refusals by kind: {report:?}");
     }

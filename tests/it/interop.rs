@@ -14,11 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support;
 use crate::support::gopeer::{
-    self, At, Checks, GROUP, GoNode, Http, Mixed, TTL, assert_bytes, go_value,
+    self, At, Checks, GROUP, GoNode, Http, Mixed, TTL, assert_bytes, go_or_skip, value,
 };
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use bytes::Bytes;
 use futures_util::StreamExt as _;
 use prost::Message as _;
 use tokio::net::TcpListener;
@@ -27,20 +26,6 @@ use tower_groupcache::protocol::{GetResponse, escape, parse_path};
 
 /// (nodes of ours, Go nodes)
 const TOPOLOGIES: [(usize, usize); 2] = [(2, 1), (1, 2)];
-
-/// The Go peer, or return from the test after printing why it is skipped.
-macro_rules! go_or_skip {
-    ($test:literal) => {
-        match gopeer::binary_or_skip($test) {
-            Some(binary) => binary,
-            None => return,
-        }
-    };
-}
-
-fn value(key: &str) -> Bytes {
-    go_value(key).expect("a key the getter knows")
-}
 
 /// The `GetResponse` of a peer reply.
 fn decode(reply: &gopeer::Reply) -> GetResponse {

@@ -181,6 +181,17 @@ impl Checks {
     }
 }
 
+/// The Go peer's binary, or return from the test after printing why it is skipped.
+macro_rules! go_or_skip {
+    ($test:literal) => {
+        match $crate::support::gopeer::binary_or_skip($test) {
+            Some(binary) => binary,
+            None => return,
+        }
+    };
+}
+pub(crate) use go_or_skip;
+
 // ---------------------------------------------------------------------------------------------
 // Values and our data source
 
@@ -207,6 +218,11 @@ pub(crate) fn go_value(key: &str) -> Result<Bytes, String> {
         return Ok(base.bytes().cycle().take(n).collect::<Vec<u8>>().into());
     }
     Ok(base.into())
+}
+
+/// [`go_value`] of a key the getter knows.
+pub(crate) fn value(key: &str) -> Bytes {
+    go_value(key).expect("a key the getter knows")
 }
 
 type LoadFuture = Pin<Box<dyn Future<Output = Result<Loaded, std::io::Error>> + Send>>;
@@ -399,9 +415,27 @@ impl GoNode {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Starts `gopeer -listen <listen> -peers <peers>` and waits for its `READY` line.
-    /// `self_url` `None` means "the bound address", with `SELF` in `peers`. The `Err` holds
-    /// what the process wrote to stderr.
+    /// Starts a Go node on a free port of 127.0.0.1, its own only peer.
+    pub(crate) async fn start_alone(binary: &Path) -> Self {
+        Self::start_on_free_port(binary, &["SELF".into()], &Http::default()).await
+    }
+
+    /// Starts a Go node on a free port of 127.0.0.1 that names itself `self_url` in `peers`
+    /// (a proxy in front of it, say); its `url` is where it listens.
+    pub(crate) async fn start_known_as(
+        binary: &Path,
+        self_url: &str,
+        peers: &[String],
+        http: &Http,
+    ) -> Self {
+        Self::start(binary, Some(self_url), "127.0.0.1:0", peers, http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `gopeer -listen <listen> -peers <peers>` and waits for its `READY` line; its
+    /// `url` is the bound address. `self_url` `None` means "the bound address", with `SELF`
+    /// in `peers`. The `Err` holds what the process wrote to stderr.
     async fn start(
         binary: &Path,
         self_url: Option<&str>,
@@ -479,9 +513,8 @@ impl GoNode {
                 ));
             }
         };
-        let url = self_url.map_or_else(|| format!("http://{addr}"), str::to_owned);
         Ok(Self {
-            url,
+            url: format!("http://{addr}"),
             pid,
             child,
             _stdout: stdout,

@@ -1,11 +1,14 @@
-//! Real nodes on 127.0.0.1 for the integration tests, a data source that counts its loads, and
-//! a capture of the log lines of a test; Go nodes beside them in `gopeer`, node processes in
-//! `node_process`, and a stand-in owner that holds removals in `stand_in`.
+//! Real nodes on 127.0.0.1 for the integration tests, a data source that counts its loads,
+//! peer credentials, and a capture of the log lines of a test; Go nodes beside them in
+//! `gopeer`, node processes in `node_process`, certificates and a mutual TLS server in `pki`,
+//! and a stand-in owner that holds removals in `stand_in`.
 
 pub(crate) mod gopeer;
 pub(crate) mod metrics;
 #[cfg(all(unix, feature = "serde"))]
 pub(crate) mod node_process;
+#[cfg(feature = "tls")]
+pub(crate) mod pki;
 pub(crate) mod recorded;
 pub(crate) mod stand_in;
 
@@ -14,19 +17,51 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sha2::Sha256;
 use tokio::net::TcpListener;
 use tower_groupcache::{CacheHandle, Groupcache, GroupcacheBuilder, Loaded};
+
+/// A peer credential as docs/security.md, "The credential", describes it: `secret`'s
+/// signature of `method`, `path`, `t` and the nonce of `sender` and `seq`.
+pub(crate) fn credential(
+    secret: &str,
+    method: &str,
+    path: &str,
+    t: u64,
+    sender: u64,
+    seq: u64,
+) -> String {
+    let nonce = format!("{sender:016x}{seq:016x}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{method}\n{path}\n{t}\n{nonce}").as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},n={nonce},s={signature}")
+}
+
+/// Seconds since the Unix epoch, as a credential's `t`.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
 
 /// The value the test source gives for `key`.
 pub(crate) fn value_of(key: &str) -> Bytes {
