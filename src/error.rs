@@ -292,38 +292,25 @@ impl fmt::Display for OwnerFailed {
 
 impl StdError for OwnerFailed {}
 
-/// A data source's error that says the key could not be decoded (a typed source's): the get
-/// fails with [`ErrorKind::Codec`], and the inner error is its `source()`.
+/// A typed data source's error that says its codec failed: the key did not decode, or the
+/// value did not encode. The get fails with [`ErrorKind::Codec`], and the codec's error is
+/// its `source()`.
 #[derive(Debug)]
-pub(crate) struct KeyCodecError(pub(crate) BoxError);
+pub(crate) struct CodecError {
+    /// What failed: "the key does not decode", "the value does not encode".
+    pub(crate) what: &'static str,
+    pub(crate) error: BoxError,
+}
 
-impl fmt::Display for KeyCodecError {
+impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the key does not decode: {}", self.0)
+        write!(f, "{}: {}", self.what, self.error)
     }
 }
 
-impl StdError for KeyCodecError {
+impl StdError for CodecError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.0)
-    }
-}
-
-/// A typed data source's value that its codec could not encode: the get fails with
-/// [`ErrorKind::Codec`], as for a key that does not decode, and the inner error is its
-/// `source()`.
-#[derive(Debug)]
-pub(crate) struct ValueCodecError(pub(crate) BoxError);
-
-impl fmt::Display for ValueCodecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the value does not encode: {}", self.0)
-    }
-}
-
-impl StdError for ValueCodecError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.0)
+        Some(&*self.error)
     }
 }
 

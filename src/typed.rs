@@ -39,7 +39,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{BoxError, Error, ErrorKind, KeyCodecError, ValueCodecError};
+use crate::error::{BoxError, CodecError, Error, ErrorKind};
 use crate::handle::CacheHandle;
 use crate::source::{Loaded, Source};
 
@@ -135,7 +135,12 @@ where
             .codec
             .decode_key::<K>(key)
             .map(|key| (self.load)(key))
-            .map_err(|error| -> BoxError { Box::new(KeyCodecError(error)) });
+            .map_err(|error| -> BoxError {
+                Box::new(CodecError {
+                    what: "the key does not decode",
+                    error,
+                })
+            });
         async move {
             let Some(value) = started?.await.map_err(Into::into)? else {
                 return Ok(Loaded::not_found());
@@ -144,7 +149,12 @@ where
             let value = self
                 .codec
                 .encode_value(&value)
-                .map_err(|error| -> BoxError { Box::new(ValueCodecError(error)) })?;
+                .map_err(|error| -> BoxError {
+                    Box::new(CodecError {
+                        what: "the value does not encode",
+                        error,
+                    })
+                })?;
             Ok(Loaded::new(value))
         }
     }

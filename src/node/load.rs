@@ -16,7 +16,7 @@ use super::fetch::ProbeSlot;
 use super::queue::batch_results;
 use super::singleflight::{BatchKeys, Ticket, TicketRef};
 use super::source::{CachedSource, FlightKey};
-use crate::error::{BoxError, Error, ErrorKind, KeyCodecError, KeyLoadPanicked, ValueCodecError};
+use crate::error::{BoxError, CodecError, Error, ErrorKind, KeyLoadPanicked};
 use crate::peer::health::Verdict;
 use crate::source::Loaded;
 use crate::stats::Event;
@@ -254,11 +254,10 @@ impl Node {
             source.counters.add(Event::LocalLoadErr);
         }
         tracing::debug!(source = %source.name, error = %cause, keys, "data source failed");
-        // A typed source that could not decode its key says so with `KeyCodecError`.
-        // So does one whose value did not encode (`ValueCodecError`).
-        let (kind, cause) = match cause.downcast::<KeyCodecError>() {
-            Ok(codec) => (ErrorKind::Codec, codec.0),
-            Err(cause) if cause.is::<ValueCodecError>() => (ErrorKind::Codec, cause),
+        // A typed source whose codec failed (the key did not decode, or the value did not
+        // encode) says so with `CodecError`.
+        let (kind, cause) = match cause.downcast::<CodecError>() {
+            Ok(codec) => (ErrorKind::Codec, codec.error),
             Err(cause) => (ErrorKind::Load, cause),
         };
         Error::with_cause(kind, &source.name, Some(cause))
