@@ -1475,8 +1475,9 @@ async fn a_failed_write_writes_nothing_and_keeps_no_copy_here() {
 }
 
 /// docs/guide.md ("Writes") "a failed write then drops the key as `remove` does, here and on
-/// every peer it reaches, so that the next get loads the new value from the back end." Here the write fails for its size (`ValueTooLarge`,
-/// one of the failures the same paragraph lists) after the back end changed.
+/// every peer it reaches, so that the next get loads the new value from the back end." Here the
+/// write fails for its size (`ValueTooLarge`, one of the failures the same paragraph lists)
+/// after the back end changed.
 #[tokio::test]
 async fn after_a_write_too_large_the_next_get_loads_the_key_from_the_back_end() {
     let rec = Rec::default();
