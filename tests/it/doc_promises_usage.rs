@@ -1479,10 +1479,13 @@ fn api_md_lists_every_public_item_and_each_is_documented() {
 // ---------------------------------------------------------------------------------------
 // The examples, as processes.
 
-/// A child process killed (its whole group) when dropped, also when a test fails.
+/// A child process killed (its whole group) when dropped, also when a test fails, unless it
+/// has exited and been reaped: its number, and so its group's, may then belong to another
+/// process already (process numbers wrap at `pid_max`, 32,768 here).
 struct Proc {
     child: Child,
     out: Arc<Mutex<String>>,
+    reaped: bool,
 }
 impl Proc {
     fn spawn(mut cmd: Command) -> Self {
@@ -1510,7 +1513,11 @@ impl Proc {
                 }
             });
         }
-        Self { child, out }
+        Self {
+            child,
+            out,
+            reaped: false,
+        }
     }
     fn output(&self) -> String {
         self.out.lock().unwrap().clone()
@@ -1520,6 +1527,7 @@ impl Proc {
         let give_up = Instant::now() + deadline;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.reaped = true;
                 // The pipes close with the process; wait (bounded) for the readers.
                 let until = Instant::now() + Duration::from_secs(10);
                 let mut last = self.output().len();
@@ -1544,9 +1552,14 @@ impl Proc {
 }
 impl Drop for Proc {
     fn drop(&mut self) {
-        let pid = self.child.id() as i32;
+        if self.reaped {
+            return;
+        }
+        let pid = self.child.id();
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
