@@ -128,6 +128,14 @@ struct State {
     probing: bool,
 }
 
+impl State {
+    /// Whether the peer is skipped now: in its cooldown, or past it while its probe runs.
+    fn skips(&self) -> bool {
+        self.skip_until
+            .is_some_and(|until| Instant::now() < until || self.probing)
+    }
+}
+
 /// The peers on the ring, and the state of those that failed lately.
 #[derive(Debug, Default)]
 struct Peers {
@@ -181,12 +189,7 @@ impl PeerHealth {
         if self.tracked.load(Relaxed) == 0 {
             return false;
         }
-        let peers = self.peers();
-        peers.states.get(peer).is_some_and(|state| {
-            state
-                .skip_until
-                .is_some_and(|until| Instant::now() < until || state.probing)
-        })
+        self.peers().states.get(peer).is_some_and(State::skips)
     }
 
     pub(crate) fn verdict(&self, peer: &str) -> Verdict {
@@ -197,13 +200,13 @@ impl PeerHealth {
         let Some(state) = peers.states.get_mut(peer) else {
             return Verdict::Ask;
         };
-        match state.skip_until {
-            None => Verdict::Ask,
-            Some(until) if Instant::now() < until || state.probing => Verdict::Skip,
-            Some(_) => {
-                state.probing = true;
-                Verdict::Probe
-            }
+        if state.skip_until.is_none() {
+            Verdict::Ask
+        } else if state.skips() {
+            Verdict::Skip
+        } else {
+            state.probing = true;
+            Verdict::Probe
         }
     }
 

@@ -1420,12 +1420,7 @@ async fn a_failed_write_writes_nothing_and_keeps_no_copy_here() {
     }
     // Too large: refused; the owner's value untouched; node 0's hot copy gone (its next get
     // is a peer fetch, not a hit).
-    let error = nodes[0]
-        .handle()
-        .set("items", &big, "x".repeat(101), None)
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::ValueTooLarge, "{error:?}");
+    set_too_large(&nodes[0], &big).await;
     assert_eq!(
         get_shown(&nodes[1], &big).await,
         rec.value(&big),
@@ -1474,6 +1469,17 @@ async fn a_failed_write_writes_nothing_and_keeps_no_copy_here() {
     );
 }
 
+/// A `set` of `key` through `node` with a value of 101 bytes, one over the nodes'
+/// `max_value_bytes` (100): it fails with `ValueTooLarge`.
+async fn set_too_large(node: &Node, key: &str) {
+    let error = node
+        .handle()
+        .set("items", key, "x".repeat(101), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ValueTooLarge, "{error:?}");
+}
+
 /// docs/guide.md ("Writes") "a failed write then drops the key as `remove` does, here and on
 /// every peer it reaches, so that the next get loads the new value from the back end." Here the
 /// write fails for its size (`ValueTooLarge`, one of the failures the same paragraph lists)
@@ -1486,12 +1492,7 @@ async fn after_a_write_too_large_the_next_get_loads_the_key_from_the_back_end() 
     assert_eq!(get_shown(&nodes[0], &key).await, rec.value(&key));
     // The back end takes the new value (here: the next generation), then the write fails.
     rec.bump();
-    let error = nodes[0]
-        .handle()
-        .set("items", &key, "x".repeat(101), None)
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::ValueTooLarge, "{error:?}");
+    set_too_large(&nodes[0], &key).await;
     assert_eq!(
         get_shown(&nodes[0], &key).await,
         rec.value(&key),
